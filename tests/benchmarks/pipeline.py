@@ -1,0 +1,91 @@
+"""Benchmark: the in-process pipeline against plain OpenCV decoding of the same clip.
+
+    python -m tests.benchmarks.pipeline [--clips 4] [--seconds 15] [--width 1280 --height 720]
+
+Writes a talking-head H.264 clip (the size of a First Impressions clip), then measures in one
+run: decoding every frame with OpenCV (the baseline), each pipeline stage, and the whole
+pipeline per clip, both one clip at a time and over a batch with decode prefetch (what
+`oceanstream analyze` does). Prints the figures and the ratio whole/decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def decode_all(path: Path) -> tuple[float, int]:
+    """Seconds to decode every frame with `grab` (decode without colour conversion)."""
+    import cv2
+
+    start = time.perf_counter()
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.grab():
+        count += 1
+    capture.release()
+    return time.perf_counter() - start, count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=4, help="clips in the batch run")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the per-clip runs")
+    args = parser.parse_args()
+
+    from core.bundle import build_default_bundle
+    from core.pipeline import Analyzer
+    from tests.clips import write_h264
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = write_h264(
+            Path(tmp) / "clip.mp4",
+            seconds=args.seconds,
+            fps=args.fps,
+            size=(args.width, args.height),
+        )
+        mb = clip.stat().st_size / 1e6
+        print(f"clip: {args.seconds:.0f} s {args.width}x{args.height} H.264, {mb:.1f} MB")
+        analyzer = Analyzer(build_default_bundle())
+        analyzer.analyze(clip)  # warm-up: builds the compiled functions
+
+        decode = [decode_all(clip) for _ in range(args.repeats)]
+        decode_s = statistics.median(s for s, _ in decode)
+        print(f"decode only (OpenCV, {decode[0][1]} frames): {decode_s:.3f} s/clip")
+
+        singles = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            result = analyzer.analyze(clip)
+            singles.append((time.perf_counter() - start, result))
+        single_s = statistics.median(s for s, _ in singles)
+        stages = singles[-1][1].timings
+        print(f"status {singles[-1][1].status}, faces {singles[-1][1].faces_found}"
+              f"/{singles[-1][1].frames}")
+        print("stage costs (one clip, last run):")
+        for stage, seconds in stages.items():
+            if stage != "total":
+                print(f"  {stage:<10} {seconds:.3f} s")
+        print(f"whole pipeline, one clip at a time: {single_s:.3f} s/clip"
+              f"  ratio to decode {single_s / decode_s:.2f}x")
+
+        start = time.perf_counter()
+        results = list(analyzer.analyze_many([clip] * args.clips))
+        batch_s = (time.perf_counter() - start) / args.clips
+        assert all(r.status == "done" for r in results)
+        print(f"whole pipeline, batch of {args.clips} with decode prefetch: {batch_s:.3f} s/clip"
+              f"  ratio to decode {batch_s / decode_s:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""The `oceanstream` command line."""
+
+from __future__ import annotations
+
+import os
+from workers.cli.app import app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    # Quiet the C++ logging of TensorFlow before anything imports it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    # Commands register themselves on import.
+    from workers.cli import analyze, database, results  # noqa: F401
+
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,70 @@
+"""The one typed settings object, read from the environment (and a `.env` file) at the edge.
+
+Everything below the CLI and the worker bootstrap receives values from here as arguments;
+`core` never reads the environment.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.pipeline import PipelineConfig
+from core.video import VideoLimits
+
+
+class Settings(BaseSettings):
+    """OceanStream settings; every field is `OCEANSTREAM_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OCEANSTREAM_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    home: Path = Field(default=Path("~/.oceanstream"), description="Default data folder.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL.")
+    storage_url: str | None = Field(default=None, description="fsspec URL for artifacts.")
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    model: str | None = Field(default=None, description="Model bundle folder; none: built-in.")
+
+    num_frames: int = Field(default=16, ge=1, le=256)
+    flow_method: Literal["dis", "farneback"] = "dis"
+    detect_width: int = Field(default=320, ge=64)
+    min_face_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
+    max_video_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_duration_s: float = Field(default=20 * 60, gt=0)
+    max_width: int = Field(default=3840, ge=1)
+    max_height: int = Field(default=2160, ge=1)
+
+    @cached_property
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home_dir / 'oceanstream.db'}"
+
+    @property
+    def effective_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url
+        return f"file://{self.home_dir / 'storage'}"
+
+    def pipeline_config(self) -> PipelineConfig:
+        return PipelineConfig(
+            num_frames=self.num_frames,
+            flow_method=self.flow_method,
+            detect_width=self.detect_width,
+            min_face_confidence=self.min_face_confidence,
+            limits=VideoLimits(
+                max_bytes=self.max_video_bytes,
+                max_duration_s=self.max_duration_s,
+                max_width=self.max_width,
+                max_height=self.max_height,
+            ),
+        )
