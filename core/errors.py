@@ -46,3 +46,7 @@ class RetryableError(OceanStreamError):
 
 class StorageError(RetryableError):
     """Reading or writing the artifact store failed."""
+
+
+class ArtifactError(InputError):
+    """A stored intermediate (frames, features) is missing or corrupt; that video fails."""

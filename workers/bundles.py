@@ -42,3 +42,40 @@ def register_bundle(session_factory: object, bundle: ModelBundle, uri: str | Non
             metadata=meta.to_dict(),
             uri=uri,
         )
+
+
+def active_or_default_version(session_factory: object, settings: object) -> str:
+    """The version activated in the database, else the configured (or built-in) bundle's."""
+    from db import repository as repo
+
+    with session_factory() as session:  # type: ignore[operator]
+        active = repo.get_active_model_version(session=session)
+        if active is not None:
+            return str(active.version)
+    model = getattr(settings, "model", None)
+    bundle = resolve_bundle(model, getattr(settings, "num_frames", 16))
+    register_bundle(session_factory, bundle, uri=model)
+    return bundle.metadata.version
+
+
+def load_registered_bundle(session_factory: object, version: str) -> ModelBundle:
+    """Load the bundle a `model_versions` row points at, checking it is that version."""
+    from core.bundle import build_default_bundle, load_bundle
+    from core.errors import ModelBundleError
+    from db import repository as repo
+
+    with session_factory() as session:  # type: ignore[operator]
+        row = repo.get_model_version(session=session, version=version)
+        if row is None:
+            raise ModelBundleError(f"model version {version!r} is not registered")
+        uri, meta = row.uri, dict(row.meta or {})
+    if uri:
+        bundle = load_bundle(Path(uri).expanduser())
+    else:
+        bundle = build_default_bundle(num_frames=int(meta.get("num_frames", 16)))
+    if bundle.metadata.version != version:
+        raise ModelBundleError(
+            f"model version {version!r} points at {uri or 'the built-in bundle'}, "
+            f"which is version {bundle.metadata.version!r}"
+        )
+    return bundle

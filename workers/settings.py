@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     broker_url: str = "redis://127.0.0.1:6379/0"
     model: str | None = Field(default=None, description="Model bundle folder; none: built-in.")
 
+    flower_user: str = "admin"
+    flower_password: str | None = None
+
     num_frames: int = Field(default=16, ge=1, le=256)
     flow_method: Literal["dis", "farneback"] = "dis"
     detect_width: int = Field(default=320, ge=64)

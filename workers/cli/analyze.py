@@ -97,7 +97,8 @@ def _run(
     video_ids: list[str],
     attention_dir: Path | None,
 ) -> list[dict[str, Any]]:
-    from workers.store import result_json, store_result
+    from core.contract import result_json
+    from db.results import store_result
 
     rows: list[dict[str, Any]] = []
     columns = (

@@ -20,7 +20,7 @@ class Format(str, Enum):
 
 
 def row_json(row: Any) -> dict[str, Any]:
-    from workers.store import result_json
+    from core.contract import result_json
 
     return result_json(
         video=row.video,

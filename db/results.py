@@ -1,8 +1,8 @@
-"""Writing one video's outcome to the database: shared by `analyze` and the workers."""
+"""Writing one video's outcome to the database: shared by `analyze` and the inference stage."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -10,7 +10,13 @@ if TYPE_CHECKING:
     from core.pipeline import VideoResult
 
 
-def store_result(*, session: Session, video_id: str, result: VideoResult) -> int | None:
+def store_result(
+    *,
+    session: Session,
+    video_id: str,
+    result: VideoResult,
+    from_statuses: list[str] | None = None,
+) -> int | None:
     """Record status, probe data, timings and (when done) the prediction with its attention.
 
     The caller owns the transaction, so the prediction and the final status land together.
@@ -36,32 +42,10 @@ def store_result(*, session: Session, video_id: str, result: VideoResult) -> int
         )
         prediction_id = prediction.id
     repo.transition_video(
-        session=session, video_id=video_id, to_status=result.status, error=result.error
+        session=session,
+        video_id=video_id,
+        to_status=result.status,
+        from_statuses=from_statuses,
+        error=result.error,
     )
     return prediction_id
-
-
-def result_json(
-    *,
-    video: str,
-    video_id: str | None,
-    status: str,
-    traits: dict[str, float] | None,
-    faces_found: int | None,
-    frames: int | None,
-    model_version: str | None,
-    model_trained: bool | None,
-    error: str | None,
-) -> dict[str, Any]:
-    """One video in the JSON result contract (the keys and their order are fixed)."""
-    return {
-        "video": video,
-        "video_id": video_id,
-        "status": status,
-        "traits": traits,
-        "faces_found": faces_found,
-        "frames": frames,
-        "model_version": model_version,
-        "model_trained": model_trained,
-        "error": error,
-    }

@@ -1,0 +1,112 @@
+"""The artifact store: uploaded videos and per-stage arrays behind one fsspec URL.
+
+A local folder on one machine, a shared volume or an object-store bucket across machines:
+the stages only ever exchange URIs from here, never arrays in messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import numpy as np
+
+from core.errors import ArtifactError, StorageError
+
+
+class ArtifactStore:
+    """Keys are relative paths such as `videos/<sha256>.mp4` or `features/<id>/static.npz`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.protocol = (
+            self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        )
+
+    def uri(self, key: str) -> str:
+        return f"{self.url}/{key.lstrip('/')}"
+
+    def _path(self, uri: str) -> str:
+        if not uri.startswith(self.url + "/"):
+            raise ArtifactError(f"artifact {uri!r} is not under this store ({self.url})")
+        return f"{self.root}/{uri[len(self.url) + 1 :]}"
+
+    def exists(self, uri: str) -> bool:
+        try:
+            return bool(self.fs.exists(self._path(uri)))
+        except OSError as exc:
+            raise StorageError(f"cannot reach storage for {uri}: {exc}") from exc
+
+    def put_file(self, local_path: str | Path, key: str) -> str:
+        """Copy a local file in (skipped when the key already exists: keys are content hashes)."""
+        uri = self.uri(key)
+        path = self._path(uri)
+        try:
+            if self.fs.exists(path):
+                return uri
+            self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+            tmp = f"{path}.partial"
+            self.fs.put_file(str(local_path), tmp)
+            self.fs.mv(tmp, path)
+        except OSError as exc:
+            raise StorageError(f"cannot store {local_path} as {uri}: {exc}") from exc
+        return uri
+
+    def put_arrays(self, key: str, **arrays: np.ndarray) -> str:
+        """Write named arrays as one uncompressed `.npz` (fast, exact, loadable without pickle)."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        uri = self.uri(key)
+        path = self._path(uri)
+        try:
+            self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+            with self.fs.open(f"{path}.partial", "wb") as handle:
+                handle.write(buffer.getbuffer())
+            self.fs.mv(f"{path}.partial", path)
+        except OSError as exc:
+            raise StorageError(f"cannot write {uri}: {exc}") from exc
+        return uri
+
+    def get_arrays(self, uri: str) -> dict[str, np.ndarray]:
+        try:
+            with self.fs.open(self._path(uri), "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError as exc:
+            raise ArtifactError(f"artifact {uri} is missing") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc}") from exc
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise ArtifactError(f"artifact {uri} is corrupt: {exc}") from exc
+
+    @contextlib.contextmanager
+    def local_copy(self, uri: str) -> Iterator[Path]:
+        """A local path for `uri` (the file itself when the store is a local folder)."""
+        path = self._path(uri)
+        if self.protocol in ("file", "local"):
+            if not Path(path).exists():
+                raise ArtifactError(f"artifact {uri} is missing")
+            yield Path(path)
+            return
+        with tempfile.TemporaryDirectory(prefix="oceanstream-") as tmp:
+            target = Path(tmp) / Path(path).name
+            try:
+                self.fs.get_file(path, str(target))
+            except FileNotFoundError as exc:
+                raise ArtifactError(f"artifact {uri} is missing") from exc
+            except OSError as exc:
+                raise StorageError(f"cannot fetch {uri}: {exc}") from exc
+            yield target
+
+    def delete_prefix(self, key: str) -> None:
+        path = self._path(self.uri(key))
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(path, recursive=True)

@@ -1,0 +1,1 @@
+"""Alembic migrations for the OceanStream schema (run them with `db.migrate`)."""

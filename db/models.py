@@ -1,0 +1,224 @@
+"""The database tables, as SQLAlchemy 2.0 typed models.
+
+The schema is portable between SQLite (one process on a laptop) and PostgreSQL (a fleet of
+workers): plain `String` plus CHECK constraints instead of native enums, generic `JSON`, and
+UTC timestamps through `UTCDateTime`. Constraint names come from a naming convention so that
+migrations can refer to them on both backends.
+
+The schema itself is created by the Alembic migrations in `db/migrations`, never by
+`Base.metadata.create_all`; a test keeps the two identical.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from core.traits import TRAITS
+from db.types import UTCDateTime, utcnow
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Every state a video can be in. `done` and `no_face` count as processed; `failed` does not.
+VIDEO_STATUSES: tuple[str, ...] = (
+    "pending",
+    "ingesting",
+    "extracting",
+    "inference",
+    "done",
+    "no_face",
+    "failed",
+)
+#: States a video leaves only when it is explicitly re-run.
+TERMINAL_STATUSES: tuple[str, ...] = ("done", "no_face", "failed")
+JOB_KINDS: tuple[str, ...] = ("analyze", "submit", "extract")
+#: The pipeline stages that must both finish before inference (see `mark_stage_ready`).
+FEATURE_STAGES: tuple[str, ...] = ("faces", "flow")
+
+
+def new_id() -> str:
+    """A random 32-character hex id: unique across processes without a database round trip."""
+    return uuid.uuid4().hex
+
+
+def _quoted(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{value}'" for value in values)
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the naming convention and the shared type map."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[int]: JSON(),
+    }
+
+
+class ModelVersion(Base):
+    """A model bundle that produced predictions; `version` is derived from its content."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        # At most one active version. A partial unique index is supported by both backends.
+        Index(
+            "uq_model_versions_active",
+            "active",
+            unique=True,
+            sqlite_where=text("active"),
+            postgresql_where=text("active"),
+        ),
+    )
+
+    version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    trained: Mapped[bool] = mapped_column(Boolean)
+    # `metadata` is reserved by the declarative base, so the attribute is `meta`.
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    uri: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """One `analyze`, `submit` or `extract` request over a list of videos."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    entries: Mapped[list[JobVideo]] = relationship(
+        back_populates="job", order_by="JobVideo.position", passive_deletes=True
+    )
+
+
+class Video(Base):
+    """One distinct video file (by content hash) and where it is in the pipeline."""
+
+    __tablename__ = "videos"
+    __table_args__ = (CheckConstraint(f"status IN ({_quoted(VIDEO_STATUSES)})", name="status"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    source_path: Mapped[str] = mapped_column(Text)
+    storage_uri: Mapped[str | None] = mapped_column(Text)
+    # Videos may be over 2 GiB, past a 32-bit integer.
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    fps: Mapped[float | None] = mapped_column(Double)
+    frame_count: Mapped[int | None] = mapped_column(Integer)
+    duration_s: Mapped[float | None] = mapped_column(Double)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    frames: Mapped[int | None] = mapped_column(Integer)
+    faces_found: Mapped[int | None] = mapped_column(Integer)
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The model version every stage of this video uses, pinned at ingest: features from one
+    # bundle's encoders are meaningless to another bundle's fusion model.
+    model_version: Mapped[str | None] = mapped_column(ForeignKey("model_versions.version"))
+    # Stage name -> times a message for it was taken up; bounds poison messages.
+    deliveries: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    faces_ready: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    flow_ready: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    predictions: Mapped[list[Prediction]] = relationship(
+        back_populates="video", passive_deletes=True
+    )
+
+
+class JobVideo(Base):
+    """A video as submitted in one job: the name it was given there and its position."""
+
+    __tablename__ = "job_videos"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    video_id: Mapped[str] = mapped_column(
+        ForeignKey("videos.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    name: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer)
+
+    job: Mapped[Job] = relationship(back_populates="entries")
+    video: Mapped[Video] = relationship()
+
+
+class Prediction(Base):
+    """OCEAN scores for one video from one model version; at most one row per pair."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (UniqueConstraint("video_id", "model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"))
+    model_version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"))
+    openness: Mapped[float] = mapped_column(Double)
+    conscientiousness: Mapped[float] = mapped_column(Double)
+    extraversion: Mapped[float] = mapped_column(Double)
+    agreeableness: Mapped[float] = mapped_column(Double)
+    neuroticism: Mapped[float] = mapped_column(Double)
+    model_trained: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    video: Mapped[Video] = relationship(back_populates="predictions")
+    attention_map: Mapped[AttentionMap | None] = relationship(
+        back_populates="prediction", passive_deletes=True
+    )
+
+    @property
+    def scores(self) -> tuple[float, ...]:
+        """The five scores in `core.traits.TRAITS` order."""
+        return tuple(float(getattr(self, name)) for name in TRAITS)
+
+    @property
+    def traits(self) -> dict[str, float]:
+        """Trait name -> score, in `core.traits.TRAITS` order."""
+        return {name: float(getattr(self, name)) for name in TRAITS}
+
+
+class AttentionMap(Base):
+    """The cross-attention map of one prediction, compressed (see `db.attention`)."""
+
+    __tablename__ = "attention_maps"
+
+    prediction_id: Mapped[int] = mapped_column(
+        ForeignKey("predictions.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    shape: Mapped[list[int]] = mapped_column()
+    dtype: Mapped[str] = mapped_column(String(16))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    prediction: Mapped[Prediction] = relationship(back_populates="attention_map")

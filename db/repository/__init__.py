@@ -1,0 +1,67 @@
+"""Repository functions: the only way the rest of the project reads and writes the database.
+
+Every function takes the session keyword-only and never commits: the caller owns the
+transaction (`with session_factory.begin() as session: ...`), so several calls, say a
+prediction and the video's move to `done`, commit or roll back together.
+"""
+
+from db.repository._common import NotFoundError
+from db.repository.jobs import attach_video, create_job, get_job
+from db.repository.model_versions import (
+    activate_model_version,
+    ensure_model_version,
+    get_active_model_version,
+    get_model_version,
+)
+from db.repository.predictions import get_prediction, load_attention, save_prediction
+from db.repository.results import ResultRow, job_failures, job_status_counts, query_results
+from db.repository.stages import (
+    PROBE_FIELDS,
+    count_delivery,
+    mark_stage_ready,
+    pin_model_version,
+    record_counts,
+    record_probe,
+    record_timings,
+    reset_stage_flags,
+    set_storage_uri,
+    touch_video,
+)
+from db.repository.videos import (
+    find_stuck_videos,
+    get_or_create_video,
+    get_video,
+    transition_video,
+)
+
+__all__ = [
+    "PROBE_FIELDS",
+    "NotFoundError",
+    "ResultRow",
+    "activate_model_version",
+    "attach_video",
+    "count_delivery",
+    "create_job",
+    "ensure_model_version",
+    "find_stuck_videos",
+    "get_active_model_version",
+    "get_job",
+    "get_model_version",
+    "get_or_create_video",
+    "get_prediction",
+    "get_video",
+    "job_failures",
+    "job_status_counts",
+    "load_attention",
+    "mark_stage_ready",
+    "pin_model_version",
+    "query_results",
+    "record_counts",
+    "record_probe",
+    "record_timings",
+    "reset_stage_flags",
+    "save_prediction",
+    "set_storage_uri",
+    "touch_video",
+    "transition_video",
+]

@@ -1,0 +1,186 @@
+"""Read side: results per video, job progress and failures."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from core.traits import TRAITS
+from db.models import VIDEO_STATUSES, Job, JobVideo, Prediction, Video
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One video's result, as the CLI and the JSON output present it.
+
+    `traits` is None when the video has no prediction (failed, no face, still running).
+    `created_at` is when the prediction was stored or, without one, when the video last
+    changed state. `job_id` is the job asked about or, without a job filter, the latest job
+    that included the video.
+    """
+
+    video: str
+    video_id: str
+    status: str
+    traits: dict[str, float] | None
+    faces_found: int | None
+    frames: int | None
+    model_version: str | None
+    model_trained: bool | None
+    error: str | None
+    job_id: str | None
+    prediction_id: int | None
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON result object of the project contract (`--json`)."""
+        return {
+            "video": self.video,
+            "video_id": self.video_id,
+            "status": self.status,
+            "traits": None if self.traits is None else dict(self.traits),
+            "faces_found": self.faces_found,
+            "frames": self.frames,
+            "model_version": self.model_version,
+            "model_trained": self.model_trained,
+            "error": self.error,
+        }
+
+
+def query_results(
+    *,
+    session: Session,
+    job_id: str | None = None,
+    video: str | None = None,
+    model_version: str | None = None,
+) -> list[ResultRow]:
+    """Stored results, filtered.
+
+    * `job_id`: that job's videos in submission order, under the names given in that job,
+      including failed and no-face ones (with their error and no traits).
+    * `video`: a video id or a name (the stored name or a name it was submitted under).
+    * `model_version`: only results made by that model version.
+    * none: every video, oldest first, with its latest prediction.
+    """
+    if model_version is not None:
+        prediction_on: ColumnElement[bool] = (Prediction.video_id == Video.id) & (
+            Prediction.model_version == model_version
+        )
+    else:
+        latest = (
+            select(Prediction.id)
+            .where(Prediction.video_id == Video.id)
+            .order_by(Prediction.created_at.desc(), Prediction.id.desc())
+            .limit(1)
+            .correlate(Video)
+            .scalar_subquery()
+        )
+        prediction_on = Prediction.id == latest
+
+    if job_id is not None:
+        stmt = _job_select(job_id).outerjoin(Prediction, prediction_on)
+        stmt = stmt.order_by(JobVideo.position, JobVideo.name)
+        name_matches = JobVideo.name == video
+    else:
+        stmt = _all_select().outerjoin(Prediction, prediction_on)
+        stmt = stmt.order_by(Video.created_at, Video.id)
+        name_matches = exists().where(JobVideo.video_id == Video.id, JobVideo.name == video)
+    if model_version is not None:
+        stmt = stmt.where(Prediction.id.is_not(None))
+    if video is not None:
+        stmt = stmt.where(or_(Video.id == video, Video.name == video, name_matches))
+    return [_to_row(row) for row in session.execute(stmt)]
+
+
+def job_status_counts(*, session: Session, job_id: str) -> dict[str, int]:
+    """Number of the job's videos in each status; every status is present, zeros included."""
+    counts = dict.fromkeys(VIDEO_STATUSES, 0)
+    rows = session.execute(
+        select(Video.status, func.count())
+        .join(JobVideo, JobVideo.video_id == Video.id)
+        .where(JobVideo.job_id == job_id)
+        .group_by(Video.status)
+    )
+    for status, count in rows:
+        counts[status] = int(count)
+    return counts
+
+
+def job_failures(
+    *, session: Session, job_id: str, statuses: Collection[str] = ("failed",)
+) -> list[tuple[str, str]]:
+    """(name in the job, error) of the job's videos in `statuses`, in submission order.
+
+    `no_face` is not a failure by default (such a video counts as processed); pass
+    `statuses=("failed", "no_face")` to list those too.
+    """
+    rows = session.execute(
+        select(JobVideo.name, Video.error)
+        .join(Video, JobVideo.video_id == Video.id)
+        .where(JobVideo.job_id == job_id, Video.status.in_(list(statuses)))
+        .order_by(JobVideo.position, JobVideo.name)
+    )
+    return [(name, error or "") for name, error in rows]
+
+
+def _columns() -> tuple[Any, ...]:
+    return (
+        Video.id.label("video_id"),
+        Video.status,
+        Video.error,
+        Video.faces_found,
+        Video.frames,
+        Video.updated_at,
+        Prediction.id.label("prediction_id"),
+        Prediction.model_version,
+        Prediction.model_trained,
+        Prediction.created_at.label("predicted_at"),
+        *(getattr(Prediction, name) for name in TRAITS),
+    )
+
+
+def _job_select(job_id: str) -> Select[Any]:
+    return (
+        select(JobVideo.name.label("name"), JobVideo.job_id.label("job_id"), *_columns())
+        .select_from(JobVideo)
+        .join(Video, JobVideo.video_id == Video.id)
+        .where(JobVideo.job_id == job_id)
+    )
+
+
+def _all_select() -> Select[Any]:
+    latest_job = (
+        select(JobVideo.job_id)
+        .join(Job, Job.id == JobVideo.job_id)
+        .where(JobVideo.video_id == Video.id)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(1)
+        .correlate(Video)
+        .scalar_subquery()
+    )
+    return select(Video.name.label("name"), latest_job.label("job_id"), *_columns()).select_from(
+        Video
+    )
+
+
+def _to_row(row: Any) -> ResultRow:
+    predicted = row.prediction_id is not None
+    return ResultRow(
+        video=row.name,
+        video_id=row.video_id,
+        status=row.status,
+        traits={name: float(getattr(row, name)) for name in TRAITS} if predicted else None,
+        faces_found=row.faces_found,
+        frames=row.frames,
+        model_version=row.model_version,
+        model_trained=bool(row.model_trained) if predicted else None,
+        error=row.error,
+        job_id=row.job_id,
+        prediction_id=row.prediction_id,
+        created_at=row.predicted_at if predicted else row.updated_at,
+    )

@@ -1,0 +1,169 @@
+"""Per-video bookkeeping of the pipeline stages: what they measured, and their coordination.
+
+The faces and flow stages of one video run at the same time on different workers, so every
+read-modify-write here locks the row first (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's
+write lock, taken at `BEGIN IMMEDIATE`, does the same) and no update is lost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import false, select, update
+from sqlalchemy.orm import Session
+
+from db.models import FEATURE_STAGES, TERMINAL_STATUSES, ModelVersion, Video
+from db.repository._common import FETCH, NotFoundError
+from db.types import utcnow
+
+#: The keys of `core.video.VideoInfo.to_dict()` that `record_probe` stores, with their types.
+PROBE_FIELDS: dict[str, type] = {
+    "fps": float,
+    "frame_count": int,
+    "duration_s": float,
+    "width": int,
+    "height": int,
+}
+
+
+def record_probe(*, session: Session, video_id: str, info: Mapping[str, Any]) -> None:
+    """Store probe metadata (`VideoInfo.to_dict()`): fps, frame_count, duration_s, width, height.
+
+    Keys it does not know are ignored, so the probe may grow without breaking this call; keys
+    that are absent keep their stored value.
+    """
+    values: dict[str, Any] = {
+        key: None if info[key] is None else cast(info[key])
+        for key, cast in PROBE_FIELDS.items()
+        if key in info
+    }
+    _update_video(session, video_id, values)
+
+
+def record_counts(
+    *,
+    session: Session,
+    video_id: str,
+    frames: int | None = None,
+    faces_found: int | None = None,
+) -> None:
+    """Store how many frames were sampled and in how many of them a face was found.
+
+    An argument left as None keeps its stored value, since each stage records its own count.
+    """
+    values: dict[str, Any] = {}
+    if frames is not None:
+        values["frames"] = int(frames)
+    if faces_found is not None:
+        values["faces_found"] = int(faces_found)
+    _update_video(session, video_id, values)
+
+
+def set_storage_uri(*, session: Session, video_id: str, uri: str) -> None:
+    """Store where the video's file lives in shared storage."""
+    _update_video(session, video_id, {"storage_uri": uri})
+
+
+def touch_video(*, session: Session, video_id: str) -> None:
+    """Bump `updated_at`, so that `find_stuck_videos` waits a full deadline again."""
+    _update_video(session, video_id, {})
+
+
+def record_timings(*, session: Session, video_id: str, timings: Mapping[str, float]) -> None:
+    """Merge stage name -> seconds into the video's `timings` (a later value for a name wins)."""
+    clean: dict[str, float] = {}
+    for stage, seconds in timings.items():
+        value = float(seconds)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"timing for {stage!r} must be finite and >= 0, got {seconds!r}")
+        clean[str(stage)] = value
+    current = _locked(session, video_id, Video.timings)
+    _update_video(session, video_id, {"timings": {**(current or {}), **clean}})
+
+
+def count_delivery(*, session: Session, video_id: str, stage: str) -> int:
+    """Count one more delivery of `stage`'s message for the video; returns the new count.
+
+    Lets a stage give up on a message that kills its worker every time (redelivered forever
+    under late acknowledgement). Each stage has its own count; `attempts` is the total.
+    """
+    current = _locked(session, video_id, Video.deliveries)
+    counts = dict(current or {})
+    counts[stage] = int(counts.get(stage, 0)) + 1
+    _update_video(session, video_id, {"deliveries": counts, "attempts": Video.attempts + 1})
+    return counts[stage]
+
+
+def pin_model_version(
+    *, session: Session, video_id: str, version: str, replace: bool = False
+) -> str:
+    """Fix the model version all of the video's stages use; returns the pinned version.
+
+    The first pin wins (two racing ingests may see different active versions), so callers
+    should use the returned value. `replace=True` re-pins, for re-running a video with
+    another model.
+    """
+    if session.get(ModelVersion, version) is None:
+        raise NotFoundError(f"no model version {version!r}; call ensure_model_version first")
+    stmt = update(Video).where(Video.id == video_id)
+    if not replace:
+        stmt = stmt.where(Video.model_version.is_(None))
+    session.execute(
+        stmt.values(model_version=version, updated_at=utcnow()), execution_options=FETCH
+    )
+    pinned = session.execute(select(Video.model_version).where(Video.id == video_id)).first()
+    if pinned is None:
+        raise NotFoundError(f"no video with id {video_id!r}")
+    return str(pinned[0])
+
+
+def mark_stage_ready(*, session: Session, video_id: str, stage: str) -> bool:
+    """Mark feature stage `stage` ("faces" or "flow") done; True when this call completed both.
+
+    Exactly one caller ever gets True for a video, however many deliveries of either stage
+    race: the caller that gets True enqueues inference, so it is enqueued once. It is one
+    UPDATE that sets this stage's flag only if it was not set yet and returns the other flag.
+    On PostgreSQL the second of two concurrent updates waits for the first to commit and then
+    re-reads the row, so it sees the other flag; SQLite serializes writers. A video in a
+    terminal state (done, no_face, failed) is left alone and returns False.
+    """
+    if stage not in FEATURE_STAGES:
+        raise ValueError(f"stage must be one of {FEATURE_STAGES}, got {stage!r}")
+    own, other = (
+        (Video.faces_ready, Video.flow_ready)
+        if stage == "faces"
+        else (Video.flow_ready, Video.faces_ready)
+    )
+    stmt = (
+        update(Video)
+        .where(Video.id == video_id, own == false(), Video.status.not_in(TERMINAL_STATUSES))
+        .values({own.key: True, "updated_at": utcnow()})
+        .returning(other)
+    )
+    row = session.execute(stmt, execution_options=FETCH).first()
+    return row is not None and bool(row[0])
+
+
+def reset_stage_flags(*, session: Session, video_id: str) -> None:
+    """Clear both feature-stage flags before the video's features are (re)computed."""
+    _update_video(session, video_id, {"faces_ready": False, "flow_ready": False})
+
+
+def _locked(session: Session, video_id: str, column: Any) -> Any:
+    row = session.execute(select(column).where(Video.id == video_id).with_for_update()).first()
+    if row is None:
+        raise NotFoundError(f"no video with id {video_id!r}")
+    return row[0]
+
+
+def _update_video(session: Session, video_id: str, values: dict[str, Any]) -> None:
+    stmt = (
+        update(Video)
+        .where(Video.id == video_id)
+        .values({**values, "updated_at": utcnow()})
+        .returning(Video.id)
+    )
+    if session.execute(stmt, execution_options=FETCH).first() is None:
+        raise NotFoundError(f"no video with id {video_id!r}")

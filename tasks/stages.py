@@ -1,0 +1,237 @@
+"""The pipeline stages as plain functions over ids: what each Celery task runs.
+
+Each stage is idempotent and guarded by the video's state in the database, so a message
+delivered twice, late, or after the video moved on does nothing harmful. The return value
+says what to enqueue next; the caller (the task) does the enqueueing after the commit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.errors import InputError, NoFaceError
+from core.pipeline import (
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_NO_FACE,
+    StaticFeatures,
+    VideoResult,
+    extract_dynamic,
+    extract_static,
+    predict_one,
+    sample_video,
+)
+from db import repository as repo
+from db.results import store_result
+from tasks.context import StageContext
+
+FINAL_STATUSES = frozenset({STATUS_DONE, STATUS_NO_FACE, STATUS_FAILED})
+
+
+def frames_key(video_id: str) -> str:
+    return f"work/{video_id}/frames.npz"
+
+
+def static_key(video_id: str) -> str:
+    return f"work/{video_id}/static.npz"
+
+
+def dynamic_key(video_id: str) -> str:
+    return f"work/{video_id}/dynamic.npz"
+
+
+@dataclass(frozen=True)
+class VideoRef:
+    """A detached snapshot of the fields a stage needs."""
+
+    id: str
+    storage_uri: str | None
+    model_version: str | None
+
+
+def _begin(ctx: StageContext, video_id: str, stage: str, allowed: set[str]) -> VideoRef | None:
+    """Count this delivery and check the video is where this stage expects it.
+
+    Returns None when the stage must not run: the video is unknown, already past this
+    stage, or was delivered more often than `max_deliveries` (then it is failed, so a
+    message that kills its worker every time cannot loop forever).
+    """
+    with ctx.session_factory.begin() as session:
+        video = repo.get_video(session=session, video_id=video_id)
+        if video is None or video.status not in allowed:
+            return None
+        deliveries = repo.count_delivery(session=session, video_id=video_id, stage=stage)
+        if deliveries > ctx.max_deliveries:
+            repo.transition_video(
+                session=session,
+                video_id=video_id,
+                to_status=STATUS_FAILED,
+                from_statuses=sorted(allowed),
+                error=f"{stage} stage was delivered {deliveries} times without finishing "
+                f"(its worker died or timed out each time); gave up",
+            )
+            return None
+        return VideoRef(video.id, video.storage_uri, video.model_version)
+
+
+def _fail(ctx: StageContext, video_id: str, allowed: set[str], status: str, error: str) -> None:
+    with ctx.session_factory.begin() as session:
+        repo.transition_video(
+            session=session,
+            video_id=video_id,
+            to_status=status,
+            from_statuses=sorted(allowed),
+            error=error,
+        )
+
+
+def run_ingest(ctx: StageContext, video_id: str) -> bool:
+    """Probe and sample the stored video, write the frames; True: enqueue faces and flow."""
+    allowed = {"pending", "ingesting"}
+    ref = _begin(ctx, video_id, "ingest", allowed)
+    if ref is None:
+        return False
+    with ctx.session_factory.begin() as session:
+        repo.transition_video(
+            session=session, video_id=video_id, to_status="ingesting", from_statuses=["pending"]
+        )
+        version = ref.model_version or ctx.active_version()
+        repo.pin_model_version(session=session, video_id=video_id, version=version)
+    bundle = ctx.load_bundle(version)
+    start = time.perf_counter()
+    try:
+        if ref.storage_uri is None:
+            raise InputError("video has no stored copy to read")
+        with ctx.store.local_copy(ref.storage_uri) as path:
+            sampled = sample_video(path, bundle.metadata.num_frames, ctx.config.limits)
+    except InputError as exc:
+        _fail(ctx, video_id, allowed, STATUS_FAILED, str(exc))
+        return False
+    seconds = time.perf_counter() - start
+    ctx.store.put_arrays(
+        frames_key(video_id), frames=sampled.frames, successors=sampled.successors
+    )
+    with ctx.session_factory.begin() as session:
+        repo.record_probe(session=session, video_id=video_id, info=sampled.info.to_dict())
+        repo.record_timings(session=session, video_id=video_id, timings={"sample": seconds})
+        repo.record_counts(session=session, video_id=video_id, frames=len(sampled.frames))
+        moved = repo.transition_video(
+            session=session,
+            video_id=video_id,
+            to_status="extracting",
+            from_statuses=["ingesting"],
+        )
+        if moved:  # a duplicate delivery that lost the race must not touch the flags
+            repo.reset_stage_flags(session=session, video_id=video_id)
+        return moved
+
+
+def _finish_feature_stage(
+    ctx: StageContext, video_id: str, stage: str, timings: dict[str, float], **counts: int
+) -> bool:
+    """Record the stage as done; True for exactly one of faces/flow: enqueue inference."""
+    with ctx.session_factory.begin() as session:
+        repo.record_timings(session=session, video_id=video_id, timings=timings)
+        if counts:
+            repo.record_counts(session=session, video_id=video_id, **counts)
+        both_ready = repo.mark_stage_ready(session=session, video_id=video_id, stage=stage)
+        if both_ready:
+            return repo.transition_video(
+                session=session,
+                video_id=video_id,
+                to_status="inference",
+                from_statuses=["extracting"],
+            )
+        return False
+
+
+def run_faces(ctx: StageContext, video_id: str) -> bool:
+    """Faces and face CNN; writes static tokens and the face mask. True: enqueue inference."""
+    ref = _begin(ctx, video_id, "faces", {"extracting"})
+    if ref is None or ref.model_version is None:
+        return False
+    bundle = ctx.load_bundle(ref.model_version)
+    timings: dict[str, float] = {}
+    try:
+        frames = ctx.store.get_arrays(ctx.store.uri(frames_key(video_id)))["frames"]
+        detector = ctx.detector(bundle.metadata.crop_size)
+        static = extract_static(frames, detector, bundle, timings)
+    except NoFaceError as exc:
+        with ctx.session_factory.begin() as session:
+            repo.record_counts(session=session, video_id=video_id, faces_found=0)
+            repo.record_timings(session=session, video_id=video_id, timings=timings)
+        _fail(ctx, video_id, {"extracting"}, STATUS_NO_FACE, str(exc))
+        return False
+    except InputError as exc:
+        _fail(ctx, video_id, {"extracting"}, STATUS_FAILED, str(exc))
+        return False
+    ctx.store.put_arrays(static_key(video_id), tokens=static.tokens, mask=static.mask)
+    return _finish_feature_stage(
+        ctx, video_id, "faces", timings, faces_found=static.faces_found
+    )
+
+
+def run_flow(ctx: StageContext, video_id: str) -> bool:
+    """Optical flow and flow CNN; writes dynamic tokens. True: enqueue inference."""
+    ref = _begin(ctx, video_id, "flow", {"extracting"})
+    if ref is None or ref.model_version is None:
+        return False
+    bundle = ctx.load_bundle(ref.model_version)
+    timings: dict[str, float] = {}
+    try:
+        arrays = ctx.store.get_arrays(ctx.store.uri(frames_key(video_id)))
+        dynamic = extract_dynamic(
+            arrays["frames"], arrays["successors"], bundle, ctx.config.flow_method, timings
+        )
+    except InputError as exc:
+        _fail(ctx, video_id, {"extracting"}, STATUS_FAILED, str(exc))
+        return False
+    ctx.store.put_arrays(dynamic_key(video_id), tokens=dynamic)
+    return _finish_feature_stage(ctx, video_id, "flow", timings)
+
+
+def load_features(ctx: StageContext, video_id: str) -> tuple[StaticFeatures, np.ndarray]:
+    """The stored static tokens, face mask and dynamic tokens of one video."""
+    static = ctx.store.get_arrays(ctx.store.uri(static_key(video_id)))
+    dynamic = ctx.store.get_arrays(ctx.store.uri(dynamic_key(video_id)))["tokens"]
+    tokens, mask = static["tokens"], static["mask"].astype(bool)
+    if tokens.ndim != 2 or dynamic.ndim != 2 or len(tokens) != len(mask):
+        raise InputError(
+            f"stored features have shapes {tokens.shape}, {mask.shape}, {dynamic.shape}; "
+            "expected [T, static_dim], [T], [T, dynamic_dim]"
+        )
+    return StaticFeatures(tokens=tokens, mask=mask), dynamic
+
+
+def run_inference(ctx: StageContext, video_id: str) -> str | None:
+    """The cross-attention model for one video; stores prediction, attention and status."""
+    ref = _begin(ctx, video_id, "inference", {"inference"})
+    if ref is None or ref.model_version is None:
+        return None
+    bundle = ctx.load_bundle(ref.model_version)
+    start = time.perf_counter()
+    try:
+        static, dynamic = load_features(ctx, video_id)
+        scores, attention = predict_one(bundle, static, dynamic)
+    except InputError as exc:
+        _fail(ctx, video_id, {"inference"}, STATUS_FAILED, str(exc))
+        return STATUS_FAILED
+    result = VideoResult(
+        path=video_id,
+        status=STATUS_DONE,
+        model_version=bundle.metadata.version,
+        model_trained=bundle.metadata.trained,
+        scores=scores,
+        attention=attention,
+        faces_found=static.faces_found,
+        frames=len(dynamic),
+        timings={"inference": time.perf_counter() - start},
+    )
+    with ctx.session_factory.begin() as session:
+        store_result(
+            session=session, video_id=video_id, result=result, from_statuses=["inference"]
+        )
+    return STATUS_DONE

@@ -1,0 +1,68 @@
+"""Fixtures for the distributed pipeline: a fresh PostgreSQL database, Redis, clips."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import POSTGRES_URL, REDIS_URL, port_open, service_missing
+from tests.integration.harness import Cluster, RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    if not port_open("127.0.0.1", 5432):
+        service_missing("PostgreSQL on 127.0.0.1:5432")
+    name = f"oceanstream_it_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def shared_redis_url() -> str:
+    """The machine's Redis, on a database number of its own, emptied first."""
+    if not port_open("127.0.0.1", 6379):
+        service_missing("Redis on 127.0.0.1:6379")
+    import redis
+
+    url = REDIS_URL.rsplit("/", 1)[0] + "/9"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, postgres_database: str, shared_redis_url: str) -> Iterator[Cluster]:
+    home = tmp_path / "home"
+    home.mkdir()
+    nodes = Cluster(home=home, database_url=postgres_database, broker_url=shared_redis_url)
+    migrated = nodes.cli("db", "upgrade")
+    assert migrated.returncode == 0, migrated.stderr
+    try:
+        yield nodes
+    finally:
+        nodes.stop_workers()

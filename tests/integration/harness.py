@@ -1,0 +1,153 @@
+"""Real processes for the integration tests: redis-server, `oceanstream worker`, Flower."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class RedisServer:
+    """A redis-server of the test's own, on a free port, that can be killed and restarted."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self.ping, 10, "redis-server to accept connections")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+@dataclass
+class Cluster:
+    """Environment shared by the CLI and the workers of one test: database, broker, storage."""
+
+    home: Path
+    database_url: str
+    broker_url: str
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "OCEANSTREAM_HOME": str(self.home),
+            "OCEANSTREAM_DATABASE_URL": self.database_url,
+            "OCEANSTREAM_BROKER_URL": self.broker_url,
+            "OCEANSTREAM_STORAGE_URL": f"file://{self.home / 'storage'}",
+            "OCEANSTREAM_NUM_FRAMES": "8",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "workers.cli", *args],
+            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        )
+
+    def start_worker(self, queues: str, concurrency: int = 1) -> subprocess.Popen[bytes]:
+        log = self.home / f"worker-{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}.log"
+        handle = open(log, "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "worker", "--queues", queues,
+             "--concurrency", str(concurrency)],
+            env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        process.log_path = log  # type: ignore[attr-defined]
+        self.workers.append(process)
+        wait_for(lambda: b"ready." in log.read_bytes() or process.poll() is not None,
+                 120, f"worker {queues} to start")
+        if process.poll() is not None:
+            raise RuntimeError(f"worker {queues} exited:\n{log.read_text()[-3000:]}")
+        return process
+
+    def stop_workers(self, sig: int = signal.SIGTERM) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                os.killpg(process.pid, sig)
+        for process in self.workers:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+        self.workers.clear()
+
+    def query(self, sql: str, **params: object) -> list[tuple]:
+        engine = sa.create_engine(self.database_url)
+        try:
+            with engine.connect() as connection:
+                return [tuple(row) for row in connection.execute(sa.text(sql), params)]
+        finally:
+            engine.dispose()
+
+    def wait_job(self, job_id: str, timeout: float = 240) -> dict[str, int]:
+        final = ("done", "no_face", "failed")
+
+        def finished() -> bool:
+            rows = self.query(
+                "SELECT v.status FROM videos v JOIN job_videos j ON j.video_id = v.id "
+                "WHERE j.job_id = :job", job=job_id)
+            return bool(rows) and all(status in final for (status,) in rows)
+
+        wait_for(finished, timeout, f"job {job_id} to finish", every=0.5)
+        rows = self.query(
+            "SELECT v.status, count(*) FROM videos v JOIN job_videos j ON j.video_id = v.id "
+            "WHERE j.job_id = :job GROUP BY v.status", job=job_id)
+        return {status: count for status, count in rows}

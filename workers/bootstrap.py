@@ -1,0 +1,76 @@
+"""Per-process state for workers: built lazily, once per process, after any fork.
+
+Celery's prefork pool forks children from the main worker process; a database engine or a
+TensorFlow runtime created before the fork must not be shared with them. So nothing is
+built in the parent, and `worker_process_init` clears whatever a child inherited.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.bundle import ModelBundle
+    from tasks.context import StageContext
+    from workers.settings import Settings
+
+_lock = threading.Lock()
+_context: StageContext | None = None
+_settings: Settings | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Set the settings this process's context will be built from."""
+    global _settings, _context
+    _settings, _context = settings, None
+
+
+def reset_after_fork() -> None:
+    """Forget any context inherited from the parent process."""
+    global _context
+    _context = None
+    _bundle_for.cache_clear()
+
+
+def get_context() -> StageContext:
+    global _context
+    if _context is None:
+        with _lock:
+            if _context is None:
+                _context = _build_context()
+    return _context
+
+
+def _build_context() -> StageContext:
+    from core.storage import ArtifactStore
+    from db.engine import make_engine, make_session_factory
+    from tasks.context import StageContext
+    from workers.settings import Settings
+
+    settings = _settings or Settings()
+    session_factory = make_session_factory(make_engine(settings.effective_database_url))
+
+    def active_version() -> str:
+        from workers.bundles import active_or_default_version
+
+        return active_or_default_version(session_factory, settings)
+
+    def load(version: str) -> ModelBundle:
+        return _bundle_for(settings.effective_database_url, version)
+
+    return StageContext(
+        session_factory=session_factory,
+        store=ArtifactStore(settings.effective_storage_url),
+        config=settings.pipeline_config(),
+        load_bundle=load,
+        active_version=active_version,
+    )
+
+
+@lru_cache(maxsize=4)
+def _bundle_for(database_url: str, version: str) -> ModelBundle:
+    from workers.bundles import load_registered_bundle
+
+    return load_registered_bundle(get_context().session_factory, version)

@@ -1,0 +1,49 @@
+"""Worker lifecycle hooks: per-process set-up after the fork, models warmed before work."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import signals
+
+log = logging.getLogger("oceanstream.worker")
+
+
+def limit_threads(threads: int) -> None:
+    """Cap OpenCV and TensorFlow threads: a worker host scales with processes, not threads."""
+    import cv2
+
+    cv2.setNumThreads(threads)
+    try:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except (ImportError, RuntimeError):  # another backend, or already initialised
+        pass
+
+
+def _prepare_process(threads: int) -> None:
+    from workers import bootstrap
+
+    bootstrap.reset_after_fork()
+    limit_threads(threads)
+    context = bootstrap.get_context()
+    # Load the active model now, so the first task does not pay for it.
+    version = context.active_version()
+    context.load_bundle(version)
+    log.info("process ready with model %s", version)
+
+
+def connect_worker_signals(*, threads: int, preload_in_main: bool) -> None:
+    if preload_in_main:
+
+        @signals.worker_ready.connect(weak=False)
+        def _ready(**_: object) -> None:
+            _prepare_process(threads)
+
+    else:
+
+        @signals.worker_process_init.connect(weak=False)
+        def _child(**_: object) -> None:
+            _prepare_process(threads)
