@@ -61,7 +61,7 @@ class ArtifactStore:
     def put_arrays(self, key: str, **arrays: np.ndarray) -> str:
         """Write named arrays as one uncompressed `.npz` (fast, exact, loadable without pickle)."""
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]
         uri = self.uri(key)
         path = self._path(uri)
         try:

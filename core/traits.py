@@ -12,7 +12,7 @@ TRAITS: tuple[str, ...] = (
 NUM_TRAITS = len(TRAITS)
 
 
-def traits_dict(scores: "list[float] | tuple[float, ...]") -> dict[str, float]:
+def traits_dict(scores: list[float] | tuple[float, ...]) -> dict[str, float]:
     """Map five scores in O, C, E, A, N order to a name -> score dict."""
     if len(scores) != NUM_TRAITS:
         raise ValueError(f"expected {NUM_TRAITS} trait scores, got {len(scores)}")

@@ -98,8 +98,10 @@ def run_ingest(ctx: StageContext, video_id: str) -> bool:
         repo.transition_video(
             session=session, video_id=video_id, to_status="ingesting", from_statuses=["pending"]
         )
-        version = ref.model_version or ctx.active_version()
-        repo.pin_model_version(session=session, video_id=video_id, version=version)
+        # The first ingest to pin a version wins; a racing duplicate uses the same one.
+        version = repo.pin_model_version(
+            session=session, video_id=video_id, version=ref.model_version or ctx.active_version()
+        )
     bundle = ctx.load_bundle(version)
     start = time.perf_counter()
     try:
@@ -111,9 +113,7 @@ def run_ingest(ctx: StageContext, video_id: str) -> bool:
         _fail(ctx, video_id, allowed, STATUS_FAILED, str(exc))
         return False
     seconds = time.perf_counter() - start
-    ctx.store.put_arrays(
-        frames_key(video_id), frames=sampled.frames, successors=sampled.successors
-    )
+    ctx.store.put_arrays(frames_key(video_id), frames=sampled.frames, successors=sampled.successors)
     with ctx.session_factory.begin() as session:
         repo.record_probe(session=session, video_id=video_id, info=sampled.info.to_dict())
         repo.record_timings(session=session, video_id=video_id, timings={"sample": seconds})
@@ -169,9 +169,7 @@ def run_faces(ctx: StageContext, video_id: str) -> bool:
         _fail(ctx, video_id, {"extracting"}, STATUS_FAILED, str(exc))
         return False
     ctx.store.put_arrays(static_key(video_id), tokens=static.tokens, mask=static.mask)
-    return _finish_feature_stage(
-        ctx, video_id, "faces", timings, faces_found=static.faces_found
-    )
+    return _finish_feature_stage(ctx, video_id, "faces", timings, faces_found=static.faces_found)
 
 
 def run_flow(ctx: StageContext, video_id: str) -> bool:
@@ -231,7 +229,5 @@ def run_inference(ctx: StageContext, video_id: str) -> str | None:
         timings={"inference": time.perf_counter() - start},
     )
     with ctx.session_factory.begin() as session:
-        store_result(
-            session=session, video_id=video_id, result=result, from_statuses=["inference"]
-        )
+        store_result(session=session, video_id=video_id, result=result, from_statuses=["inference"])
     return STATUS_DONE

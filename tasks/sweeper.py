@@ -25,7 +25,9 @@ def find_lost_work(ctx: StageContext, older_than_s: float) -> list[tuple[str, st
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
     work: list[tuple[str, str]] = []
     with ctx.session_factory.begin() as session:
-        for video in repo.find_stuck_videos(session=session, older_than=cutoff, statuses=UNFINISHED):
+        for video in repo.find_stuck_videos(
+            session=session, older_than=cutoff, statuses=UNFINISHED
+        ):
             if video.status in ("pending", "ingesting"):
                 work.append(("ingest", video.id))
             elif video.status == "extracting":

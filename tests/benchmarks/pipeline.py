@@ -70,21 +70,27 @@ def main() -> None:
             singles.append((time.perf_counter() - start, result))
         single_s = statistics.median(s for s, _ in singles)
         stages = singles[-1][1].timings
-        print(f"status {singles[-1][1].status}, faces {singles[-1][1].faces_found}"
-              f"/{singles[-1][1].frames}")
+        print(
+            f"status {singles[-1][1].status}, faces {singles[-1][1].faces_found}"
+            f"/{singles[-1][1].frames}"
+        )
         print("stage costs (one clip, last run):")
         for stage, seconds in stages.items():
             if stage != "total":
                 print(f"  {stage:<10} {seconds:.3f} s")
-        print(f"whole pipeline, one clip at a time: {single_s:.3f} s/clip"
-              f"  ratio to decode {single_s / decode_s:.2f}x")
+        print(
+            f"whole pipeline, one clip at a time: {single_s:.3f} s/clip"
+            f"  ratio to decode {single_s / decode_s:.2f}x"
+        )
 
         start = time.perf_counter()
         results = list(analyzer.analyze_many([clip] * args.clips))
         batch_s = (time.perf_counter() - start) / args.clips
         assert all(r.status == "done" for r in results)
-        print(f"whole pipeline, batch of {args.clips} with decode prefetch: {batch_s:.3f} s/clip"
-              f"  ratio to decode {batch_s / decode_s:.2f}x")
+        print(
+            f"whole pipeline, batch of {args.clips} with decode prefetch: {batch_s:.3f} s/clip"
+            f"  ratio to decode {batch_s / decode_s:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,13 @@ def test_batch_finishes_good_clips_and_reports_each_bad_one(analyzed: dict) -> N
     assert done.returncode == 1, done.stderr
     rows = {Path(r["video"]).name: r for r in json.loads(done.stdout)}
     assert set(rows) == {
-        "a_face.mp4", "b_face.avi", "c_faceless.mp4", "d_empty.mp4",
-        "e_text.mp4", "f_random.mp4", "g_truncated.mp4",
+        "a_face.mp4",
+        "b_face.avi",
+        "c_faceless.mp4",
+        "d_empty.mp4",
+        "e_text.mp4",
+        "f_random.mp4",
+        "g_truncated.mp4",
     }
     for name in ("a_face.mp4", "b_face.avi"):
         row = rows[name]
@@ -106,7 +111,9 @@ def test_results_query_and_attention_command(analyzed: dict, tmp_path: Path) -> 
     header, *lines = as_csv.stdout.strip().splitlines()
     assert header.split(",")[:3] == ["video", "video_id", "status"]
     assert len(lines) == 7
-    one = json.loads(oceanstream(home, "results", "--video", "a_face.mp4", "--format", "json").stdout)
+    one = json.loads(
+        oceanstream(home, "results", "--video", "a_face.mp4", "--format", "json").stdout
+    )
     assert len(one) == 1 and one[0]["status"] == "done"
     drawn = oceanstream(home, "attention", one[0]["video_id"], "--out", str(tmp_path / "map.png"))
     assert drawn.returncode == 0, drawn.stderr

@@ -49,8 +49,19 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -97,22 +108,40 @@ class Cluster:
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "workers.cli", *args],
-            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def start_worker(self, queues: str, concurrency: int = 1) -> subprocess.Popen[bytes]:
         log = self.home / f"worker-{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}.log"
         handle = open(log, "wb")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "--queues", queues,
-             "--concurrency", str(concurrency)],
-            env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "workers.cli",
+                "worker",
+                "--queues",
+                queues,
+                "--concurrency",
+                str(concurrency),
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         process.log_path = log  # type: ignore[attr-defined]
         self.workers.append(process)
-        wait_for(lambda: b"ready." in log.read_bytes() or process.poll() is not None,
-                 120, f"worker {queues} to start")
+        wait_for(
+            lambda: b"ready." in log.read_bytes() or process.poll() is not None,
+            120,
+            f"worker {queues} to start",
+        )
         if process.poll() is not None:
             raise RuntimeError(f"worker {queues} exited:\n{log.read_text()[-3000:]}")
         return process
@@ -143,11 +172,15 @@ class Cluster:
         def finished() -> bool:
             rows = self.query(
                 "SELECT v.status FROM videos v JOIN job_videos j ON j.video_id = v.id "
-                "WHERE j.job_id = :job", job=job_id)
+                "WHERE j.job_id = :job",
+                job=job_id,
+            )
             return bool(rows) and all(status in final for (status,) in rows)
 
         wait_for(finished, timeout, f"job {job_id} to finish", every=0.5)
         rows = self.query(
             "SELECT v.status, count(*) FROM videos v JOIN job_videos j ON j.video_id = v.id "
-            "WHERE j.job_id = :job GROUP BY v.status", job=job_id)
+            "WHERE j.job_id = :job GROUP BY v.status",
+            job=job_id,
+        )
         return {status: count for status, count in rows}

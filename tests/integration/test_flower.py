@@ -27,6 +27,8 @@ def get(url: str, auth: tuple[str, str] | None) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, b""
+    except OSError:  # not listening yet
+        return 0, b""
 
 
 def test_flower_lists_workers_and_queue_lengths(cluster: Cluster, tmp_path: Path) -> None:
@@ -37,7 +39,10 @@ def test_flower_lists_workers_and_queue_lengths(cluster: Cluster, tmp_path: Path
     port = free_port()
     flower = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "flower", "--port", str(port)],
-        env=cluster.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=cluster.env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     auth = ("ops", "s3cret")

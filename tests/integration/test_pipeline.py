@@ -55,13 +55,19 @@ def submit(cluster: Cluster, *paths: Path) -> str:
 def statuses(cluster: Cluster, job_id: str) -> dict[str, str]:
     rows = cluster.query(
         "SELECT v.name, v.status FROM videos v JOIN job_videos j ON j.video_id = v.id "
-        "WHERE j.job_id = :job", job=job_id)
+        "WHERE j.job_id = :job",
+        job=job_id,
+    )
     return dict(rows)
 
 
 def predictions_per_video(cluster: Cluster) -> list[int]:
-    return [n for (n,) in cluster.query(
-        "SELECT count(*) FROM predictions GROUP BY video_id, model_version")]
+    return [
+        n
+        for (n,) in cluster.query(
+            "SELECT count(*) FROM predictions GROUP BY video_id, model_version"
+        )
+    ]
 
 
 def test_mixed_job_of_twenty_ends_with_every_video_final(cluster: Cluster, tmp_path: Path) -> None:
@@ -129,8 +135,12 @@ def test_whole_worker_killed_then_sweeper_finishes(cluster: Cluster, tmp_path: P
     expected = make_batch(tmp_path / "in", good=4, faceless=0)
     cluster.start_worker("ingest,faces,flow,inference")
     job_id = submit(cluster, tmp_path / "in")
-    wait_for(lambda: bool(cluster.query("SELECT 1 FROM videos WHERE status <> 'pending'")),
-             60, "work to start", every=0.01)
+    wait_for(
+        lambda: bool(cluster.query("SELECT 1 FROM videos WHERE status <> 'pending'")),
+        60,
+        "work to start",
+        every=0.01,
+    )
     cluster.stop_workers(signal.SIGKILL)
     cluster.start_worker("ingest,faces,flow,inference")
     swept = cluster.cli("reconcile", "--older-than", "0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+
 from workers.cli.app import app
 
 

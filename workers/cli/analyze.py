@@ -61,9 +61,7 @@ def _open_db(settings: Any) -> sessionmaker:
     return open_database(settings)
 
 
-def _register_inputs(
-    session_factory: sessionmaker, inputs: list[Path]
-) -> tuple[str, list[str]]:
+def _register_inputs(session_factory: sessionmaker, inputs: list[Path]) -> tuple[str, list[str]]:
     """One job, one video row per distinct file content (a missing file gets a path key)."""
     from core.files import file_sha256, missing_file_key
     from db import repository as repo
@@ -138,5 +136,6 @@ def _write_attention(directory: Path, path: Path, video_id: str, result: VideoRe
 
     directory.mkdir(parents=True, exist_ok=True)
     title = f"{path.name} ({result.model_version}{'' if result.model_trained else ', untrained'})"
-    plot_attention_map(result.attention, save_path=directory / f"{path.stem}-{video_id[:8]}.png",
-                       title=title)
+    plot_attention_map(
+        result.attention, save_path=directory / f"{path.stem}-{video_id[:8]}.png", title=title
+    )

@@ -86,7 +86,8 @@ def register_job(
                 session=session, job_id=job.id, video_id=video.id, name=str(path), position=position
             )
             if not created:
-                continue  # already stored: in flight or finished, the same bytes give the same result
+                # Already stored: in flight or finished; the same bytes give the same result.
+                continue
             if problem is not None:
                 repo.transition_video(
                     session=session,
@@ -109,8 +110,12 @@ def follow_job(
     from workers.cli.results import row_json
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err, transient=True) as progress:
         bar = progress.add_task("waiting", total=None)
         while True:

@@ -46,11 +46,16 @@ def worker(
     node = name or f"{'-'.join(chosen)}-{os.getpid()}@{socket.gethostname()}"
     argv = [
         "worker",
-        "--queues", ",".join(chosen),
-        "--pool", "solo" if solo else "prefork",
-        "--concurrency", str(1 if solo else concurrency),
-        "--hostname", node,
-        "--loglevel", loglevel,
+        "--queues",
+        ",".join(chosen),
+        "--pool",
+        "solo" if solo else "prefork",
+        "--concurrency",
+        str(1 if solo else concurrency),
+        "--hostname",
+        node,
+        "--loglevel",
+        loglevel,
         "--without-gossip",
         "--without-mingle",
         "--task-events",
@@ -65,18 +70,19 @@ def flower(
 ) -> None:
     """Start Flower for this app (basic auth from OCEANSTREAM_FLOWER_USER / _PASSWORD)."""
     from workers.celery_app import create_app
+    from workers.flower import include_configured_queues
 
     settings = load_settings()
     if not settings.flower_password:
         err.print("error: set OCEANSTREAM_FLOWER_PASSWORD (and optionally _USER) first")
         raise typer.Exit(EXIT_USAGE)
     celery = create_app(settings)
+    include_configured_queues()
     celery.start(
         [
             "flower",
             f"--port={port}",
             f"--address={address}",
             f"--basic-auth={settings.flower_user}:{settings.flower_password}",
-            f"--broker-api={settings.broker_url}",
         ]
     )

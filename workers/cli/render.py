@@ -50,8 +50,17 @@ def print_results_table(console: Console, rows: Sequence[dict[str, Any]]) -> Non
 
 
 def results_csv(rows: Sequence[dict[str, Any]]) -> str:
-    fields = ["video", "video_id", "status", *TRAITS, "faces_found", "frames",
-              "model_version", "model_trained", "error"]
+    fields = [
+        "video",
+        "video_id",
+        "status",
+        *TRAITS,
+        "faces_found",
+        "frames",
+        "model_version",
+        "model_trained",
+        "error",
+    ]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
