@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,9 @@ class PipelineConfig:
     flow_method: str = "dis"
     detect_width: int = 320
     min_face_confidence: float = 0.9
+    # Sampled frames are kept at most this many pixels on their long side: detection runs
+    # at 320 px and crops are 112 px, so more only costs memory and storage traffic.
+    frame_max_side: int = 640
     limits: VideoLimits = field(default_factory=VideoLimits)
 
 
@@ -95,11 +98,36 @@ class _Stage:
 
 
 def sample_video(
-    path: str | Path, num_frames: int, limits: VideoLimits | None = None
+    path: str | Path,
+    num_frames: int,
+    limits: VideoLimits | None = None,
+    max_side: int | None = None,
 ) -> SampledFrames:
-    """Probe a video against the limits, then sample T frames and their successors."""
+    """Probe a video against the limits, then sample T frames and their successors.
+
+    With `max_side`, frames larger than that on their long side are scaled down.
+    """
     info = probe_video(path, limits)
-    return sample_frames(path, num_frames=num_frames, limits=limits, info=info)
+    sampled = sample_frames(path, num_frames=num_frames, limits=limits, info=info)
+    if max_side is None:
+        return sampled
+    return replace(
+        sampled,
+        frames=downscale(sampled.frames, max_side),
+        successors=downscale(sampled.successors, max_side),
+    )
+
+
+def downscale(frames: np.ndarray, max_side: int) -> np.ndarray:
+    """[N, H, W, C] frames scaled (area filter) so that max(H, W) <= max_side."""
+    import cv2
+
+    height, width = frames.shape[1:3]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return frames
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
 
 
 def extract_static(
@@ -179,7 +207,12 @@ class Analyzer:
         )
 
     def sample(self, path: str | Path) -> SampledFrames:
-        return sample_video(path, self.bundle.metadata.num_frames, self.config.limits)
+        return sample_video(
+            path,
+            self.bundle.metadata.num_frames,
+            self.config.limits,
+            self.config.frame_max_side,
+        )
 
     def analyze(self, path: str | Path) -> VideoResult:
         """Analyze one file; input problems become a failed or no_face result, never raise."""

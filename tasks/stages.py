@@ -108,7 +108,12 @@ def run_ingest(ctx: StageContext, video_id: str) -> bool:
         if ref.storage_uri is None:
             raise InputError("video has no stored copy to read")
         with ctx.store.local_copy(ref.storage_uri) as path:
-            sampled = sample_video(path, bundle.metadata.num_frames, ctx.config.limits)
+            sampled = sample_video(
+                path,
+                bundle.metadata.num_frames,
+                ctx.config.limits,
+                ctx.config.frame_max_side,
+            )
     except InputError as exc:
         _fail(ctx, video_id, allowed, STATUS_FAILED, str(exc))
         return False

@@ -68,6 +68,14 @@ def _relight(image: np.ndarray, gain: float, side: float) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def _tinted(image: np.ndarray, tint: tuple[float, float, float]) -> np.ndarray:
+    """Multiply each colour channel by its factor (the identity tint returns ``image``)."""
+    if tuple(tint) == (1.0, 1.0, 1.0):
+        return image
+    out = image.astype(np.float32) * np.asarray(tint, np.float32)[None, None, :]
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 class _SensorNoise:
     """Mild per-frame grain, drawn from a small bank so large frames stay cheap to make."""
 
@@ -96,6 +104,9 @@ def talking_head_frames(
     seed: int = 0,
     brightness: float = 1.0,
     motion: float = 1.0,
+    tint: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    scale: float = 1.0,
+    offset: tuple[float, float] = (0.0, 0.0),
 ) -> Iterator[np.ndarray]:
     """Yield RGB frames of the astronaut's face, moving like a person talking to a camera.
 
@@ -103,10 +114,13 @@ def talking_head_frames(
     tilts (+-6 degrees) and the light changes (+-15 % gain, a moving side light). Every
     amplitude is multiplied by ``motion`` (0 gives a still picture with sensor noise only);
     ``brightness`` multiplies the whole image. ``seed`` picks the phases and the noise.
+    ``tint`` multiplies the R, G, B channels of the photo, ``scale`` the face size and
+    ``offset`` moves the face's resting place by fractions of the frame width and height:
+    together they give one photo several distinct looks.
     """
     width, height = size
-    source = _astronaut()
-    base_scale = _FACE_FRACTION * height / _FACE_HEIGHT
+    source = _tinted(_astronaut(), tint)
+    base_scale = scale * _FACE_FRACTION * height / _FACE_HEIGHT
     ph = _phases(seed, 6)
     noise = _SensorNoise(size, seed + 1)
     for i in range(_num_frames(seconds, fps)):
@@ -116,8 +130,8 @@ def talking_head_frames(
         shift_x = 0.04 * width * motion * math.sin(2 * math.pi * 0.5 * t + ph[2])
         shift_y = 0.03 * height * motion * math.sin(2 * math.pi * 0.7 * t + ph[3])
         matrix = cv2.getRotationMatrix2D(_FACE_CENTER, angle, base_scale * zoom)
-        matrix[0, 2] += width / 2 + shift_x - _FACE_CENTER[0]
-        matrix[1, 2] += height / 2 + shift_y - _FACE_CENTER[1]
+        matrix[0, 2] += width * (0.5 + offset[0]) + shift_x - _FACE_CENTER[0]
+        matrix[1, 2] += height * (0.5 + offset[1]) + shift_y - _FACE_CENTER[1]
         gain = brightness * (1.0 + 0.15 * motion * math.sin(2 * math.pi * 0.6 * t + ph[4]))
         side = 0.12 * motion * math.sin(2 * math.pi * 0.25 * t + ph[5])
         yield noise(_warp(_relight(source, gain, side), matrix, size))
@@ -189,10 +203,21 @@ def write_talking_head(
     seed: int = 0,
     brightness: float = 1.0,
     motion: float = 1.0,
+    tint: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    scale: float = 1.0,
+    offset: tuple[float, float] = (0.0, 0.0),
 ) -> Path:
     """Write a talking-head clip (see ``talking_head_frames``) and return its path."""
     frames = talking_head_frames(
-        seconds=seconds, fps=fps, size=size, seed=seed, brightness=brightness, motion=motion
+        seconds=seconds,
+        fps=fps,
+        size=size,
+        seed=seed,
+        brightness=brightness,
+        motion=motion,
+        tint=tint,
+        scale=scale,
+        offset=offset,
     )
     return write_video(path, frames, fps=fps, fourcc=fourcc)
 

@@ -31,3 +31,11 @@ def port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@pytest.fixture(scope="session")
+def face_detector():
+    """One MTCNN-backed detector for the session (building one takes seconds)."""
+    from core.faces import FaceDetector
+
+    return FaceDetector()

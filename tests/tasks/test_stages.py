@@ -1,0 +1,145 @@
+"""The distributed stages, called as plain functions (no broker), against SQLite and storage.
+
+They must give exactly what `oceanstream analyze` gives for the same file, and stay
+idempotent when a message is delivered twice or late.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.bundle import build_default_bundle
+from core.files import file_sha256
+from core.pipeline import Analyzer, PipelineConfig
+from core.storage import ArtifactStore
+from db import repository as repo
+from db.engine import make_engine, make_session_factory
+from db.migrate import upgrade_database
+from tasks import stages
+from tasks.context import StageContext
+from tests.clips import write_faceless, write_talking_head, write_text
+
+T = 8
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return build_default_bundle(num_frames=T)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, bundle, face_detector) -> StageContext:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_database(url)
+    session_factory = make_session_factory(make_engine(url))
+    meta = bundle.metadata
+    with session_factory.begin() as session:
+        repo.ensure_model_version(
+            session=session, version=meta.version, trained=meta.trained, metadata=meta.to_dict()
+        )
+    context = StageContext(
+        session_factory=session_factory,
+        store=ArtifactStore(f"file://{tmp_path / 'storage'}"),
+        config=PipelineConfig(num_frames=T),
+        load_bundle=lambda version: bundle,
+        active_version=lambda: meta.version,
+    )
+    context._detectors[meta.crop_size] = face_detector
+    return context
+
+
+def submit(ctx: StageContext, path: Path) -> str:
+    with ctx.session_factory.begin() as session:
+        video, _ = repo.get_or_create_video(
+            session=session,
+            content_hash=file_sha256(path),
+            name=path.name,
+            source_path=str(path),
+            size_bytes=path.stat().st_size,
+        )
+        uri = ctx.store.put_file(path, f"videos/{video.content_hash}{path.suffix}")
+        repo.set_storage_uri(session=session, video_id=video.id, uri=uri)
+        return video.id
+
+
+def video_row(ctx: StageContext, video_id: str):
+    with ctx.session_factory() as session:
+        return repo.get_video(session=session, video_id=video_id)
+
+
+def test_stages_match_in_process_analysis(ctx: StageContext, bundle, tmp_path: Path) -> None:
+    clip = write_talking_head(tmp_path / "a.mp4", seconds=1.5, seed=4)
+    video_id = submit(ctx, clip)
+    assert stages.run_ingest(ctx, video_id) is True
+    # Only the second feature stage to finish enqueues inference.
+    assert stages.run_flow(ctx, video_id) is False
+    assert stages.run_faces(ctx, video_id) is True
+    assert stages.run_inference(ctx, video_id) == "done"
+
+    expected = Analyzer(bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
+    with ctx.session_factory() as session:
+        prediction = repo.get_prediction(
+            session=session, video_id=video_id, model_version=bundle.metadata.version
+        )
+        attention = repo.load_attention(session=session, prediction_id=prediction.id)
+    stored = [getattr(prediction, trait) for trait in expected.traits]
+    np.testing.assert_allclose(stored, expected.scores, atol=1e-6)
+    np.testing.assert_allclose(attention, expected.attention, atol=2e-3)  # float16 storage
+    row = video_row(ctx, video_id)
+    assert row.status == "done" and row.faces_found == expected.faces_found
+    assert {"sample", "faces", "flow", "inference"} <= set(row.timings)
+
+
+def test_duplicate_and_late_deliveries_change_nothing(ctx: StageContext, tmp_path: Path) -> None:
+    video_id = submit(ctx, write_talking_head(tmp_path / "b.mp4", seconds=1.5, seed=5))
+    assert stages.run_ingest(ctx, video_id)
+    assert stages.run_ingest(ctx, video_id) is False  # already extracting
+    assert stages.run_faces(ctx, video_id) is False
+    assert stages.run_faces(ctx, video_id) is False  # duplicate: must not enqueue again
+    assert stages.run_flow(ctx, video_id) is True
+    assert stages.run_flow(ctx, video_id) is False
+    assert stages.run_inference(ctx, video_id) == "done"
+    assert stages.run_inference(ctx, video_id) is None
+    with ctx.session_factory() as session:
+        rows = repo.query_results(session=session, video=video_id)
+    assert len(rows) == 1 and rows[0].status == "done"
+
+
+def test_faceless_and_broken_videos_end_final_with_messages(
+    ctx: StageContext, tmp_path: Path
+) -> None:
+    faceless = submit(ctx, write_faceless(tmp_path / "c.mp4", seconds=1.5))
+    assert stages.run_ingest(ctx, faceless)
+    assert stages.run_faces(ctx, faceless) is False
+    assert stages.run_flow(ctx, faceless) is False  # no inference for a no_face video
+    row = video_row(ctx, faceless)
+    assert row.status == "no_face" and "no face" in row.error
+
+    broken = submit(ctx, write_text(tmp_path / "d.mp4"))
+    assert stages.run_ingest(ctx, broken) is False
+    row = video_row(ctx, broken)
+    assert row.status == "failed" and "not a video" in row.error
+
+
+def test_missing_features_fail_that_video_alone(ctx: StageContext, tmp_path: Path) -> None:
+    video_id = submit(ctx, write_talking_head(tmp_path / "e.mp4", seconds=1.5, seed=6))
+    assert stages.run_ingest(ctx, video_id)
+    stages.run_faces(ctx, video_id)
+    assert stages.run_flow(ctx, video_id)
+    ctx.store.delete_prefix(stages.dynamic_key(video_id))
+    assert stages.run_inference(ctx, video_id) == "failed"
+    row = video_row(ctx, video_id)
+    assert row.status == "failed" and "missing" in row.error
+
+
+def test_delivery_cap_fails_a_video_that_never_finishes(ctx: StageContext, tmp_path: Path) -> None:
+    video_id = submit(ctx, write_talking_head(tmp_path / "f.mp4", seconds=1.5, seed=7))
+    with ctx.session_factory.begin() as session:
+        for _ in range(ctx.max_deliveries):
+            repo.count_delivery(session=session, video_id=video_id, stage="ingest")
+    assert stages.run_ingest(ctx, video_id) is False
+    row = video_row(ctx, video_id)
+    assert row.status == "failed" and "delivered" in row.error
