@@ -39,6 +39,9 @@ class PipelineConfig:
     # Sampled frames are kept at most this many pixels on their long side: detection runs
     # at 320 px and crops are 112 px, so more only costs memory and storage traffic.
     frame_max_side: int = 640
+    # Decoder threads per video; 0 lets FFmpeg choose (all cores). Workers that scale by
+    # processes set it to their thread budget.
+    decode_threads: int = 0
     limits: VideoLimits = field(default_factory=VideoLimits)
 
 
@@ -102,13 +105,16 @@ def sample_video(
     num_frames: int,
     limits: VideoLimits | None = None,
     max_side: int | None = None,
+    decode_threads: int = 0,
 ) -> SampledFrames:
     """Probe a video against the limits, then sample T frames and their successors.
 
     With `max_side`, frames larger than that on their long side are scaled down.
     """
     info = probe_video(path, limits)
-    sampled = sample_frames(path, num_frames=num_frames, limits=limits, info=info)
+    sampled = sample_frames(
+        path, num_frames=num_frames, limits=limits, info=info, decode_threads=decode_threads
+    )
     if max_side is None:
         return sampled
     return replace(
@@ -212,6 +218,7 @@ class Analyzer:
             self.bundle.metadata.num_frames,
             self.config.limits,
             self.config.frame_max_side,
+            self.config.decode_threads,
         )
 
     def analyze(self, path: str | Path) -> VideoResult:

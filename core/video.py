@@ -85,9 +85,14 @@ def _describe(path: Path) -> str:
     return f"{path.stat().st_size} bytes starting with {head!r}"
 
 
-def _open(path: Path) -> cv2.VideoCapture:
-    """Open with the FFmpeg backend only, so no other backend guesses at odd files."""
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+def _open(path: Path, threads: int = 0) -> cv2.VideoCapture:
+    """Open with the FFmpeg backend only, so no other backend guesses at odd files.
+
+    `threads` > 0 caps the decoder's threads (a worker host scales with processes instead);
+    0 lets FFmpeg choose.
+    """
+    params = [cv2.CAP_PROP_N_THREADS, threads] if threads > 0 else []
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
         raise VideoDecodeError(
@@ -164,7 +169,9 @@ def _successor_indices(indices: np.ndarray, frame_count: int) -> np.ndarray:
     return np.minimum(indices + 1, frame_count - 1)
 
 
-def _read_forward(path: Path, wanted: set[int]) -> tuple[dict[int, np.ndarray], int, bool]:
+def _read_forward(
+    path: Path, wanted: set[int], threads: int = 0
+) -> tuple[dict[int, np.ndarray], int, bool]:
     """Decode forward once, keeping the frames at ``wanted`` indices as RGB.
 
     Every frame is grabbed (demuxed and decoded) but only wanted ones are retrieved
@@ -173,7 +180,7 @@ def _read_forward(path: Path, wanted: set[int]) -> tuple[dict[int, np.ndarray], 
     """
     last = max(wanted)
     kept: dict[int, np.ndarray] = {}
-    cap = _open(path)
+    cap = _open(path, threads)
     try:
         index = 0
         while index <= last:
@@ -213,11 +220,11 @@ def _stack(kept: dict[int, np.ndarray], order: np.ndarray, shape: tuple[int, ...
 
 
 def _sample(
-    path: Path, frame_count: int, num_frames: int
+    path: Path, frame_count: int, num_frames: int, threads: int = 0
 ) -> tuple[dict[int, np.ndarray], int, bool]:
     indices = plan_sample_indices(frame_count, num_frames)
     wanted = set(indices.tolist()) | set(_successor_indices(indices, frame_count).tolist())
-    return _read_forward(path, wanted)
+    return _read_forward(path, wanted, threads)
 
 
 def _check_decoded(decoded: int, declared: int, path: Path) -> None:
@@ -236,8 +243,11 @@ def sample_frames(
     num_frames: int = 16,
     limits: VideoLimits | None = None,
     info: VideoInfo | None = None,
+    decode_threads: int = 0,
 ) -> SampledFrames:
     """Sample ``num_frames`` frames spread over the clip, each with its successor.
+
+    ``decode_threads`` > 0 caps the decoder's threads; 0 leaves the choice to FFmpeg.
 
     Pass ``info`` from an earlier ``probe_video`` to skip probing again. The stream is read
     forward once; only when it ends before the planned frames (the declared count was wrong)
@@ -252,12 +262,12 @@ def sample_frames(
     declared = info.frame_count if info.frame_count > 0 else _count_frames(path)
     if declared < 1:
         raise VideoDecodeError(f"video has no decodable frames: {path}")
-    kept, decoded, ended_early = _sample(path, declared, num_frames)
+    kept, decoded, ended_early = _sample(path, declared, num_frames, decode_threads)
     frame_count = declared
     if ended_early:
         _check_decoded(decoded, declared, path)
         frame_count = decoded
-        kept, decoded, ended_early = _sample(path, frame_count, num_frames)
+        kept, decoded, ended_early = _sample(path, frame_count, num_frames, decode_threads)
         if ended_early:
             raise VideoDecodeError(
                 f"video is corrupt: it decoded {frame_count} frames on one read and only "

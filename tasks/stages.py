@@ -113,6 +113,7 @@ def run_ingest(ctx: StageContext, video_id: str) -> bool:
                 bundle.metadata.num_frames,
                 ctx.config.limits,
                 ctx.config.frame_max_side,
+                ctx.config.decode_threads,
             )
     except InputError as exc:
         _fail(ctx, video_id, allowed, STATUS_FAILED, str(exc))

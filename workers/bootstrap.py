@@ -8,6 +8,7 @@ built in the parent, and `worker_process_init` clears whatever a child inherited
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -19,12 +20,13 @@ if TYPE_CHECKING:
 _lock = threading.Lock()
 _context: StageContext | None = None
 _settings: Settings | None = None
+_threads = 0
 
 
-def configure(settings: Settings) -> None:
-    """Set the settings this process's context will be built from."""
-    global _settings, _context
-    _settings, _context = settings, None
+def configure(settings: Settings, threads: int = 0) -> None:
+    """Set the settings (and per-process thread budget) the context will be built from."""
+    global _settings, _context, _threads
+    _settings, _context, _threads = settings, None, threads
 
 
 def reset_after_fork() -> None:
@@ -63,7 +65,7 @@ def _build_context() -> StageContext:
     return StageContext(
         session_factory=session_factory,
         store=ArtifactStore(settings.effective_storage_url),
-        config=settings.pipeline_config(),
+        config=replace(settings.pipeline_config(), decode_threads=_threads),
         load_bundle=load,
         active_version=active_version,
     )

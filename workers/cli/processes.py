@@ -38,9 +38,8 @@ def worker(
         err.print(f"error: unknown queues {unknown}; choose from {', '.join(QUEUES)}")
         raise typer.Exit(EXIT_USAGE)
     settings = load_settings()
-    bootstrap.configure(settings)
+    bootstrap.configure(settings, threads=threads)
     solo = chosen == ["inference"] or concurrency == 1
-    os.environ["OCEANSTREAM_WORKER_THREADS"] = str(threads)
     celery = create_app(settings)
     connect_worker_signals(threads=threads, preload_in_main=solo)
     node = name or f"{'-'.join(chosen)}-{os.getpid()}@{socket.gethostname()}"

@@ -1,0 +1,188 @@
+"""Benchmark: the same clips in one process and through the Celery queues, in one run.
+
+    python -m tests.benchmarks.distributed [--clips 24] [--seconds 15]
+
+Writes one talking-head H.264 clip (1280x720) and remuxes it into N files with distinct bytes
+(so content-hash de-duplication does not collapse them), then times:
+
+1. in-process: `Analyzer.analyze_many` with each result stored, as `oceanstream analyze` does;
+2. distributed, one `oceanstream worker` process per queue (ingest, faces, flow, inference);
+3. distributed, two processes per CPU queue (ingest, faces, flow) and one for inference.
+
+Each distributed run gets a fresh PostgreSQL database and its own redis-server; workers are
+started and warmed before the clock starts; the clock stops when every video is final.
+Prints throughput (clips/min) and the orchestration overhead of each distributed run:
+(distributed time - in-process time) / in-process time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def make_clips(folder: Path, count: int, seconds: float) -> list[Path]:
+    import imageio_ffmpeg
+
+    from tests.clips import write_h264
+
+    source = write_h264(
+        folder / "source.mp4", seconds=seconds, fps=30, size=(1280, 720), preset="veryfast"
+    )
+    clips = []
+    for i in range(count):
+        target = folder / f"clip_{i:03d}.mp4"
+        subprocess.run(
+            [
+                imageio_ffmpeg.get_ffmpeg_exe(),
+                "-loglevel",
+                "error",
+                "-y",
+                "-i",
+                str(source),
+                "-c",
+                "copy",
+                "-metadata",
+                f"comment=copy {i}",
+                "-movflags",
+                "+faststart",
+                str(target),
+            ],
+            check=True,
+        )
+        clips.append(target)
+    return clips
+
+
+def in_process(clips: list[Path], home: Path) -> float:
+    from core.pipeline import Analyzer
+    from db.engine import make_engine, make_session_factory
+    from db.migrate import upgrade_database
+    from db.results import store_result
+    from workers.bundles import register_bundle, resolve_bundle
+    from workers.cli.analyze import _register_inputs
+
+    url = f"sqlite:///{home / 'inprocess.db'}"
+    upgrade_database(url)
+    session_factory = make_session_factory(make_engine(url))
+    bundle = resolve_bundle(None, 16)
+    register_bundle(session_factory, bundle)
+    analyzer = Analyzer(bundle)
+    analyzer.analyze(clips[0])  # warm-up, as the workers are warmed before their clock
+    start = time.perf_counter()
+    _, video_ids = _register_inputs(session_factory, clips)
+    for video_id, result in zip(video_ids, analyzer.analyze_many(clips), strict=True):
+        assert result.status == "done", result.error
+        with session_factory.begin() as session:
+            store_result(session=session, video_id=video_id, result=result)
+    return time.perf_counter() - start
+
+
+def fresh_postgres(admin_url: str) -> tuple[str, str]:
+    name = f"oceanstream_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return name, sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres(admin_url: str, name: str) -> None:
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def distributed(clips: list[Path], home: Path, admin_url: str, per_queue: int) -> float:
+    from core.storage import ArtifactStore
+    from db.engine import make_engine, make_session_factory
+    from tests.integration.harness import Cluster, RedisServer
+    from workers.celery_app import create_app
+    from workers.cli.distributed import register_job
+    from workers.settings import Settings
+
+    name, url = fresh_postgres(admin_url)
+    redis = RedisServer(home)
+    redis.start()
+    cluster = Cluster(
+        home=home,
+        database_url=url,
+        broker_url=redis.url,
+        extra_env={"OCEANSTREAM_NUM_FRAMES": "16"},
+    )
+    try:
+        assert cluster.cli("db", "upgrade").returncode == 0
+        for queue in ("ingest", "faces", "flow"):
+            cluster.start_worker(queue, concurrency=per_queue)
+        cluster.start_worker("inference")
+        settings = Settings(
+            database_url=url,
+            broker_url=redis.url,
+            storage_url=f"file://{home / 'storage'}",
+            home=home,
+        )
+        session_factory = make_session_factory(make_engine(url))
+        celery = create_app(settings)
+        start = time.perf_counter()
+        job_id, queued = register_job(
+            session_factory, ArtifactStore(settings.effective_storage_url), clips
+        )
+        for video_id in queued:
+            celery.send_task("oceanstream.ingest", args=[video_id], queue="ingest")
+        counts = cluster.wait_job(job_id, timeout=1800)
+        elapsed = time.perf_counter() - start
+        assert counts == {"done": len(clips)}, counts
+        return elapsed
+    finally:
+        cluster.stop_workers()
+        redis.kill()
+        drop_postgres(admin_url, name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=24)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "OCEANSTREAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "clips").mkdir()
+        clips = make_clips(root / "clips", args.clips, args.seconds)
+        print(f"{len(clips)} clips of {args.seconds:.0f} s 1280x720 H.264, {os.cpu_count()} cores")
+        base = in_process(clips, root)
+        rows = [("in-process analyze", base)]
+        for per_queue in (1, 2):
+            home = root / f"dist{per_queue}"
+            home.mkdir()
+            rows.append(
+                (
+                    f"distributed, {per_queue} process(es) per CPU queue",
+                    distributed(clips, home, args.postgres, per_queue),
+                )
+            )
+        print(f"{'run':<42} {'seconds':>8} {'clips/min':>10} {'overhead':>9}")
+        for label, seconds in rows:
+            overhead = "" if seconds is base else f"{(seconds - base) / base:+.0%}"
+            print(f"{label:<42} {seconds:8.1f} {len(clips) / seconds * 60:10.1f} {overhead:>9}")
+        one, two = rows[1][1], rows[2][1]
+        print(f"scaling, 2 vs 1 process per CPU queue: {one / two:.2f}x throughput")
+
+
+if __name__ == "__main__":
+    main()
