@@ -117,8 +117,7 @@ def _read_rows(source: Path, video_column: str | None) -> tuple[str, list[LabelR
         if labels.is_file():
             return FORMAT_GENERIC, read_generic_csv(labels, video_column)
         raise DatasetError(
-            f"{source}: found no labels (annotation_*.pkl, First Impressions V1 CSVs or "
-            "labels.csv)"
+            f"{source}: found no labels (annotation_*.pkl, First Impressions V1 CSVs or labels.csv)"
         )
     if not source.is_file():
         raise DatasetError(f"labels source {source} does not exist")
@@ -201,7 +200,5 @@ def load_labelled_set(
         group = row.group or group_of(row.video)
         clip = LabelledClip(row.video, found, row.labels, group, row.split)
         result.clips.append(clip)
-    result.unlabelled_videos = [
-        str(p.relative_to(root)) for p in files if p.absolute() not in used
-    ]
+    result.unlabelled_videos = [str(p.relative_to(root)) for p in files if p.absolute() not in used]
     return result

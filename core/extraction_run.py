@@ -57,18 +57,20 @@ def extract_to_store(
     """
     if store.exists(store.uri(key)):
         return SKIPPED, None
-    marker = failure_key(key)
     try:
         arrays = extract_clip_arrays(video, detector, config, limits)
-    except NoFaceError as exc:
-        store.put_arrays(marker, status=np.array(NO_FACE), error=np.array(str(exc)))
-        return NO_FACE, str(exc)
     except InputError as exc:
-        store.put_arrays(marker, status=np.array(FAILED), error=np.array(str(exc)))
-        return FAILED, str(exc)
+        status = NO_FACE if isinstance(exc, NoFaceError) else FAILED
+        record_failure(store, key, status, str(exc))
+        return status, str(exc)
     store.put_arrays(key, **arrays)
-    store.delete_prefix(marker)
+    store.delete_prefix(failure_key(key))
     return EXTRACTED, None
+
+
+def record_failure(store: ArtifactStore, key: str, status: str, error: str) -> None:
+    """Leave `<key>.failed.npz` with the status and message of a failed extraction."""
+    store.put_arrays(failure_key(key), status=np.array(status), error=np.array(error))
 
 
 def read_failure(store: ArtifactStore, key: str) -> tuple[str, str] | None:
@@ -119,12 +121,11 @@ def prepare_dataset(
     clips of two kinds; that is refused unless `force` clears the old clips first.
     """
     previous = layout.read_manifest()
-    if previous is not None and previous.get("config") != config.to_dict():
-        if not force:
-            raise DatasetError(
-                f"{layout} was extracted with {previous.get('config')}, not {config.to_dict()}; "
-                "re-extract everything with --force, or choose another name"
-            )
+    if previous is not None and previous.get("config") != config.to_dict() and not force:
+        raise DatasetError(
+            f"{layout} was extracted with {previous.get('config')}, not {config.to_dict()}; "
+            "re-extract everything with --force, or choose another name"
+        )
     if force:
         layout.store.delete_prefix(layout.clips_prefix())
     manifest = build_manifest(labelled, layout, config)

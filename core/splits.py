@@ -138,7 +138,11 @@ def official_split(splits: dict[str, str | None]) -> DataSplit:
     if not members["train"]:
         raise DatasetError("the labels' own split has no training clips")
     return DataSplit(
-        **members, method=METHOD_OFFICIAL, rule="the split given by the labels files"
+        train=members["train"],
+        validation=members["validation"],
+        test=members["test"],
+        method=METHOD_OFFICIAL,
+        rule="the split given by the labels files",
     )
 
 

@@ -23,6 +23,7 @@ from keras import ops
 
 from core.bundle import BundleMetadata, build_models
 from core.checkpoints import TrainingCheckpoint
+from core.event_log import ScalarEventLog
 from core.extraction import ExtractionConfig
 from core.model import CompletePersonalityModel
 from core.training_data import ClipBatches
@@ -91,10 +92,10 @@ class EndToEndModel(keras.Model):
         mask = ops.cast(inputs["mask"], "bool")
         batch, frames = ops.shape(crops)[0], ops.shape(crops)[1]
         faces = self.face_encoder(ops.reshape(crops, (-1, *crops.shape[2:])), training=training)
-        static = ops.reshape(faces, (batch, frames, -1))
+        static = ops.reshape(faces, (batch, frames, faces.shape[-1]))
         static = static * ops.expand_dims(ops.cast(mask, static.dtype), -1)
         motion = self.flow_encoder(ops.reshape(flow, (-1, *flow.shape[2:])), training=training)
-        dynamic = ops.reshape(motion, (batch, frames, -1))
+        dynamic = ops.reshape(motion, (batch, frames, motion.shape[-1]))
         every_frame = ops.ones_like(mask)
         return self.fusion_model((static, dynamic, mask, every_frame), training=training)
 
@@ -121,7 +122,9 @@ def accelerator_available() -> bool:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+        return bool(
+            tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
+        )
     if backend == "jax":
         import jax
 
@@ -181,18 +184,11 @@ def _optimizer(config: TrainingConfig, steps_per_epoch: int) -> keras.optimizers
 
 
 def _callbacks(run_dir: Path, checkpoint: TrainingCheckpoint, resume: bool) -> list[Any]:
-    callbacks: list[Any] = [
+    return [
         checkpoint,
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
+        ScalarEventLog(run_dir / "logs"),
     ]
-    try:  # TensorBoard event files are written through TensorFlow's summary ops
-        import tensorflow  # noqa: F401
-    except ImportError:
-        return callbacks
-    callbacks.append(
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False)
-    )
-    return callbacks
 
 
 def _export(metadata: BundleMetadata, trained: Sequence[keras.Model]) -> list[keras.Model]:
@@ -225,9 +221,7 @@ def train_models(
         models = build_models(metadata)
         _prepare(models, config, train.labels.mean(axis=0))
         model = EndToEndModel(*models)
-        model.compile(
-            optimizer=_optimizer(config, train.num_batches), loss="mse", metrics=["mae"]
-        )
+        model.compile(optimizer=_optimizer(config, train.num_batches), loss="mse", metrics=["mae"])
         model(train.batch_at([0]), training=False)  # builds the wrapper before any restore
         checkpoint = TrainingCheckpoint(run_dir / "checkpoints", patience=config.patience)
         initial_epoch = checkpoint.restore(model) if resume else 0

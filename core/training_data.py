@@ -103,6 +103,9 @@ class ClipBatches(keras.utils.PyDataset):
     def num_batches(self) -> int:
         return math.ceil(len(self.refs) / self.batch_size)
 
+    def __len__(self) -> int:
+        return self.num_batches
+
     def _clip(self, index: int) -> dict[str, Any]:
         if self._cache is not None:
             return self._cache[index]
@@ -119,7 +122,7 @@ class ClipBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         chosen = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.batch_at(chosen), self.labels[chosen]
+        return self.batch_at(chosen.tolist()), self.labels[chosen]
 
     def on_epoch_end(self) -> None:
         if self.shuffle:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 if TYPE_CHECKING:
     from workers.settings import Settings
@@ -50,7 +50,7 @@ def create_app(settings: Settings) -> Celery:
             "visibility_timeout": VISIBILITY_TIMEOUT_S,
             "queue_order_strategy": "priority",
         },
-        task_queues=[Queue(name, routing_key=name) for name in QUEUES],
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
         task_default_queue="ingest",
         task_routes={f"oceanstream.{name}": {"queue": name} for name in QUEUES},
         task_annotations={
@@ -64,7 +64,9 @@ def create_app(settings: Settings) -> Celery:
     )
     app.conf.oceanstream_settings = settings
     from tasks.celery_tasks import register_tasks
+    from tasks.extract import register_extract_task
     from workers.bootstrap import get_context
 
     register_tasks(app, get_context)
+    register_extract_task(app, get_context)
     return app

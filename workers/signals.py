@@ -29,10 +29,30 @@ def _prepare_process(threads: int) -> None:
     bootstrap.reset_after_fork()
     limit_threads(threads)
     context = bootstrap.get_context()
-    # Load the active model now, so the first task does not pay for it.
+    # Load the active model and trace its compiled functions now, so the first task does
+    # not pay for it.
     version = context.active_version()
-    context.load_bundle(version)
+    warm_up(context, context.load_bundle(version))
     log.info("process ready with model %s", version)
+
+
+def warm_up(context: object, bundle: object) -> None:
+    """Run each model once on blank input of the serving shapes."""
+    import numpy as np
+
+    meta = bundle.metadata  # type: ignore[attr-defined]
+    t, crop, size = meta.num_frames, meta.crop_size, meta.flow_size
+    bundle.encode_faces(np.zeros((t, crop, crop, 3), np.uint8))  # type: ignore[attr-defined]
+    bundle.encode_flow(np.zeros((t, size, size, 2), np.float32))  # type: ignore[attr-defined]
+    mask = np.ones((1, t), bool)
+    bundle.predict(  # type: ignore[attr-defined]
+        np.zeros((1, t, meta.static_dim), np.float32),
+        np.zeros((1, t, meta.dynamic_dim), np.float32),
+        mask,
+        mask,
+    )
+    detector = context.detector(crop)  # type: ignore[attr-defined]
+    detector.detect(np.zeros((t, 360, 640, 3), np.uint8))
 
 
 def connect_worker_signals(*, threads: int, preload_in_main: bool) -> None:

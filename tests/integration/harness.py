@@ -137,11 +137,13 @@ class Cluster:
         )
         process.log_path = log  # type: ignore[attr-defined]
         self.workers.append(process)
-        wait_for(
-            lambda: b"ready." in log.read_bytes() or process.poll() is not None,
-            120,
-            f"worker {queues} to start",
-        )
+        # Every process logs this once its models are loaded and warmed.
+        processes = 1 if concurrency == 1 or queues == "inference" else concurrency
+
+        def warmed() -> bool:
+            return log.read_bytes().count(b"process ready with model") >= processes
+
+        wait_for(lambda: warmed() or process.poll() is not None, 180, f"worker {queues} to start")
         if process.poll() is not None:
             raise RuntimeError(f"worker {queues} exited:\n{log.read_text()[-3000:]}")
         return process

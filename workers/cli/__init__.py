@@ -13,7 +13,16 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
     # Commands register themselves on import.
-    from workers.cli import analyze, database, distributed, processes, results  # noqa: F401
+    from workers.cli import (  # noqa: F401
+        analyze,
+        database,
+        distributed,
+        extract,
+        models,
+        processes,
+        results,
+        training,
+    )
 
     app()
 

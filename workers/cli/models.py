@@ -1,0 +1,150 @@
+"""`oceanstream models list|register|activate`: which bundles exist and which one serves.
+
+The active version lives in the database. Workers read it when they ingest each video and
+load that version's bundle from its registered location, so activating a version changes
+what the next videos are scored with, without restarting anything; every prediction keeps
+the version that made it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.table import Table
+
+from workers.cli.app import EXIT_FAILED, EXIT_USAGE, app, err, load_settings, out
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import sessionmaker
+
+    from db.models import ModelVersion
+
+models_app = typer.Typer(help="Model bundles: list, register, activate.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def register_bundle_dir(session_factory: sessionmaker, path: Path) -> tuple[str, bool]:
+    """Load the bundle at `path` (which checks it), record it with its absolute location."""
+    from core.bundle import load_bundle
+    from db import repository as repo
+
+    directory = path.expanduser().absolute()
+    bundle = load_bundle(directory)
+    meta = bundle.metadata
+    with session_factory.begin() as session:
+        repo.ensure_model_version(
+            session=session,
+            version=meta.version,
+            trained=meta.trained,
+            metadata=meta.to_dict(),
+            uri=str(directory),
+        )
+    return meta.version, meta.trained
+
+
+def activate_version(session_factory: sessionmaker, version: str) -> None:
+    """Activate `version` after checking its bundle loads and is that version."""
+    from db import repository as repo
+    from workers.bundles import load_registered_bundle
+
+    load_registered_bundle(session_factory, version)
+    with session_factory.begin() as session:
+        repo.activate_model_version(session=session, version=version)
+
+
+def _summary(row: ModelVersion) -> dict[str, Any]:
+    metrics = (row.meta or {}).get("metrics") or {}
+    held_out = metrics.get("test") or metrics.get("validation") or {}
+    mean = held_out.get("mean") or {}
+    return {
+        "version": row.version,
+        "trained": row.trained,
+        "active": row.active,
+        "created": row.created_at.isoformat(timespec="seconds"),
+        "dataset": (row.meta or {}).get("dataset"),
+        "accuracy": mean.get("accuracy"),
+        "baseline": mean.get("baseline"),
+        "uri": row.uri,
+    }
+
+
+@models_app.command("list")
+def list_models(
+    output: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """Registered model versions, newest first, with their held-out accuracy."""
+    from db.repository.model_catalog import list_model_versions
+    from workers.cli.app import open_database
+
+    if output not in ("table", "json"):
+        err.print(f"error: --format must be table or json, got {output!r}")
+        raise typer.Exit(EXIT_USAGE)
+    session_factory = open_database(load_settings())
+    with session_factory() as session:
+        rows = [_summary(row) for row in list_model_versions(session=session)]
+    if output == "json":
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("version", "trained", "active", "created", "data set", "accuracy", "uri")
+    for row in rows:
+        accuracy = (
+            f"{row['accuracy']:.4f} (baseline {row['baseline']:.4f})"
+            if row["accuracy"] is not None and row["baseline"] is not None
+            else "-"
+        )
+        table.add_row(
+            row["version"],
+            "yes" if row["trained"] else "[yellow]no[/]",
+            "[green]active[/]" if row["active"] else "",
+            row["created"],
+            row["dataset"] or "-",
+            accuracy,
+            row["uri"] or "(built-in)",
+        )
+    out.print(table)
+
+
+@models_app.command("register")
+def register(
+    path: Path = typer.Argument(..., help="A model bundle folder (made by oceanstream train)."),
+    activate: bool = typer.Option(False, "--activate", help="Also make it the active version."),
+) -> None:
+    """Record a bundle in the database by its absolute path; prints its version."""
+    from core.errors import ModelBundleError
+    from workers.cli.app import open_database
+
+    session_factory = open_database(load_settings())
+    try:
+        version, trained = register_bundle_dir(session_factory, path)
+    except ModelBundleError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except ValueError as exc:  # a version stored with the other trained flag
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    if not trained:
+        err.print(f"warning: {version} is untrained; its scores are not an assessment")
+    if activate:
+        activate_version(session_factory, version)
+        err.print(f"{version} is now active")
+    out.print(version)
+
+
+@models_app.command("activate")
+def activate(
+    version: str = typer.Argument(..., help="A registered version (see oceanstream models list)."),
+) -> None:
+    """Make `version` the one the workers use for the next videos."""
+    from core.errors import ModelBundleError
+    from workers.cli.app import open_database
+
+    session_factory = open_database(load_settings())
+    try:
+        activate_version(session_factory, version)
+    except ModelBundleError as exc:
+        err.print(f"error: cannot activate {version}: {exc}")
+        raise typer.Exit(EXIT_USAGE if "not registered" in str(exc) else EXIT_FAILED) from None
+    err.print(f"{version} is now active; workers use it for the videos they ingest next")

@@ -1,0 +1,196 @@
+"""`oceanstream train`: an extracted data set to an evaluated, trained model bundle."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.table import Table
+
+from workers.cli.app import EXIT_OK, EXIT_USAGE, app, err, load_settings, out
+
+if TYPE_CHECKING:
+    from core.extraction import DatasetLayout
+    from core.training_run import ExtractedClips
+    from workers.settings import Settings
+
+DEFAULTS = {"epochs": 30, "batch_size": 8, "learning_rate": 1e-3, "patience": 8, "seed": 1234}
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    err.print(f"error: {message}")
+    return typer.Exit(code)
+
+
+def _resolve(settings: Settings, dataset: str | None, data: Path | None) -> DatasetLayout:
+    """The extracted data set: `--data DIR`, or `datasets/<name>` in the configured storage."""
+    from core.datasets import dataset_name
+    from workers.cli.extract import dataset_layout
+
+    if data is not None:
+        if not data.is_dir():
+            raise _fail(f"--data {data} is not a folder")
+        return dataset_layout(settings, "", data)
+    if not dataset:
+        raise _fail("name a data set (as given to oceanstream extract) or pass --data DIR")
+    name = dataset_name(dataset) if Path(dataset).exists() else dataset
+    return dataset_layout(settings, name, None)
+
+
+def _describe_clips(clips: ExtractedClips) -> None:
+    err.print(f"{len(clips.refs)} extracted clips")
+    if clips.failed:
+        err.print(f"[yellow]{len(clips.failed)} clips could not be extracted and are left out[/]")
+    if clips.not_extracted:
+        err.print(
+            f"[yellow]{len(clips.not_extracted)} labelled clips are not extracted yet "
+            f"(run oceanstream extract again)[/]: {', '.join(clips.not_extracted[:5])}"
+        )
+
+
+def _describe_split(split: Any, clips: ExtractedClips, shared: list[str]) -> None:
+    groups = {cid: ref.group for cid, ref in clips.refs.items()}
+    info = split.to_metadata(groups)
+    parts = ", ".join(
+        f"{name} {info['clips'][name]} clips / {info['groups'][name]} persons"
+        for name in ("train", "validation", "test")
+    )
+    err.print(f"split: {split.rule}: {parts}")
+    if shared:
+        err.print(
+            f"[yellow]warning: {len(shared)} persons appear in more than one split of this "
+            f"split (identity can leak into the scores): {', '.join(shared[:5])}[/]"
+        )
+
+
+def _print_metrics(report: dict[str, Any]) -> None:
+    from core.evaluation import metrics_table
+
+    for name in ("validation", "test"):
+        metrics = report["metrics"].get(name)
+        if not metrics:
+            continue
+        table = Table(
+            "trait",
+            "accuracy (1-MAE)",
+            "mean-prediction baseline",
+            "difference",
+            "Pearson r",
+            title=f"{name}: {metrics['clips']} clips",
+        )
+        for row in metrics_table(metrics):
+            table.add_row(*row)
+        out.print(table)
+        for stream in ("static", "dynamic"):
+            shuffled = metrics[f"{stream}_shuffled"]
+            values = ", ".join(f"{t} {v:.4f}" for t, v in shuffled.items())
+            out.print(f"  accuracy with {stream} tokens shuffled across clips: {values}")
+
+
+@app.command()
+def train(
+    dataset: str | None = typer.Argument(None, help="Extracted data set name (or its labels)."),
+    data: Path | None = typer.Option(None, "--data", help="A folder made by extract --out."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Run folder."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Default 30."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Default 8."),
+    learning_rate: float | None = typer.Option(None, "--learning-rate", help="Default 1e-3."),
+    patience: int | None = typer.Option(None, "--patience", min=1, help="Default 8 epochs."),
+    seed: int | None = typer.Option(None, "--seed", help="Default 1234."),
+    split_method: str = typer.Option("grouped", "--split", help="grouped or official."),
+    validation_fraction: float = typer.Option(0.2, "--validation-fraction"),
+    test_fraction: float = typer.Option(0.2, "--test-fraction"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output."),
+    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto, on or off."),
+    cache_gb: float = typer.Option(4.0, "--cache-gb", help="Hold the clips in memory up to."),
+    register: bool = typer.Option(False, "--register", help="Record the bundle in the database."),
+    activate: bool = typer.Option(False, "--activate", help="Register and activate it."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Train the face CNN, flow CNN and fusion model together; save an evaluated bundle."""
+    from core.labels import DatasetError
+    from core.splits import DataSplit
+    from core.training import TrainingConfig
+    from core.training_run import choose_split, extracted_clips, read_run, run_training
+
+    settings = load_settings()
+    layout = _resolve(settings, dataset, data)
+    try:
+        manifest = layout.read_manifest()
+    except DatasetError as exc:
+        raise _fail(str(exc)) from None
+    if manifest is None:
+        raise _fail(f"nothing extracted at {layout}: run oceanstream extract first")
+    clips = extracted_clips(layout, manifest)
+    _describe_clips(clips)
+    given = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "patience": patience,
+        "seed": seed,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    try:
+        if resume:
+            if output is None:
+                raise _fail("--resume needs --output, the folder of the run to continue")
+            earlier = read_run(output)
+            config = TrainingConfig.from_dict({**earlier["config"], **given})
+            split = DataSplit.from_dict(json.loads((output / "split.json").read_text()))
+            shared: list[str] = []
+        else:
+            config = TrainingConfig(**{**DEFAULTS, **given}, mixed_precision=mixed_precision)
+            fractions = (
+                1 - validation_fraction - test_fraction,
+                validation_fraction,
+                test_fraction,
+            )
+            split, shared = choose_split(
+                clips, split_method, fractions, config.seed, manifest["group_rule"]
+            )
+    except (DatasetError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    _describe_split(split, clips, shared)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = output or settings.home_dir / "runs" / f"{manifest['name']}-{stamp}"
+    err.print(f"run folder {run_dir} (TensorBoard: tensorboard --logdir {run_dir / 'logs'})")
+    report = run_training(
+        layout,
+        manifest,
+        clips,
+        split,
+        config,
+        run_dir,
+        resume=resume,
+        cache_bytes=int(cache_gb * 1024**3),
+        log=lambda line: err.print(line),
+    )
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        _print_metrics(report)
+    err.print(f"bundle {report['version']} saved in {report['bundle']}")
+    if register or activate:
+        _register(settings, Path(report["bundle"]), activate)
+    else:
+        err.print(
+            f"roll it out: oceanstream models register {report['bundle']} && "
+            f"oceanstream models activate {report['version']}"
+        )
+    raise typer.Exit(EXIT_OK)
+
+
+def _register(settings: Settings, bundle_dir: Path, activate: bool) -> None:
+    from workers.cli.app import open_database
+    from workers.cli.models import activate_version, register_bundle_dir
+
+    session_factory = open_database(settings)
+    version, _ = register_bundle_dir(session_factory, bundle_dir)
+    err.print(f"registered {version}")
+    if activate:
+        activate_version(session_factory, version)
+        err.print(f"{version} is now active")
