@@ -1,0 +1,92 @@
+"""Deployment files parse, and what they run exists: commands, queues, settings, files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workers.celery_app import QUEUES
+from workers.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+COMMANDS = {"worker", "flower", "reconcile", "db", "analyze", "submit", "status", "results"}
+
+
+def load_all(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def check_args(args: list[str]) -> None:
+    assert args[0] in COMMANDS, f"unknown command {args[0]!r}"
+    if args[0] == "worker":
+        queues = args[args.index("--queues") + 1].split(",")
+        assert set(queues) <= set(QUEUES), queues
+
+
+def check_env(names: list[str]) -> None:
+    fields = {f"OCEANSTREAM_{name.upper()}" for name in Settings.model_fields}
+    for name in names:
+        if name.startswith("OCEANSTREAM_"):
+            assert name in fields, f"{name} is not a setting"
+
+
+def test_compose_services_run_real_commands() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    for name, service in services.items():
+        if "command" in service and service.get("image", "").startswith("oceanstream"):
+            check_args(service["command"])
+        check_env(list(service.get("environment", {})))
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+    assert {"worker-ingest", "worker-features", "worker-inference", "reconcile"} <= set(services)
+    served = {
+        q
+        for s in services.values()
+        if s.get("command", [None])[0] == "worker"
+        for q in s["command"][s["command"].index("--queues") + 1].split(",")
+    }
+    assert served == set(QUEUES), "every queue needs a worker"
+    for volume in services["prometheus"]["volumes"]:
+        assert (DEPLOY / volume.split(":")[0]).exists()
+
+
+@pytest.mark.parametrize("dockerfile", sorted((DEPLOY / "docker").glob("Dockerfile.*")))
+def test_dockerfiles_copy_what_exists(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
+    for source in re.findall(r"^COPY (\S+)", text, flags=re.MULTILINE):
+        assert (ROOT / source).exists(), f"{dockerfile.name} copies missing {source}"
+    assert 'ENTRYPOINT ["oceanstream"]' in text
+
+
+def test_kubernetes_manifests_are_consistent() -> None:
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    docs = [doc for name in kustomization["resources"] for doc in load_all(DEPLOY / "k8s" / name)]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    deployments = {name for kind, name in kinds if kind == "Deployment"}
+    assert {"worker-ingest", "worker-features", "worker-inference", "reconcile"} <= deployments
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    check_env([*config["data"], *secret["stringData"]])
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "Job"):
+            spec = doc["spec"]["template"]["spec"]
+            for container in spec["containers"]:
+                check_args(container["args"])
+                for source in container.get("envFrom", []):
+                    ref = source.get("configMapRef") or source.get("secretRef")
+                    assert ref["name"] == "oceanstream"
+            if doc["kind"] == "Deployment":
+                labels = doc["spec"]["template"]["metadata"]["labels"]
+                assert doc["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        if doc["kind"] == "ScaledObject":
+            assert doc["spec"]["scaleTargetRef"]["name"] in deployments
+            for trigger in doc["spec"]["triggers"]:
+                assert trigger["metadata"]["listName"] in QUEUES
+    gpu = next(d for d in docs if d["metadata"]["name"] == "worker-inference")
+    limits = gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == 1
