@@ -73,24 +73,25 @@ def encode_clips(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Static tokens [N,T,Ds], dynamic tokens [N,T,Dd] and face masks [N,T], as served.
 
-    Only frames with a face are encoded and the others keep zero tokens, as in
-    `core.pipeline.extract_static`.
+    Frames without a face get zero static tokens, as in `core.pipeline.extract_static`. (The
+    face CNN scores each crop on its own at inference, so encoding every frame and zeroing
+    those gives the tokens serving computes.) Every call has the same shape, the last group
+    of clips padded, so the compiled encoders are traced once.
     """
     meta = bundle.metadata
-    count = len(clips.refs)
-    static = np.zeros((count, meta.num_frames, meta.static_dim), np.float32)
-    dynamic = np.zeros((count, meta.num_frames, meta.dynamic_dim), np.float32)
-    masks = np.zeros((count, meta.num_frames), bool)
+    count, frames = len(clips.refs), meta.num_frames
+    static = np.zeros((count, frames, meta.static_dim), np.float32)
+    dynamic = np.zeros((count, frames, meta.dynamic_dim), np.float32)
+    masks = np.zeros((count, frames), bool)
     for start in range(0, count, _ENCODE_CLIPS):
         indices = list(range(start, min(start + _ENCODE_CLIPS, count)))
-        batch = clips.batch_at(indices)
-        mask = batch["mask"]
-        tokens = bundle.encode_faces(batch["crops"][mask])
-        block = np.zeros((len(indices), meta.num_frames, meta.static_dim), np.float32)
-        block[mask] = tokens
-        flow = batch["flow"].reshape(-1, *batch["flow"].shape[2:])
-        static[indices] = block
-        dynamic[indices] = bundle.encode_flow(flow).reshape(len(indices), meta.num_frames, -1)
+        batch = clips.batch_at(indices + [indices[-1]] * (_ENCODE_CLIPS - len(indices)))
+        kept = len(indices)
+        mask = batch["mask"][:kept]
+        faces = bundle.encode_faces(batch["crops"].reshape(-1, *batch["crops"].shape[2:]))
+        static[indices] = faces.reshape(_ENCODE_CLIPS, frames, -1)[:kept] * mask[..., None]
+        flow = bundle.encode_flow(batch["flow"].reshape(-1, *batch["flow"].shape[2:]))
+        dynamic[indices] = flow.reshape(_ENCODE_CLIPS, frames, -1)[:kept]
         masks[indices] = mask
     return static, dynamic, masks
 
@@ -100,14 +101,15 @@ def predict_tokens(
     static: np.ndarray,
     dynamic: np.ndarray,
     masks: np.ndarray,
-    batch_size: int = 64,
+    batch_size: int = 32,
 ) -> np.ndarray:
-    """Scores [N, 5] from token sequences, in batches."""
+    """Scores [N, 5] from token sequences, in batches of one shape (the last one padded)."""
     scores = []
     for start in range(0, len(static), batch_size):
-        part = slice(start, start + batch_size)
-        batch_scores, _ = bundle.predict(static[part], dynamic[part], masks[part])
-        scores.append(np.asarray(batch_scores, np.float64))
+        part = np.arange(start, min(start + batch_size, len(static)))
+        padded = np.concatenate([part, np.full(batch_size - len(part), part[-1])])
+        batch_scores, _ = bundle.predict(static[padded], dynamic[padded], masks[padded])
+        scores.append(np.asarray(batch_scores, np.float64)[: len(part)])
     return np.concatenate(scores) if scores else np.zeros((0, len(TRAITS)))
 
 

@@ -41,6 +41,7 @@ class ExtractionConfig:
     flow_method: str = "dis"
     detect_width: int = 320
     min_face_confidence: float = 0.9
+    frame_max_side: int = 640
     crop_size: int = 112
     flow_size: int = 112
 
@@ -53,6 +54,7 @@ class ExtractionConfig:
             flow_method=config.flow_method,
             detect_width=config.detect_width,
             min_face_confidence=config.min_face_confidence,
+            frame_max_side=config.frame_max_side,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,8 +72,13 @@ class DatasetLayout:
         self.store = store
         self.prefix = prefix.strip("/")
 
-    def __repr__(self) -> str:
-        return f"DatasetLayout({self.store.uri(self.prefix or '.')!r})"
+    def __str__(self) -> str:
+        return self.location
+
+    @property
+    def location(self) -> str:
+        """The URL of the data set's folder."""
+        return self.store.uri(self.prefix) if self.prefix else self.store.url
 
     def key(self, relative: str) -> str:
         return f"{self.prefix}/{relative}" if self.prefix else relative
@@ -90,14 +97,16 @@ class DatasetLayout:
 
     def write_manifest(self, manifest: dict[str, Any]) -> str:
         text = json.dumps({"format": MANIFEST_FORMAT, **manifest}, sort_keys=True)
-        return self.store.put_arrays(self.manifest_key, manifest=np.array(text))
+        # UTF-8 bytes: a NumPy string array would store four bytes per character.
+        data = np.frombuffer(text.encode("utf-8"), np.uint8)
+        return self.store.put_arrays(self.manifest_key, manifest=data)
 
     def read_manifest(self) -> dict[str, Any] | None:
         """The stored manifest, or None when this data set was never extracted."""
         uri = self.store.uri(self.manifest_key)
         if not self.store.exists(uri):
             return None
-        manifest = json.loads(str(self.store.get_arrays(uri)["manifest"]))
+        manifest = json.loads(self.store.get_arrays(uri)["manifest"].tobytes().decode("utf-8"))
         if manifest.get("format") != MANIFEST_FORMAT:
             raise DatasetError(
                 f"{uri}: manifest format {manifest.get('format')!r}, expected {MANIFEST_FORMAT}"
@@ -115,6 +124,7 @@ def extract_clip_arrays(
     detector: FaceDetector,
     config: ExtractionConfig,
     limits: VideoLimits | None = None,
+    decode_threads: int = 0,
 ) -> dict[str, np.ndarray]:
     """Crops, mask and flow of one clip, through the serving stages.
 
@@ -123,7 +133,7 @@ def extract_clip_arrays(
     """
     from core.flow import compute_flow
 
-    sampled = sample_video(path, config.num_frames, limits)
+    sampled = sample_video(path, config.num_frames, limits, config.frame_max_side, decode_threads)
     faces = detector.detect(sampled.frames)
     if faces.faces_found == 0:
         raise NoFaceError(f"no face found in any of the {len(sampled.frames)} sampled frames")

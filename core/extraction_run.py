@@ -49,6 +49,7 @@ def extract_to_store(
     detector: FaceDetector,
     config: ExtractionConfig,
     limits: VideoLimits | None = None,
+    decode_threads: int = 0,
 ) -> tuple[str, str | None]:
     """Extract one clip to `key` unless it is there; returns (status, error message).
 
@@ -58,7 +59,7 @@ def extract_to_store(
     if store.exists(store.uri(key)):
         return SKIPPED, None
     try:
-        arrays = extract_clip_arrays(video, detector, config, limits)
+        arrays = extract_clip_arrays(video, detector, config, limits, decode_threads)
     except InputError as exc:
         status = NO_FACE if isinstance(exc, NoFaceError) else FAILED
         record_failure(store, key, status, str(exc))

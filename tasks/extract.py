@@ -48,6 +48,7 @@ def run_extract_clip(ctx: StageContext, video: str, output_key: str) -> str:
                 ctx.detector(config.crop_size),
                 config,
                 ctx.config.limits,
+                ctx.config.decode_threads,
             )
     except ArtifactError as exc:  # the stored copy is gone: say so where the sender looks
         record_failure(ctx.store, output_key, FAILED, str(exc))

@@ -8,11 +8,18 @@ says what to enqueue next; the caller (the task) does the enqueueing after the c
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.errors import InputError, NoFaceError
+from core.batching import (
+    DEFAULT_BUCKETS,
+    FeatureSet,
+    ModelCall,
+    run_batched,
+)
+from core.errors import InputError, ModelBundleError, NoFaceError, RetryableError
 from core.pipeline import (
     STATUS_DONE,
     STATUS_FAILED,
@@ -25,10 +32,18 @@ from core.pipeline import (
     sample_video,
 )
 from db import repository as repo
+from db.repository.inference_batches import (
+    ClaimedVideo,
+    StageOutcome,
+    claim_videos,
+    finish_videos,
+)
 from db.results import store_result
 from tasks.context import StageContext
 
 FINAL_STATUSES = frozenset({STATUS_DONE, STATUS_NO_FACE, STATUS_FAILED})
+#: `run_inference_batch`: the video's message should be delivered again later (an outage).
+RETRY = "retry"
 
 
 def frames_key(video_id: str) -> str:
@@ -237,3 +252,172 @@ def run_inference(ctx: StageContext, video_id: str) -> str | None:
     with ctx.session_factory.begin() as session:
         store_result(session=session, video_id=video_id, result=result, from_statuses=["inference"])
     return STATUS_DONE
+
+
+@dataclass
+class InferenceBatchReport:
+    """What `run_inference_batch` did, per video id, and the model calls it made.
+
+    `statuses[id]` is `done` or `failed` when this call stored that outcome, `RETRY` when the
+    video met an outage (storage, model bundle) and its message should come again, None when
+    there was nothing to do (unknown, already finished, a duplicate delivery).
+    """
+
+    statuses: dict[str, str | None]
+    # Seconds each claimed video waited, from being queued to the start of this batch.
+    queue_delays: dict[str, float] = field(default_factory=dict)
+    calls: list[ModelCall] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Claimed:
+    video_id: str
+    version: str
+    features: FeatureSet
+
+
+def run_inference_batch(
+    ctx: StageContext,
+    video_ids: Sequence[str],
+    *,
+    buckets: Sequence[int] = DEFAULT_BUCKETS,
+    sent_at: Mapping[str, float] | None = None,
+    started_at: float | None = None,
+) -> InferenceBatchReport:
+    """The cross-attention model for many videos at once; stores what `run_inference` stores.
+
+    One transaction claims the batch (counting a delivery per video, failing those past
+    `max_deliveries`), features are read per video (a missing or corrupt set fails that video
+    alone), videos are grouped by their pinned model version and each group runs through
+    padded, bucketed calls of its bundle, and one transaction stores every outcome. The
+    caller acknowledges the messages only after this returns, so a crash before the commit
+    leaves them to be delivered again, and a duplicate finds its video done and does nothing.
+
+    `sent_at` gives, where known, the epoch second a video's message was sent; otherwise the
+    queue delay counts from the video's last state change. `started_at` is the epoch second
+    the batch started (now by default). Besides the `inference` seconds, each video's timings
+    record `inference_queue` (queue delay, seconds) and `inference_batch` (how many videos
+    shared its model call: a count, not seconds).
+    """
+    started = time.perf_counter()
+    started_at = time.time() if started_at is None else started_at
+    report = InferenceBatchReport(statuses=dict.fromkeys(video_ids))
+    outcomes: list[StageOutcome] = []
+    groups: dict[str, list[_Claimed]] = {}
+    for claim in _claim_batch(ctx, video_ids, report):
+        sent = (sent_at or {}).get(claim.video_id) or claim.queued_since.timestamp()
+        report.queue_delays[claim.video_id] = max(0.0, started_at - sent)
+        if claim.model_version is None:
+            continue
+        try:
+            static, dynamic = load_features(ctx, claim.video_id)
+        except InputError as exc:
+            outcomes.append(StageOutcome(claim.video_id, STATUS_FAILED, error=str(exc)))
+            continue
+        except RetryableError as exc:
+            report.statuses[claim.video_id] = RETRY
+            report.errors[claim.video_id] = str(exc)
+            continue
+        features = FeatureSet(static.tokens, static.mask, dynamic)
+        groups.setdefault(claim.model_version, []).append(
+            _Claimed(claim.video_id, claim.model_version, features)
+        )
+    for version, members in groups.items():
+        outcomes.extend(_predict_group(ctx, version, members, buckets, report))
+    elapsed = time.perf_counter() - started
+    for outcome in outcomes:
+        outcome.timings = {
+            "inference": elapsed,
+            "inference_queue": report.queue_delays.get(outcome.video_id, 0.0),
+            **outcome.timings,
+        }
+    with ctx.session_factory.begin() as session:
+        moved = finish_videos(session=session, outcomes=outcomes, from_statuses=["inference"])
+    for outcome in outcomes:
+        report.statuses[outcome.video_id] = outcome.status if outcome.video_id in moved else None
+        if outcome.error:
+            report.errors[outcome.video_id] = outcome.error
+    return report
+
+
+def _claim_batch(
+    ctx: StageContext, video_ids: Sequence[str], report: InferenceBatchReport
+) -> list[ClaimedVideo]:
+    """Count this delivery of each video in `inference`; fail those delivered too often."""
+    with ctx.session_factory.begin() as session:
+        claims = claim_videos(
+            session=session, video_ids=video_ids, stage="inference", statuses=["inference"]
+        )
+        over = [c for c in claims if c.deliveries > ctx.max_deliveries]
+        finish_videos(
+            session=session,
+            outcomes=[
+                StageOutcome(
+                    c.video_id,
+                    STATUS_FAILED,
+                    error=f"inference stage was delivered {c.deliveries} times without "
+                    "finishing (its worker died or timed out each time); gave up",
+                )
+                for c in over
+            ],
+            from_statuses=["inference"],
+        )
+    for claim in over:
+        report.statuses[claim.video_id] = STATUS_FAILED
+    return [c for c in claims if c.deliveries <= ctx.max_deliveries]
+
+
+def _predict_group(
+    ctx: StageContext,
+    version: str,
+    members: list[_Claimed],
+    buckets: Sequence[int],
+    report: InferenceBatchReport,
+) -> list[StageOutcome]:
+    """Outcomes of one model version's videos: padded batched calls of its bundle."""
+    try:
+        bundle = ctx.load_bundle(version)
+    except (ModelBundleError, RetryableError) as exc:
+        for member in members:
+            report.statuses[member.video_id] = RETRY
+            report.errors[member.video_id] = f"model version {version}: {exc}"
+        return []
+    meta = bundle.metadata
+    outcomes: list[StageOutcome] = []
+    ready: list[tuple[_Claimed, FeatureSet]] = []
+    for member in members:
+        try:
+            ready.append((member, member.features.checked(meta.static_dim, meta.dynamic_dim)))
+        except InputError as exc:
+            outcomes.append(StageOutcome(member.video_id, STATUS_FAILED, error=str(exc)))
+    if not ready:
+        return outcomes
+    predicted = run_batched(bundle.predict, [f for _, f in ready], buckets, meta.num_frames)
+    report.calls.extend(predicted.calls)
+    for index, (member, features) in enumerate(ready):
+        scores = predicted.scores[index]
+        if not (np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()):
+            outcomes.append(
+                StageOutcome(
+                    member.video_id,
+                    STATUS_FAILED,
+                    error=f"model {version} produced invalid scores {scores.tolist()}",
+                )
+            )
+            continue
+        call = predicted.calls[predicted.call_of[index]]
+        outcomes.append(
+            StageOutcome(
+                member.video_id,
+                STATUS_DONE,
+                model_version=meta.version,
+                model_trained=meta.trained,
+                scores=[float(x) for x in scores],
+                attention=predicted.attention[index],
+                frames=features.num_frames,
+                faces_found=int(features.static_mask.sum()),
+                timings={"inference_batch": float(call.rows)},
+            )
+        )
+    return outcomes

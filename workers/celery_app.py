@@ -44,6 +44,9 @@ def create_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A pool child loads TensorFlow and warms its models before it reports up; the
+        # default 4 s would have the parent kill every replacement child in a loop.
+        worker_proc_alive_timeout=180,
         worker_max_tasks_per_child=None,
         broker_connection_retry_on_startup=True,
         broker_transport_options={

@@ -43,6 +43,24 @@ class Settings(BaseSettings):
     max_width: int = Field(default=3840, ge=1)
     max_height: int = Field(default=2160, ge=1)
 
+    # The inference pool (`oceanstream worker --queues inference`).
+    max_batch_size: int = Field(
+        default=32, ge=1, le=1024, description="Most videos per model call."
+    )
+    max_wait_ms: float = Field(
+        default=20.0, ge=0, le=60_000, description="Longest a video waits for its batch to fill."
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Prometheus exporter port; none: off."
+    )
+    metrics_address: str = "0.0.0.0"
+    mixed_precision: Literal["auto", "on", "off"] = Field(
+        default="auto", description="auto: float16 compute on an accelerator, float32 on CPU."
+    )
+    model_refresh_s: float = Field(
+        default=5.0, gt=0, description="How often the pool checks for a newly active model."
+    )
+
     @cached_property
     def home_dir(self) -> Path:
         return self.home.expanduser()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from celery import signals
+
+if TYPE_CHECKING:
+    from workers.settings import Settings
 
 log = logging.getLogger("oceanstream.worker")
 
@@ -12,8 +16,11 @@ log = logging.getLogger("oceanstream.worker")
 def limit_threads(threads: int) -> None:
     """Cap OpenCV and TensorFlow threads: a worker host scales with processes, not threads."""
     import cv2
+    import keras
 
     cv2.setNumThreads(threads)
+    if keras.backend.backend() != "tensorflow":
+        return  # never import TensorFlow for another backend (a host may not have it)
     try:
         import tensorflow as tf
 
@@ -55,7 +62,29 @@ def warm_up(context: object, bundle: object) -> None:
     detector.detect(np.zeros((t, 360, 640, 3), np.uint8))
 
 
-def connect_worker_signals(*, threads: int, preload_in_main: bool) -> None:
+def start_queue_metrics(settings: Settings) -> None:
+    """Serve the queue lengths on `OCEANSTREAM_METRICS_PORT`, when it is set."""
+    if settings.metrics_port is None:
+        return
+    from prometheus_client import CollectorRegistry
+
+    from workers.celery_app import QUEUES
+    from workers.metrics import QueueLengthCollector, start_exporter
+
+    registry = CollectorRegistry()
+    registry.register(QueueLengthCollector(settings.broker_url, QUEUES))
+    start_exporter(registry, settings.metrics_port, settings.metrics_address)
+
+
+def connect_worker_signals(
+    *, threads: int, preload_in_main: bool, settings: Settings | None = None
+) -> None:
+    if settings is not None:
+
+        @signals.worker_ready.connect(weak=False)
+        def _metrics(**_: object) -> None:
+            start_queue_metrics(settings)
+
     if preload_in_main:
 
         @signals.worker_ready.connect(weak=False)

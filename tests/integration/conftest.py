@@ -35,12 +35,18 @@ def postgres_database() -> Iterator[str]:
 
 @pytest.fixture
 def shared_redis_url() -> str:
-    """The machine's Redis, on a database number of its own, emptied first."""
+    """The machine's Redis, on a database number picked at random and emptied first.
+
+    A random number keeps concurrent test runs on one machine from consuming each other's
+    messages.
+    """
     if not port_open("127.0.0.1", 6379):
         service_missing("Redis on 127.0.0.1:6379")
+    import random
+
     import redis
 
-    url = REDIS_URL.rsplit("/", 1)[0] + "/9"
+    url = f"{REDIS_URL.rsplit('/', 1)[0]}/{random.randint(1, 15)}"
     redis.Redis.from_url(url).flushdb()
     return url
 

@@ -91,6 +91,7 @@ class Cluster:
     broker_url: str
     extra_env: dict[str, str] = field(default_factory=dict)
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _engine: sa.Engine | None = field(default=None, repr=False)
 
     @property
     def env(self) -> dict[str, str]:
@@ -161,12 +162,10 @@ class Cluster:
         self.workers.clear()
 
     def query(self, sql: str, **params: object) -> list[tuple]:
-        engine = sa.create_engine(self.database_url)
-        try:
-            with engine.connect() as connection:
-                return [tuple(row) for row in connection.execute(sa.text(sql), params)]
-        finally:
-            engine.dispose()
+        if self._engine is None:
+            self._engine = sa.create_engine(self.database_url, poolclass=sa.pool.NullPool)
+        with self._engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(sa.text(sql), params)]
 
     def wait_job(self, job_id: str, timeout: float = 240) -> dict[str, int]:
         final = ("done", "no_face", "failed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import typer
@@ -22,7 +23,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-out = Console(soft_wrap=True)
+# Piped output is not squeezed to 80 columns: tables stay one row per video.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 EXIT_OK = 0

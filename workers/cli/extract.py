@@ -152,7 +152,7 @@ def _finish(
     if as_json:
         summary = {
             "dataset": labelled.name,
-            "store": layout.store.uri(layout.prefix or ""),
+            "store": layout.location,
             "clips": len(outcomes),
             **counts,
             "problems": [{"clip": o.clip_id, "status": o.status, "error": o.error} for o in bad],

@@ -30,8 +30,8 @@ def _check_worker_settings(layout: DatasetLayout, key: str, config: ExtractionCo
         raise ValueError(
             f"the workers extracted with {made.to_dict()}, not {config.to_dict()}: give the "
             "workers and this command the same OCEANSTREAM_NUM_FRAMES, _FLOW_METHOD, "
-            "_DETECT_WIDTH and _MIN_FACE_CONFIDENCE (and no --num-frames), then run again "
-            "with --force"
+            "_DETECT_WIDTH, _MIN_FACE_CONFIDENCE and _FRAME_MAX_SIDE (and no --num-frames), "
+            "then run again with --force"
         )
 
 

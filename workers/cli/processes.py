@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import TYPE_CHECKING
 
 import typer
 
 from workers.cli.app import EXIT_USAGE, app, err, load_settings
+
+if TYPE_CHECKING:
+    from workers.settings import Settings
 
 
 @app.command()
@@ -21,12 +25,27 @@ def worker(
     ),
     name: str | None = typer.Option(None, "--name", help="Worker name (default: queues@host)."),
     loglevel: str = typer.Option("INFO", "--loglevel"),
+    batcher: bool | None = typer.Option(
+        None,
+        "--batcher/--no-batcher",
+        help="Serve inference with the dynamic batcher (the default for a worker that serves "
+        "only inference) or with the per-video Celery task.",
+    ),
+    devices: str | None = typer.Option(
+        None,
+        "--devices",
+        help="Inference pool: one process per listed accelerator (e.g. 0,1), each pinned "
+        "with CUDA_VISIBLE_DEVICES.",
+    ),
 ) -> None:
-    """Start a Celery worker for some of the pipeline's queues.
+    """Start a worker for some of the pipeline's queues.
 
-    CPU queues (ingest, faces, flow) run a prefork pool of `--concurrency` processes, each
-    loading its models after the fork. A worker that serves only `inference` runs one
-    process (one per accelerator: start one worker per GPU with CUDA_VISIBLE_DEVICES).
+    CPU queues (ingest, faces, flow) run a Celery prefork pool of `--concurrency` processes,
+    each loading its models after the fork. A worker that serves only `inference` is the
+    inference pool: one process per accelerator (`--devices`; on a CPU host, `--concurrency`
+    processes) that batches videos across messages (OCEANSTREAM_MAX_BATCH_SIZE,
+    OCEANSTREAM_MAX_WAIT_MS). A worker that serves inference with other queues runs it per
+    video.
     """
     from workers import bootstrap
     from workers.celery_app import QUEUES, create_app
@@ -37,11 +56,20 @@ def worker(
     if not chosen or unknown:
         err.print(f"error: unknown queues {unknown}; choose from {', '.join(QUEUES)}")
         raise typer.Exit(EXIT_USAGE)
+    use_batcher = chosen == ["inference"] if batcher is None else batcher
+    if use_batcher and chosen != ["inference"]:
+        err.print("error: --batcher serves the inference queue alone; use --queues inference")
+        raise typer.Exit(EXIT_USAGE)
+    if devices is not None and not use_batcher:
+        err.print("error: --devices applies to the inference pool (--queues inference)")
+        raise typer.Exit(EXIT_USAGE)
     settings = load_settings()
+    if use_batcher:
+        raise typer.Exit(_inference_pool(settings, concurrency, threads, loglevel, devices))
     bootstrap.configure(settings, threads=threads)
     solo = chosen == ["inference"] or concurrency == 1
     celery = create_app(settings)
-    connect_worker_signals(threads=threads, preload_in_main=solo)
+    connect_worker_signals(threads=threads, preload_in_main=solo, settings=settings)
     node = name or f"{'-'.join(chosen)}-{os.getpid()}@{socket.gethostname()}"
     argv = [
         "worker",
@@ -60,6 +88,27 @@ def worker(
         "--task-events",
     ]
     celery.worker_main(argv)
+
+
+def _inference_pool(
+    settings: Settings, processes: int, threads: int, loglevel: str, devices: str | None
+) -> int:
+    """One batcher process here, or one child per device (or per `--concurrency` on CPU)."""
+    from workers.accelerators import pool_environments, set_memory_environment
+    from workers.inference_pool import child_argv, run_device_processes, run_pool_process
+
+    set_memory_environment()
+    if devices is None and processes == 1:
+        run_pool_process(settings, threads=threads, loglevel=loglevel)
+        return 0
+    try:
+        environments = pool_environments(
+            devices, processes, dict(os.environ), settings.metrics_port
+        )
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        return EXIT_USAGE
+    return run_device_processes(child_argv("inference", threads, loglevel), environments)
 
 
 @app.command()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,17 +160,19 @@ def train(
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = output or settings.home_dir / "runs" / f"{manifest['name']}-{stamp}"
     err.print(f"run folder {run_dir} (TensorBoard: tensorboard --logdir {run_dir / 'logs'})")
-    report = run_training(
-        layout,
-        manifest,
-        clips,
-        split,
-        config,
-        run_dir,
-        resume=resume,
-        cache_bytes=int(cache_gb * 1024**3),
-        log=lambda line: err.print(line),
-    )
+    # Keras draws its progress bar on stdout; stdout is kept for the results.
+    with contextlib.redirect_stdout(sys.stderr):
+        report = run_training(
+            layout,
+            manifest,
+            clips,
+            split,
+            config,
+            run_dir,
+            resume=resume,
+            cache_bytes=int(cache_gb * 1024**3),
+            log=lambda line: err.print(line),
+        )
     if as_json:
         out.print_json(json.dumps(report))
     else:

@@ -1,0 +1,339 @@
+"""Benchmark: the inference pool against its offline ceiling and per-video inference.
+
+    python -m tests.benchmarks.inference_pool [--videos 2000] [--producers 4]
+        [--max-batch-size 32] [--max-wait-ms 20] [--workers 1] [--per-video 400]
+
+Makes feature sets in storage and video rows in state `inference` directly (no decoding),
+on a fresh PostgreSQL database and a redis-server of its own, then measures in one run:
+
+1. the model alone, offline: `ModelBundle.predict` (a compiled call) on ready arrays at the
+   pool's batch size and at batch 1 (the ceiling);
+2. the inference stage offline: `run_inference_batch` called in this process on batches of
+   that size (features from storage, claim and commit in PostgreSQL; no broker);
+3. per-video inference: the Celery task (`oceanstream worker --queues inference
+   --no-batcher`), messages sent from the producers;
+4. the pool (`oceanstream worker --queues inference`), saturated: N messages sent from
+   several producer processes as fast as they go;
+5. the pool at a paced load (half its saturated throughput by default), for queue delay.
+
+Prints throughput (videos/s), mean batch size (videos per model call, from the workers'
+Prometheus metrics), queue delay p50/p99 (message sent -> batch start, from each video's
+stored timings) and the issue's targets. Runs with any Keras backend (`KERAS_BACKEND=jax`
+too); the model is built in this process's backend, as the workers build theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tests.benchmarks.distributed import drop_postgres, fresh_postgres
+from tests.integration.harness import Cluster, RedisServer, free_port
+from tests.integration.pool_harness import (
+    make_feature_videos,
+    register_version,
+    scrape,
+    send_from_producers,
+    start_pool_worker,
+    wait_finished,
+)
+
+T = 16
+
+
+def model_only(bundle: Any, batch_size: int, seconds: float = 2.0) -> float:
+    """Videos/s of compiled fusion-model calls at `batch_size`, on arrays already in memory."""
+    from core.batching import FeatureSet, pad_batch
+
+    rng = np.random.default_rng(1)
+    item = FeatureSet(
+        rng.standard_normal((T, 512)).astype(np.float32),
+        np.ones(T, bool),
+        rng.standard_normal((T, 256)).astype(np.float32),
+    )
+    batch = pad_batch([item] * batch_size, batch_size, T)
+    arrays = (batch.static, batch.dynamic, batch.static_mask, batch.dynamic_mask)
+    for _ in range(5):
+        bundle.predict(*arrays)
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        bundle.predict(*arrays)
+        calls += 1
+    return calls * batch_size / (time.perf_counter() - start)
+
+
+def offline_stage(cluster: Cluster, bundle: Any, ids: list[str], batch_size: int) -> float:
+    """Videos/s of `run_inference_batch` in this process, `batch_size` videos per call."""
+    from core.batching import bucket_sizes
+    from core.pipeline import PipelineConfig
+    from core.storage import ArtifactStore
+    from db.engine import make_engine, make_session_factory
+    from tasks.context import StageContext
+    from tasks.stages import run_inference_batch
+
+    engine = make_engine(cluster.database_url)
+    ctx = StageContext(
+        session_factory=make_session_factory(engine),
+        store=ArtifactStore(cluster.env["OCEANSTREAM_STORAGE_URL"]),
+        config=PipelineConfig(num_frames=T),
+        load_bundle=lambda version: bundle,
+        active_version=lambda: bundle.metadata.version,
+    )
+    buckets = bucket_sizes(batch_size)
+    run_inference_batch(ctx, ids[:batch_size], buckets=buckets)  # warm: connections, caches
+    rest = ids[batch_size:]
+    start = time.perf_counter()
+    for i in range(0, len(rest), batch_size):
+        report = run_inference_batch(ctx, rest[i : i + batch_size], buckets=buckets)
+        assert set(report.statuses.values()) == {"done"}, report.errors
+    elapsed = time.perf_counter() - start
+    engine.dispose()
+    return len(rest) / elapsed
+
+
+def phase_figures(cluster: Cluster, prefix: str, begin: float) -> dict[str, float]:
+    """Throughput from the first send to the last commit, and queue-delay percentiles."""
+    rows = cluster.query(
+        "SELECT status, timings, extract(epoch from updated_at) FROM videos WHERE name LIKE :p",
+        p=f"{prefix}-%",
+    )
+    statuses = {status for status, _, _ in rows}
+    assert statuses == {"done"}, f"{prefix}: statuses {statuses}"
+    end = max(float(epoch) for _, _, epoch in rows)
+    delays = sorted(float(t["inference_queue"]) for _, t, _ in rows if "inference_queue" in t)
+    figures = {"videos": len(rows), "seconds": end - begin, "throughput": len(rows) / (end - begin)}
+    if delays:
+        figures["p50_ms"] = 1000 * float(np.percentile(delays, 50))
+        figures["p99_ms"] = 1000 * float(np.percentile(delays, 99))
+    return figures
+
+
+def metric_sums(ports: list[int]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for port in ports:
+        for name, value in scrape(f"http://127.0.0.1:{port}/metrics").items():
+            totals[name] = totals.get(name, 0.0) + value
+    return totals
+
+
+def pool_phase(
+    cluster: Cluster,
+    ids: list[str],
+    prefix: str,
+    producers: int,
+    ports: list[int],
+    rate: float | None = None,
+) -> dict[str, float]:
+    before = metric_sums(ports)
+    begin, sending = send_from_producers(cluster.broker_url, ids, producers, rate)
+    wait_finished(cluster.database_url, prefix, len(ids), timeout=1200)
+    time.sleep(0.3)  # the last batch's metrics are recorded after its acknowledgements
+    after = metric_sums(ports)
+    figures = phase_figures(cluster, prefix, begin)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    calls = delta("oceanstream_inference_batch_size_count")
+    batches = delta("oceanstream_inference_batch_seconds_count")
+    figures["send_rate"] = len(ids) / sending
+    figures["mean_batch"] = delta("oceanstream_inference_batch_size_sum") / max(calls, 1)
+    figures["batch_ms"] = 1000 * delta("oceanstream_inference_batch_seconds_sum") / max(batches, 1)
+    figures["call_ms"] = (
+        1000 * delta("oceanstream_inference_model_call_seconds_sum") / max(calls, 1)
+    )
+    return figures
+
+
+def run(args: argparse.Namespace, root: Path) -> None:
+    import keras
+
+    from core.batching import bucket_sizes, choose_bucket
+    from core.bundle import build_default_bundle
+    from workers.signals import limit_threads
+
+    backend = keras.backend.backend()
+    limit_threads(args.threads)  # the same thread budget as the workers (--threads)
+    devices = _accelerators(backend)
+    print(
+        f"backend {backend}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
+        f"accelerators: {', '.join(devices) or 'none (CPU only)'}\n"
+        f"{args.videos} videos from {args.producers} producers, max batch "
+        f"{args.max_batch_size}, max wait {args.max_wait_ms:g} ms, {args.workers} pool "
+        f"process(es) with {args.threads} compute thread(s) each"
+    )
+    redis = RedisServer(root)
+    redis.start()
+    name, url = fresh_postgres(args.postgres)
+    home = root / "home"
+    home.mkdir()
+    cluster = Cluster(
+        home=home,
+        database_url=url,
+        broker_url=redis.url,
+        extra_env={
+            "OCEANSTREAM_NUM_FRAMES": str(T),
+            "OCEANSTREAM_MAX_BATCH_SIZE": str(args.max_batch_size),
+            "OCEANSTREAM_MAX_WAIT_MS": str(args.max_wait_ms),
+        },
+    )
+    try:
+        assert cluster.cli("db", "upgrade").returncode == 0
+        bundle = build_default_bundle(num_frames=T)
+        meta = bundle.metadata
+        register_version(url, meta)
+        storage = cluster.env["OCEANSTREAM_STORAGE_URL"]
+        made = time.perf_counter()
+        offline_ids = make_feature_videos(
+            url, storage, meta.version, args.offline, prefix="offline", seed=1
+        )
+        per_video_ids = make_feature_videos(
+            url, storage, meta.version, args.per_video, prefix="pervideo", seed=2
+        )
+        pool_ids = make_feature_videos(url, storage, meta.version, args.videos, prefix="pool")
+        paced_ids = make_feature_videos(
+            url, storage, meta.version, args.paced, prefix="paced", seed=3
+        )
+        print(
+            f"made {len(offline_ids) + len(per_video_ids) + len(pool_ids) + len(paced_ids)} "
+            f"feature sets in {time.perf_counter() - made:.1f} s"
+        )
+
+        # Per-video inference: the Celery task, one message at a time.
+        worker = start_pool_worker(cluster, "--no-batcher", "--threads", str(args.threads))
+        per_video = _celery_phase(cluster, per_video_ids, "pervideo", args.producers)
+        cluster.stop_workers()
+        del worker
+
+        # The pool.
+        port = free_port()
+        start_pool_worker(
+            cluster,
+            "--concurrency",
+            str(args.workers),
+            "--threads",
+            str(args.threads),
+            env={"OCEANSTREAM_METRICS_PORT": str(port)},
+            ready_lines=args.workers,
+        )
+        ports = [port + i for i in range(args.workers)]
+        saturated = pool_phase(cluster, pool_ids, "pool", args.producers, ports)
+        rate = args.paced_fraction * saturated["throughput"]
+        paced = pool_phase(cluster, paced_ids, "paced", args.producers, ports, rate=rate)
+        cluster.stop_workers()
+
+        # Offline references at the batch size the pool actually used, in the same run.
+        buckets = bucket_sizes(args.max_batch_size)
+        bucket = choose_bucket(max(1, round(saturated["mean_batch"])), buckets)
+        ceiling = model_only(bundle, bucket)
+        ceiling_max = (
+            ceiling if bucket == args.max_batch_size else model_only(bundle, args.max_batch_size)
+        )
+        single = model_only(bundle, 1)
+        stage = offline_stage(cluster, bundle, offline_ids, bucket)
+    finally:
+        cluster.stop_workers(signal.SIGKILL)
+        redis.kill()
+        drop_postgres(args.postgres, name)
+    _report(args, saturated, paced, per_video, ceiling, ceiling_max, single, stage, bucket, rate)
+
+
+def _celery_phase(
+    cluster: Cluster, ids: list[str], prefix: str, producers: int
+) -> dict[str, float]:
+    begin, _ = send_from_producers(cluster.broker_url, ids, producers)
+    wait_finished(cluster.database_url, prefix, len(ids), timeout=1200)
+    return phase_figures(cluster, prefix, begin)
+
+
+def _accelerators(backend: str) -> tuple[str, ...]:
+    from workers.accelerators import _accelerators as listed
+
+    return listed(backend)
+
+
+def _report(
+    args: argparse.Namespace,
+    saturated: dict[str, float],
+    paced: dict[str, float],
+    per_video: dict[str, float],
+    ceiling: float,
+    ceiling_max: float,
+    single: float,
+    stage: float,
+    bucket: int,
+    rate: float,
+) -> None:
+    rows = [
+        (f"model alone, compiled call, batch {bucket} (ceiling)", ceiling, ""),
+        (f"model alone, compiled call, batch {args.max_batch_size}", ceiling_max, ""),
+        ("model alone, compiled call, batch 1", single, ""),
+        (f"inference stage offline, batches of {bucket} (no broker)", stage, ""),
+        ("per-video Celery task (--no-batcher)", per_video["throughput"], _delays(per_video)),
+        (
+            f"pool, saturated ({args.producers} producers)",
+            saturated["throughput"],
+            _delays(saturated),
+        ),
+        (f"pool, paced at {rate:.0f}/s", paced["throughput"], _delays(paced)),
+    ]
+    print(f"\n{'run':<58} {'videos/s':>9}  queue delay p50 / p99")
+    for label, value, delays in rows:
+        print(f"{label:<58} {value:9.0f}  {delays}")
+    pool = saturated["throughput"]
+    bound = args.max_wait_ms + 2 * paced["batch_ms"]
+    print(
+        f"\npool: mean batch {saturated['mean_batch']:.1f} videos per model call "
+        f"(paced: {paced['mean_batch']:.1f}), batch processed in {saturated['batch_ms']:.1f} ms "
+        f"(model call {saturated['call_ms']:.1f} ms), producers sent "
+        f"{saturated['send_rate']:.0f} messages/s"
+    )
+    print(
+        f"pool / model-alone ceiling at batch {bucket}: {pool / ceiling:.0%} (target 70%)\n"
+        f"pool / offline inference stage at batch {bucket}: {pool / stage:.0%}\n"
+        f"pool / per-video inference: {pool / per_video['throughput']:.1f}x (target 5x)\n"
+        f"paced p99 queue delay {paced['p99_ms']:.1f} ms vs max_wait + 2 batch times "
+        f"= {bound:.1f} ms: {'within' if paced['p99_ms'] <= bound else 'over'}"
+    )
+
+
+def _delays(figures: dict[str, float]) -> str:
+    if "p50_ms" not in figures:
+        return ""
+    return f"{figures['p50_ms']:.1f} / {figures['p99_ms']:.1f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=2000, help="videos sent to the pool")
+    parser.add_argument("--producers", type=int, default=4)
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=1, help="pool processes")
+    parser.add_argument("--threads", type=int, default=1, help="compute threads per process")
+    parser.add_argument("--per-video", type=int, default=400, help="videos for the Celery task")
+    parser.add_argument("--offline", type=int, default=640, help="videos for the offline stage")
+    parser.add_argument("--paced", type=int, default=1000, help="videos in the paced phase")
+    parser.add_argument("--paced-fraction", type=float, default=0.5)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "OCEANSTREAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

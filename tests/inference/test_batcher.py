@@ -1,0 +1,282 @@
+"""The batcher's consumer loop against a real redis-server, with SQLite and file storage.
+
+The batcher runs in a thread of the test process (the worker processes are covered by
+tests/integration/test_inference_pool.py); messages are sent as producers send them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from core.bundle import build_default_bundle
+from core.pipeline import PipelineConfig
+from db import repository as repo
+from db.engine import make_engine, make_session_factory
+from db.migrate import upgrade_database
+from tasks.context import StageContext
+from tests.conftest import service_missing
+from tests.inference.test_inference_stage import FlakyStore, add_video
+from tests.integration.harness import RedisServer, free_port, wait_for
+from tests.integration.pool_harness import scrape
+from workers.batcher import SENT_AT_HEADER, InferenceBatcher, video_id_of
+from workers.celery_app import create_app
+from workers.metrics import InferenceMetrics, QueueLengthCollector, start_exporter
+from workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+T = 8
+
+
+@pytest.fixture(scope="module")
+def bundles():
+    return {b.metadata.version: b for b in (build_default_bundle(T), build_default_bundle(T, 7))}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[str]:
+    if not shutil.which("redis-server"):
+        service_missing("redis-server")
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.kill()
+
+
+class Versions:
+    """The active version, switchable by a test."""
+
+    def __init__(self, version: str) -> None:
+        self.active = version
+
+    def __call__(self) -> str:
+        return self.active
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, bundles) -> StageContext:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_database(url)
+    session_factory = make_session_factory(make_engine(url))
+    with session_factory.begin() as session:
+        for version in bundles:
+            repo.ensure_model_version(session=session, version=version, trained=False, metadata={})
+    return StageContext(
+        session_factory=session_factory,
+        store=FlakyStore(f"file://{tmp_path / 'storage'}"),
+        config=PipelineConfig(num_frames=T),
+        load_bundle=bundles.__getitem__,
+        active_version=Versions(next(iter(bundles))),
+    )
+
+
+class Running:
+    """A batcher serving in a thread, and what a test needs around it."""
+
+    def __init__(self, broker: str, ctx: StageContext, **options: float) -> None:
+        self.app = create_app(Settings(broker_url=broker))
+        self.ctx = ctx
+        self.metrics = InferenceMetrics(max_batch_size=int(options.get("max_batch_size", 32)))
+        self.batcher = InferenceBatcher(self.app, ctx, metrics=self.metrics, **options)
+        self.batcher.refresh_models()
+        self.thread = threading.Thread(target=self.batcher.serve, daemon=True)
+        self.redis = redis.Redis.from_url(broker)
+
+    def start(self) -> Running:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.batcher.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+    def send(self, video_id: object, task: str = "oceanstream.inference") -> None:
+        self.app.send_task(
+            task, args=[video_id], queue="inference", headers={SENT_AT_HEADER: time.time()}
+        )
+
+    def value(self, name: str, **labels: str) -> float:
+        return float(self.metrics.registry.get_sample_value(name, labels) or 0.0)
+
+    def status(self, video_id: str) -> str:
+        with self.ctx.session_factory() as session:
+            return repo.get_video(session=session, video_id=video_id).status
+
+    def wait_done(self, ids: list[str], timeout: float = 30) -> None:
+        wait_for(lambda: all(self.status(v) == "done" for v in ids), timeout, "videos done")
+
+    def unacked(self) -> int:
+        return int(self.redis.hlen("unacked"))
+
+
+@pytest.fixture
+def running(broker: str, ctx: StageContext) -> Iterator[list[Running]]:
+    started: list[Running] = []
+    yield started
+    for batcher in started:
+        batcher.stop()
+
+
+def version_of(ctx: StageContext) -> str:
+    return ctx.active_version()
+
+
+def test_batches_fill_under_load_and_the_rest_flushes_on_the_timer(
+    broker: str, ctx: StageContext, running: list[Running]
+) -> None:
+    pool = Running(broker, ctx, max_batch_size=16, max_wait_ms=300)
+    ids = [add_video(ctx, f"load-{i}", version_of(ctx), seed=i) for i in range(40)]
+    for video_id in ids:
+        pool.send(video_id)  # a backlog before the batcher starts
+    running.append(pool.start())
+    pool.wait_done(ids)
+    wait_for(lambda: pool.value("oceanstream_inference_batches_total") == 3, 5, "3 batches")
+    assert pool.value("oceanstream_inference_batch_size_count") == 3
+    assert pool.value("oceanstream_inference_batch_size_sum") == 40
+    assert pool.value("oceanstream_inference_batch_size_bucket", le="8.0") == 1  # the rest
+    assert pool.value("oceanstream_inference_videos_total", outcome="done") == 40
+    sizes = sorted(stored_batch(ctx, v) for v in ids)
+    assert sizes == [8] * 8 + [16] * 32
+    assert pool.redis.llen("inference") == 0 and pool.unacked() == 0
+
+
+def stored_batch(ctx: StageContext, video_id: str) -> int:
+    with ctx.session_factory() as session:
+        return int(repo.get_video(session=session, video_id=video_id).timings["inference_batch"])
+
+
+def test_a_lone_message_waits_max_wait_then_runs(
+    broker: str, ctx: StageContext, running: list[Running]
+) -> None:
+    pool = Running(broker, ctx, max_batch_size=32, max_wait_ms=250)
+    running.append(pool.start())
+    time.sleep(0.3)  # idle
+    video_id = add_video(ctx, "alone", version_of(ctx), seed=1)
+    sent = time.monotonic()
+    pool.send(video_id)
+    pool.wait_done([video_id], timeout=10)
+    elapsed = time.monotonic() - sent
+    assert 0.25 <= elapsed < 2.0
+    assert stored_batch(ctx, video_id) == 1
+    waited = pool.value("oceanstream_inference_batch_wait_seconds_sum")
+    assert 0.24 <= waited < 0.6
+    delay = pool.value("oceanstream_inference_queue_delay_seconds_sum")
+    assert 0.25 <= delay < 2.0
+
+
+def test_messages_that_are_not_inference_tasks_are_dropped(
+    broker: str, ctx: StageContext, running: list[Running]
+) -> None:
+    pool = Running(broker, ctx, max_batch_size=8, max_wait_ms=20)
+    running.append(pool.start())
+    video_id = add_video(ctx, "real", version_of(ctx), seed=2)
+    pool.send("some-id", task="oceanstream.ingest")
+    pool.send(12345)
+    with pool.app.producer_or_acquire() as producer:
+        producer.publish(
+            b"\x80garbage",
+            routing_key="inference",
+            exchange="inference",
+            content_type="application/x-python-serialize",
+        )
+    pool.send(video_id)
+    pool.wait_done([video_id])
+    wait_for(
+        lambda: pool.value("oceanstream_inference_videos_total", outcome="rejected") == 3,
+        5,
+        "three rejections",
+    )
+    assert pool.redis.llen("inference") == 0 and pool.unacked() == 0
+
+
+def test_protocol_one_and_two_bodies_carry_the_video_id() -> None:
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    assert video_id_of([["abc"], {}, embed], {"task": "oceanstream.inference"}) == "abc"
+    assert video_id_of({"task": "oceanstream.inference", "args": ["abc"]}, {}) == "abc"
+    with pytest.raises(ValueError, match="expected task"):
+        video_id_of([["abc"], {}, embed], {"task": "oceanstream.faces"})
+    with pytest.raises(ValueError, match="expected args"):
+        video_id_of([["a", "b"], {}, embed], {"task": "oceanstream.inference"})
+
+
+def test_a_newly_activated_version_is_served_without_restart(
+    broker: str, ctx: StageContext, bundles, running: list[Running]
+) -> None:
+    first, second = list(bundles)
+    pool = Running(broker, ctx, max_batch_size=8, max_wait_ms=20, model_refresh_s=0.2)
+    running.append(pool.start())
+    assert pool.value("oceanstream_inference_model_info", version=second) == 0
+    ctx.active_version.active = second  # type: ignore[attr-defined]
+    wait_for(
+        lambda: pool.value("oceanstream_inference_model_info", version=second) == 1,
+        20,
+        "the new version to be loaded and warmed between batches",
+    )
+    old = add_video(ctx, "old", first, seed=3)
+    new = add_video(ctx, "new", second, seed=4)
+    pool.send(old)
+    pool.send(new)
+    pool.wait_done([old, new])
+    with ctx.session_factory() as session:
+        assert repo.get_prediction(session=session, video_id=new, model_version=second)
+        assert repo.get_prediction(session=session, video_id=old, model_version=first)
+
+
+def test_an_outage_returns_the_message_and_it_is_served_later(
+    broker: str, ctx: StageContext, running: list[Running]
+) -> None:
+    pool = Running(broker, ctx, max_batch_size=8, max_wait_ms=20)
+    fine = add_video(ctx, "fine", version_of(ctx), seed=5)
+    flaky = add_video(ctx, "flaky", version_of(ctx), seed=6)
+    ctx.store.down = {flaky}  # type: ignore[attr-defined]
+    running.append(pool.start())
+    pool.send(fine)
+    pool.send(flaky)
+    pool.wait_done([fine])
+    wait_for(
+        lambda: pool.value("oceanstream_inference_videos_total", outcome="retried") >= 1,
+        10,
+        "a retry",
+    )
+    assert pool.status(flaky) == "inference"
+    ctx.store.down = set()  # type: ignore[attr-defined]
+    pool.wait_done([flaky])
+    assert pool.unacked() == 0
+
+
+def test_metrics_endpoint_serves_queue_lengths_and_batch_metrics(
+    broker: str, ctx: StageContext
+) -> None:
+    app = create_app(Settings(broker_url=broker))
+    for i in range(5):
+        app.send_task("oceanstream.inference", args=[f"v{i}"], queue="inference")
+    app.send_task("oceanstream.faces", args=["v"], queue="faces")
+    metrics = InferenceMetrics(max_batch_size=16)
+    metrics.registry.register(
+        QueueLengthCollector(broker, ("ingest", "faces", "flow", "inference"))
+    )
+    metrics.batch_size.observe(12)
+    port = start_exporter(metrics.registry, free_port(), "127.0.0.1")
+    samples = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert samples['oceanstream_queue_length{queue="inference"}'] == 5
+    assert samples['oceanstream_queue_length{queue="faces"}'] == 1
+    assert samples['oceanstream_queue_length{queue="ingest"}'] == 0
+    assert samples['oceanstream_queue_length{queue="flow"}'] == 0
+    assert samples["oceanstream_inference_batch_size_count"] == 1
+    assert samples['oceanstream_inference_batch_size_bucket{le="16.0"}'] == 1
+    for name in (
+        "oceanstream_inference_queue_delay_seconds_count",
+        "oceanstream_inference_batch_seconds_count",
+        "oceanstream_inference_model_call_seconds_count",
+        'oceanstream_inference_videos_total{outcome="done"}',
+    ):
+        assert name in samples

@@ -1,0 +1,188 @@
+"""The inference pool with real PostgreSQL, Redis and `oceanstream worker --queues inference`.
+
+Feature sets are written to storage and videos made in state `inference` directly; messages
+are sent by producer processes the way the feature stages send them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from kombu import Connection
+
+from core.bundle import build_default_bundle
+from tasks.stages import dynamic_key, static_key
+from tests.integration.harness import Cluster, RedisServer, free_port, wait_for
+from tests.integration.pool_harness import (
+    log_text,
+    make_feature_videos,
+    register_version,
+    scrape,
+    send_from_producers,
+    start_pool_worker,
+    wait_finished,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+T = 8  # the cluster's OCEANSTREAM_NUM_FRAMES
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, postgres_database: str, own_redis: RedisServer) -> Iterator[Cluster]:
+    """A fresh database and a redis-server of the test's own (no other test's workers)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    nodes = Cluster(home=home, database_url=postgres_database, broker_url=own_redis.url)
+    migrated = nodes.cli("db", "upgrade")
+    assert migrated.returncode == 0, migrated.stderr
+    try:
+        yield nodes
+    finally:
+        nodes.stop_workers(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def version() -> str:
+    return build_default_bundle(num_frames=T).metadata.version
+
+
+def videos(cluster: Cluster, version: str, count: int, prefix: str, seed: int = 0) -> list[str]:
+    register_version(cluster.database_url, build_default_bundle(num_frames=T).metadata)
+    return make_feature_videos(
+        cluster.database_url,
+        cluster.env["OCEANSTREAM_STORAGE_URL"],
+        version,
+        count,
+        prefix=prefix,
+        num_frames=T,
+        seed=seed,
+    )
+
+
+def one(cluster: Cluster, sql: str, **params: object) -> object:
+    return cluster.query(sql, **params)[0][0]
+
+
+def test_pool_batches_under_load_fails_bad_videos_alone_and_flushes_when_idle(
+    cluster: Cluster, version: str
+) -> None:
+    ids = videos(cluster, version, 200, "load")
+    store = cluster.home / "storage"
+    (store / dynamic_key(ids[10])).unlink()  # missing features
+    (store / static_key(ids[20])).write_bytes(b"not an npz archive")  # corrupt features
+    port = free_port()
+    worker = start_pool_worker(
+        cluster,
+        env={
+            "OCEANSTREAM_MAX_BATCH_SIZE": "16",
+            "OCEANSTREAM_MAX_WAIT_MS": "100",
+            "OCEANSTREAM_METRICS_PORT": str(port),
+        },
+    )
+    send_from_producers(cluster.broker_url, ids, producers=2)
+    wait_finished(cluster.database_url, "load", len(ids), timeout=120)
+
+    statuses = dict(cluster.query("SELECT id, status FROM videos"))
+    assert statuses[ids[10]] == statuses[ids[20]] == "failed"
+    assert sum(s == "done" for s in statuses.values()) == 198
+    errors = dict(cluster.query("SELECT id, error FROM videos WHERE status = 'failed'"))
+    assert "missing" in errors[ids[10]] and "corrupt" in errors[ids[20]]
+    assert one(cluster, "SELECT count(*) FROM predictions") == 198
+    assert one(cluster, "SELECT count(DISTINCT video_id) FROM predictions") == 198
+    assert one(cluster, "SELECT count(*) FROM attention_maps") == 198
+
+    # Batches formed: the stored size of each video's model call, and the workers' metrics.
+    sizes = [
+        int(t["inference_batch"])
+        for (t,) in cluster.query("SELECT timings FROM videos WHERE status = 'done'")
+    ]
+    assert max(sizes) == 16 and sum(sizes) / len(sizes) > 4, sizes
+    time.sleep(0.3)
+    metrics = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert metrics['oceanstream_inference_videos_total{outcome="done"}'] == 198
+    assert metrics['oceanstream_inference_videos_total{outcome="failed"}'] == 2
+    calls = metrics["oceanstream_inference_batch_size_count"]
+    assert metrics["oceanstream_inference_batch_size_sum"] == 198 and calls <= 198 / 4
+    for queue in ("ingest", "faces", "flow", "inference"):
+        assert metrics[f'oceanstream_queue_length{{queue="{queue}"}}'] == 0
+    assert metrics["oceanstream_inference_queue_delay_seconds_count"] == 200
+
+    # Idle: a lone video is run by the timer, after about max_wait_ms.
+    [alone] = videos(cluster, version, 1, "alone", seed=9)
+    sent = time.monotonic()
+    send_from_producers(cluster.broker_url, [alone], producers=1)
+    wait_finished(cluster.database_url, "alone", 1, timeout=30)
+    assert time.monotonic() - sent < 5.0
+    timings = one(cluster, "SELECT timings FROM videos WHERE id = :v", v=alone)
+    assert timings["inference_batch"] == 1
+    assert 0.09 <= timings["inference_queue"] < 1.5, timings
+    assert "Traceback" not in log_text(worker)
+
+
+def claimed_unfinished(cluster: Cluster) -> list[str]:
+    """Videos a worker has claimed (a delivery counted) but not finished: mid-batch."""
+    return [
+        video_id
+        for (video_id,) in cluster.query(
+            "SELECT id FROM videos WHERE status = 'inference' "
+            "AND (deliveries::jsonb ->> 'inference') IS NOT NULL"
+        )
+    ]
+
+
+def test_a_killed_batch_worker_loses_and_duplicates_nothing(cluster: Cluster, version: str) -> None:
+    ids = videos(cluster, version, 400, "kill")
+    batch_env = {"OCEANSTREAM_MAX_BATCH_SIZE": "16", "OCEANSTREAM_MAX_WAIT_MS": "20"}
+    worker = start_pool_worker(cluster, env=batch_env)
+    send_from_producers(cluster.broker_url, ids, producers=2)
+
+    # Freeze the worker; if it is between claiming a batch and committing it, kill it there.
+    in_flight: list[str] = []
+    deadline = time.monotonic() + 60
+    while not in_flight and time.monotonic() < deadline:
+        os.killpg(worker.pid, signal.SIGSTOP)
+        in_flight = claimed_unfinished(cluster)
+        if in_flight:
+            os.killpg(worker.pid, signal.SIGKILL)
+        else:
+            os.killpg(worker.pid, signal.SIGCONT)
+            time.sleep(0.005)
+    assert in_flight, "never caught the worker mid-batch"
+    worker.wait(10)
+    done = one(cluster, "SELECT count(*) FROM videos WHERE status = 'done'")
+    assert 0 < len(in_flight) <= 16 and done < len(ids)
+    broker = redis.Redis.from_url(cluster.broker_url)
+    held = broker.hlen("unacked")
+    assert held >= len(in_flight)  # its messages are not lost: unacknowledged in Redis
+
+    # Recovery: a new worker, and the reconciler for what the dead one held.
+    start_pool_worker(cluster, env=batch_env)
+    swept = cluster.cli("reconcile", "--older-than", "0")
+    assert swept.returncode == 0, swept.stderr
+    wait_finished(cluster.database_url, "kill", len(ids), timeout=120)
+    assert one(cluster, "SELECT count(*) FROM videos WHERE status = 'done'") == len(ids)
+    assert one(cluster, "SELECT count(*) FROM predictions") == len(ids)
+    assert one(cluster, "SELECT count(*) FROM attention_maps") == len(ids)
+    deliveries = dict(
+        cluster.query("SELECT id, (deliveries::jsonb ->> 'inference')::int FROM videos")
+    )
+    assert all(deliveries[v] >= 2 for v in in_flight)
+
+    # Later Redis hands the dead worker's messages out again (visibility timeout): no-ops.
+    wait_for(lambda: broker.llen("inference") == 0, 60, "the queue to drain")
+    wait_for(lambda: broker.hlen("unacked") <= held, 30, "the live worker's acks")
+    with Connection(cluster.broker_url, transport_options={"visibility_timeout": 0}) as conn:
+        conn.channel().qos.restore_visible(num=10_000, interval=1)
+    wait_for(
+        lambda: broker.llen("inference") == 0 and broker.hlen("unacked") == 0,
+        60,
+        "the redelivered messages to be consumed",
+    )
+    assert one(cluster, "SELECT count(*) FROM predictions") == len(ids)
+    assert one(cluster, "SELECT count(*) FROM videos WHERE status <> 'done'") == 0

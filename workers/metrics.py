@@ -1,0 +1,165 @@
+"""Prometheus metrics: what an autoscaler and an operator need from the workers.
+
+Every worker started with `OCEANSTREAM_METRICS_PORT` serves `/metrics` over HTTP:
+
+- `oceanstream_queue_length{queue}`: messages waiting in each pipeline queue, read from
+  Redis when scraped (a queue with no consumer is the one to scale from zero).
+
+The inference pool adds, per process:
+
+- `oceanstream_inference_batch_size`: videos per model call (histogram);
+- `oceanstream_inference_queue_delay_seconds`: from a video's message being sent (or, if
+  the sender gave no time, from the video's move to `inference`) to the start of its batch;
+- `oceanstream_inference_batch_wait_seconds`: from a batch's first message being received to
+  the batch's start (at most `OCEANSTREAM_MAX_WAIT_MS` by construction);
+- `oceanstream_inference_batch_seconds`, `oceanstream_inference_model_call_seconds`: time
+  to process a batch end to end (claim, features, model, commit, ack) and per model call;
+- `oceanstream_inference_videos_total{outcome}`: done, failed, skipped (nothing to do),
+  retried, rejected (not an inference message); throughput is its rate;
+- `oceanstream_inference_batches_total`, `oceanstream_inference_model_info{version}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("oceanstream.metrics")
+
+# kombu's Redis transport keeps each priority level of a queue in its own list.
+_PRIORITY_SEPARATOR = "\x06\x16"
+_PRIORITY_STEPS = (0, 3, 6, 9)
+_DELAY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
+_CALL_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.25, 0.5, 1.0)
+
+
+def redis_list_names(queue: str) -> list[str]:
+    """The Redis lists that hold `queue`'s messages, one per priority level."""
+    return [f"{queue}{_PRIORITY_SEPARATOR}{step}" if step else queue for step in _PRIORITY_STEPS]
+
+
+class QueueLengthCollector(Collector):
+    """`oceanstream_queue_length{queue}`, read from the broker at every scrape."""
+
+    def __init__(self, broker_url: str, queues: Sequence[str]) -> None:
+        self.broker_url = broker_url
+        self.queues = tuple(queues)
+        self._client: Any = None
+
+    def lengths(self) -> dict[str, int]:
+        import redis
+
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.broker_url, socket_timeout=2.0)
+        pipe = self._client.pipeline(transaction=False)
+        for queue in self.queues:
+            for name in redis_list_names(queue):
+                pipe.llen(name)
+        counts = iter(pipe.execute())
+        steps = len(_PRIORITY_STEPS)
+        return {queue: sum(next(counts) for _ in range(steps)) for queue in self.queues}
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "oceanstream_queue_length", "Messages waiting in a pipeline queue.", labels=["queue"]
+        )
+        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            try:
+                for queue, length in self.lengths().items():
+                    family.add_metric([queue], length)
+            except Exception as exc:  # a scrape must not fail because the broker is down
+                log.warning("cannot read queue lengths from the broker: %s", exc)
+        yield family
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []
+
+
+class InferenceMetrics:
+    """The inference pool's metrics, on a registry of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, max_batch_size: int = 32) -> None:
+        self.registry = registry or CollectorRegistry()
+        sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, max_batch_size})
+        self.batch_size = Histogram(
+            "oceanstream_inference_batch_size",
+            "Videos per model call.",
+            buckets=[s for s in sizes if s <= max_batch_size],
+            registry=self.registry,
+        )
+        self.queue_delay = Histogram(
+            "oceanstream_inference_queue_delay_seconds",
+            "From a video's message being sent to the start of its batch.",
+            buckets=_DELAY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_wait = Histogram(
+            "oceanstream_inference_batch_wait_seconds",
+            "From a batch's first message being received to the batch's start.",
+            buckets=_DELAY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "oceanstream_inference_batch_seconds",
+            "Time to process one batch: claim, features, model, commit, acknowledgement.",
+            buckets=_DELAY_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_call_seconds = Histogram(
+            "oceanstream_inference_model_call_seconds",
+            "Time of one padded model call.",
+            buckets=_CALL_BUCKETS,
+            registry=self.registry,
+        )
+        self.videos = Counter(
+            "oceanstream_inference_videos",
+            "Inference messages handled, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.batches = Counter(
+            "oceanstream_inference_batches", "Batches processed.", registry=self.registry
+        )
+        self.model_info = Gauge(
+            "oceanstream_inference_model_info",
+            "1 for each model version this process has loaded and warmed.",
+            ["version"],
+            registry=self.registry,
+        )
+        for outcome in ("done", "failed", "skipped", "retried", "rejected"):
+            self.videos.labels(outcome)
+
+
+def start_exporter(registry: CollectorRegistry, port: int, address: str = "0.0.0.0") -> int:
+    """Serve `registry` on `http://address:port/metrics` from a daemon thread; returns the port."""
+    from prometheus_client import start_http_server
+
+    server, _ = start_http_server(port, addr=address, registry=registry)
+    bound = int(server.server_port)
+    log.info("metrics on http://%s:%d/metrics", address, bound)
+    return bound
