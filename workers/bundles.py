@@ -29,6 +29,29 @@ def resolve_bundle(path: str | Path | None, num_frames: int = 16) -> ModelBundle
     return _load(None if path is None else str(path), num_frames)
 
 
+def serving_bundle(
+    session_factory: object, settings: object, override: str | Path | None = None
+) -> tuple[ModelBundle, str | None]:
+    """The bundle `analyze` serves with, and where it lives.
+
+    In order: an explicit `--model`, `OCEANSTREAM_MODEL`, the version activated in the
+    database (`oceanstream models activate`), the built-in untrained bundle.
+    """
+    from db import repository as repo
+
+    path = override or getattr(settings, "model", None)
+    num_frames = int(getattr(settings, "num_frames", 16))
+    if path:
+        return resolve_bundle(path, num_frames), str(Path(path).expanduser().absolute())
+    with session_factory() as session:  # type: ignore[operator]
+        active = repo.get_active_model_version(session=session)
+        version = None if active is None else str(active.version)
+    if version is not None:
+        bundle = load_registered_bundle(session_factory, version)
+        return bundle, getattr(active, "uri", None)
+    return resolve_bundle(None, num_frames), None
+
+
 def register_bundle(session_factory: object, bundle: ModelBundle, uri: str | None = None) -> None:
     """Make sure the bundle's version has a row, so predictions can reference it."""
     from db import repository as repo

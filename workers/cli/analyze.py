@@ -30,7 +30,7 @@ def analyze(
     """Analyze videos in this process (no broker) and store the results."""
     from core.files import expand_inputs
     from core.pipeline import Analyzer
-    from workers.bundles import UNTRAINED_WARNING, register_bundle, resolve_bundle
+    from workers.bundles import UNTRAINED_WARNING, register_bundle, serving_bundle
 
     settings = load_settings()
     inputs = expand_inputs(paths)
@@ -38,10 +38,10 @@ def analyze(
         err.print("error: no video files found in the given paths")
         raise typer.Exit(EXIT_USAGE)
     session_factory = _open_db(settings)
-    bundle = resolve_bundle(model or settings.model, settings.num_frames)
+    bundle, uri = serving_bundle(session_factory, settings, model)
     if not bundle.metadata.trained:
         err.print(UNTRAINED_WARNING.format(version=bundle.metadata.version), style="yellow")
-    register_bundle(session_factory, bundle, uri=str(model or settings.model or "") or None)
+    register_bundle(session_factory, bundle, uri=uri)
     analyzer = Analyzer(bundle, settings.pipeline_config())
     job_id, video_ids = _register_inputs(session_factory, inputs)
 
