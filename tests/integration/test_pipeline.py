@@ -179,3 +179,22 @@ def test_redis_restart_loses_queue_and_sweeper_recovers(
         cluster.stop_workers()
     assert counts == {"done": 4, "no_face": 1}
     assert statuses(cluster, job_id) == expected
+
+
+def test_submit_wait_prints_the_analyze_contract(cluster: Cluster, tmp_path: Path) -> None:
+    make_batch(tmp_path / "in", good=1, faceless=1)
+    cluster.start_worker("ingest,faces,flow,inference")
+    done = cluster.cli("submit", str(tmp_path / "in"), "--wait", "--json", "--timeout", "180")
+    assert done.returncode == 0, done.stderr
+    rows = {Path(r["video"]).name: r for r in json.loads(done.stdout)}
+    assert rows["good_00.mp4"]["status"] == "done"
+    assert rows["good_00.mp4"]["model_trained"] is False
+    assert set(rows["good_00.mp4"]["traits"]) == {
+        "openness",
+        "conscientiousness",
+        "extraversion",
+        "agreeableness",
+        "neuroticism",
+    }
+    assert rows["faceless_0.mp4"]["status"] == "no_face"
+    assert rows["faceless_0.mp4"]["traits"] is None
