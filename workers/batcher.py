@@ -27,7 +27,7 @@ import math
 import threading
 import time
 import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -203,11 +203,14 @@ class InferenceBatcher:
                     if running is None and time.monotonic() >= self._next_refresh:
                         self._refresh_quietly()
                     batch = self.collect(connection, running.future if running else None)
+                    finished = None
                     if running is not None and (batch or running.future.done()):
-                        self._settle(running)
-                        running = None
+                        wait([running.future])
+                        finished, running = running, None
                     if batch:
                         running = _Running(batch, time.monotonic(), runner.submit(self._run, batch))
+                    if finished is not None:  # acknowledged while the next batch runs
+                        self._settle(finished)
             finally:
                 if running is not None:  # a stop request: finish the batch in hand
                     self._settle(running)
@@ -242,22 +245,24 @@ class InferenceBatcher:
     def collect(self, connection: Any, running: Future[Any] | None = None) -> list[Delivery]:
         """Messages until the batch is full or its oldest waited `max_wait_ms`.
 
-        With nothing received it returns an empty list after at most a second (at once when
-        the `running` batch has finished, so it is settled without delay), so the loop can
-        notice a stop request or a new model version.
+        While the `running` batch is still at work, gathering goes on past that deadline:
+        the next batch could not start earlier anyway, and a fuller batch costs little
+        more than a small one. With nothing received it returns an empty list after at
+        most a second (at once when the running batch has finished, so it is settled
+        without delay), so the loop can notice a stop request or a new model version.
         """
         idle_until = time.monotonic() + min(1.0, self.model_refresh_s)
         while not self.stopping and len(self._buffer) < self.max_batch_size:
-            now = time.monotonic()
+            busy = running is not None and not running.done()
             if self._buffer:
-                timeout = self._buffer[0].received + self.max_wait_s - now
-            elif running is not None and running.done():
+                timeout = self._buffer[0].received + self.max_wait_s - time.monotonic()
+            elif running is not None and not busy:
                 break
             else:
-                timeout = idle_until - now
-            if running is not None and not running.done():
-                timeout = min(timeout, _POLL_WHILE_RUNNING_S)
-            if timeout <= 0:
+                timeout = idle_until - time.monotonic()
+            if busy:
+                timeout = _POLL_WHILE_RUNNING_S
+            elif timeout <= 0:
                 break
             with contextlib.suppress(TimeoutError):
                 connection.drain_events(timeout=timeout)
