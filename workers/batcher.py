@@ -200,7 +200,9 @@ class InferenceBatcher:
             running: _Running | None = None
             try:
                 while not self.stopping:
-                    if running is None and time.monotonic() >= self._next_refresh:
+                    if time.monotonic() >= self._next_refresh:
+                        # Also under load: warming another version's shapes runs beside the
+                        # batch in hand (compiled calls are thread-safe), once per version.
                         self._refresh_quietly()
                     batch = self.collect(connection, running.future if running else None)
                     finished = None
@@ -271,23 +273,28 @@ class InferenceBatcher:
 
     # -- processing --------------------------------------------------------------------------
 
-    def _run(self, batch: list[Delivery]) -> InferenceBatchReport | BaseException:
-        """The batch's work, in the runner thread: claim, features, model, commit."""
+    def _run(self, batch: list[Delivery]) -> tuple[InferenceBatchReport | BaseException, float]:
+        """The batch's work, in the runner thread: claim, features, model, commit.
+
+        Returns the report (or the error, for the consumer thread to settle) and its seconds.
+        """
         sent = {d.video_id: d.sent_at for d in batch if d.sent_at is not None}
+        started = time.perf_counter()
         try:
-            return run_inference_batch(
+            report: InferenceBatchReport | BaseException = run_inference_batch(
                 self.context,
                 [d.video_id for d in batch],
                 buckets=self.buckets,
                 sent_at=sent,
                 started_at=time.time(),
             )
-        except Exception as exc:  # reported to the consumer thread, which settles the batch
-            return exc
+        except Exception as exc:
+            report = exc
+        return report, time.perf_counter() - started
 
     def _settle(self, running: _Running) -> None:
         """Acknowledge each message of a finished batch, or return it to the queue."""
-        batch, report = running.batch, running.future.result()
+        batch, (report, seconds) = running.batch, running.future.result()
         if isinstance(report, RETRYABLE):
             log.warning("inference batch of %d hit an outage: %s", len(batch), report)
             self._requeue(batch)
@@ -308,7 +315,7 @@ class InferenceBatcher:
         else:
             self._backoff = 0.0
         if self.metrics is not None:
-            self._observe(batch, report, running.began)
+            self._observe(batch, report, running.began, seconds)
 
     def _requeue(self, deliveries: list[Delivery]) -> None:
         """Return messages to the queue after a growing pause (an outage rarely ends at once)."""
@@ -320,7 +327,9 @@ class InferenceBatcher:
         if self.metrics is not None:
             self.metrics.videos.labels("retried").inc(len(deliveries))
 
-    def _observe(self, batch: list[Delivery], report: Any, began: float) -> None:
+    def _observe(
+        self, batch: list[Delivery], report: InferenceBatchReport, began: float, seconds: float
+    ) -> None:
         metrics = self.metrics
         assert metrics is not None
         metrics.batches.inc()
@@ -344,4 +353,4 @@ class InferenceBatcher:
         for outcome, count in outcomes.items():
             if count:
                 metrics.videos.labels(outcome).inc(count)
-        metrics.batch_seconds.observe(time.monotonic() - began)
+        metrics.batch_seconds.observe(seconds)

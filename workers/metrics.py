@@ -13,7 +13,7 @@ The inference pool adds, per process:
 - `oceanstream_inference_batch_wait_seconds`: from a batch's first message being received to
   the batch's start (at most `OCEANSTREAM_MAX_WAIT_MS` by construction);
 - `oceanstream_inference_batch_seconds`, `oceanstream_inference_model_call_seconds`: time
-  to process a batch end to end (claim, features, model, commit, ack) and per model call;
+  to run a batch (claim, features, model calls, commit) and one model call;
 - `oceanstream_inference_videos_total{outcome}`: done, failed, skipped (nothing to do),
   retried, rejected (not an inference message); throughput is its rate;
 - `oceanstream_inference_batches_total`, `oceanstream_inference_model_info{version}`.
@@ -126,7 +126,7 @@ class InferenceMetrics:
         )
         self.batch_seconds = Histogram(
             "oceanstream_inference_batch_seconds",
-            "Time to process one batch: claim, features, model, commit, acknowledgement.",
+            "Time to run one batch: claim, features, model calls, commit.",
             buckets=_DELAY_BUCKETS,
             registry=self.registry,
         )

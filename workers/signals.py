@@ -30,7 +30,7 @@ def limit_threads(threads: int) -> None:
         pass
 
 
-def _prepare_process(threads: int) -> None:
+def _prepare_process(threads: int, queues: frozenset[str] | None = None) -> None:
     from workers import bootstrap
 
     bootstrap.reset_after_fork()
@@ -39,18 +39,20 @@ def _prepare_process(threads: int) -> None:
     # Load the active model and trace its compiled functions now, so the first task does
     # not pay for it.
     version = context.active_version()
-    warm_up(context, context.load_bundle(version))
+    warm_up(context, context.load_bundle(version), queues)
     log.info("process ready with model %s", version)
 
 
-def warm_up(context: object, bundle: object) -> None:
-    """Run each model once on blank input of the serving shapes."""
+def warm_up(context: object, bundle: object, queues: frozenset[str] | None = None) -> None:
+    """Run the models the process's queues use (all when None) once on blank input.
+
+    A worker for inference alone needs neither the encoders nor the face detector (whose
+    MTCNN runs on TensorFlow only).
+    """
     import numpy as np
 
     meta = bundle.metadata  # type: ignore[attr-defined]
     t, crop, size = meta.num_frames, meta.crop_size, meta.flow_size
-    bundle.encode_faces(np.zeros((t, crop, crop, 3), np.uint8))  # type: ignore[attr-defined]
-    bundle.encode_flow(np.zeros((t, size, size, 2), np.float32))  # type: ignore[attr-defined]
     mask = np.ones((1, t), bool)
     bundle.predict(  # type: ignore[attr-defined]
         np.zeros((1, t, meta.static_dim), np.float32),
@@ -58,6 +60,10 @@ def warm_up(context: object, bundle: object) -> None:
         mask,
         mask,
     )
+    if queues is not None and not queues & {"faces", "flow"}:
+        return
+    bundle.encode_faces(np.zeros((t, crop, crop, 3), np.uint8))  # type: ignore[attr-defined]
+    bundle.encode_flow(np.zeros((t, size, size, 2), np.float32))  # type: ignore[attr-defined]
     detector = context.detector(crop)  # type: ignore[attr-defined]
     detector.detect(np.zeros((t, 360, 640, 3), np.uint8))
 
@@ -77,7 +83,11 @@ def start_queue_metrics(settings: Settings) -> None:
 
 
 def connect_worker_signals(
-    *, threads: int, preload_in_main: bool, settings: Settings | None = None
+    *,
+    threads: int,
+    preload_in_main: bool,
+    settings: Settings | None = None,
+    queues: frozenset[str] | None = None,
 ) -> None:
     if settings is not None:
 
@@ -89,10 +99,10 @@ def connect_worker_signals(
 
         @signals.worker_ready.connect(weak=False)
         def _ready(**_: object) -> None:
-            _prepare_process(threads)
+            _prepare_process(threads, queues)
 
     else:
 
         @signals.worker_process_init.connect(weak=False)
         def _child(**_: object) -> None:
-            _prepare_process(threads)
+            _prepare_process(threads, queues)

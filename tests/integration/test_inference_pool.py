@@ -186,3 +186,32 @@ def test_a_killed_batch_worker_loses_and_duplicates_nothing(cluster: Cluster, ve
     )
     assert one(cluster, "SELECT count(*) FROM predictions") == len(ids)
     assert one(cluster, "SELECT count(*) FROM videos WHERE status <> 'done'") == 0
+
+
+def test_one_pinned_process_per_device_and_a_clean_stop(cluster: Cluster, version: str) -> None:
+    ids = videos(cluster, version, 120, "devices")
+    port = free_port()
+    pool = start_pool_worker(
+        cluster,
+        "--devices",
+        "0,1",
+        env={"OCEANSTREAM_MAX_BATCH_SIZE": "8", "OCEANSTREAM_METRICS_PORT": str(port)},
+        ready_lines=2,
+    )
+    log = log_text(pool)
+    assert "CUDA_VISIBLE_DEVICES=0" in log and "CUDA_VISIBLE_DEVICES=1" in log
+    send_from_producers(cluster.broker_url, ids, producers=2)
+    wait_finished(cluster.database_url, "devices", len(ids), timeout=120)
+    time.sleep(0.3)
+    done = [
+        scrape(f"http://127.0.0.1:{p}/metrics")[
+            'oceanstream_inference_videos_total{outcome="done"}'
+        ]
+        for p in (port, port + 1)
+    ]
+    assert sum(done) == len(ids) and all(count > 0 for count in done)  # both took work
+    assert one(cluster, "SELECT count(*) FROM predictions") == len(ids)
+
+    os.kill(pool.pid, signal.SIGTERM)  # the supervisor forwards it to both processes
+    assert pool.wait(60) == 0
+    assert log_text(pool).count("inference pool process stopped") == 2

@@ -69,7 +69,9 @@ def worker(
     bootstrap.configure(settings, threads=threads)
     solo = chosen == ["inference"] or concurrency == 1
     celery = create_app(settings)
-    connect_worker_signals(threads=threads, preload_in_main=solo, settings=settings)
+    connect_worker_signals(
+        threads=threads, preload_in_main=solo, settings=settings, queues=frozenset(chosen)
+    )
     node = name or f"{'-'.join(chosen)}-{os.getpid()}@{socket.gethostname()}"
     argv = [
         "worker",
