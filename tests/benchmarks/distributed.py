@@ -142,11 +142,26 @@ def distributed(clips: list[Path], home: Path, admin_url: str, per_queue: int) -
         counts = cluster.wait_job(job_id, timeout=1800)
         elapsed = time.perf_counter() - start
         assert counts == {"done": len(clips)}, counts
+        print_stage_means(cluster, per_queue)
         return elapsed
     finally:
         cluster.stop_workers()
         redis.kill()
         drop_postgres(admin_url, name)
+
+
+def print_stage_means(cluster: object, per_queue: int) -> None:
+    """Mean seconds per stage, from the timings each video stored."""
+    import json
+    import statistics
+
+    rows = [
+        json.loads(t) if isinstance(t, str) else t
+        for (t,) in cluster.query("SELECT timings FROM videos")
+    ]  # type: ignore[attr-defined]
+    stages = sorted({k for row in rows for k in row})
+    means = ", ".join(f"{k} {statistics.mean(r.get(k, 0.0) for r in rows):.3f}" for k in stages)
+    print(f"  {per_queue} per queue, mean stage seconds: {means}")
 
 
 def main() -> None:
