@@ -92,6 +92,19 @@ def _begin(ctx: StageContext, video_id: str, stage: str, allowed: set[str]) -> V
         return VideoRef(video.id, video.storage_uri, video.model_version)
 
 
+def _moved_on_to(ctx: StageContext, video_id: str, status: str) -> bool:
+    """Whether the video already reached the state this stage's success leads to.
+
+    A worker can die after committing that move and before sending the next stage's messages;
+    the redelivered message then finds the move done. Answering True makes the caller send
+    the next messages again: the stages are idempotent, so a duplicate costs nothing but the
+    check, and nothing is left waiting for the reconciler.
+    """
+    with ctx.session_factory() as session:
+        video = repo.get_video(session=session, video_id=video_id)
+        return video is not None and video.status == status
+
+
 def _fail(ctx: StageContext, video_id: str, allowed: set[str], status: str, error: str) -> None:
     with ctx.session_factory.begin() as session:
         repo.transition_video(
@@ -105,6 +118,8 @@ def _fail(ctx: StageContext, video_id: str, allowed: set[str], status: str, erro
 
 def run_ingest(ctx: StageContext, video_id: str) -> bool:
     """Probe and sample the stored video, write the frames; True: enqueue faces and flow."""
+    if _moved_on_to(ctx, video_id, "extracting"):
+        return True
     allowed = {"pending", "ingesting"}
     ref = _begin(ctx, video_id, "ingest", allowed)
     if ref is None:
@@ -171,6 +186,8 @@ def _finish_feature_stage(
 
 def run_faces(ctx: StageContext, video_id: str) -> bool:
     """Faces and face CNN; writes static tokens and the face mask. True: enqueue inference."""
+    if _moved_on_to(ctx, video_id, "inference"):
+        return True
     ref = _begin(ctx, video_id, "faces", {"extracting"})
     if ref is None or ref.model_version is None:
         return False
@@ -195,6 +212,8 @@ def run_faces(ctx: StageContext, video_id: str) -> bool:
 
 def run_flow(ctx: StageContext, video_id: str) -> bool:
     """Optical flow and flow CNN; writes dynamic tokens. True: enqueue inference."""
+    if _moved_on_to(ctx, video_id, "inference"):
+        return True
     ref = _begin(ctx, video_id, "flow", {"extracting"})
     if ref is None or ref.model_version is None:
         return False

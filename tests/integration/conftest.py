@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,14 +63,35 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.kill()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, postgres_database: str, shared_redis_url: str) -> Iterator[Cluster]:
-    home = tmp_path / "home"
+@contextlib.contextmanager
+def running_cluster(
+    home: Path, database_url: str, broker_url: str, stop: int = signal.SIGTERM
+) -> Iterator[Cluster]:
+    """A migrated database and the environment for CLI calls and workers; workers stopped after."""
     home.mkdir()
-    nodes = Cluster(home=home, database_url=postgres_database, broker_url=shared_redis_url)
+    nodes = Cluster(home=home, database_url=database_url, broker_url=broker_url)
     migrated = nodes.cli("db", "upgrade")
     assert migrated.returncode == 0, migrated.stderr
     try:
         yield nodes
     finally:
-        nodes.stop_workers()
+        nodes.stop_workers(stop)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, postgres_database: str, shared_redis_url: str) -> Iterator[Cluster]:
+    """Workers and CLI on the machine's Redis (a random database number) and PostgreSQL."""
+    with running_cluster(tmp_path / "home", postgres_database, shared_redis_url) as nodes:
+        yield nodes
+
+
+@pytest.fixture
+def isolated_cluster(
+    tmp_path: Path, postgres_database: str, own_redis: RedisServer
+) -> Iterator[Cluster]:
+    """Like `cluster`, with a redis-server of the test's own: no other test run's workers can
+    take its messages. Workers are killed at the end (the test is over)."""
+    with running_cluster(
+        tmp_path / "home", postgres_database, own_redis.url, stop=signal.SIGKILL
+    ) as nodes:
+        yield nodes

@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.clips import write_talking_head, write_text
-from tests.integration.harness import Cluster, RedisServer
+from tests.integration.harness import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, postgres_database: str, own_redis: RedisServer) -> Iterator[Cluster]:
-    """Like the shared `cluster`, with a Redis server of this test's own: workers of other
-    test runs on the machine cannot take its messages."""
-    home = tmp_path / "home"
-    home.mkdir()
-    nodes = Cluster(home=home, database_url=postgres_database, broker_url=own_redis.url)
-    migrated = nodes.cli("db", "upgrade")
-    assert migrated.returncode == 0, migrated.stderr
-    try:
-        yield nodes
-    finally:
-        nodes.stop_workers()
+def cluster(isolated_cluster: Cluster) -> Cluster:
+    return isolated_cluster
 
 
 HEADER = "video,openness,conscientiousness,extraversion,agreeableness,neuroticism\n"

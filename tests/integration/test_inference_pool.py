@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -18,7 +16,7 @@ from kombu import Connection
 
 from core.bundle import build_default_bundle
 from tasks.stages import dynamic_key, static_key
-from tests.integration.harness import Cluster, RedisServer, free_port, wait_for
+from tests.integration.harness import Cluster, free_port, wait_for
 from tests.integration.pool_harness import (
     log_text,
     make_feature_videos,
@@ -34,17 +32,8 @@ T = 8  # the cluster's OCEANSTREAM_NUM_FRAMES
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, postgres_database: str, own_redis: RedisServer) -> Iterator[Cluster]:
-    """A fresh database and a redis-server of the test's own (no other test's workers)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    nodes = Cluster(home=home, database_url=postgres_database, broker_url=own_redis.url)
-    migrated = nodes.cli("db", "upgrade")
-    assert migrated.returncode == 0, migrated.stderr
-    try:
-        yield nodes
-    finally:
-        nodes.stop_workers(signal.SIGKILL)
+def cluster(isolated_cluster: Cluster) -> Cluster:
+    return isolated_cluster
 
 
 @pytest.fixture(scope="module")

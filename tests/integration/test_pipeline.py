@@ -134,9 +134,6 @@ def test_worker_child_killed_mid_task_still_one_prediction_each(
         os.kill(pid, signal.SIGKILL)
     assert cluster.wait_job(job_id) == {"done": 4}
     assert predictions_per_video(cluster) == [1] * 4
-    # The killed task was delivered again (the pool restarts its children), not lost.
-    deliveries = cluster.query("SELECT deliveries FROM videos")
-    assert any('"ingest": 2' in str(d) or "'ingest': 2" in str(d) for (d,) in deliveries)
 
 
 def test_whole_worker_killed_then_sweeper_finishes(cluster: Cluster, tmp_path: Path) -> None:

@@ -96,13 +96,17 @@ def test_stages_match_in_process_analysis(ctx: StageContext, bundle, tmp_path: P
 def test_duplicate_and_late_deliveries_change_nothing(ctx: StageContext, tmp_path: Path) -> None:
     video_id = submit(ctx, write_talking_head(tmp_path / "b.mp4", seconds=1.5, seed=5))
     assert stages.run_ingest(ctx, video_id)
-    assert stages.run_ingest(ctx, video_id) is False  # already extracting
+    # A redelivered ingest finds the video extracting: it resends faces and flow (their
+    # messages may have died with the worker) without decoding again.
+    assert stages.run_ingest(ctx, video_id) is True
+    assert video_row(ctx, video_id).deliveries == {"ingest": 1}
     assert stages.run_faces(ctx, video_id) is False
-    assert stages.run_faces(ctx, video_id) is False  # duplicate: must not enqueue again
+    assert stages.run_faces(ctx, video_id) is False  # duplicate: must not enqueue inference
     assert stages.run_flow(ctx, video_id) is True
-    assert stages.run_flow(ctx, video_id) is False
+    assert stages.run_flow(ctx, video_id) is True  # redelivered: resend inference
     assert stages.run_inference(ctx, video_id) == "done"
     assert stages.run_inference(ctx, video_id) is None
+    assert stages.run_ingest(ctx, video_id) is False  # done: nothing to resend
     with ctx.session_factory() as session:
         rows = repo.query_results(session=session, video=video_id)
     assert len(rows) == 1 and rows[0].status == "done"

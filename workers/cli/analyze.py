@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from workers.cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, app, err, load_settings, out
+from workers.cli.app import EXIT_FAILED, EXIT_OK, app, collect_inputs, err, load_settings, out
 from workers.cli.render import print_results_table
 
 if TYPE_CHECKING:
@@ -28,15 +28,11 @@ def analyze(
     ),
 ) -> None:
     """Analyze videos in this process (no broker) and store the results."""
-    from core.files import expand_inputs
     from core.pipeline import Analyzer
     from workers.bundles import UNTRAINED_WARNING, register_bundle, serving_bundle
 
     settings = load_settings()
-    inputs = expand_inputs(paths)
-    if not inputs:
-        err.print("error: no video files found in the given paths")
-        raise typer.Exit(EXIT_USAGE)
+    inputs = collect_inputs(paths)
     session_factory = _open_db(settings)
     bundle, uri = serving_bundle(session_factory, settings, model)
     if not bundle.metadata.trained:
@@ -62,29 +58,16 @@ def _open_db(settings: Any) -> sessionmaker:
 
 
 def _register_inputs(session_factory: sessionmaker, inputs: list[Path]) -> tuple[str, list[str]]:
-    """One job, one video row per distinct file content (a missing file gets a path key)."""
-    from core.files import file_sha256, missing_file_key
+    """One job, one video row per distinct file content."""
     from db import repository as repo
+    from workers.jobs import register_video
 
     with session_factory.begin() as session:
         job = repo.create_job(session=session, kind="analyze", options={})
-        video_ids = []
-        for position, path in enumerate(inputs):
-            try:
-                content_hash, size = file_sha256(path), path.stat().st_size
-            except OSError:
-                content_hash, size = missing_file_key(path), 0
-            video, _ = repo.get_or_create_video(
-                session=session,
-                content_hash=content_hash,
-                name=path.name,
-                source_path=str(path.absolute()),
-                size_bytes=size,
-            )
-            repo.attach_video(
-                session=session, job_id=job.id, video_id=video.id, name=str(path), position=position
-            )
-            video_ids.append(video.id)
+        video_ids = [
+            register_video(session=session, job_id=job.id, path=path, position=position).video_id
+            for position, path in enumerate(inputs)
+        ]
         return job.id, video_ids
 
 

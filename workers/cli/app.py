@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -30,6 +31,17 @@ err = Console(stderr=True)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+
+def collect_inputs(paths: list[Path]) -> list[Path]:
+    """The video files named or found under the folders given; none is a usage error."""
+    from core.files import expand_inputs
+
+    inputs = expand_inputs(paths)
+    if not inputs:
+        err.print("error: no video files found in the given paths")
+        raise typer.Exit(EXIT_USAGE)
+    return inputs
 
 
 def load_settings() -> Settings:

@@ -30,16 +30,12 @@ def submit(
     timeout: float = typer.Option(0, "--timeout", help="With --wait: give up after S seconds."),
 ) -> None:
     """Register a job, store its videos and queue them for the workers."""
-    from core.files import expand_inputs
     from core.storage import ArtifactStore
     from workers.celery_app import create_app
-    from workers.cli.app import open_database
+    from workers.cli.app import collect_inputs, open_database
 
     settings = load_settings()
-    inputs = expand_inputs(paths)
-    if not inputs:
-        err.print("error: no video files found in the given paths")
-        raise typer.Exit(EXIT_USAGE)
+    inputs = collect_inputs(paths)
     session_factory = open_database(settings)
     store = ArtifactStore(settings.effective_storage_url)
     job_id, queued = register_job(session_factory, store, inputs)
@@ -62,43 +58,28 @@ def register_job(
     session_factory: sessionmaker, store: ArtifactStore, inputs: list[Path]
 ) -> tuple[str, list[str]]:
     """Create the job, store each new file once (by content hash); returns ids to enqueue."""
-    from core.files import file_sha256, missing_file_key
     from db import repository as repo
+    from workers.jobs import register_video
 
     queued: list[str] = []
     with session_factory.begin() as session:
         job = repo.create_job(session=session, kind="submit", options={})
         for position, path in enumerate(inputs):
-            try:
-                content_hash, size = file_sha256(path), path.stat().st_size
-            except OSError as exc:
-                content_hash, size, problem = missing_file_key(path), 0, exc
-            else:
-                problem = None
-            video, created = repo.get_or_create_video(
-                session=session,
-                content_hash=content_hash,
-                name=path.name,
-                source_path=str(path.absolute()),
-                size_bytes=size,
-            )
-            repo.attach_video(
-                session=session, job_id=job.id, video_id=video.id, name=str(path), position=position
-            )
-            if not created:
+            video = register_video(session=session, job_id=job.id, path=path, position=position)
+            if not video.created:
                 # Already stored: in flight or finished; the same bytes give the same result.
                 continue
-            if problem is not None:
+            if video.problem is not None:
                 repo.transition_video(
                     session=session,
-                    video_id=video.id,
+                    video_id=video.video_id,
                     to_status="failed",
-                    error=f"cannot read {path}: {problem.strerror or problem}",
+                    error=f"cannot read {path}: {video.problem.strerror or video.problem}",
                 )
                 continue
-            uri = store.put_file(path, f"videos/{content_hash}{path.suffix.lower()}")
-            repo.set_storage_uri(session=session, video_id=video.id, uri=uri)
-            queued.append(video.id)
+            uri = store.put_file(path, f"videos/{video.content_hash}{path.suffix.lower()}")
+            repo.set_storage_uri(session=session, video_id=video.video_id, uri=uri)
+            queued.append(video.video_id)
         return job.id, queued
 
 
