@@ -73,7 +73,11 @@ class ArtifactStore:
             raise StorageError(f"cannot write {uri}: {exc}") from exc
         return uri
 
-    def get_arrays(self, uri: str) -> dict[str, np.ndarray]:
+    def get_arrays(self, uri: str, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """The named arrays of an `.npz` artifact (all of them by default).
+
+        Naming the members a stage needs skips copying the others out of the archive.
+        """
         try:
             with self.fs.open(self._path(uri), "rb") as handle:
                 data = handle.read()
@@ -83,7 +87,10 @@ class ArtifactStore:
             raise StorageError(f"cannot read {uri}: {exc}") from exc
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                return {name: archive[name] for name in archive.files}
+                wanted = archive.files if names is None else names
+                return {name: archive[name] for name in wanted}
+        except KeyError as exc:
+            raise ArtifactError(f"artifact {uri} lacks the array {exc}") from exc
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
             raise ArtifactError(f"artifact {uri} is corrupt: {exc}") from exc
 
@@ -96,6 +103,8 @@ class ArtifactStore:
                 raise ArtifactError(f"artifact {uri} is missing")
             yield Path(path)
             return
+        # A remote store (a bucket or shared service the operator configured): the decoder needs
+        # a local file, so the stored video is copied next to this worker for the stage.
         with tempfile.TemporaryDirectory(prefix="oceanstream-") as tmp:
             target = Path(tmp) / Path(path).name
             try:

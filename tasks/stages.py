@@ -194,7 +194,8 @@ def run_faces(ctx: StageContext, video_id: str) -> bool:
     bundle = ctx.load_bundle(ref.model_version)
     timings: dict[str, float] = {}
     try:
-        frames = ctx.store.get_arrays(ctx.store.uri(frames_key(video_id)))["frames"]
+        uri = ctx.store.uri(frames_key(video_id))
+        frames = ctx.store.get_arrays(uri, names=("frames",))["frames"]
         detector = ctx.detector(bundle.metadata.crop_size)
         static = extract_static(frames, detector, bundle, timings)
     except NoFaceError as exc:
@@ -234,7 +235,9 @@ def run_flow(ctx: StageContext, video_id: str) -> bool:
 def load_features(ctx: StageContext, video_id: str) -> tuple[StaticFeatures, np.ndarray]:
     """The stored static tokens, face mask and dynamic tokens of one video."""
     static = ctx.store.get_arrays(ctx.store.uri(static_key(video_id)))
-    dynamic = ctx.store.get_arrays(ctx.store.uri(dynamic_key(video_id)))["tokens"]
+    dynamic = ctx.store.get_arrays(ctx.store.uri(dynamic_key(video_id)), names=("tokens",))[
+        "tokens"
+    ]
     tokens, mask = static["tokens"], static["mask"].astype(bool)
     if tokens.ndim != 2 or dynamic.ndim != 2 or len(tokens) != len(mask):
         raise InputError(

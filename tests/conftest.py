@@ -1,7 +1,7 @@
 """Shared fixtures: the real services the tests talk to.
 
 A test that needs a service fails in CI (`CI` set) when the service is missing; on a
-developer machine it is skipped with the reason.
+developer machine it is skipped with the reason (`tests.db.postgres.service_unavailable`).
 """
 
 from __future__ import annotations
@@ -11,18 +11,7 @@ import socket
 
 import pytest
 
-POSTGRES_URL = os.environ.get(
-    "OCEANSTREAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_URL = os.environ.get("OCEANSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def service_missing(what: str) -> None:
-    """Fail in CI, skip elsewhere."""
-    message = f"{what} is not reachable"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI is set, so this is a failure, not a skip)")
-    pytest.skip(message)
 
 
 def port_open(host: str, port: int) -> bool:

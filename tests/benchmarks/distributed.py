@@ -22,10 +22,10 @@ import os
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import sqlalchemy as sa
+from db.engine import normalize_url
+from tests.db.postgres import POSTGRES_URL
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -87,31 +87,17 @@ def in_process(clips: list[Path], home: Path) -> float:
     return time.perf_counter() - start
 
 
-def fresh_postgres(admin_url: str) -> tuple[str, str]:
-    name = f"oceanstream_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return name, sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_postgres(admin_url: str, name: str) -> None:
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def distributed(clips: list[Path], home: Path, admin_url: str, per_queue: int) -> float:
     from core.storage import ArtifactStore
     from db.engine import make_engine, make_session_factory
+    from tests.db.postgres import PostgresDatabases
     from tests.integration.harness import Cluster, RedisServer
     from workers.celery_app import create_app
     from workers.cli.distributed import register_job
     from workers.settings import Settings
 
-    name, url = fresh_postgres(admin_url)
+    databases = PostgresDatabases(normalize_url(admin_url))
+    url = databases.create("bench").render_as_string(hide_password=False)
     redis = RedisServer(home)
     redis.start()
     cluster = Cluster(
@@ -147,7 +133,7 @@ def distributed(clips: list[Path], home: Path, admin_url: str, per_queue: int) -
     finally:
         cluster.stop_workers()
         redis.kill()
-        drop_postgres(admin_url, name)
+        databases.drop_all()
 
 
 def print_stage_means(cluster: object, per_queue: int) -> None:
@@ -170,9 +156,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument(
         "--postgres",
-        default=os.environ.get(
-            "OCEANSTREAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=POSTGRES_URL,
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,7 +36,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.benchmarks.distributed import drop_postgres, fresh_postgres
+from db.engine import normalize_url
+from tests.db.postgres import POSTGRES_URL, PostgresDatabases
 from tests.integration.harness import Cluster, RedisServer, free_port
 from tests.integration.pool_harness import (
     make_feature_videos,
@@ -184,7 +185,8 @@ def run(args: argparse.Namespace, root: Path) -> None:
     )
     redis = RedisServer(root)
     redis.start()
-    name, url = fresh_postgres(args.postgres)
+    databases = PostgresDatabases(normalize_url(args.postgres))
+    url = databases.create("bench").render_as_string(hide_password=False)
     home = root / "home"
     home.mkdir()
     cluster = Cluster(
@@ -254,7 +256,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
     finally:
         cluster.stop_workers(signal.SIGKILL)
         redis.kill()
-        drop_postgres(args.postgres, name)
+        databases.drop_all()
     _report(args, saturated, paced, per_video, ceiling, ceiling_max, single, stage, bucket, rate)
 
 
@@ -344,9 +346,7 @@ def main() -> None:
     parser.add_argument("--paced-fraction", type=float, default=0.5)
     parser.add_argument(
         "--postgres",
-        default=os.environ.get(
-            "OCEANSTREAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=POSTGRES_URL,
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

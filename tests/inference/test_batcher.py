@@ -21,7 +21,7 @@ from db import repository as repo
 from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_database
 from tasks.context import StageContext
-from tests.conftest import service_missing
+from tests.db.postgres import service_unavailable
 from tests.inference.test_inference_stage import FlakyStore, add_video
 from tests.integration.harness import RedisServer, free_port, wait_for
 from tests.integration.pool_harness import scrape
@@ -42,7 +42,7 @@ def bundles():
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[str]:
     if not shutil.which("redis-server"):
-        service_missing("redis-server")
+        service_unavailable("redis-server is not installed")
     server = RedisServer(tmp_path)
     server.start()
     try:

@@ -41,10 +41,10 @@ class FlakyStore(ArtifactStore):
 
     down: set[str]
 
-    def get_arrays(self, uri: str) -> dict[str, np.ndarray]:
+    def get_arrays(self, uri: str, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         if any(key in uri for key in getattr(self, "down", set())):
             raise StorageError(f"cannot read {uri}: connection reset")
-        return super().get_arrays(uri)
+        return super().get_arrays(uri, names)
 
 
 @pytest.fixture

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from tests.conftest import POSTGRES_URL, REDIS_URL, port_open, service_missing
+from tests.conftest import REDIS_URL, port_open
+from tests.db.postgres import POSTGRES_URL, open_postgres, service_unavailable
 from tests.integration.harness import Cluster, RedisServer
 
 pytestmark = pytest.mark.integration
@@ -20,19 +19,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
     """A new, empty PostgreSQL database for one test, dropped afterwards."""
-    if not port_open("127.0.0.1", 5432):
-        service_missing("PostgreSQL on 127.0.0.1:5432")
-    name = f"oceanstream_it_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    databases = open_postgres(POSTGRES_URL)
     try:
-        yield url
+        yield databases.create("it").render_as_string(hide_password=False)
     finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        databases.drop_all()
 
 
 @pytest.fixture
@@ -43,7 +34,7 @@ def shared_redis_url() -> str:
     messages.
     """
     if not port_open("127.0.0.1", 6379):
-        service_missing("Redis on 127.0.0.1:6379")
+        service_unavailable("Redis on 127.0.0.1:6379 is not reachable")
     import random
 
     import redis
