@@ -39,7 +39,7 @@ class ExtractionConfig:
 
     num_frames: int = 16
     flow_method: str = "dis"
-    detect_width: int = 320
+    detect_width: int = 256
     min_face_confidence: float = 0.9
     frame_max_side: int = 640
     crop_size: int = 112

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # landmarks are ordered left eye, right eye, nose, mouth left, mouth right.
 _COL_IMAGE, _COL_BOX, _COL_CONF, _COL_LX, _COL_LY = 0, slice(1, 5), 5, 6, 11
 
-# Smallest face MTCNN looks for, in detection pixels: 20 of 320 is about 6 % of the frame width,
+# Smallest face MTCNN looks for, in detection pixels: 20 of 256 is about 8 % of the frame width,
 # far smaller than the face of anyone talking to a camera.
 _MIN_FACE_PX = 20
 # MTCNN's last stage drops faces below this score; a lower ``min_confidence`` lowers it too.
@@ -62,7 +62,7 @@ class FaceDetector:
 
     def __init__(
         self,
-        detect_width: int = 320,
+        detect_width: int = 256,
         min_confidence: float = 0.9,
         crop_size: int = 112,
         margin: float = 0.3,

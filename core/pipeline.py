@@ -34,10 +34,10 @@ class PipelineConfig:
 
     num_frames: int = 16
     flow_method: str = "dis"
-    detect_width: int = 320
+    detect_width: int = 256
     min_face_confidence: float = 0.9
     # Sampled frames are kept at most this many pixels on their long side: detection runs
-    # at 320 px and crops are 112 px, so more only costs memory and storage traffic.
+    # at 256 px and crops are 112 px, so more only costs memory and storage traffic.
     frame_max_side: int = 640
     # Decoder threads per video; 0 lets FFmpeg choose (all cores). Workers that scale by
     # processes set it to their thread budget.

@@ -6,22 +6,25 @@ claim, padded model calls, one commit) and only then acknowledges them. It reads
 messages the per-video Celery task does (Celery protocol 2, JSON, `args=[video_id]`), so
 producers and the reconciler do not know which one serves the queue.
 
+Messages are taken off Redis through `workers.redis_inbox.RedisInbox`: up to a batch per
+round trip, recorded as unacknowledged in kombu's own keys, and acknowledged a batch at a time
+(kombu's consumer spends three round trips per message, more than the model costs).
+
 Delivery guarantees are the broker's and the database's, as for every stage:
 
-- a message is acknowledged only after its result is committed; the prefetch window is one
-  batch, so a process holds at most `max_batch_size` unacknowledged messages;
-- a process killed mid-batch leaves its messages unacknowledged: Redis hands them out again
-  after the visibility timeout, and `oceanstream reconcile` resends any video still waiting
-  in `inference` sooner;
+- a message is acknowledged only after its result is committed; a process holds at most two
+  batches of unacknowledged messages (the one running and the one being gathered);
+- a process killed mid-batch leaves its messages unacknowledged: they are restored to the
+  queue after the visibility timeout (by any consumer of the broker, kombu's or this one),
+  and `oceanstream reconcile` resends any video still waiting in `inference` sooner;
 - a redelivered or duplicate message finds its video already `done` and changes nothing
   (state moves are guarded, predictions are unique per video and model version);
-- a graceful stop (SIGTERM) finishes the batch in hand; kombu returns whatever was
-  prefetched and not processed to the queue when the channel closes.
+- a graceful stop (SIGTERM) finishes the batch in hand and puts whatever was gathered for
+  the next one back at the head of the queue.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from core.batching import bucket_sizes, warm_up
 from tasks.celery_tasks import RETRYABLE
 from tasks.stages import RETRY, InferenceBatchReport, run_inference_batch
+from workers.redis_inbox import Received, RedisInbox, restore_visible
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -51,13 +55,15 @@ SENT_AT_HEADER = "oceanstream_sent_at"
 
 # While a batch runs, how often the gathering loop looks whether it has finished.
 _POLL_WHILE_RUNNING_S = 0.002
+# How often messages unacknowledged past the visibility timeout are restored to their queue.
+_RESTORE_EVERY_S = 60.0
 
 
 @dataclass
 class Delivery:
     """A received inference message and what the batcher needs from it."""
 
-    message: Any  # kombu.Message
+    message: Received
     video_id: str
     received: float  # monotonic seconds
     sent_at: float | None
@@ -122,7 +128,9 @@ class InferenceBatcher:
         self.metrics = metrics
         self.model_refresh_s = model_refresh_s
         self.queue = next(q for q in app.conf.task_queues if q.name == queue)
+        self.redis_url = redis_url(app.conf.broker_url)  # refuses other brokers up front
         self._buffer: list[Delivery] = []
+        self.inbox: RedisInbox  # set per broker connection by `serve`
         self._stop = threading.Event()
         self._warmed: weakref.WeakSet[ModelBundle] = weakref.WeakSet()
         self._next_refresh = 0.0
@@ -165,38 +173,38 @@ class InferenceBatcher:
 
     def serve(self) -> None:
         """Consume until `stop()`, reconnecting (with back-off) when the broker goes away."""
+        import redis
+
+        errors = (redis.ConnectionError, redis.TimeoutError)
         delay = 1.0
         while not self.stopping:
-            with self.app.connection_for_read() as connection:
-                errors = (*connection.connection_errors, *connection.channel_errors)
-                try:
-                    self._consume(connection)
-                    delay = 1.0
-                except errors as exc:
-                    self._buffer.clear()  # unacknowledged: the broker hands them out again
-                    log.warning("broker connection lost (%s); reconnecting in %.0f s", exc, delay)
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, 30.0)
+            client = redis.Redis.from_url(self.redis_url)
+            try:
+                self._consume(client)
+                delay = 1.0
+            except errors as exc:
+                # Unacknowledged: restored after the visibility timeout, or by `reconcile`.
+                self._buffer.clear()
+                log.warning("broker connection lost (%s); reconnecting in %.0f s", exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+            finally:
+                client.close()
 
-    def _consume(self, connection: Any) -> None:
+    def _consume(self, client: Any) -> None:
         """Gather the next batch while the previous one runs; settle each in this thread.
 
-        kombu channels are not thread-safe, so receiving and acknowledging stay in this
-        thread; one runner thread does the batch's database, storage and model work. The
-        prefetch window is two batches: the one running and the one being gathered.
+        The broker is used from this thread only; one runner thread does the batch's
+        database, storage and model work.
         """
-        from kombu import Consumer
-
-        channel = connection.channel()
-        consumer = Consumer(
-            channel,
-            queues=[self.queue],
-            callbacks=[self._on_message],
-            on_decode_error=self._on_decode_error,
-            accept=["json"],
-            prefetch_count=2 * self.max_batch_size,
+        options = self.app.conf.broker_transport_options or {}
+        self.inbox = RedisInbox(
+            client,
+            self.queue.name,
+            visibility_timeout=float(options.get("visibility_timeout", 3600)),
         )
-        with consumer, ThreadPoolExecutor(1, thread_name_prefix="inference") as runner:
+        next_restore = 0.0
+        with ThreadPoolExecutor(1, thread_name_prefix="inference") as runner:
             running: _Running | None = None
             try:
                 while not self.stopping:
@@ -204,7 +212,10 @@ class InferenceBatcher:
                         # Also under load: warming another version's shapes runs beside the
                         # batch in hand (compiled calls are thread-safe), once per version.
                         self._refresh_quietly()
-                    batch = self.collect(connection, running.future if running else None)
+                    if time.monotonic() >= next_restore:
+                        self._restore_quietly()
+                        next_restore = time.monotonic() + _RESTORE_EVERY_S
+                    batch = self.collect(running.future if running else None)
                     finished = None
                     if running is not None and (batch or running.future.done()):
                         wait([running.future])
@@ -216,6 +227,9 @@ class InferenceBatcher:
             finally:
                 if running is not None:  # a stop request: finish the batch in hand
                     self._settle(running)
+                if self._buffer:  # gathered for a batch that will not run here
+                    self.inbox.requeue([d.message for d in self._buffer], front=True)
+                    self._buffer.clear()
 
     def _refresh_quietly(self) -> None:
         try:
@@ -223,28 +237,38 @@ class InferenceBatcher:
         except Exception as exc:  # serving the pinned versions goes on regardless
             log.warning("cannot load the active model version: %s", exc)
 
+    def _restore_quietly(self) -> None:
+        try:
+            with self.app.connection_for_read() as connection:
+                self.queue(connection.default_channel).declare()  # the binding restores use
+                restore_visible(connection, limit=10 * self.max_batch_size)
+        except Exception as exc:  # the next round, or any other consumer, will do it
+            log.warning("cannot restore unacknowledged messages: %s", exc)
+
     # -- gathering ---------------------------------------------------------------------------
 
-    def _on_message(self, body: Any, message: Any) -> None:
-        headers = message.headers or {}
-        try:
-            video_id = video_id_of(body, headers)
-        except ValueError as exc:
-            self._reject(message, str(exc))
-            return
-        self._buffer.append(Delivery(message, video_id, time.monotonic(), _sent_at(headers)))
+    def _accept(self, taken: list[Received]) -> None:
+        """Buffer the inference messages among `taken`; drop (acknowledge) the others."""
+        now = time.monotonic()
+        dropped = []
+        for message in taken:
+            headers = message.headers or {}
+            try:
+                if message.error is not None:
+                    raise ValueError(message.error)
+                video_id = video_id_of(message.body, headers)
+            except ValueError as exc:
+                # Nothing can be done with it; the database still knows every video's state.
+                log.error("dropping a message on %s: %s", self.queue.name, exc)
+                dropped.append(message)
+                continue
+            self._buffer.append(Delivery(message, video_id, now, _sent_at(headers)))
+        if dropped:
+            self.inbox.ack(dropped)
+            if self.metrics is not None:
+                self.metrics.videos.labels("rejected").inc(len(dropped))
 
-    def _on_decode_error(self, message: Any, exc: Exception) -> None:
-        self._reject(message, f"cannot decode message: {exc}")
-
-    def _reject(self, message: Any, why: str) -> None:
-        # Nothing can be done with it; the database still knows every video's state.
-        log.error("dropping a message on %s: %s", self.queue.name, why)
-        message.ack()
-        if self.metrics is not None:
-            self.metrics.videos.labels("rejected").inc()
-
-    def collect(self, connection: Any, running: Future[Any] | None = None) -> list[Delivery]:
+    def collect(self, running: Future[Any] | None = None) -> list[Delivery]:
         """Messages until the batch is full or its oldest waited `max_wait_ms`.
 
         While the `running` batch is still at work, gathering goes on past that deadline:
@@ -255,6 +279,9 @@ class InferenceBatcher:
         """
         idle_until = time.monotonic() + min(1.0, self.model_refresh_s)
         while not self.stopping and len(self._buffer) < self.max_batch_size:
+            self._accept(self.inbox.take(self.max_batch_size - len(self._buffer)))
+            if len(self._buffer) >= self.max_batch_size:
+                break
             busy = running is not None and not running.done()
             if self._buffer:
                 timeout = self._buffer[0].received + self.max_wait_s - time.monotonic()
@@ -266,8 +293,7 @@ class InferenceBatcher:
                 timeout = _POLL_WHILE_RUNNING_S
             elif timeout <= 0:
                 break
-            with contextlib.suppress(TimeoutError):
-                connection.drain_events(timeout=timeout)
+            self.inbox.wait(timeout)
         batch, self._buffer = self._buffer, []
         return batch
 
@@ -305,9 +331,7 @@ class InferenceBatcher:
             self._requeue(batch)
             return
         retry = [d for d in batch if report.statuses.get(d.video_id) == RETRY]
-        for delivery in batch:
-            if report.statuses.get(delivery.video_id) != RETRY:
-                delivery.message.ack()
+        self.inbox.ack([d.message for d in batch if report.statuses.get(d.video_id) != RETRY])
         for video_id, error in report.errors.items():
             log.info("video %s: %s", video_id, error)
         if retry:
@@ -322,8 +346,7 @@ class InferenceBatcher:
         self._backoff = min(max(self._backoff * 2, 0.5), 30.0)
         log.warning("%d messages go back to the queue in %.1f s", len(deliveries), self._backoff)
         self._stop.wait(self._backoff)
-        for delivery in deliveries:
-            delivery.message.requeue()
+        self.inbox.requeue([d.message for d in deliveries])
         if self.metrics is not None:
             self.metrics.videos.labels("retried").inc(len(deliveries))
 
@@ -354,3 +377,16 @@ class InferenceBatcher:
             if count:
                 metrics.videos.labels(outcome).inc(count)
         metrics.batch_seconds.observe(seconds)
+
+
+def redis_url(broker_url: str) -> str:
+    """The redis-py URL of a kombu Redis broker URL; ValueError for any other broker."""
+    scheme, sep, rest = broker_url.partition("://")
+    if scheme in ("redis", "rediss"):
+        return broker_url
+    if scheme == "redis+socket":
+        return f"unix://{rest}"
+    raise ValueError(
+        f"the inference pool consumes from a Redis broker (redis://, rediss://, "
+        f"redis+socket://), not {scheme + sep or broker_url!r}"
+    )

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
 
     num_frames: int = Field(default=16, ge=1, le=256)
     flow_method: Literal["dis", "farneback"] = "dis"
-    detect_width: int = Field(default=320, ge=64)
+    detect_width: int = Field(default=256, ge=64)
     min_face_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
     frame_max_side: int = Field(default=640, ge=64)
     max_video_bytes: int = Field(default=2 * 1024**3, ge=1)

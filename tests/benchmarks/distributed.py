@@ -108,9 +108,11 @@ def distributed(clips: list[Path], home: Path, admin_url: str, per_queue: int) -
     )
     try:
         assert cluster.cli("db", "upgrade").returncode == 0
-        for queue in ("ingest", "faces", "flow"):
-            cluster.start_worker(queue, concurrency=per_queue)
-        cluster.start_worker("inference")
+        groups = {
+            queue: cluster.start_worker(queue, concurrency=per_queue).pid
+            for queue in ("ingest", "faces", "flow")
+        }
+        groups["inference"] = cluster.start_worker("inference").pid
         settings = Settings(
             database_url=url,
             broker_url=redis.url,
@@ -119,6 +121,7 @@ def distributed(clips: list[Path], home: Path, admin_url: str, per_queue: int) -
         )
         session_factory = make_session_factory(make_engine(url))
         celery = create_app(settings)
+        cpu_before = {queue: group_cpu_seconds(pgid) for queue, pgid in groups.items()}
         start = time.perf_counter()
         job_id, queued = register_job(
             session_factory, ArtifactStore(settings.effective_storage_url), clips
@@ -129,11 +132,33 @@ def distributed(clips: list[Path], home: Path, admin_url: str, per_queue: int) -
         elapsed = time.perf_counter() - start
         assert counts == {"done": len(clips)}, counts
         print_stage_means(cluster, per_queue)
+        cpu = {q: group_cpu_seconds(g) - cpu_before[q] for q, g in groups.items()}
+        print(
+            f"  {per_queue} per queue, worker CPU seconds per clip: "
+            + ", ".join(f"{q} {s / len(clips):.3f}" for q, s in cpu.items())
+            + f"; all {sum(cpu.values()) / len(clips):.3f} in {elapsed / len(clips):.3f} s "
+            f"of wall time per clip ({os.cpu_count()} cores)"
+        )
         return elapsed
     finally:
         cluster.stop_workers()
         redis.kill()
         databases.drop_all()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds used so far by the live processes of process group `pgid`."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        # After "pid (comm)": state ppid pgrp ...; utime and stime are the 12th and 13th.
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def print_stage_means(cluster: object, per_queue: int) -> None:

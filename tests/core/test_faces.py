@@ -71,7 +71,7 @@ def test_batch_results_stay_with_their_frames(detector: FaceDetector) -> None:
 
 
 def test_boxes_are_in_source_frame_pixels(detector: FaceDetector) -> None:
-    # Detection runs at 320 px wide; a still 1280x720 face is centred and 45 % of the height.
+    # Detection runs at 256 px wide; a still 1280x720 face is centred and 45 % of the height.
     found = detector.detect(still_face((1280, 720))[None])
     assert found.mask[0]
     x, y, w, h = found.boxes[0]

@@ -1,0 +1,156 @@
+"""`RedisInbox` against a real redis-server, with Celery producing and kombu restoring.
+
+The inbox must keep kombu's layout exactly: a message it takes and never acknowledges has to
+come back through kombu's own restore, and Celery's producers must not notice it exists.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+
+from tests.db.postgres import service_unavailable
+from tests.integration.harness import RedisServer
+from workers.batcher import redis_url, video_id_of
+from workers.celery_app import create_app
+from workers.redis_inbox import PRIORITY_SEPARATOR, RedisInbox, restore_visible
+from workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[str]:
+    if not shutil.which("redis-server"):
+        service_unavailable("redis-server is not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def app(broker: str) -> Celery:
+    return create_app(Settings(broker_url=broker))
+
+
+@pytest.fixture
+def client(broker: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(broker)
+    yield connection
+    connection.close()
+
+
+def send(app: Celery, video_id: str, **options: object) -> None:
+    app.send_task("oceanstream.inference", args=[video_id], queue="inference", **options)
+
+
+def inbox_for(client: redis.Redis, visibility_timeout: float = 3600) -> RedisInbox:
+    return RedisInbox(client, "inference", visibility_timeout=visibility_timeout)
+
+
+def ids(taken: list) -> list[str]:
+    return [video_id_of(m.body, m.headers) for m in taken]
+
+
+def test_takes_in_sending_order_up_to_the_limit_and_records_each_as_unacked(
+    app: Celery, client: redis.Redis
+) -> None:
+    for i in range(5):
+        send(app, f"v{i}")
+    inbox = inbox_for(client)
+    first = inbox.take(3)
+    assert ids(first) == ["v0", "v1", "v2"]
+    assert client.llen("inference") == 2
+    assert inbox.unacked() == 3 and client.zcard("unacked_index") == 3
+    assert all(m.tag and m.error is None for m in first)
+    assert ids(inbox.take(10)) == ["v3", "v4"]
+    assert inbox.take(10) == []
+    inbox.ack(first)
+    assert inbox.unacked() == 2 and client.zcard("unacked_index") == 2
+
+
+def test_kombu_restores_what_was_taken_and_never_acknowledged(
+    app: Celery, client: redis.Redis
+) -> None:
+    send(app, "lost")
+    inbox = inbox_for(client)
+    (taken,) = inbox.take(5)
+    assert client.llen("inference") == 0
+    time.sleep(1.1)
+    # A consumer that died holding it: kombu's restore (any worker runs it) puts it back.
+    app.conf.broker_transport_options = {"visibility_timeout": 1}
+    with app.connection_for_read() as connection:
+        restore_visible(connection)
+    assert client.llen("inference") == 1 and inbox.unacked() == 0
+    # The stale holder putting it back now must not queue it a second time.
+    assert inbox.requeue([taken]) == 0
+    assert client.llen("inference") == 1
+    (again,) = inbox.take(5)
+    assert ids([again]) == ["lost"] and again.tag == taken.tag
+
+
+def test_requeue_puts_messages_at_the_front_or_the_back(app: Celery, client: redis.Redis) -> None:
+    for name in ("a", "b", "c"):
+        send(app, name)
+    inbox = inbox_for(client)
+    a, b = inbox.take(2)
+    assert inbox.requeue([a]) == 1  # behind "c", as kombu's reject(requeue=True) does
+    assert inbox.requeue([b], front=True) == 1  # next to be taken, as after a stop
+    assert ids(inbox.take(10)) == ["b", "c", "a"]
+
+
+def test_higher_priority_lists_are_taken_after_the_default_one(
+    app: Celery, client: redis.Redis
+) -> None:
+    send(app, "low", priority=6)
+    send(app, "plain")
+    assert client.llen(f"inference{PRIORITY_SEPARATOR}6") == 1
+    taken = inbox_for(client).take(10)
+    assert ids(taken) == ["plain", "low"]  # kombu's order: priority 0 first
+    assert taken[1].key == f"inference{PRIORITY_SEPARATOR}6"
+
+
+def test_undecodable_payloads_are_returned_with_why(app: Celery, client: redis.Redis) -> None:
+    client.lpush("inference", b"not json at all")
+    with app.producer_or_acquire() as producer:
+        producer.publish(
+            b"\x80pickle",
+            routing_key="inference",
+            exchange="inference",
+            content_type="application/x-python-serialize",
+            declare=[q for q in app.conf.task_queues if q.name == "inference"],
+        )
+    broken, pickled = inbox_for(client).take(10)
+    assert broken.tag is None and "cannot decode" in (broken.error or "")
+    assert pickled.tag and "JSON only" in (pickled.error or "")
+    assert client.hlen("unacked") == 1  # the one with a tag, until it is acknowledged
+
+
+def test_wait_returns_when_a_message_arrives_and_takes_nothing(
+    app: Celery, client: redis.Redis
+) -> None:
+    inbox = inbox_for(client)
+    began = time.monotonic()
+    inbox.wait(0.2)
+    assert 0.15 < time.monotonic() - began < 2
+    send(app, "x")
+    began = time.monotonic()
+    inbox.wait(5)
+    assert time.monotonic() - began < 1
+    assert client.llen("inference") == 1
+
+
+def test_only_redis_brokers_are_accepted() -> None:
+    assert redis_url("redis://h:1/2") == "redis://h:1/2"
+    assert redis_url("redis+socket:///run/redis.sock") == "unix:///run/redis.sock"
+    with pytest.raises(ValueError, match="Redis broker"):
+        redis_url("amqp://guest@localhost//")
