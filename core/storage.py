@@ -29,6 +29,11 @@ class ArtifactStore:
             self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         )
 
+    @property
+    def is_local(self) -> bool:
+        """Whether reads are local file reads (no network round trip per artifact)."""
+        return self.protocol in ("file", "local")
+
     def uri(self, key: str) -> str:
         return f"{self.url}/{key.lstrip('/')}"
 
@@ -98,7 +103,7 @@ class ArtifactStore:
     def local_copy(self, uri: str) -> Iterator[Path]:
         """A local path for `uri` (the file itself when the store is a local folder)."""
         path = self._path(uri)
-        if self.protocol in ("file", "local"):
+        if self.is_local:
             if not Path(path).exists():
                 raise ArtifactError(f"artifact {uri} is missing")
             yield Path(path)

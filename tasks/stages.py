@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -327,13 +328,15 @@ def run_inference_batch(
     report = InferenceBatchReport(statuses=dict.fromkeys(video_ids))
     outcomes: list[StageOutcome] = []
     groups: dict[str, list[_Claimed]] = {}
-    for claim in _claim_batch(ctx, video_ids, report):
+    claims = _claim_batch(ctx, video_ids, report)
+    loaded = _load_batch_features(ctx, [c.video_id for c in claims if c.model_version])
+    for claim in claims:
         sent = (sent_at or {}).get(claim.video_id) or claim.queued_since.timestamp()
         report.queue_delays[claim.video_id] = max(0.0, started_at - sent)
         if claim.model_version is None:
             continue
         try:
-            static, dynamic = load_features(ctx, claim.video_id)
+            static, dynamic = loaded[claim.video_id].result()
         except InputError as exc:
             outcomes.append(StageOutcome(claim.video_id, STATUS_FAILED, error=str(exc)))
             continue
@@ -361,6 +364,32 @@ def run_inference_batch(
         if outcome.error:
             report.errors[outcome.video_id] = outcome.error
     return report
+
+
+# Feature sets read at once from a remote store (a bucket): each read is a network round trip.
+_REMOTE_READS = 16
+_readers: ThreadPoolExecutor | None = None
+
+
+def _load_batch_features(
+    ctx: StageContext, video_ids: Sequence[str]
+) -> dict[str, Future[tuple[StaticFeatures, np.ndarray]]]:
+    """Each video's features, as futures: read one after another from a local store (the
+    reads are CPU work there), `_REMOTE_READS` at a time from a remote one."""
+    global _readers
+    if ctx.store.is_local:
+        futures: dict[str, Future[tuple[StaticFeatures, np.ndarray]]] = {}
+        for video_id in video_ids:
+            future: Future[tuple[StaticFeatures, np.ndarray]] = Future()
+            try:
+                future.set_result(load_features(ctx, video_id))
+            except Exception as exc:
+                future.set_exception(exc)
+            futures[video_id] = future
+        return futures
+    if _readers is None:
+        _readers = ThreadPoolExecutor(_REMOTE_READS, thread_name_prefix="features")
+    return {v: _readers.submit(load_features, ctx, v) for v in video_ids}
 
 
 def _claim_batch(

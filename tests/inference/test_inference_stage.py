@@ -6,8 +6,10 @@ stay idempotent under duplicate and late deliveries.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -253,3 +255,27 @@ def test_queue_delay_counts_from_the_send_time_when_given(ctx: StageContext, bun
     timings = stored(ctx, ids[0], version)[0].timings
     assert timings["inference_queue"] == pytest.approx(2.5)
     assert timings["inference_batch"] == 2.0 and timings["inference"] > 0
+
+
+def test_a_remote_store_is_read_concurrently_with_the_same_results(
+    ctx: StageContext, bundle
+) -> None:
+    # fsspec's in-memory filesystem stands in for a bucket: not local, so the batch's feature
+    # sets are read by a pool of threads; outcomes must not depend on which path read them.
+    version = bundle.metadata.version
+    remote = dataclasses.replace(ctx, store=ArtifactStore(f"memory://bucket-{uuid.uuid4().hex}"))
+    assert not remote.store.is_local and ctx.store.is_local
+    local_ids = [add_video(ctx, f"local-{s}", version, seed=s) for s in range(6)]
+    remote_ids = [add_video(remote, f"remote-{s}", version, seed=s) for s in range(6)]
+    remote.store.delete_prefix(stages.static_key(remote_ids[2]))
+    ctx.store.delete_prefix(stages.static_key(local_ids[2]))
+    local = stages.run_inference_batch(ctx, local_ids)
+    report = stages.run_inference_batch(remote, remote_ids)
+    assert [report.statuses[v] for v in remote_ids] == [local.statuses[v] for v in local_ids]
+    assert report.statuses[remote_ids[2]] == "failed" and "missing" in report.errors[remote_ids[2]]
+    for one, other in zip(local_ids, remote_ids, strict=True):
+        if one == local_ids[2]:
+            continue
+        np.testing.assert_allclose(
+            stored(remote, other, version)[1].scores, stored(ctx, one, version)[1].scores, atol=1e-6
+        )
