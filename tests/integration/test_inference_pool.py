@@ -128,8 +128,9 @@ def claimed_unfinished(cluster: Cluster) -> list[str]:
 def test_a_killed_batch_worker_loses_and_duplicates_nothing(cluster: Cluster, version: str) -> None:
     ids = videos(cluster, version, 400, "kill")
     batch_env = {"OCEANSTREAM_MAX_BATCH_SIZE": "16", "OCEANSTREAM_MAX_WAIT_MS": "20"}
-    worker = start_pool_worker(cluster, env=batch_env)
+    # A backlog first: the pool drains 400 videos in well under a second once it runs.
     send_from_producers(cluster.broker_url, ids, producers=2)
+    worker = start_pool_worker(cluster, env=batch_env)
 
     # Freeze the worker; if it is between claiming a batch and committing it, kill it there.
     in_flight: list[str] = []
