@@ -280,3 +280,27 @@ def test_metrics_endpoint_serves_queue_lengths_and_batch_metrics(
         'oceanstream_inference_videos_total{outcome="done"}',
     ):
         assert name in samples
+
+
+def test_the_pool_reconnects_after_the_broker_restarts(
+    tmp_path: Path, ctx: StageContext, running: list[Running]
+) -> None:
+    if not shutil.which("redis-server"):
+        service_unavailable("redis-server is not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        pool = Running(server.url, ctx, max_batch_size=8, max_wait_ms=20)
+        running.append(pool.start())
+        before = add_video(ctx, "before", version_of(ctx), seed=11)
+        pool.send(before)
+        pool.wait_done([before])
+        server.kill()  # every queued and unacknowledged message is gone with it
+        time.sleep(0.5)
+        server.start()  # same port, empty
+        after = add_video(ctx, "after", version_of(ctx), seed=12)
+        pool.send(after)
+        pool.wait_done([after], timeout=60)
+        assert pool.redis.llen("inference") == 0 and pool.unacked() == 0
+    finally:
+        server.kill()
