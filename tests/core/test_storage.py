@@ -1,0 +1,92 @@
+"""`ArtifactStore` arrays: `put_arrays`/`get_arrays` round trips and damaged archives.
+
+`get_arrays` reads `.npz` members itself (the inference pool reads two archives per video);
+whatever it returns must equal what `np.load` returns, and damage must be reported, not
+returned as data.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import ArtifactError
+from core.storage import ArtifactStore, read_npz
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(f"file://{tmp_path / 'store'}")
+
+
+def arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "tokens": rng.standard_normal((16, 512)).astype(np.float32),
+        "mask": rng.random(16) > 0.5,
+        "frames": rng.integers(0, 255, (2, 9, 7, 3), dtype=np.uint8),
+        "fortran": np.asfortranarray(rng.standard_normal((5, 3))),
+        "scalar": np.array(3.5),
+        "empty": np.zeros((0, 4), np.int16),
+        "big_endian": np.arange(6, dtype=">i4").reshape(2, 3),
+        "many_dims": np.zeros((1,) * 30, np.float32),  # a long header
+    }
+
+
+def test_round_trip_equals_what_np_load_reads(store: ArtifactStore) -> None:
+    expected = arrays()
+    uri = store.put_arrays("work/a.npz", **expected)
+    loaded = store.get_arrays(uri)
+    assert set(loaded) == set(expected)
+    for name, array in expected.items():
+        assert loaded[name].dtype == array.dtype and loaded[name].shape == array.shape
+        np.testing.assert_array_equal(loaded[name], array)
+        assert loaded[name].flags.writeable
+    assert list(store.get_arrays(uri, names=("mask",))) == ["mask"]
+
+
+def test_compressed_and_version_two_members_are_read_too() -> None:
+    expected = arrays()
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **expected)
+    for name, array in read_npz(buffer.getvalue()).items():
+        np.testing.assert_array_equal(array, expected[name])
+    member = io.BytesIO()
+    np.lib.format.write_array(member, expected["tokens"], version=(2, 0))
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("tokens.npy", member.getvalue())
+    np.testing.assert_array_equal(read_npz(archive.getvalue())["tokens"], expected["tokens"])
+
+
+def test_a_missing_array_is_named(store: ArtifactStore) -> None:
+    uri = store.put_arrays("work/b.npz", tokens=np.zeros(3))
+    with pytest.raises(ArtifactError, match="lacks the array 'mask'"):
+        store.get_arrays(uri, names=("tokens", "mask"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda data: data[: len(data) // 2], "corrupt"),  # truncated: no central directory
+        (lambda data: data[:200] + bytes([data[200] ^ 0xFF]) + data[201:], "damaged"),  # bit rot
+        (lambda data: b"PK\x03\x04 not really a zip", "corrupt"),
+    ],
+)
+def test_damaged_archives_are_reported_not_returned(store: ArtifactStore, damage, words) -> None:
+    uri = store.put_arrays("work/c.npz", tokens=np.arange(1000, dtype=np.float32))
+    path = Path(store._path(uri))
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ArtifactError, match=words):
+        store.get_arrays(uri)
+
+
+def test_object_arrays_are_refused_without_unpickling() -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, things=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="object arrays"):
+        read_npz(buffer.getvalue())
