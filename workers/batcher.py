@@ -12,14 +12,15 @@ round trip, recorded as unacknowledged in kombu's own keys, and acknowledged a b
 
 Delivery guarantees are the broker's and the database's, as for every stage:
 
-- a message is acknowledged only after its result is committed; a process holds at most two
-  batches of unacknowledged messages (the one running and the one being gathered);
+- a message is acknowledged only after its result is committed; a process holds at most
+  `batches_in_flight` + 1 batches of unacknowledged messages (those running and the one
+  being gathered);
 - a process killed mid-batch leaves its messages unacknowledged: they are restored to the
   queue after the visibility timeout (by any consumer of the broker, kombu's or this one),
   and `oceanstream reconcile` resends any video still waiting in `inference` sooner;
 - a redelivered or duplicate message finds its video already `done` and changes nothing
   (state moves are guarded, predictions are unique per video and model version);
-- a graceful stop (SIGTERM) finishes the batch in hand and puts whatever was gathered for
+- a graceful stop (SIGTERM) finishes the batches in hand and puts whatever was gathered for
   the next one back at the head of the queue.
 """
 
@@ -30,6 +31,7 @@ import math
 import threading
 import time
 import weakref
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -71,7 +73,7 @@ class Delivery:
 
 @dataclass
 class _Running:
-    """A batch handed to the runner thread."""
+    """A batch handed to a runner thread."""
 
     batch: list[Delivery]
     began: float  # monotonic
@@ -118,8 +120,11 @@ class InferenceBatcher:
         max_wait_ms: float = 20.0,
         metrics: InferenceMetrics | None = None,
         model_refresh_s: float = 5.0,
+        batches_in_flight: int = 2,
         queue: str = "inference",
     ) -> None:
+        if batches_in_flight < 1:
+            raise ValueError(f"batches_in_flight must be at least 1, got {batches_in_flight}")
         self.app = app
         self.context = context
         self.max_batch_size = max_batch_size
@@ -127,6 +132,7 @@ class InferenceBatcher:
         self.buckets = bucket_sizes(max_batch_size)
         self.metrics = metrics
         self.model_refresh_s = model_refresh_s
+        self.batches_in_flight = batches_in_flight
         self.queue = next(q for q in app.conf.task_queues if q.name == queue)
         self.redis_url = redis_url(app.conf.broker_url)  # refuses other brokers up front
         self._buffer: list[Delivery] = []
@@ -139,7 +145,7 @@ class InferenceBatcher:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Finish the batch in hand, then return from `serve` (safe from a signal handler)."""
+        """Finish the batches in hand, then return from `serve` (safe from a signal handler)."""
         self._stop.set()
 
     @property
@@ -192,10 +198,13 @@ class InferenceBatcher:
                 client.close()
 
     def _consume(self, client: Any) -> None:
-        """Gather the next batch while the previous one runs; settle each in this thread.
+        """Gather the next batch while earlier ones run; settle each in this thread.
 
-        The broker is used from this thread only; one runner thread does the batch's
-        database, storage and model work.
+        The broker is used from this thread only. Runner threads, `batches_in_flight` of
+        them, do the batches' database, storage and model work: while one batch waits on
+        the database or storage, the next one's work goes on (compiled model calls and
+        sessions are safe across threads; rows are locked in id order, so overlapping
+        batches cannot deadlock).
         """
         options = self.app.conf.broker_transport_options or {}
         self.inbox = RedisInbox(
@@ -204,29 +213,34 @@ class InferenceBatcher:
             visibility_timeout=float(options.get("visibility_timeout", 3600)),
         )
         next_restore = 0.0
-        with ThreadPoolExecutor(1, thread_name_prefix="inference") as runner:
-            running: _Running | None = None
+        depth = self.batches_in_flight
+        with ThreadPoolExecutor(depth, thread_name_prefix="inference") as runners:
+            running: deque[_Running] = deque()  # oldest first
             try:
                 while not self.stopping:
                     if time.monotonic() >= self._next_refresh:
                         # Also under load: warming another version's shapes runs beside the
-                        # batch in hand (compiled calls are thread-safe), once per version.
+                        # batches in hand (compiled calls are thread-safe), once per version.
                         self._refresh_quietly()
                     if time.monotonic() >= next_restore:
                         self._restore_quietly()
                         next_restore = time.monotonic() + _RESTORE_EVERY_S
-                    batch = self.collect(running.future if running else None)
-                    finished = None
-                    if running is not None and (batch or running.future.done()):
-                        wait([running.future])
-                        finished, running = running, None
+                    oldest = running[0].future if running else None
+                    batch = self.collect(oldest, slots_full=len(running) >= depth)
+                    finished = []
+                    while running and running[0].future.done():
+                        finished.append(running.popleft())
                     if batch:
-                        running = _Running(batch, time.monotonic(), runner.submit(self._run, batch))
-                    if finished is not None:  # acknowledged while the next batch runs
-                        self._settle(finished)
+                        if len(running) >= depth:
+                            wait([running[0].future])
+                            finished.append(running.popleft())
+                        future = runners.submit(self._run, batch)
+                        running.append(_Running(batch, time.monotonic(), future))
+                    for done in finished:  # acknowledged while the next batch runs
+                        self._settle(done)
             finally:
-                if running is not None:  # a stop request: finish the batch in hand
-                    self._settle(running)
+                while running:  # a stop request: finish the batches in hand
+                    self._settle(running.popleft())
                 if self._buffer:  # gathered for a batch that will not run here
                     self.inbox.requeue([d.message for d in self._buffer], front=True)
                     self._buffer.clear()
@@ -268,31 +282,38 @@ class InferenceBatcher:
             if self.metrics is not None:
                 self.metrics.videos.labels("rejected").inc(len(dropped))
 
-    def collect(self, running: Future[Any] | None = None) -> list[Delivery]:
+    def collect(
+        self, running: Future[Any] | None = None, *, slots_full: bool = True
+    ) -> list[Delivery]:
         """Messages until the batch is full or its oldest waited `max_wait_ms`.
 
-        While the `running` batch is still at work, gathering goes on past that deadline:
-        the next batch could not start earlier anyway, and a fuller batch costs little
-        more than a small one. With nothing received it returns an empty list after at
-        most a second (at once when the running batch has finished, so it is settled
-        without delay), so the loop can notice a stop request or a new model version.
+        `running` is the oldest batch still in hand. While it is at work and no slot is free
+        for another (`slots_full`), gathering goes on past that deadline: the next batch
+        could not start earlier anyway, and a fuller batch costs little more than a small
+        one. With nothing received it returns an empty list after at most a second (at once
+        when the running batch has finished, so it is settled without delay), so the loop
+        can notice a stop request or a new model version.
         """
         idle_until = time.monotonic() + min(1.0, self.model_refresh_s)
         while not self.stopping and len(self._buffer) < self.max_batch_size:
             self._accept(self.inbox.take(self.max_batch_size - len(self._buffer)))
             if len(self._buffer) >= self.max_batch_size:
                 break
-            busy = running is not None and not running.done()
+            now = time.monotonic()
             if self._buffer:
-                timeout = self._buffer[0].received + self.max_wait_s - time.monotonic()
-            elif running is not None and not busy:
+                timeout = self._buffer[0].received + self.max_wait_s - now
+                if slots_full and running is not None and not running.done():
+                    timeout = _POLL_WHILE_RUNNING_S  # no slot yet: gather on
+                elif timeout <= 0:
+                    break
+            elif running is not None and running.done():
                 break
             else:
-                timeout = idle_until - time.monotonic()
-            if busy:
-                timeout = _POLL_WHILE_RUNNING_S
-            elif timeout <= 0:
-                break
+                timeout = idle_until - now
+                if running is not None:  # look again soon, to settle it when it ends
+                    timeout = min(timeout, _POLL_WHILE_RUNNING_S)
+                if timeout <= 0:
+                    break
             self.inbox.wait(timeout)
         batch, self._buffer = self._buffer, []
         return batch
@@ -300,7 +321,7 @@ class InferenceBatcher:
     # -- processing --------------------------------------------------------------------------
 
     def _run(self, batch: list[Delivery]) -> tuple[InferenceBatchReport | BaseException, float]:
-        """The batch's work, in the runner thread: claim, features, model, commit.
+        """The batch's work, in a runner thread: claim, features, model, commit.
 
         Returns the report (or the error, for the consumer thread to settle) and its seconds.
         """

@@ -49,6 +49,7 @@ def run_pool_process(settings: Settings, *, threads: int = 1, loglevel: str = "I
         max_wait_ms=settings.max_wait_ms,
         metrics=metrics,
         model_refresh_s=settings.model_refresh_s,
+        batches_in_flight=settings.batches_in_flight,
     )
     version = batcher.refresh_models()
     if settings.metrics_port is not None:

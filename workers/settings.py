@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(
         default=20.0, ge=0, le=60_000, description="Longest a video waits for its batch to fill."
     )
+    batches_in_flight: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="Batches one pool process runs at once (one gathers while others run).",
+    )
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Prometheus exporter port; none: off."
     )

@@ -6,6 +6,7 @@ tests/integration/test_inference_pool.py); messages are sent as producers send t
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 import time
@@ -304,3 +305,46 @@ def test_the_pool_reconnects_after_the_broker_restarts(
         assert pool.redis.llen("inference") == 0 and pool.unacked() == 0
     finally:
         server.kill()
+
+
+class CountingStore(FlakyStore):
+    """Storage whose reads take a while and that counts how many run at once."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.lock = threading.Lock()
+        self.active = 0
+        self.most = 0
+
+    def get_arrays(self, uri: str, names: tuple[str, ...] | None = None):
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(0.02)
+            return super().get_arrays(uri, names)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_batches_in_flight_overlap_their_storage_and_database_work(
+    broker: str, ctx: StageContext, running: list[Running], in_flight: int
+) -> None:
+    ctx = dataclasses.replace(ctx, store=CountingStore(ctx.store.url))
+    ids = [add_video(ctx, f"overlap-{i}", version_of(ctx), seed=i) for i in range(24)]
+    pool = Running(broker, ctx, max_batch_size=8, max_wait_ms=20, batches_in_flight=in_flight)
+    for video_id in ids:
+        pool.send(video_id)  # a backlog: three full batches
+    running.append(pool.start())
+    pool.wait_done(ids)
+    assert ctx.store.most == in_flight  # type: ignore[attr-defined]
+    # Settled (acknowledged, then counted) just after the last commit.
+    wait_for(lambda: pool.unacked() == 0, 5, "every message acknowledged")
+    wait_for(
+        lambda: pool.value("oceanstream_inference_videos_total", outcome="done") == 24,
+        5,
+        "24 videos counted done",
+    )
+    assert pool.redis.llen("inference") == 0
