@@ -7,6 +7,7 @@ says what to enqueue next; the caller (the task) does the enqueueing after the c
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -369,6 +370,7 @@ def run_inference_batch(
 # Feature sets read at once from a remote store (a bucket): each read is a network round trip.
 _REMOTE_READS = 16
 _readers: ThreadPoolExecutor | None = None
+_readers_lock = threading.Lock()  # the pool's runner threads share one set of readers
 
 
 def _load_batch_features(
@@ -387,9 +389,11 @@ def _load_batch_features(
                 future.set_exception(exc)
             futures[video_id] = future
         return futures
-    if _readers is None:
-        _readers = ThreadPoolExecutor(_REMOTE_READS, thread_name_prefix="features")
-    return {v: _readers.submit(load_features, ctx, v) for v in video_ids}
+    with _readers_lock:
+        if _readers is None:
+            _readers = ThreadPoolExecutor(_REMOTE_READS, thread_name_prefix="features")
+        readers = _readers
+    return {v: readers.submit(load_features, ctx, v) for v in video_ids}
 
 
 def _claim_batch(
