@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -337,7 +337,10 @@ def run_inference_batch(
         if claim.model_version is None:
             continue
         try:
-            static, dynamic = loaded[claim.video_id].result()
+            features = loaded[claim.video_id]
+            if isinstance(features, Exception):
+                raise features
+            static, dynamic = features
         except InputError as exc:
             outcomes.append(StageOutcome(claim.video_id, STATUS_FAILED, error=str(exc)))
             continue
@@ -375,25 +378,24 @@ _readers_lock = threading.Lock()  # the pool's runner threads share one set of r
 
 def _load_batch_features(
     ctx: StageContext, video_ids: Sequence[str]
-) -> dict[str, Future[tuple[StaticFeatures, np.ndarray]]]:
-    """Each video's features, as futures: read one after another from a local store (the
-    reads are CPU work there), `_REMOTE_READS` at a time from a remote one."""
+) -> dict[str, tuple[StaticFeatures, np.ndarray] | Exception]:
+    """Each video's features, or the error reading them raised: one after another from a
+    local store (the reads are CPU work there), `_REMOTE_READS` at a time from a remote one."""
     global _readers
+
+    def read(video_id: str) -> tuple[StaticFeatures, np.ndarray] | Exception:
+        try:
+            return load_features(ctx, video_id)
+        except Exception as exc:  # re-raised by the caller, in the batch's thread
+            return exc
+
     if ctx.store.is_local:
-        futures: dict[str, Future[tuple[StaticFeatures, np.ndarray]]] = {}
-        for video_id in video_ids:
-            future: Future[tuple[StaticFeatures, np.ndarray]] = Future()
-            try:
-                future.set_result(load_features(ctx, video_id))
-            except Exception as exc:
-                future.set_exception(exc)
-            futures[video_id] = future
-        return futures
+        return {video_id: read(video_id) for video_id in video_ids}
     with _readers_lock:
         if _readers is None:
             _readers = ThreadPoolExecutor(_REMOTE_READS, thread_name_prefix="features")
         readers = _readers
-    return {v: readers.submit(load_features, ctx, v) for v in video_ids}
+    return dict(zip(video_ids, readers.map(read, video_ids), strict=True))
 
 
 def _claim_batch(

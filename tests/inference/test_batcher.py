@@ -7,7 +7,6 @@ tests/integration/test_inference_pool.py); messages are sent as producers send t
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,6 @@ from db import repository as repo
 from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_database
 from tasks.context import StageContext
-from tests.db.postgres import service_unavailable
 from tests.inference.test_inference_stage import FlakyStore, add_video
 from tests.integration.harness import RedisServer, free_port, wait_for
 from tests.integration.pool_harness import scrape
@@ -38,18 +36,6 @@ T = 8
 @pytest.fixture(scope="module")
 def bundles():
     return {b.metadata.version: b for b in (build_default_bundle(T), build_default_bundle(T, 7))}
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[str]:
-    if not shutil.which("redis-server"):
-        service_unavailable("redis-server is not installed")
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.kill()
 
 
 class Versions:
@@ -284,27 +270,20 @@ def test_metrics_endpoint_serves_queue_lengths_and_batch_metrics(
 
 
 def test_the_pool_reconnects_after_the_broker_restarts(
-    tmp_path: Path, ctx: StageContext, running: list[Running]
+    redis_server: RedisServer, ctx: StageContext, running: list[Running]
 ) -> None:
-    if not shutil.which("redis-server"):
-        service_unavailable("redis-server is not installed")
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        pool = Running(server.url, ctx, max_batch_size=8, max_wait_ms=20)
-        running.append(pool.start())
-        before = add_video(ctx, "before", version_of(ctx), seed=11)
-        pool.send(before)
-        pool.wait_done([before])
-        server.kill()  # every queued and unacknowledged message is gone with it
-        time.sleep(0.5)
-        server.start()  # same port, empty
-        after = add_video(ctx, "after", version_of(ctx), seed=12)
-        pool.send(after)
-        pool.wait_done([after], timeout=60)
-        assert pool.redis.llen("inference") == 0 and pool.unacked() == 0
-    finally:
-        server.kill()
+    pool = Running(redis_server.url, ctx, max_batch_size=8, max_wait_ms=20)
+    running.append(pool.start())
+    before = add_video(ctx, "before", version_of(ctx), seed=11)
+    pool.send(before)
+    pool.wait_done([before])
+    redis_server.kill()  # every queued and unacknowledged message is gone with it
+    time.sleep(0.5)
+    redis_server.start()  # same port, empty
+    after = add_video(ctx, "after", version_of(ctx), seed=12)
+    pool.send(after)
+    pool.wait_done([after], timeout=60)
+    assert pool.redis.llen("inference") == 0 and pool.unacked() == 0
 
 
 class CountingStore(FlakyStore):

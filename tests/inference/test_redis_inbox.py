@@ -6,35 +6,19 @@ come back through kombu's own restore, and Celery's producers must not notice it
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 from celery import Celery
 
-from tests.db.postgres import service_unavailable
-from tests.integration.harness import RedisServer
 from workers.batcher import redis_url, video_id_of
 from workers.celery_app import create_app
 from workers.redis_inbox import PRIORITY_SEPARATOR, RedisInbox, restore_visible
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[str]:
-    if not shutil.which("redis-server"):
-        service_unavailable("redis-server is not installed")
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.kill()
 
 
 @pytest.fixture
