@@ -6,7 +6,11 @@ settings (workers after the fork, see `dispose_after_fork`).
 SQLite needs care to behave like a database under concurrent writers:
 
 * `foreign_keys=ON`, because SQLite ignores foreign keys by default;
-* `journal_mode=WAL`, so readers do not block the writer and vice versa;
+* `journal_mode=WAL`, so readers do not block the writer and vice versa. Switching a new
+  database to WAL needs the file to itself, and SQLite reports "database is locked" at once,
+  without calling the busy handler, while another connection writes (several workers starting
+  together on a new database). The switch is retried until the busy timeout runs out; once
+  the file is in WAL mode (which persists) the pragma no longer waits for anyone;
 * `busy_timeout`, so a writer waits for the lock instead of failing at once;
 * the driver's own transaction handling is switched off and every transaction starts with
   `BEGIN IMMEDIATE` (SQLAlchemy's documented recipe for pysqlite). The driver would otherwise
@@ -19,6 +23,8 @@ SQLite needs care to behave like a database under concurrent writers:
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,7 +90,7 @@ def _make_sqlite_engine(
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             if not in_memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
+                _enable_wal(cursor, busy_timeout_ms / 1000)
                 # Durable at each checkpoint, the usual pairing with WAL.
                 cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
@@ -95,6 +101,21 @@ def _make_sqlite_engine(
         connection.exec_driver_sql(f"BEGIN {begin}")
 
     return engine
+
+
+def _enable_wal(cursor: Any, timeout_s: float) -> None:
+    """`PRAGMA journal_mode=WAL`, retried while another connection holds the lock it needs."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from db import repository as repo
 from db.engine import dispose_after_fork, make_engine, make_session_factory, normalize_url
@@ -30,6 +31,43 @@ def test_sqlite_connections_enforce_foreign_keys_and_use_wal(tmp_path: Path) -> 
             assert pragma("busy_timeout") == 1234
     finally:
         engine.dispose()
+
+
+def test_switching_a_new_file_to_wal_waits_for_a_writer_holding_the_lock(
+    tmp_path: Path,
+) -> None:
+    """SQLite fails the WAL switch at once while another connection writes; it is retried."""
+    path = tmp_path / "new.db"
+    # The default rollback journal; committed from a timer thread.
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (n INTEGER)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    threading.Timer(0.3, writer.execute, args=("COMMIT",)).start()
+    engine = make_engine(f"sqlite:///{path}", sqlite_busy_timeout_ms=10_000)
+    try:
+        started = time.monotonic()
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.execute(text("SELECT n FROM t")).scalar_one() == 1
+        assert time.monotonic() - started >= 0.25  # it did wait for the commit
+    finally:
+        engine.dispose()
+        writer.close()
+
+
+def test_the_wal_switch_gives_up_when_the_busy_timeout_runs_out(tmp_path: Path) -> None:
+    path = tmp_path / "held.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t (n INTEGER)")
+    writer.execute("BEGIN IMMEDIATE")
+    engine = make_engine(f"sqlite:///{path}", sqlite_busy_timeout_ms=200)
+    try:
+        with pytest.raises(OperationalError, match="database is locked"):
+            engine.connect()
+    finally:
+        engine.dispose()
+        writer.close()
 
 
 def test_sqlite_parent_folder_is_created(tmp_path: Path) -> None:

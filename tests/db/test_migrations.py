@@ -104,7 +104,10 @@ def test_concurrent_upgrades_from_several_processes_do_not_collide(
     for child in children:
         child.join(60)
     assert [child.exitcode for child in children] == [0, 0, 0]
-    assert errors.empty()
+    reported = []
+    while not errors.empty():
+        reported.append(errors.get())
+    assert reported == []
     assert current_revision(empty_database_url) == head_revision()
 
 

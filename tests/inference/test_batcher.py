@@ -104,6 +104,14 @@ class Running:
     def unacked(self) -> int:
         return int(self.redis.hlen("unacked"))
 
+    def wait_settled(self, timeout: float = 5) -> None:
+        """Every message acknowledged: a batch is settled just after its results commit."""
+        wait_for(
+            lambda: self.redis.llen("inference") == 0 and self.unacked() == 0,
+            timeout,
+            "every message acknowledged",
+        )
+
 
 @pytest.fixture
 def running(broker: str, ctx: StageContext) -> Iterator[list[Running]]:
@@ -154,6 +162,8 @@ def test_a_lone_message_waits_max_wait_then_runs(
     elapsed = time.monotonic() - sent
     assert 0.25 <= elapsed < 2.0
     assert stored_batch(ctx, video_id) == 1
+    # The batch is settled (acknowledged, measured) just after its results are committed.
+    wait_for(lambda: pool.value("oceanstream_inference_batches_total") == 1, 5, "1 batch")
     waited = pool.value("oceanstream_inference_batch_wait_seconds_sum")
     assert 0.24 <= waited < 0.6
     delay = pool.value("oceanstream_inference_queue_delay_seconds_sum")
@@ -182,7 +192,7 @@ def test_messages_that_are_not_inference_tasks_are_dropped(
         5,
         "three rejections",
     )
-    assert pool.redis.llen("inference") == 0 and pool.unacked() == 0
+    pool.wait_settled()
 
 
 def test_protocol_one_and_two_bodies_carry_the_video_id() -> None:
@@ -237,7 +247,7 @@ def test_an_outage_returns_the_message_and_it_is_served_later(
     assert pool.status(flaky) == "inference"
     ctx.store.down = set()  # type: ignore[attr-defined]
     pool.wait_done([flaky])
-    assert pool.unacked() == 0
+    pool.wait_settled()
 
 
 def test_metrics_endpoint_serves_queue_lengths_and_batch_metrics(
@@ -283,7 +293,7 @@ def test_the_pool_reconnects_after_the_broker_restarts(
     after = add_video(ctx, "after", version_of(ctx), seed=12)
     pool.send(after)
     pool.wait_done([after], timeout=60)
-    assert pool.redis.llen("inference") == 0 and pool.unacked() == 0
+    pool.wait_settled()
 
 
 class CountingStore(FlakyStore):
@@ -319,8 +329,7 @@ def test_batches_in_flight_overlap_their_storage_and_database_work(
     running.append(pool.start())
     pool.wait_done(ids)
     assert ctx.store.most == in_flight  # type: ignore[attr-defined]
-    # Settled (acknowledged, then counted) just after the last commit.
-    wait_for(lambda: pool.unacked() == 0, 5, "every message acknowledged")
+    pool.wait_settled()
     wait_for(
         lambda: pool.value("oceanstream_inference_videos_total", outcome="done") == 24,
         5,

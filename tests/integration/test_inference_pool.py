@@ -92,9 +92,11 @@ def test_pool_batches_under_load_fails_bad_videos_alone_and_flushes_when_idle(
         for (t,) in cluster.query("SELECT timings FROM videos WHERE status = 'done'")
     ]
     assert max(sizes) == 16 and sum(sizes) / len(sizes) > 4, sizes
-    time.sleep(0.3)
-    metrics = scrape(f"http://127.0.0.1:{port}/metrics")
-    assert metrics['oceanstream_inference_videos_total{outcome="done"}'] == 198
+    # Each batch is counted when it is settled, just after its results commit.
+    done = 'oceanstream_inference_videos_total{outcome="done"}'
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_for(lambda: scrape(url).get(done) == 198, 10, "198 videos counted done")
+    metrics = scrape(url)
     assert metrics['oceanstream_inference_videos_total{outcome="failed"}'] == 2
     calls = metrics["oceanstream_inference_batch_size_count"]
     assert metrics["oceanstream_inference_batch_size_sum"] == 198 and calls <= 198 / 4
@@ -196,14 +198,17 @@ def test_one_pinned_process_per_device_and_a_clean_stop(cluster: Cluster, versio
     assert "CUDA_VISIBLE_DEVICES=0" in log and "CUDA_VISIBLE_DEVICES=1" in log
     send_from_producers(cluster.broker_url, ids, producers=2)
     wait_finished(cluster.database_url, "devices", len(ids), timeout=120)
-    time.sleep(0.3)
-    done = [
-        scrape(f"http://127.0.0.1:{p}/metrics")[
-            'oceanstream_inference_videos_total{outcome="done"}'
+
+    def done() -> list[float]:
+        return [
+            scrape(f"http://127.0.0.1:{p}/metrics").get(
+                'oceanstream_inference_videos_total{outcome="done"}', 0.0
+            )
+            for p in (port, port + 1)
         ]
-        for p in (port, port + 1)
-    ]
-    assert sum(done) == len(ids) and all(count > 0 for count in done)  # both took work
+
+    wait_for(lambda: sum(done()) == len(ids), 10, "every video counted done")
+    assert all(count > 0 for count in done())  # both took work
     assert one(cluster, "SELECT count(*) FROM predictions") == len(ids)
 
     os.kill(pool.pid, signal.SIGTERM)  # the supervisor forwards it to both processes
