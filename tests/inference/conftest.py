@@ -17,12 +17,8 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server on a free port, which a test may kill and start again."""
     if not shutil.which("redis-server"):
         service_unavailable("redis-server is not installed")
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
+    with RedisServer(tmp_path) as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture

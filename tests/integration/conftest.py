@@ -46,12 +46,9 @@ def shared_redis_url() -> str:
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
+    """A redis-server on a free port, which a test may kill and start again."""
+    with RedisServer(tmp_path) as server:
         yield server
-    finally:
-        server.kill()
 
 
 @contextlib.contextmanager

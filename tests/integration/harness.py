@@ -81,6 +81,13 @@ class RedisServer:
             self.process.wait(10)
             self.process = None
 
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+
 
 @dataclass
 class Cluster:
