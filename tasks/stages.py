@@ -67,17 +67,33 @@ class VideoRef:
     id: str
     storage_uri: str | None
     model_version: str | None
+    # The video already reached the state this stage's success leads to (see `_begin`).
+    moved_on: bool = False
 
 
-def _begin(ctx: StageContext, video_id: str, stage: str, allowed: set[str]) -> VideoRef | None:
+def _begin(
+    ctx: StageContext,
+    video_id: str,
+    stage: str,
+    allowed: set[str],
+    leads_to: str | None = None,
+) -> VideoRef | None:
     """Count this delivery and check the video is where this stage expects it.
 
     Returns None when the stage must not run: the video is unknown, already past this
     stage, or was delivered more often than `max_deliveries` (then it is failed, so a
     message that kills its worker every time cannot loop forever).
+
+    A video found in `leads_to` gives a ref with `moved_on` set, and no delivery is counted:
+    a worker can die after committing that move and before sending the next stage's
+    messages, and the redelivered message then finds the move done. The caller sends the
+    next messages again; the stages are idempotent, so a duplicate costs nothing but the
+    check, and nothing is left waiting for the reconciler.
     """
     with ctx.session_factory.begin() as session:
         video = repo.get_video(session=session, video_id=video_id)
+        if video is not None and leads_to is not None and video.status == leads_to:
+            return VideoRef(video.id, video.storage_uri, video.model_version, moved_on=True)
         if video is None or video.status not in allowed:
             return None
         deliveries = repo.count_delivery(session=session, video_id=video_id, stage=stage)
@@ -94,19 +110,6 @@ def _begin(ctx: StageContext, video_id: str, stage: str, allowed: set[str]) -> V
         return VideoRef(video.id, video.storage_uri, video.model_version)
 
 
-def _moved_on_to(ctx: StageContext, video_id: str, status: str) -> bool:
-    """Whether the video already reached the state this stage's success leads to.
-
-    A worker can die after committing that move and before sending the next stage's messages;
-    the redelivered message then finds the move done. Answering True makes the caller send
-    the next messages again: the stages are idempotent, so a duplicate costs nothing but the
-    check, and nothing is left waiting for the reconciler.
-    """
-    with ctx.session_factory() as session:
-        video = repo.get_video(session=session, video_id=video_id)
-        return video is not None and video.status == status
-
-
 def _fail(ctx: StageContext, video_id: str, allowed: set[str], status: str, error: str) -> None:
     with ctx.session_factory.begin() as session:
         repo.transition_video(
@@ -120,12 +123,12 @@ def _fail(ctx: StageContext, video_id: str, allowed: set[str], status: str, erro
 
 def run_ingest(ctx: StageContext, video_id: str) -> bool:
     """Probe and sample the stored video, write the frames; True: enqueue faces and flow."""
-    if _moved_on_to(ctx, video_id, "extracting"):
-        return True
     allowed = {"pending", "ingesting"}
-    ref = _begin(ctx, video_id, "ingest", allowed)
+    ref = _begin(ctx, video_id, "ingest", allowed, leads_to="extracting")
     if ref is None:
         return False
+    if ref.moved_on:  # send the next stage's messages again
+        return True
     with ctx.session_factory.begin() as session:
         repo.transition_video(
             session=session, video_id=video_id, to_status="ingesting", from_statuses=["pending"]
@@ -188,10 +191,12 @@ def _finish_feature_stage(
 
 def run_faces(ctx: StageContext, video_id: str) -> bool:
     """Faces and face CNN; writes static tokens and the face mask. True: enqueue inference."""
-    if _moved_on_to(ctx, video_id, "inference"):
+    ref = _begin(ctx, video_id, "faces", {"extracting"}, leads_to="inference")
+    if ref is None:
+        return False
+    if ref.moved_on:  # send the next stage's messages again
         return True
-    ref = _begin(ctx, video_id, "faces", {"extracting"})
-    if ref is None or ref.model_version is None:
+    if ref.model_version is None:
         return False
     bundle = ctx.load_bundle(ref.model_version)
     timings: dict[str, float] = {}
@@ -215,10 +220,12 @@ def run_faces(ctx: StageContext, video_id: str) -> bool:
 
 def run_flow(ctx: StageContext, video_id: str) -> bool:
     """Optical flow and flow CNN; writes dynamic tokens. True: enqueue inference."""
-    if _moved_on_to(ctx, video_id, "inference"):
+    ref = _begin(ctx, video_id, "flow", {"extracting"}, leads_to="inference")
+    if ref is None:
+        return False
+    if ref.moved_on:  # send the next stage's messages again
         return True
-    ref = _begin(ctx, video_id, "flow", {"extracting"})
-    if ref is None or ref.model_version is None:
+    if ref.model_version is None:
         return False
     bundle = ctx.load_bundle(ref.model_version)
     timings: dict[str, float] = {}

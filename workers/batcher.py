@@ -206,12 +206,7 @@ class InferenceBatcher:
         sessions are safe across threads; rows are locked in id order, so overlapping
         batches cannot deadlock).
         """
-        options = self.app.conf.broker_transport_options or {}
-        self.inbox = RedisInbox(
-            client,
-            self.queue.name,
-            visibility_timeout=float(options.get("visibility_timeout", 3600)),
-        )
+        self.inbox = RedisInbox(client, self.queue.name)
         next_restore = 0.0
         depth = self.batches_in_flight
         with ThreadPoolExecutor(depth, thread_name_prefix="inference") as runners:

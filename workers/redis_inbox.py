@@ -123,13 +123,11 @@ class RedisInbox:
         client: Any,  # redis.Redis
         queue: str,
         *,
-        visibility_timeout: float,
         unacked_key: str = "unacked",
         unacked_index_key: str = "unacked_index",
     ) -> None:
         self.client = client
         self.queue = queue
-        self.visibility_timeout = visibility_timeout
         self.unacked_key = unacked_key
         self.unacked_index_key = unacked_index_key
         self.keys = [queue] + [f"{queue}{PRIORITY_SEPARATOR}{p}" for p in PRIORITY_STEPS[1:]]

@@ -46,8 +46,9 @@ def _prepare_process(threads: int, queues: frozenset[str] | None = None) -> None
 def warm_up(context: object, bundle: object, queues: frozenset[str] | None = None) -> None:
     """Run the models the process's queues use (all when None) once on blank input.
 
-    A worker for inference alone needs neither the encoders nor the face detector (whose
-    MTCNN runs on TensorFlow only).
+    The fusion model is always warmed; the face encoder and detector only for `faces`, the
+    flow encoder only for `flow`. A worker for inference alone thus needs no face detector
+    (whose MTCNN runs on TensorFlow only).
     """
     import numpy as np
 
@@ -60,12 +61,12 @@ def warm_up(context: object, bundle: object, queues: frozenset[str] | None = Non
         mask,
         mask,
     )
-    if queues is not None and not queues & {"faces", "flow"}:
-        return
-    bundle.encode_faces(np.zeros((t, crop, crop, 3), np.uint8))  # type: ignore[attr-defined]
-    bundle.encode_flow(np.zeros((t, size, size, 2), np.float32))  # type: ignore[attr-defined]
-    detector = context.detector(crop)  # type: ignore[attr-defined]
-    detector.detect(np.zeros((t, 360, 640, 3), np.uint8))
+    if queues is None or "faces" in queues:
+        bundle.encode_faces(np.zeros((t, crop, crop, 3), np.uint8))  # type: ignore[attr-defined]
+        detector = context.detector(crop)  # type: ignore[attr-defined]
+        detector.detect(np.zeros((t, 360, 640, 3), np.uint8))
+    if queues is None or "flow" in queues:
+        bundle.encode_flow(np.zeros((t, size, size, 2), np.float32))  # type: ignore[attr-defined]
 
 
 def start_queue_metrics(settings: Settings) -> None:

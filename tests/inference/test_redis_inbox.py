@@ -37,8 +37,8 @@ def send(app: Celery, video_id: str, **options: object) -> None:
     app.send_task("oceanstream.inference", args=[video_id], queue="inference", **options)
 
 
-def inbox_for(client: redis.Redis, visibility_timeout: float = 3600) -> RedisInbox:
-    return RedisInbox(client, "inference", visibility_timeout=visibility_timeout)
+def inbox_for(client: redis.Redis) -> RedisInbox:
+    return RedisInbox(client, "inference")
 
 
 def ids(taken: list) -> list[str]:
