@@ -65,7 +65,6 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_heartbeat=0,
     )
-    app.conf.oceanstream_settings = settings
     from tasks.celery_tasks import register_tasks
     from tasks.extract import register_extract_task
     from workers.bootstrap import get_context

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import ROOT, Cluster, free_port, wait_for
+from workers.celery_app import create_app
+from workers.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,6 +31,22 @@ def get(url: str, auth: tuple[str, str] | None) -> tuple[int, bytes]:
         return exc.code, b""
     except OSError:  # not listening yet
         return 0, b""
+
+
+def test_worker_configuration_shown_by_inspect_carries_no_secrets() -> None:
+    """Flower's worker Config tab shows `inspect().conf()`: no password may be in it."""
+    from types import SimpleNamespace
+
+    from celery.worker.control import conf
+
+    settings = Settings(
+        broker_url="redis://:brokerpw@127.0.0.1:6379/0",
+        database_url="postgresql://user:dbpw@db/oceanstream",
+        flower_password="flowerpw",
+    )
+    shown = json.dumps(conf(SimpleNamespace(app=create_app(settings))), default=repr)
+    for secret in ("brokerpw", "dbpw", "flowerpw"):
+        assert secret not in shown
 
 
 def test_flower_lists_workers_and_queue_lengths(cluster: Cluster, tmp_path: Path) -> None:
