@@ -1,0 +1,74 @@
+"""Where everything lives in the artifact store: one place for every storage key.
+
+Keys are relative to the store's root (`ArtifactStore.uri(key)` makes the URI):
+
+    videos/<content hash><suffix>            an uploaded video, stored once per content
+    work/<video id>/frames.npz               sampled frames and their successors (ingest)
+    work/<video id>/static.npz               face tokens [T, 512] and face mask [T] (faces)
+    work/<video id>/dynamic.npz              flow tokens [T, 256] (flow)
+    <data set>/manifest.npz                  a training data set's labels and clip keys
+    <data set>/clips/<clip id>.npz           one extracted training clip
+    <data set>/clips/<clip id>.failed.npz    why that clip could not be extracted
+
+A key says what it holds; nothing outside this module builds one by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Characters kept in a clip id's key; anything else becomes "_".
+_UNSAFE = re.compile(r"[^A-Za-z0-9._/-]")
+
+
+@dataclass(frozen=True)
+class ArtifactLayout:
+    """Storage keys, optionally under a prefix (a training data set's folder)."""
+
+    prefix: str = ""
+
+    def key(self, relative: str) -> str:
+        prefix = self.prefix.strip("/")
+        return f"{prefix}/{relative}" if prefix else relative
+
+    # Uploaded videos.
+    def video_upload(self, content_hash: str, suffix: str) -> str:
+        """`videos/<content hash><suffix>`: the same bytes are stored once, whatever the name."""
+        return self.key(f"videos/{content_hash}{suffix.lower()}")
+
+    # Per-video work of the distributed stages.
+    def work_prefix(self, video_id: str) -> str:
+        return self.key(f"work/{video_id}")
+
+    def frames(self, video_id: str) -> str:
+        return self.key(f"work/{video_id}/frames.npz")
+
+    def static_features(self, video_id: str) -> str:
+        return self.key(f"work/{video_id}/static.npz")
+
+    def dynamic_features(self, video_id: str) -> str:
+        return self.key(f"work/{video_id}/dynamic.npz")
+
+    # Training data sets (the prefix is the data set's folder).
+    @property
+    def manifest(self) -> str:
+        return self.key("manifest.npz")
+
+    @property
+    def clips_prefix(self) -> str:
+        return self.key("clips")
+
+    def clip(self, clip_id: str) -> str:
+        """`clips/<clip id>.npz`, with characters unsafe in object keys replaced."""
+        safe = _UNSAFE.sub("_", clip_id.replace("\\", "/")).strip("/").replace("..", "_")
+        return self.key(f"clips/{safe}.npz")
+
+    @staticmethod
+    def clip_failure(clip_key: str) -> str:
+        """Where a failed extraction of `clip_key` leaves its reason."""
+        return clip_key.removesuffix(".npz") + ".failed.npz"
+
+
+#: The layout of the store's root: uploads and per-video work.
+LAYOUT = ArtifactLayout()
