@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 # Characters kept in a clip id's key; anything else becomes "_".
-_UNSAFE = re.compile(r"[^A-Za-z0-9._/-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._/-]+")
 
 
 @dataclass(frozen=True)
