@@ -13,13 +13,13 @@ encoders would consume (not their tokens: the encoders are trained) is stored pe
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.artifacts import ArtifactLayout
 from core.errors import ArtifactError, NoFaceError
 from core.labels import DatasetError
 from core.pipeline import PipelineConfig, sample_video
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from core.faces import FaceDetector
 
 MANIFEST_FORMAT = 1
-_UNSAFE = re.compile(r"[^A-Za-z0-9._/-]+")
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,7 @@ class DatasetLayout:
     def __init__(self, store: ArtifactStore, prefix: str = "") -> None:
         self.store = store
         self.prefix = prefix.strip("/")
+        self.keys = ArtifactLayout(self.prefix)
 
     def __str__(self) -> str:
         return self.location
@@ -81,19 +81,18 @@ class DatasetLayout:
         return self.store.uri(self.prefix) if self.prefix else self.store.url
 
     def key(self, relative: str) -> str:
-        return f"{self.prefix}/{relative}" if self.prefix else relative
+        return self.keys.key(relative)
 
     @property
     def manifest_key(self) -> str:
-        return self.key("manifest.npz")
+        return self.keys.manifest
 
     def clip_key(self, clip_id: str) -> str:
         """`clips/<clip id>.npz`, with characters unsafe in object keys replaced."""
-        safe = _UNSAFE.sub("_", clip_id.replace("\\", "/")).strip("/").replace("..", "_")
-        return self.key(f"clips/{safe}.npz")
+        return self.keys.clip(clip_id)
 
     def clips_prefix(self) -> str:
-        return self.key("clips")
+        return self.keys.clips_prefix
 
     def write_manifest(self, manifest: dict[str, Any]) -> str:
         text = json.dumps({"format": MANIFEST_FORMAT, **manifest}, sort_keys=True)
@@ -116,7 +115,7 @@ class DatasetLayout:
 
 def failure_key(clip_key: str) -> str:
     """Where a failed extraction of `clip_key` leaves its reason."""
-    return clip_key.removesuffix(".npz") + ".failed.npz"
+    return ArtifactLayout.clip_failure(clip_key)
 
 
 def extract_clip_arrays(
