@@ -3,8 +3,9 @@
 Like Triton's dynamic batcher, it gathers messages until it holds `max_batch_size` of them
 or the oldest has waited `max_wait_ms`, then runs them through `run_inference_batch` (one
 claim, padded model calls, one commit) and only then acknowledges them. It reads the same
-messages the per-video Celery task does (Celery protocol 2, JSON, `args=[video_id]`), so
-producers and the reconciler do not know which one serves the queue.
+messages the per-video Celery task does (`workers.inference_messages`), so producers and the
+reconciler do not know which one serves the queue. Each settled batch is logged, measured
+and announced to Flower by `workers.batch_report`.
 
 Messages are taken off Redis through `workers.redis_inbox.RedisInbox`: up to a batch per
 round trip, recorded as unacknowledged in kombu's own keys, and acknowledged a batch at a time
@@ -27,19 +28,19 @@ Delivery guarantees are the broker's and the database's, as for every stage:
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.batching import bucket_sizes, warm_up
-from tasks.celery_tasks import RETRYABLE
-from tasks.stages import RETRY, InferenceBatchReport, run_inference_batch
-from workers.redis_inbox import Received, RedisInbox, restore_visible
+from workers.batch_report import BatchReporter
+from workers.batch_runs import RunningBatch, Settler, run_batch
+from workers.broker.kombu_redis import layout_of, redis_url, restore_visible
+from workers.inference_messages import Delivery, delivery_of
+from workers.redis_inbox import Received, RedisInbox
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -47,65 +48,14 @@ if TYPE_CHECKING:
     from core.bundle import ModelBundle
     from tasks.context import StageContext
     from workers.metrics import InferenceMetrics
+    from workers.pool_events import PoolEvents
 
 log = logging.getLogger("oceanstream.batcher")
-
-TASK_NAME = "oceanstream.inference"
-#: Optional message header: the epoch second the sender sent the message (for queue delay).
-SENT_AT_HEADER = "oceanstream_sent_at"
-
 
 # While a batch runs, how often the gathering loop looks whether it has finished.
 _POLL_WHILE_RUNNING_S = 0.002
 # How often messages unacknowledged past the visibility timeout are restored to their queue.
 _RESTORE_EVERY_S = 60.0
-
-
-@dataclass
-class Delivery:
-    """A received inference message and what the batcher needs from it."""
-
-    message: Received
-    video_id: str
-    received: float  # monotonic seconds
-    sent_at: float | None
-
-
-@dataclass
-class _Running:
-    """A batch handed to a runner thread."""
-
-    batch: list[Delivery]
-    began: float  # monotonic
-    future: Future[Any]
-
-
-def video_id_of(body: Any, headers: dict[str, Any]) -> str:
-    """The video id an `oceanstream.inference` message carries, or ValueError saying why not.
-
-    Celery protocol 2 puts the task name in the headers and `[args, kwargs, embed]` in the
-    body; protocol 1 put everything in a dict body.
-    """
-    if isinstance(body, dict):  # protocol 1
-        task, args = body.get("task"), body.get("args")
-    elif isinstance(body, list | tuple) and len(body) == 3:
-        task, args = headers.get("task"), body[0]
-    else:
-        raise ValueError(f"not a Celery task message: {str(body)[:200]}")
-    if task != TASK_NAME:
-        raise ValueError(f"expected task {TASK_NAME!r}, got {task!r}")
-    if not isinstance(args, list | tuple) or len(args) != 1 or not isinstance(args[0], str):
-        raise ValueError(f"expected args [video_id], got {args!r}")
-    return args[0]
-
-
-def _sent_at(headers: dict[str, Any]) -> float | None:
-    value = headers.get(SENT_AT_HEADER)
-    try:
-        sent = float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-    return sent if sent is not None and math.isfinite(sent) else None
 
 
 class InferenceBatcher:
@@ -122,6 +72,7 @@ class InferenceBatcher:
         model_refresh_s: float = 5.0,
         batches_in_flight: int = 2,
         queue: str = "inference",
+        events: PoolEvents | None = None,
     ) -> None:
         if batches_in_flight < 1:
             raise ValueError(f"batches_in_flight must be at least 1, got {batches_in_flight}")
@@ -134,13 +85,16 @@ class InferenceBatcher:
         self.model_refresh_s = model_refresh_s
         self.batches_in_flight = batches_in_flight
         self.queue = next(q for q in app.conf.task_queues if q.name == queue)
-        self.redis_url = redis_url(app.conf.broker_url)  # refuses other brokers up front
+        # Refuses other brokers, and kombu settings the inbox cannot honour, up front.
+        self.redis_url = redis_url(app.conf.broker_url)
+        self.layout = layout_of(app)
         self._buffer: list[Delivery] = []
         self.inbox: RedisInbox  # set per broker connection by `serve`
         self._stop = threading.Event()
+        self.reporter = BatchReporter(metrics, events)
+        self.settler = Settler(self.reporter, metrics, self._stop)
         self._warmed: weakref.WeakSet[ModelBundle] = weakref.WeakSet()
         self._next_refresh = 0.0
-        self._backoff = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -206,11 +160,11 @@ class InferenceBatcher:
         sessions are safe across threads; rows are locked in id order, so overlapping
         batches cannot deadlock).
         """
-        self.inbox = RedisInbox(client, self.queue.name)
+        self.inbox = RedisInbox(client, self.queue.name, self.layout)
         next_restore = 0.0
         depth = self.batches_in_flight
         with ThreadPoolExecutor(depth, thread_name_prefix="inference") as runners:
-            running: deque[_Running] = deque()  # oldest first
+            running: deque[RunningBatch] = deque()  # oldest first
             try:
                 while not self.stopping:
                     if time.monotonic() >= self._next_refresh:
@@ -229,13 +183,14 @@ class InferenceBatcher:
                         if len(running) >= depth:
                             wait([running[0].future])
                             finished.append(running.popleft())
-                        future = runners.submit(self._run, batch)
-                        running.append(_Running(batch, time.monotonic(), future))
+                        self.reporter.started(batch)
+                        future = runners.submit(run_batch, self.context, self.buckets, batch)
+                        running.append(RunningBatch(batch, time.monotonic(), future))
                     for done in finished:  # acknowledged while the next batch runs
-                        self._settle(done)
+                        self.settler.settle(done, self.inbox)
             finally:
                 while running:  # a stop request: finish the batches in hand
-                    self._settle(running.popleft())
+                    self.settler.settle(running.popleft(), self.inbox)
                 if self._buffer:  # gathered for a batch that will not run here
                     self.inbox.requeue([d.message for d in self._buffer], front=True)
                     self._buffer.clear()
@@ -261,17 +216,12 @@ class InferenceBatcher:
         now = time.monotonic()
         dropped = []
         for message in taken:
-            headers = message.headers or {}
             try:
-                if message.error is not None:
-                    raise ValueError(message.error)
-                video_id = video_id_of(message.body, headers)
+                self._buffer.append(delivery_of(message, now))
             except ValueError as exc:
                 # Nothing can be done with it; the database still knows every video's state.
                 log.error("dropping a message on %s: %s", self.queue.name, exc)
                 dropped.append(message)
-                continue
-            self._buffer.append(Delivery(message, video_id, now, _sent_at(headers)))
         if dropped:
             self.inbox.ack(dropped)
             if self.metrics is not None:
@@ -312,97 +262,3 @@ class InferenceBatcher:
             self.inbox.wait(timeout)
         batch, self._buffer = self._buffer, []
         return batch
-
-    # -- processing --------------------------------------------------------------------------
-
-    def _run(self, batch: list[Delivery]) -> tuple[InferenceBatchReport | BaseException, float]:
-        """The batch's work, in a runner thread: claim, features, model, commit.
-
-        Returns the report (or the error, for the consumer thread to settle) and its seconds.
-        """
-        sent = {d.video_id: d.sent_at for d in batch if d.sent_at is not None}
-        started = time.perf_counter()
-        try:
-            report: InferenceBatchReport | BaseException = run_inference_batch(
-                self.context,
-                [d.video_id for d in batch],
-                buckets=self.buckets,
-                sent_at=sent,
-                started_at=time.time(),
-            )
-        except Exception as exc:
-            report = exc
-        return report, time.perf_counter() - started
-
-    def _settle(self, running: _Running) -> None:
-        """Acknowledge each message of a finished batch, or return it to the queue."""
-        batch, (report, seconds) = running.batch, running.future.result()
-        if isinstance(report, RETRYABLE):
-            log.warning("inference batch of %d hit an outage: %s", len(batch), report)
-            self._requeue(batch)
-            return
-        if isinstance(report, BaseException):
-            # Bounded: each delivery is counted, and a video delivered too often is failed.
-            log.error("inference batch of %d failed", len(batch), exc_info=report)
-            self._requeue(batch)
-            return
-        retry = [d for d in batch if report.statuses.get(d.video_id) == RETRY]
-        self.inbox.ack([d.message for d in batch if report.statuses.get(d.video_id) != RETRY])
-        for video_id, error in report.errors.items():
-            log.info("video %s: %s", video_id, error)
-        if retry:
-            self._requeue(retry)
-        else:
-            self._backoff = 0.0
-        if self.metrics is not None:
-            self._observe(batch, report, running.began, seconds)
-
-    def _requeue(self, deliveries: list[Delivery]) -> None:
-        """Return messages to the queue after a growing pause (an outage rarely ends at once)."""
-        self._backoff = min(max(self._backoff * 2, 0.5), 30.0)
-        log.warning("%d messages go back to the queue in %.1f s", len(deliveries), self._backoff)
-        self._stop.wait(self._backoff)
-        self.inbox.requeue([d.message for d in deliveries])
-        if self.metrics is not None:
-            self.metrics.videos.labels("retried").inc(len(deliveries))
-
-    def _observe(
-        self, batch: list[Delivery], report: InferenceBatchReport, began: float, seconds: float
-    ) -> None:
-        metrics = self.metrics
-        assert metrics is not None
-        metrics.batches.inc()
-        metrics.batch_wait.observe(max(0.0, began - batch[0].received))
-        for call in report.calls:
-            metrics.batch_size.observe(call.rows)
-            metrics.model_call_seconds.observe(call.seconds)
-        for delay in report.queue_delays.values():
-            metrics.queue_delay.observe(delay)
-        outcomes = {"done": 0, "failed": 0, "skipped": 0}
-        seen: set[str] = set()
-        for delivery in batch:
-            status = report.statuses.get(delivery.video_id)
-            if delivery.video_id in seen:  # a second message for the same video
-                status = None
-            seen.add(delivery.video_id)
-            if status in ("done", "failed"):
-                outcomes[status] += 1
-            elif status is None:
-                outcomes["skipped"] += 1
-        for outcome, count in outcomes.items():
-            if count:
-                metrics.videos.labels(outcome).inc(count)
-        metrics.batch_seconds.observe(seconds)
-
-
-def redis_url(broker_url: str) -> str:
-    """The redis-py URL of a kombu Redis broker URL; ValueError for any other broker."""
-    scheme, sep, rest = broker_url.partition("://")
-    if scheme in ("redis", "rediss"):
-        return broker_url
-    if scheme == "redis+socket":
-        return f"unix://{rest}"
-    raise ValueError(
-        f"the inference pool consumes from a Redis broker (redis://, rediss://, "
-        f"redis+socket://), not {scheme + sep or broker_url!r}"
-    )

@@ -27,6 +27,11 @@ TIME_LIMITS = {
     "inference": (120, 180),
 }
 VISIBILITY_TIMEOUT_S = 2 * max(hard for _, hard in TIME_LIMITS.values())
+# kombu's Redis transport options; workers.broker.kombu_redis reads its key names from them.
+BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": VISIBILITY_TIMEOUT_S,
+    "queue_order_strategy": "priority",
+}
 
 
 def create_app(settings: Settings) -> Celery:
@@ -49,10 +54,7 @@ def create_app(settings: Settings) -> Celery:
         worker_proc_alive_timeout=180,
         worker_max_tasks_per_child=None,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            "visibility_timeout": VISIBILITY_TIMEOUT_S,
-            "queue_order_strategy": "priority",
-        },
+        broker_transport_options=dict(BROKER_TRANSPORT_OPTIONS),
         task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
         task_default_queue="ingest",
         task_routes={f"oceanstream.{name}": {"queue": name} for name in QUEUES},

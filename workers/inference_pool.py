@@ -1,8 +1,9 @@
 """Inference-pool processes: `oceanstream worker --queues inference [--devices 0,1]`.
 
-A pool process is stateless (the database holds every video's state, storage its
-features), so adding processes, on one host or many, adds throughput. Each one serves one
-accelerator: `--devices` starts one child per listed device, pinned with
+A pool process reports to Flower as `inference-pool-<pid>@<host>` (`workers.pool_events`)
+and logs one line per batch. It is stateless (the database holds every video's state,
+storage its features), so adding processes, on one host or many, adds throughput. Each one
+serves one accelerator: `--devices` starts one child per listed device, pinned with
 `CUDA_VISIBLE_DEVICES`, and stops them all together.
 """
 
@@ -34,22 +35,27 @@ def run_pool_process(settings: Settings, *, threads: int = 1, loglevel: str = "I
     prepare_accelerator(settings.mixed_precision)
     from workers import bootstrap
     from workers.batcher import InferenceBatcher
+    from workers.broker.kombu_redis import layout_of
     from workers.celery_app import QUEUES, create_app
     from workers.metrics import InferenceMetrics, QueueLengthCollector, start_exporter
+    from workers.pool_events import PoolEvents
     from workers.signals import limit_threads
 
     limit_threads(threads)
     bootstrap.configure(settings, threads=threads)
+    app = create_app(settings)
     metrics = InferenceMetrics(max_batch_size=settings.max_batch_size)
-    metrics.registry.register(QueueLengthCollector(settings.broker_url, QUEUES))
+    metrics.registry.register(QueueLengthCollector(settings.broker_url, QUEUES, layout_of(app)))
+    events = PoolEvents(app)
     batcher = InferenceBatcher(
-        create_app(settings),
+        app,
         bootstrap.get_context(),
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         metrics=metrics,
         model_refresh_s=settings.model_refresh_s,
         batches_in_flight=settings.batches_in_flight,
+        events=events,
     )
     version = batcher.refresh_models()
     if settings.metrics_port is not None:
@@ -57,12 +63,17 @@ def run_pool_process(settings: Settings, *, threads: int = 1, loglevel: str = "I
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: batcher.stop())
     log.info(
-        "process ready with model %s: batches of up to %d, waiting at most %g ms",
+        "process ready with model %s: batches of up to %d, waiting at most %g ms (Flower: %s)",
         version,
         settings.max_batch_size,
         settings.max_wait_ms,
+        events.hostname,
     )
-    batcher.serve()
+    events.start()
+    try:
+        batcher.serve()
+    finally:
+        events.stop()
     log.info("inference pool process stopped")
 
 

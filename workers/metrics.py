@@ -29,11 +29,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from workers.broker.kombu_redis import KombuRedisLayout, redis_url
+
 log = logging.getLogger("oceanstream.metrics")
 
-# kombu's Redis transport keeps each priority level of a queue in its own list.
-_PRIORITY_SEPARATOR = "\x06\x16"
-_PRIORITY_STEPS = (0, 3, 6, 9)
 _DELAY_BUCKETS = (
     0.001,
     0.0025,
@@ -58,37 +57,35 @@ _DELAY_BUCKETS = (
 _CALL_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.25, 0.5, 1.0)
 
 
-def redis_list_names(queue: str) -> list[str]:
-    """The Redis lists that hold `queue`'s messages, one per priority level."""
-    return [f"{queue}{_PRIORITY_SEPARATOR}{step}" if step else queue for step in _PRIORITY_STEPS]
-
-
 class QueueLengthCollector(Collector):
     """`oceanstream_queue_length{queue}`, read from the broker at every scrape."""
 
-    def __init__(self, broker_url: str, queues: Sequence[str]) -> None:
+    def __init__(
+        self, broker_url: str, queues: Sequence[str], layout: KombuRedisLayout | None = None
+    ) -> None:
         self.broker_url = broker_url
         self.queues = tuple(queues)
+        self.layout = layout or KombuRedisLayout()
         self._client: Any = None
 
     def lengths(self) -> dict[str, int]:
         import redis
 
         if self._client is None:
-            self._client = redis.Redis.from_url(self.broker_url, socket_timeout=2.0)
+            self._client = redis.Redis.from_url(redis_url(self.broker_url), socket_timeout=2.0)
         pipe = self._client.pipeline(transaction=False)
         for queue in self.queues:
-            for name in redis_list_names(queue):
+            for name in self.layout.queue_lists(queue):
                 pipe.llen(name)
         counts = iter(pipe.execute())
-        steps = len(_PRIORITY_STEPS)
+        steps = len(self.layout.priority_steps)
         return {queue: sum(next(counts) for _ in range(steps)) for queue in self.queues}
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
             "oceanstream_queue_length", "Messages waiting in a pipeline queue.", labels=["queue"]
         )
-        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        if self.broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
             try:
                 for queue, length in self.lengths().items():
                     family.add_metric([queue], length)

@@ -16,70 +16,27 @@ batch:
   visibility timeout (a consumer that died), run periodically as kombu's consumers do.
 
 The layout is kombu's (queue lists with kombu's priority suffixes, the two unacked keys, the
-JSON envelope with a base64 body), so Celery workers, producers, `oceanstream reconcile` and
-Flower share the queue unchanged, and either kind of consumer restores the other's messages.
+JSON envelope with a base64 body), as `workers.broker.kombu_redis` describes it: the only
+module that knows it, with names read from the app's transport options. Celery workers,
+producers, `oceanstream reconcile` and Flower thus share the queue unchanged, and either kind
+of consumer restores the other's messages.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
-# Pop up to ARGV[1] messages from the lists KEYS[3..] (in that order: kombu's priority order)
-# and record each as unacknowledged at time ARGV[2] the way kombu's QoS.append does:
-# unacked[tag] = [payload, exchange, routing_key], unacked_index[tag] = time.
-# Returns a flat list: list key, payload, list key, payload, ...
-_TAKE = """
-local limit = tonumber(ARGV[1])
-local taken = {}
-for k = 3, #KEYS do
-  while #taken < 2 * limit do
-    local raw = redis.call('RPOP', KEYS[k])
-    if not raw then break end
-    local ok, payload = pcall(cjson.decode, raw)
-    local props = ok and type(payload) == 'table' and payload['properties']
-    local tag = type(props) == 'table' and props['delivery_tag']
-    if type(tag) == 'string' then
-      local info = props['delivery_info']
-      if type(info) ~= 'table' then info = {} end
-      local exchange = type(info['exchange']) == 'string' and info['exchange'] or ''
-      local routing_key = type(info['routing_key']) == 'string' and info['routing_key'] or ''
-      redis.call('ZADD', KEYS[2], ARGV[2], tag)
-      redis.call('HSET', KEYS[1], tag,
-        '[' .. raw .. ',' .. cjson.encode(exchange) .. ',' .. cjson.encode(routing_key) .. ']')
-    end
-    taken[#taken + 1] = KEYS[k]
-    taken[#taken + 1] = raw
-  end
-end
-return taken
-"""
+from workers.broker.kombu_redis import (
+    REQUEUE_SCRIPT,
+    TAKE_SCRIPT,
+    KombuRedisLayout,
+    decode_payload,
+    restore_visible,
+)
 
-# Put each message back (ARGV: tag, list key, payload, ...) if it is still unacknowledged.
-# KEYS[1], KEYS[2]: unacked hash and index; ARGV[1]: 'front' (consumed next) or 'back'.
-_REQUEUE = """
-local pushed = 0
-for i = 2, #ARGV, 3 do
-  local tag, key, raw = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if redis.call('HDEL', KEYS[1], tag) == 1 then
-    redis.call('ZREM', KEYS[2], tag)
-    if ARGV[1] == 'front' then
-      redis.call('RPUSH', key, raw)
-    else
-      redis.call('LPUSH', key, raw)
-    end
-    pushed = pushed + 1
-  end
-end
-return pushed
-"""
-
-# kombu's Redis transport: priority levels and how a level's list is named.
-PRIORITY_STEPS = (0, 3, 6, 9)
-PRIORITY_SEPARATOR = "\x06\x16"
+__all__ = ["Received", "RedisInbox", "decode_payload", "restore_visible"]
 
 
 @dataclass
@@ -94,27 +51,6 @@ class Received:
     error: str | None = None
 
 
-def decode_payload(raw: str) -> tuple[str | None, Any, dict[str, Any], str | None]:
-    """(delivery tag, decoded JSON body, headers, error) of a kombu Redis payload.
-
-    Only JSON bodies are accepted, as the Celery app's `accept_content` says.
-    """
-    try:
-        payload = json.loads(raw)
-        properties = payload["properties"]
-        tag = properties.get("delivery_tag")
-        headers = payload.get("headers") or {}
-        content_type = payload.get("content-type")
-        if content_type != "application/json":
-            return tag, None, headers, f"refused content type {content_type!r} (JSON only)"
-        body = payload.get("body", "")
-        if properties.get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        return tag, json.loads(body), headers, None
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        return None, None, {}, f"cannot decode message: {exc}"
-
-
 class RedisInbox:
     """One queue of a kombu Redis broker, read and settled in batches (see the module doc)."""
 
@@ -122,17 +58,16 @@ class RedisInbox:
         self,
         client: Any,  # redis.Redis
         queue: str,
-        *,
-        unacked_key: str = "unacked",
-        unacked_index_key: str = "unacked_index",
+        layout: KombuRedisLayout | None = None,
     ) -> None:
         self.client = client
         self.queue = queue
-        self.unacked_key = unacked_key
-        self.unacked_index_key = unacked_index_key
-        self.keys = [queue] + [f"{queue}{PRIORITY_SEPARATOR}{p}" for p in PRIORITY_STEPS[1:]]
-        self._take = client.register_script(_TAKE)
-        self._requeue = client.register_script(_REQUEUE)
+        self.layout = layout or KombuRedisLayout()
+        self.unacked_key = self.layout.unacked_key
+        self.unacked_index_key = self.layout.unacked_index_key
+        self.keys = self.layout.queue_lists(queue)
+        self._take = client.register_script(TAKE_SCRIPT)
+        self._requeue = client.register_script(REQUEUE_SCRIPT)
 
     def take(self, limit: int) -> list[Received]:
         """Up to `limit` messages, now recorded as unacknowledged (none waiting: empty)."""
@@ -150,13 +85,14 @@ class RedisInbox:
         return taken
 
     def wait(self, timeout: float) -> None:
-        """Block until the queue's main list holds a message or `timeout` seconds pass.
+        """Block until the queue's first list holds a message or `timeout` seconds pass.
 
         BLMOVE of a list's tail onto itself leaves the list as it was, so this takes
         nothing: `take` does. (Messages of the other priority levels are seen by the next
         `take`, at most `timeout` later.)
         """
-        self.client.blmove(self.queue, self.queue, max(timeout, 0.001), "RIGHT", "RIGHT")
+        first = self.keys[0]
+        self.client.blmove(first, first, max(timeout, 0.001), "RIGHT", "RIGHT")
 
     def ack(self, received: list[Received]) -> None:
         """Forget these messages: their work is committed. One round trip."""
@@ -184,15 +120,6 @@ class RedisInbox:
 
     def unacked(self) -> int:
         return int(self.client.hlen(self.unacked_key))
-
-
-def restore_visible(connection: Any, limit: int = 100) -> None:
-    """kombu's restore of messages unacknowledged past the visibility timeout, for any queue.
-
-    `connection` is a kombu connection to the broker; kombu's lock keeps concurrent restores
-    (this process's and every Celery worker's) from restoring a message twice.
-    """
-    connection.default_channel.qos.restore_visible(num=limit, interval=1)
 
 
 def _text(value: bytes | str) -> str:

@@ -75,11 +75,17 @@ def start_queue_metrics(settings: Settings) -> None:
         return
     from prometheus_client import CollectorRegistry
 
-    from workers.celery_app import QUEUES
+    from workers.broker.kombu_redis import KombuRedisLayout, UnsupportedBrokerSetting
+    from workers.celery_app import BROKER_TRANSPORT_OPTIONS, QUEUES
     from workers.metrics import QueueLengthCollector, start_exporter
 
+    try:
+        layout = KombuRedisLayout.from_transport_options(BROKER_TRANSPORT_OPTIONS)
+    except UnsupportedBrokerSetting as exc:
+        log.warning("queue lengths are not exported: %s", exc)
+        return
     registry = CollectorRegistry()
-    registry.register(QueueLengthCollector(settings.broker_url, QUEUES))
+    registry.register(QueueLengthCollector(settings.broker_url, QUEUES, layout))
     start_exporter(registry, settings.metrics_port, settings.metrics_address)
 
 

@@ -24,8 +24,9 @@ from tasks.context import StageContext
 from tests.inference.test_inference_stage import FlakyStore, add_video
 from tests.integration.harness import RedisServer, free_port, wait_for
 from tests.integration.pool_harness import scrape
-from workers.batcher import SENT_AT_HEADER, InferenceBatcher, video_id_of
+from workers.batcher import InferenceBatcher
 from workers.celery_app import create_app
+from workers.inference_messages import SENT_AT_HEADER, video_id_of
 from workers.metrics import InferenceMetrics, QueueLengthCollector, start_exporter
 from workers.settings import Settings
 

@@ -13,9 +13,10 @@ import pytest
 import redis
 from celery import Celery
 
-from workers.batcher import redis_url, video_id_of
+from workers.broker.kombu_redis import DEFAULT_SEP, redis_url, restore_visible
 from workers.celery_app import create_app
-from workers.redis_inbox import PRIORITY_SEPARATOR, RedisInbox, restore_visible
+from workers.inference_messages import video_id_of
+from workers.redis_inbox import RedisInbox
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -97,10 +98,10 @@ def test_higher_priority_lists_are_taken_after_the_default_one(
 ) -> None:
     send(app, "low", priority=6)
     send(app, "plain")
-    assert client.llen(f"inference{PRIORITY_SEPARATOR}6") == 1
+    assert client.llen(f"inference{DEFAULT_SEP}6") == 1
     taken = inbox_for(client).take(10)
     assert ids(taken) == ["plain", "low"]  # kombu's order: priority 0 first
-    assert taken[1].key == f"inference{PRIORITY_SEPARATOR}6"
+    assert taken[1].key == f"inference{DEFAULT_SEP}6"
 
 
 def test_undecodable_payloads_are_returned_with_why(app: Celery, client: redis.Redis) -> None:

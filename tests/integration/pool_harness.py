@@ -170,8 +170,8 @@ def send_from_producers(
 def _produce_when_told(
     broker_url: str, video_ids: list[str], rate: float | None, shared: Any, ready: Any
 ) -> None:
-    from workers.batcher import SENT_AT_HEADER
     from workers.celery_app import create_app
+    from workers.inference_messages import SENT_AT_HEADER
     from workers.settings import Settings
 
     app = create_app(Settings(broker_url=broker_url))

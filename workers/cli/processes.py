@@ -97,8 +97,15 @@ def _inference_pool(
 ) -> int:
     """One batcher process here, or one child per device (or per `--concurrency` on CPU)."""
     from workers.accelerators import pool_environments, set_memory_environment
+    from workers.broker.kombu_redis import UnsupportedBrokerSetting, layout_of
+    from workers.celery_app import create_app
     from workers.inference_pool import child_argv, run_device_processes, run_pool_process
 
+    try:  # before any model is loaded: a broker the pool cannot use is a usage error
+        layout_of(create_app(settings))
+    except UnsupportedBrokerSetting as exc:
+        err.print(f"error: {exc}")
+        return EXIT_USAGE
     set_memory_environment()
     if devices is None and processes == 1:
         run_pool_process(settings, threads=threads, loglevel=loglevel)
@@ -119,8 +126,8 @@ def flower(
     address: str = typer.Option("127.0.0.1", "--address"),
 ) -> None:
     """Start Flower for this app (basic auth from OCEANSTREAM_FLOWER_USER / _PASSWORD)."""
+    from workers.broker.flower_ui import include_configured_queues
     from workers.celery_app import create_app
-    from workers.flower import include_configured_queues
 
     settings = load_settings()
     if not settings.flower_password:

@@ -1,20 +1,25 @@
-"""Flower set-up: always list the pipeline's four queues, consumed or not.
+"""Flower's handlers, changed in one place (checked against Flower 2.2).
 
 Flower shows the lengths of the queues that running workers consume, and falls back to the
 configured queues only when no worker is up. A queue with no consumer is exactly the one an
 operator needs to see growing (and an autoscaler needs to scale from zero), so the
-configured queues are always included.
+configured queues are always included: `flower.views.BaseHandler.get_active_queue_names`
+(not public API) is wrapped. tests/contracts/test_flower_handlers.py fails when a Flower
+upgrade removes the method or changes its signature.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+PATCHED_METHOD = "get_active_queue_names"
+
 
 def include_configured_queues() -> None:
+    """Make every Flower page list the app's configured queues beside the consumed ones."""
     from flower.views import BaseHandler
 
-    original = BaseHandler.get_active_queue_names
+    original = getattr(BaseHandler, PATCHED_METHOD)
     if getattr(original, "_oceanstream", False):
         return
 
@@ -23,4 +28,4 @@ def include_configured_queues() -> None:
         return sorted(set(original(self)) | configured)
 
     queue_names._oceanstream = True  # type: ignore[attr-defined]
-    BaseHandler.get_active_queue_names = queue_names
+    setattr(BaseHandler, PATCHED_METHOD, queue_names)
