@@ -15,8 +15,8 @@ from pathlib import Path
 from celery import Celery
 
 from core.errors import ArtifactError
-from core.extraction import ExtractionConfig
-from core.extraction_run import FAILED, extract_to_store, record_failure
+from core.training.extraction import ExtractionConfig
+from core.training.extraction_run import FAILED, extract_to_store, record_failure
 from tasks.celery_tasks import RETRY_POLICY, RETRYABLE
 from tasks.context import StageContext
 

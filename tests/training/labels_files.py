@@ -14,7 +14,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from core.labels import V1_HEADER
+from core.training.labels import V1_HEADER
 
 PROTO_2, STOP, MARK, SETITEMS = b"\x80\x02", b".", b"(", b"u"
 EMPTY_DICT, BINFLOAT, SHORT_BINSTRING, BINSTRING = b"}", b"G", b"U", b"T"

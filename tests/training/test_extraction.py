@@ -7,9 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.datasets import load_labelled_set
-from core.extraction import DatasetLayout, ExtractionConfig, clip_config, failure_key
-from core.extraction_run import (
+from core.flow import compute_flow
+from core.pipeline import PipelineConfig, sample_video
+from core.storage import ArtifactStore
+from core.training.data import ClipBatches, ClipRef, fill_missing_crops
+from core.training.datasets import load_labelled_set
+from core.training.extraction import DatasetLayout, ExtractionConfig, clip_config, failure_key
+from core.training.extraction_run import (
     EXTRACTED,
     FAILED,
     NO_FACE,
@@ -18,11 +22,7 @@ from core.extraction_run import (
     prepare_dataset,
     read_failure,
 )
-from core.flow import compute_flow
-from core.labels import DatasetError
-from core.pipeline import PipelineConfig, sample_video
-from core.storage import ArtifactStore
-from core.training_data import ClipBatches, ClipRef, fill_missing_crops
+from core.training.labels import DatasetError
 from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_database
 from tasks.context import StageContext

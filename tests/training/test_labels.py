@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from core.datasets import (
+from core.training.datasets import (
     FORMAT_GENERIC,
     FORMAT_V1,
     FORMAT_V2,
     group_of,
     load_labelled_set,
 )
-from core.labels import (
+from core.training.labels import (
     DatasetError,
     UnsafePickleError,
     load_plain_pickle,

@@ -7,9 +7,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from core.datasets import group_of
-from core.labels import SPLITS, DatasetError
-from core.splits import DataSplit, grouped_split, official_split, shared_groups
+from core.training.datasets import group_of
+from core.training.labels import SPLITS, DatasetError
+from core.training.splits import DataSplit, grouped_split, official_split, shared_groups
 
 
 def first_impressions_like(persons: int, seed: int = 0) -> dict[str, str]:
@@ -81,8 +81,8 @@ def test_split_metadata_counts_clips_and_persons() -> None:
 
 
 def test_training_refuses_a_split_without_validation_clips() -> None:
-    from core.training_data import ClipRef
-    from core.training_run import ExtractedClips, choose_split
+    from core.training.data import ClipRef
+    from core.training.run import ExtractedClips, choose_split
 
     refs = {c: ClipRef(c, f"clips/{c}.npz", (0.5,) * 5, group_of(c)) for c in ("a.1", "b.1")}
     clips = ExtractedClips(refs=refs, splits={"a.1": "train", "b.1": "test"})

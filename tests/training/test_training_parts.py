@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import pytest
 
-from core.checkpoints import BEST, LAST, STATE, TrainingCheckpoint
-from core.evaluation import metrics_table, pearson_r, trait_metrics
 from core.event_log import ScalarEventLog
-from core.training import TrainingConfig, accelerator_available, use_mixed_precision
+from core.training.checkpoints import BEST, LAST, STATE, TrainingCheckpoint
+from core.training.evaluation import metrics_table, pearson_r, trait_metrics
+from core.training.loop import TrainingConfig, accelerator_available, use_mixed_precision
 
 
 def test_accuracy_baseline_and_pearson_by_hand() -> None:

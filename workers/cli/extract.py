@@ -12,8 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from workers.cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, app, err, load_settings, out
 
 if TYPE_CHECKING:
-    from core.extraction import DatasetLayout, ExtractionConfig
-    from core.extraction_run import ClipOutcome
+    from core.training.extraction import DatasetLayout, ExtractionConfig
+    from core.training.extraction_run import ClipOutcome
     from workers.settings import Settings
 
 _SHOWN = 5  # examples listed per kind of problem
@@ -27,8 +27,8 @@ _COLUMNS = (
 
 def dataset_layout(settings: Settings, name: str, folder: Path | None) -> DatasetLayout:
     """`datasets/<name>` in the configured storage, or the root of `folder`."""
-    from core.extraction import DatasetLayout
     from core.storage import ArtifactStore
+    from core.training.extraction import DatasetLayout
 
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -75,10 +75,10 @@ def extract(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Extract every labelled clip with the serving stages, skipping clips already done."""
-    from core.datasets import load_labelled_set
-    from core.extraction import ExtractionConfig
-    from core.extraction_run import prepare_dataset
-    from core.labels import DatasetError
+    from core.training.datasets import load_labelled_set
+    from core.training.extraction import ExtractionConfig
+    from core.training.extraction_run import prepare_dataset
+    from core.training.labels import DatasetError
 
     settings = load_settings()
     try:
@@ -108,8 +108,8 @@ def extract(
 def _in_process(
     settings: Settings, layout: DatasetLayout, manifest: dict[str, Any], config: ExtractionConfig
 ) -> list[ClipOutcome]:
-    from core.extraction_run import extract_dataset
     from core.faces import FaceDetector
+    from core.training.extraction_run import extract_dataset
 
     detector = FaceDetector(
         detect_width=config.detect_width,
@@ -143,7 +143,7 @@ def _through_queues(
 def _finish(
     labelled: Any, layout: DatasetLayout, outcomes: list[ClipOutcome], as_json: bool
 ) -> None:
-    from core.extraction_run import EXTRACTED, FAILED, NO_FACE, SKIPPED
+    from core.training.extraction_run import EXTRACTED, FAILED, NO_FACE, SKIPPED
 
     counts = {
         s: sum(o.status == s for o in outcomes) for s in (EXTRACTED, SKIPPED, NO_FACE, FAILED)

@@ -16,14 +16,14 @@ from rich.progress import Progress
 from workers.cli.app import err
 
 if TYPE_CHECKING:
-    from core.extraction import DatasetLayout, ExtractionConfig
-    from core.extraction_run import ClipOutcome
+    from core.training.extraction import DatasetLayout, ExtractionConfig
+    from core.training.extraction_run import ClipOutcome
     from workers.settings import Settings
 
 
 def _check_worker_settings(layout: DatasetLayout, key: str, config: ExtractionConfig) -> None:
     """Workers extract with their own settings: the first clip back must match ours."""
-    from core.extraction import clip_config
+    from core.training.extraction import clip_config
 
     made = clip_config(layout.store.get_arrays(layout.store.uri(key)))
     if made != config:
@@ -36,7 +36,7 @@ def _check_worker_settings(layout: DatasetLayout, key: str, config: ExtractionCo
 
 
 def _outcome(layout: DatasetLayout, clip_id: str, key: str) -> ClipOutcome | None:
-    from core.extraction_run import EXTRACTED, ClipOutcome, read_failure
+    from core.training.extraction_run import EXTRACTED, ClipOutcome, read_failure
 
     if layout.store.exists(layout.store.uri(key)):
         return ClipOutcome(clip_id, EXTRACTED)
@@ -56,8 +56,14 @@ def extract_through_queues(
     poll_s: float = 0.5,
 ) -> list[ClipOutcome]:
     """Send the clips not yet extracted, then poll storage until each has an outcome."""
-    from core.extraction import failure_key
-    from core.extraction_run import EXTRACTED, FAILED, SKIPPED, ClipOutcome, record_outcomes
+    from core.training.extraction import failure_key
+    from core.training.extraction_run import (
+        EXTRACTED,
+        FAILED,
+        SKIPPED,
+        ClipOutcome,
+        record_outcomes,
+    )
     from tasks.extract import QUEUE, TASK_NAME
     from workers.celery_app import create_app
 

@@ -15,8 +15,8 @@ from rich.table import Table
 from workers.cli.app import EXIT_OK, EXIT_USAGE, app, err, load_settings, out
 
 if TYPE_CHECKING:
-    from core.extraction import DatasetLayout
-    from core.training_run import ExtractedClips
+    from core.training.extraction import DatasetLayout
+    from core.training.run import ExtractedClips
     from workers.settings import Settings
 
 DEFAULTS = {"epochs": 30, "batch_size": 8, "learning_rate": 1e-3, "patience": 8, "seed": 1234}
@@ -29,7 +29,7 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 def _resolve(settings: Settings, dataset: str | None, data: Path | None) -> DatasetLayout:
     """The extracted data set: `--data DIR`, or `datasets/<name>` in the configured storage."""
-    from core.datasets import dataset_name
+    from core.training.datasets import dataset_name
     from workers.cli.extract import dataset_layout
 
     if data is not None:
@@ -69,7 +69,7 @@ def _describe_split(split: Any, clips: ExtractedClips, shared: list[str]) -> Non
 
 
 def _print_metrics(report: dict[str, Any]) -> None:
-    from core.evaluation import metrics_table
+    from core.training.evaluation import metrics_table
 
     for name in ("validation", "test"):
         metrics = report["metrics"].get(name)
@@ -113,10 +113,10 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Train the face CNN, flow CNN and fusion model together; save an evaluated bundle."""
-    from core.labels import DatasetError
-    from core.splits import DataSplit
-    from core.training import TrainingConfig
-    from core.training_run import choose_split, extracted_clips, read_run, run_training
+    from core.training.labels import DatasetError
+    from core.training.loop import TrainingConfig
+    from core.training.run import choose_split, extracted_clips, read_run, run_training
+    from core.training.splits import DataSplit
 
     settings = load_settings()
     layout = _resolve(settings, dataset, data)

@@ -18,7 +18,7 @@ from core.traits import TRAITS
 
 if TYPE_CHECKING:
     from core.bundle import ModelBundle
-    from core.training_data import ClipBatches
+    from core.training.data import ClipBatches
 
 _ENCODE_CLIPS = 16  # clips per encoder call
 

@@ -21,9 +21,9 @@ import numpy as np
 
 from core.artifacts import ArtifactLayout
 from core.errors import ArtifactError, NoFaceError
-from core.labels import DatasetError
 from core.pipeline import PipelineConfig, sample_video
 from core.storage import ArtifactStore
+from core.training.labels import DatasetError
 from core.video import VideoLimits
 
 if TYPE_CHECKING:

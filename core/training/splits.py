@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from core.labels import SPLITS, DatasetError
+from core.training.labels import SPLITS, DatasetError
 
 METHOD_GROUPED = "grouped"
 METHOD_OFFICIAL = "official"

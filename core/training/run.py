@@ -4,7 +4,7 @@ A run folder holds everything a run makes and needs to resume:
 
     run.json           data set, split and settings (a resumed run reuses them)
     split.json         the clip ids of each split
-    checkpoints/       see `core.checkpoints`
+    checkpoints/       see `core.training.checkpoints`
     logs/              TensorBoard event files (train/, validation/)
     history.csv        loss and MAE per epoch
     report.json        held-out metrics, the bundle's version and path
@@ -22,12 +22,12 @@ from typing import Any
 import keras
 
 from core.bundle import ModelBundle, load_bundle, save_bundle
-from core.evaluation import evaluate_bundle
-from core.extraction import DatasetLayout, ExtractionConfig
-from core.labels import SPLITS, DatasetError
-from core.splits import DataSplit, grouped_split, official_split, shared_groups
-from core.training import TrainingConfig, bundle_shapes, train_models
-from core.training_data import ClipBatches, ClipRef, clip_bytes
+from core.training.data import ClipBatches, ClipRef, clip_bytes
+from core.training.evaluation import evaluate_bundle
+from core.training.extraction import DatasetLayout, ExtractionConfig
+from core.training.labels import SPLITS, DatasetError
+from core.training.loop import TrainingConfig, bundle_shapes, train_models
+from core.training.splits import DataSplit, grouped_split, official_split, shared_groups
 
 RUN_FILE = "run.json"
 DEFAULT_CACHE_BYTES = 4 * 1024**3

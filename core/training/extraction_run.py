@@ -17,11 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.datasets import GROUP_RULE, LabelledSet
 from core.errors import InputError, NoFaceError
-from core.extraction import DatasetLayout, ExtractionConfig, extract_clip_arrays, failure_key
-from core.labels import DatasetError
 from core.storage import ArtifactStore
+from core.training.datasets import GROUP_RULE, LabelledSet
+from core.training.extraction import (
+    DatasetLayout,
+    ExtractionConfig,
+    extract_clip_arrays,
+    failure_key,
+)
+from core.training.labels import DatasetError
 from core.traits import TRAITS
 from core.video import VideoLimits
 

@@ -1,7 +1,7 @@
 """Feeding extracted clips to training: arrays per clip, batches per step.
 
 A clip is its face crops [T,S,S,3] uint8, face mask [T] and flow [T,S,S,2] float16 as
-`core.extraction` stored them. Small sets are read into memory once; large ones (First
+`core.training.extraction` stored them. Small sets are read into memory once; large ones (First
 Impressions is about 14 GB at T=16) are read from the store batch by batch.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from core.extraction import DatasetLayout, ExtractionConfig, check_clip_arrays
+from core.training.extraction import DatasetLayout, ExtractionConfig, check_clip_arrays
 
 
 @dataclass(frozen=True)

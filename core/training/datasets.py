@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.files import VIDEO_EXTENSIONS
-from core.labels import (
+from core.training.labels import (
     V1_HEADER,
     V2_FILES,
     DatasetError,

@@ -22,11 +22,11 @@ import numpy as np
 from keras import ops
 
 from core.bundle import BundleMetadata, build_models
-from core.checkpoints import TrainingCheckpoint
 from core.event_log import ScalarEventLog
-from core.extraction import ExtractionConfig
 from core.model import CompletePersonalityModel
-from core.training_data import ClipBatches
+from core.training.checkpoints import TrainingCheckpoint
+from core.training.data import ClipBatches
+from core.training.extraction import ExtractionConfig
 
 MIXED_PRECISION_CHOICES = ("auto", "on", "off")
 
