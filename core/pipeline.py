@@ -6,6 +6,7 @@ The distributed workers call the same stage functions (`sample_video`, `extract_
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.errors import InputError, NoFaceError
+from core.status import VideoStatus
 from core.traits import traits_dict
 from core.video import SampledFrames, VideoInfo, VideoLimits, probe_video, sample_frames
 
@@ -23,9 +25,8 @@ if TYPE_CHECKING:
     from core.bundle import ModelBundle
     from core.faces import FaceDetector
 
-STATUS_DONE = "done"
-STATUS_NO_FACE = "no_face"
-STATUS_FAILED = "failed"
+# The repr of a bytes object (`b'...'` or `b"..."`) as a message may quote a file's head.
+_BYTES_REPR = re.compile(r"""\s*starting with b('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class VideoResult:
     """What became of one input video."""
 
     path: str
-    status: str
+    status: VideoStatus
     model_version: str
     model_trained: bool
     scores: np.ndarray | None = None  # [5] in TRAITS order
@@ -106,15 +107,21 @@ def sample_video(
     limits: VideoLimits | None = None,
     max_side: int | None = None,
     decode_threads: int = 0,
+    name: str | None = None,
 ) -> SampledFrames:
     """Probe a video against the limits, then sample T frames and their successors.
 
-    With `max_side`, frames larger than that on their long side are scaled down.
+    With `max_side`, frames larger than that on their long side are scaled down. `name` is
+    the file as its user knows it: errors name it instead of `path`, which may be a storage
+    copy the user never saw.
     """
-    info = probe_video(path, limits)
-    sampled = sample_frames(
-        path, num_frames=num_frames, limits=limits, info=info, decode_threads=decode_threads
-    )
+    try:
+        info = probe_video(path, limits)
+        sampled = sample_frames(
+            path, num_frames=num_frames, limits=limits, info=info, decode_threads=decode_threads
+        )
+    except InputError as exc:
+        raise _for_user(exc, path, name) from exc
     if max_side is None:
         return sampled
     return replace(
@@ -122,6 +129,14 @@ def sample_video(
         frames=downscale(sampled.frames, max_side),
         successors=downscale(sampled.successors, max_side),
     )
+
+
+def _for_user(exc: InputError, path: str | Path, name: str | None) -> InputError:
+    """`exc` with the file named as the user knows it and no raw file bytes quoted."""
+    message = _BYTES_REPR.sub("", str(exc))
+    if name is not None:
+        message = message.replace(str(path), name)
+    return type(exc)(message)
 
 
 def downscale(frames: np.ndarray, max_side: int) -> np.ndarray:
@@ -172,6 +187,14 @@ def extract_dynamic(
         return np.asarray(bundle.encode_flow(flow), dtype=np.float32)
 
 
+def scores_problem(scores: np.ndarray, model_version: str) -> str | None:
+    """Why a model's output cannot be stored as trait scores, or None when it can."""
+    values = np.asarray(scores)
+    if values.shape == (5,) and np.isfinite(values).all() and ((values >= 0) & (values <= 1)).all():
+        return None
+    return f"model {model_version} produced invalid scores {values.tolist()}"
+
+
 def predict_one(
     bundle: ModelBundle, static: StaticFeatures, dynamic: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +225,7 @@ class Analyzer:
             crop_size=bundle.metadata.crop_size,
         )
 
-    def _result(self, path: str | Path, status: str, **kwargs: object) -> VideoResult:
+    def _result(self, path: str | Path, status: VideoStatus, **kwargs: object) -> VideoResult:
         meta = self.bundle.metadata
         return VideoResult(
             path=str(path),
@@ -219,6 +242,7 @@ class Analyzer:
             self.config.limits,
             self.config.frame_max_side,
             self.config.decode_threads,
+            name=str(path),
         )
 
     def analyze(self, path: str | Path) -> VideoResult:
@@ -239,7 +263,7 @@ class Analyzer:
         sampled, sample_seconds = sampled_and_time
         timings: dict[str, float] = {"sample": sample_seconds}
         if isinstance(sampled, InputError):
-            return self._result(path, STATUS_FAILED, error=str(sampled), timings=timings)
+            return self._result(path, VideoStatus.FAILED, error=str(sampled), timings=timings)
         frames = len(sampled.frames)
         base = {"info": sampled.info, "frames": frames, "timings": timings}
         try:
@@ -248,15 +272,18 @@ class Analyzer:
             )
             static = extract_static(sampled.frames, self.detector, self.bundle, timings)
         except NoFaceError as exc:
-            return self._result(path, STATUS_NO_FACE, error=str(exc), **base)
+            return self._result(path, VideoStatus.NO_FACE, error=str(exc), **base)
         except InputError as exc:
-            return self._result(path, STATUS_FAILED, error=str(exc), **base)
+            return self._result(path, VideoStatus.FAILED, error=str(exc), **base)
         with _Timer(timings)("inference"):
             scores, attention = predict_one(self.bundle, static, dynamic)
         timings["total"] = sum(timings.values())
+        problem = scores_problem(scores, self.bundle.metadata.version)
+        if problem is not None:
+            return self._result(path, VideoStatus.FAILED, error=problem, **base)
         return self._result(
             path,
-            STATUS_DONE,
+            VideoStatus.DONE,
             scores=scores,
             attention=attention,
             faces_found=static.faces_found,

@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from core.status import FINAL_STATUSES, VideoStatus
 from core.traits import TRAITS
 from db.types import UTCDateTime, utcnow
 
@@ -45,18 +46,10 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-#: Every state a video can be in. `done` and `no_face` count as processed; `failed` does not.
-VIDEO_STATUSES: tuple[str, ...] = (
-    "pending",
-    "ingesting",
-    "extracting",
-    "inference",
-    "done",
-    "no_face",
-    "failed",
-)
+#: Every state a video can be in (`core.status.VideoStatus`, in pipeline order), as stored.
+VIDEO_STATUSES: tuple[str, ...] = tuple(status.value for status in VideoStatus)
 #: States a video leaves only when it is explicitly re-run.
-TERMINAL_STATUSES: tuple[str, ...] = ("done", "no_face", "failed")
+TERMINAL_STATUSES: tuple[str, ...] = tuple(status.value for status in FINAL_STATUSES)
 JOB_KINDS: tuple[str, ...] = ("analyze", "submit", "extract")
 #: The pipeline stages that must both finish before inference (see `mark_stage_ready`).
 FEATURE_STAGES: tuple[str, ...] = ("faces", "flow")
@@ -134,7 +127,7 @@ class Video(Base):
     storage_uri: Mapped[str | None] = mapped_column(Text)
     # Videos may be over 2 GiB, past a 32-bit integer.
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=VideoStatus.PENDING.value, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     fps: Mapped[float | None] = mapped_column(Double)
     frame_count: Mapped[int | None] = mapped_column(Integer)

@@ -40,12 +40,5 @@ def register_tasks(app: Celery, get_context: Callable[[], StageContext]) -> None
 
     @app.task(name="oceanstream.inference", autoretry_for=RETRYABLE, **RETRY_POLICY)
     def inference(video_id: str) -> None:
+        # A batch of one; an outage raises RetryableError, which retries the task.
         stages.run_inference(get_context(), video_id)
-
-
-STAGE_TASKS = {
-    "ingest": "oceanstream.ingest",
-    "faces": "oceanstream.faces",
-    "flow": "oceanstream.flow",
-    "inference": "oceanstream.inference",
-}

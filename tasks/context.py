@@ -2,22 +2,34 @@
 
 A worker process builds one `StageContext` after the fork and keeps it; tests build one
 directly. Models are loaded once per process and cached by version.
+
+A callback that reads the database takes the caller's session: on SQLite every transaction
+takes the write lock, so a second session opened while one is held, in the same thread,
+would wait on itself until the busy timeout ran out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from core.artifacts import LAYOUT, ArtifactLayout
 from core.pipeline import PipelineConfig
 from core.storage import ArtifactStore
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import sessionmaker
+    from sqlalchemy.orm import Session, sessionmaker
 
     from core.bundle import ModelBundle
     from core.faces import FaceDetector
+
+
+class VersionSource(Protocol):
+    """The active model version: read (and registered) in the caller's `session` when one
+    is given, else in a transaction of its own."""
+
+    def __call__(self, session: Session | None = None) -> str: ...
 
 
 @dataclass
@@ -25,11 +37,14 @@ class StageContext:
     session_factory: sessionmaker
     store: ArtifactStore
     config: PipelineConfig
-    # version -> bundle; the loader reads the version's location from the database.
+    # version -> bundle; the loader reads the version's location from the database in a
+    # session of its own, so it is called outside any transaction.
     load_bundle: Callable[[str], ModelBundle]
-    active_version: Callable[[], str]
+    # The version new videos are pinned to (see `VersionSource`).
+    active_version: VersionSource
     # Retries and redeliveries together; past this the video is failed, not looped.
     max_deliveries: int = 6
+    layout: ArtifactLayout = LAYOUT
     _detectors: dict[int, FaceDetector] = field(default_factory=dict)
 
     def detector(self, crop_size: int) -> FaceDetector:

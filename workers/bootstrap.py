@@ -13,6 +13,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from core.bundle import ModelBundle
     from tasks.context import StageContext
     from workers.settings import Settings
@@ -54,10 +56,11 @@ def _build_context() -> StageContext:
     settings = _settings or Settings()
     session_factory = make_session_factory(make_engine(settings.effective_database_url))
 
-    def active_version() -> str:
-        from workers.bundles import active_or_default_version
-
-        return active_or_default_version(session_factory, settings)
+    def active_version(session: Session | None = None) -> str:
+        if session is not None:
+            return _active_version(session, settings)
+        with session_factory.begin() as own:
+            return _active_version(own, settings)
 
     def load(version: str) -> ModelBundle:
         return _bundle_for(settings.effective_database_url, version)
@@ -69,6 +72,27 @@ def _build_context() -> StageContext:
         load_bundle=load,
         active_version=active_version,
     )
+
+
+def _active_version(session: Session, settings: Settings) -> str:
+    """The version activated in the database, else the configured (or built-in) bundle's,
+    registered: all in the caller's session, which may hold SQLite's write lock."""
+    from db import repository as repo
+    from workers.bundles import resolve_bundle
+
+    active = repo.get_active_model_version(session=session)
+    if active is not None:
+        return str(active.version)
+    bundle = resolve_bundle(settings.model, settings.num_frames)
+    meta = bundle.metadata
+    repo.ensure_model_version(
+        session=session,
+        version=meta.version,
+        trained=meta.trained,
+        metadata=meta.to_dict(),
+        uri=settings.model,
+    )
+    return meta.version
 
 
 @lru_cache(maxsize=4)

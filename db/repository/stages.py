@@ -8,14 +8,17 @@ write lock, taken at `BEGIN IMMEDIATE`, does the same) and no update is lost.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import false, select, update
 from sqlalchemy.orm import Session
 
-from db.models import FEATURE_STAGES, TERMINAL_STATUSES, ModelVersion, Video
+from core.status import VideoStatus
+from db.models import FEATURE_STAGES, TERMINAL_STATUSES, VIDEO_STATUSES, ModelVersion, Video
 from db.repository._common import FETCH, NotFoundError
+from db.repository.videos import check_status
 from db.types import utcnow
 
 #: The keys of `core.video.VideoInfo.to_dict()` that `record_probe` stores, with their types.
@@ -28,18 +31,98 @@ PROBE_FIELDS: dict[str, type] = {
 }
 
 
+@dataclass
+class StageUpdate:
+    """Everything one stage writes to its video when it finishes, applied by `finish_stage`.
+
+    `status` is where the video moves (with `error`, which replaces the stored one). With
+    `ready`, a feature stage ("faces" or "flow") sets its flag and the video moves to `status`
+    only if the other flag is already set. Counts and probe fields left as None keep their
+    stored values; `timings` are merged into the stored ones.
+    """
+
+    status: VideoStatus
+    error: str | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+    probe: Mapping[str, Any] | None = None
+    frames: int | None = None
+    faces_found: int | None = None
+    ready: str | None = None
+    reset_flags: bool = False
+
+
+def finish_stage(
+    *,
+    session: Session,
+    video_id: str,
+    changes: StageUpdate,
+    from_statuses: Collection[str] | None,
+) -> bool:
+    """Apply `changes` in one UPDATE if the video is in one of `from_statuses` (any, when
+    None); True if the video moved to `changes.status`.
+
+    The row is locked first (`SELECT ... FOR UPDATE`; SQLite's write lock does the same), so
+    the merged timings and the other stage's flag are read as they are now: of faces and
+    flow finishing at once, exactly one sees both flags set and moves the video, and its
+    caller alone enqueues inference. A video found elsewhere (a duplicate delivery finished
+    it), or a feature stage whose flag is already set, is left untouched and gives False.
+    """
+    check_status(changes.status)
+    allowed = list(VIDEO_STATUSES if from_statuses is None else from_statuses)
+    for status in allowed:
+        check_status(status)
+    row = session.execute(
+        select(Video.status, Video.timings, Video.faces_ready, Video.flow_ready)
+        .where(Video.id == video_id)
+        .with_for_update()
+    ).first()
+    if row is None or row.status not in allowed:
+        return False
+    values = _stage_values(row.timings, changes)
+    moves = True
+    if changes.ready is not None:
+        if changes.ready not in FEATURE_STAGES:
+            raise ValueError(f"ready must be one of {FEATURE_STAGES}, got {changes.ready!r}")
+        own, other = "faces_ready", "flow_ready"
+        if changes.ready == "flow":
+            own, other = other, own
+        if getattr(row, own):
+            return False
+        values[own] = True
+        moves = bool(getattr(row, other))
+    if moves:
+        values.update(status=str(changes.status), error=changes.error)
+    stmt = (
+        update(Video)
+        .where(Video.id == video_id, Video.status.in_(allowed))
+        .values({**values, "updated_at": utcnow()})
+        .returning(Video.id)
+    )
+    return session.execute(stmt, execution_options=FETCH).first() is not None and moves
+
+
+def _stage_values(
+    current_timings: Mapping[str, Any] | None, changes: StageUpdate
+) -> dict[str, Any]:
+    values: dict[str, Any] = {"timings": {**(current_timings or {}), **_clean(changes.timings)}}
+    if changes.probe is not None:
+        values.update(_probe_values(changes.probe))
+    if changes.frames is not None:
+        values["frames"] = int(changes.frames)
+    if changes.faces_found is not None:
+        values["faces_found"] = int(changes.faces_found)
+    if changes.reset_flags:
+        values.update(faces_ready=False, flow_ready=False)
+    return values
+
+
 def record_probe(*, session: Session, video_id: str, info: Mapping[str, Any]) -> None:
     """Store probe metadata (`VideoInfo.to_dict()`): fps, frame_count, duration_s, width, height.
 
     Keys it does not know are ignored, so the probe may grow without breaking this call; keys
     that are absent keep their stored value.
     """
-    values: dict[str, Any] = {
-        key: None if info[key] is None else cast(info[key])
-        for key, cast in PROBE_FIELDS.items()
-        if key in info
-    }
-    _update_video(session, video_id, values)
+    _update_video(session, video_id, _probe_values(info))
 
 
 def record_counts(
@@ -73,12 +156,7 @@ def touch_video(*, session: Session, video_id: str) -> None:
 
 def record_timings(*, session: Session, video_id: str, timings: Mapping[str, float]) -> None:
     """Merge stage name -> seconds into the video's `timings` (a later value for a name wins)."""
-    clean: dict[str, float] = {}
-    for stage, seconds in timings.items():
-        value = float(seconds)
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"timing for {stage!r} must be finite and >= 0, got {seconds!r}")
-        clean[str(stage)] = value
+    clean = _clean(timings)
     current = _locked(session, video_id, Video.timings)
     _update_video(session, video_id, {"timings": {**(current or {}), **clean}})
 
@@ -167,3 +245,22 @@ def _update_video(session: Session, video_id: str, values: dict[str, Any]) -> No
     )
     if session.execute(stmt, execution_options=FETCH).first() is None:
         raise NotFoundError(f"no video with id {video_id!r}")
+
+
+def _probe_values(info: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: None if info[key] is None else cast(info[key])
+        for key, cast in PROBE_FIELDS.items()
+        if key in info
+    }
+
+
+def _clean(timings: Mapping[str, float]) -> dict[str, float]:
+    """Stage name -> seconds, each checked finite and >= 0."""
+    clean: dict[str, float] = {}
+    for stage, seconds in timings.items():
+        value = float(seconds)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"timing for {stage!r} must be finite and >= 0, got {seconds!r}")
+        clean[str(stage)] = value
+    return clean

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.status import VideoStatus
 from db.models import VIDEO_STATUSES, Video, new_id
 from db.repository._common import FETCH, dialect_insert
 from db.types import as_utc, utcnow
@@ -55,7 +56,7 @@ def get_or_create_video(
             name=name,
             source_path=str(source_path),
             size_bytes=int(size_bytes),
-            status="pending",
+            status=VideoStatus.PENDING.value,
             timings={},
             deliveries={},
             created_at=now,

@@ -67,7 +67,7 @@ def in_process(clips: list[Path], home: Path) -> float:
     from core.pipeline import Analyzer
     from db.engine import make_engine, make_session_factory
     from db.migrate import upgrade_database
-    from db.results import store_result
+    from db.repository.outcomes import store_result
     from workers.bundles import register_bundle, resolve_bundle
     from workers.cli.analyze import _register_inputs
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.artifacts import LAYOUT
 from core.bundle import build_default_bundle
 from core.errors import ModelBundleError, StorageError
 from core.pipeline import PipelineConfig
@@ -72,7 +73,7 @@ def ctx(tmp_path: Path, bundle, other_bundle) -> StageContext:
         store=FlakyStore(f"file://{tmp_path / 'storage'}"),
         config=PipelineConfig(num_frames=T),
         load_bundle=load,
-        active_version=lambda: bundle.metadata.version,
+        active_version=lambda session=None: bundle.metadata.version,
     )
 
 
@@ -93,12 +94,12 @@ def add_video(ctx: StageContext, name: str, version: str, seed: int, frames: int
     mask = rng.random(frames) > 0.3
     mask[0] = True
     ctx.store.put_arrays(
-        stages.static_key(video.id),
+        LAYOUT.static_features(video.id),
         tokens=rng.standard_normal((frames, 512)).astype(np.float32),
         mask=mask,
     )
     ctx.store.put_arrays(
-        stages.dynamic_key(video.id),
+        LAYOUT.dynamic_features(video.id),
         tokens=rng.standard_normal((frames, 256)).astype(np.float32),
     )
     return video.id
@@ -146,15 +147,17 @@ def test_bad_features_fail_their_video_alone(ctx: StageContext, bundle) -> None:
     version = bundle.metadata.version
     good = [add_video(ctx, f"good-{i}", version, seed=i) for i in range(3)]
     missing = add_video(ctx, "missing", version, seed=20)
-    ctx.store.delete_prefix(stages.dynamic_key(missing))
+    ctx.store.delete_prefix(LAYOUT.dynamic_features(missing))
     corrupt = add_video(ctx, "corrupt", version, seed=21)
-    path = Path(ctx.store._path(ctx.store.uri(stages.static_key(corrupt))))
+    path = Path(ctx.store._path(ctx.store.uri(LAYOUT.static_features(corrupt))))
     path.write_bytes(b"PK\x03\x04 not really a zip")
     wrong_shape = add_video(ctx, "wrong-shape", version, seed=22)
-    ctx.store.put_arrays(stages.dynamic_key(wrong_shape), tokens=np.zeros((T, 128), np.float32))
+    ctx.store.put_arrays(
+        LAYOUT.dynamic_features(wrong_shape), tokens=np.zeros((T, 128), np.float32)
+    )
     not_finite = add_video(ctx, "not-finite", version, seed=23)
     tokens = np.full((T, 256), np.inf, np.float32)
-    ctx.store.put_arrays(stages.dynamic_key(not_finite), tokens=tokens)
+    ctx.store.put_arrays(LAYOUT.dynamic_features(not_finite), tokens=tokens)
 
     ids = [good[0], missing, good[1], corrupt, wrong_shape, not_finite, good[2]]
     report = stages.run_inference_batch(ctx, ids)
@@ -267,8 +270,8 @@ def test_a_remote_store_is_read_concurrently_with_the_same_results(
     assert not remote.store.is_local and ctx.store.is_local
     local_ids = [add_video(ctx, f"local-{s}", version, seed=s) for s in range(6)]
     remote_ids = [add_video(remote, f"remote-{s}", version, seed=s) for s in range(6)]
-    remote.store.delete_prefix(stages.static_key(remote_ids[2]))
-    ctx.store.delete_prefix(stages.static_key(local_ids[2]))
+    remote.store.delete_prefix(LAYOUT.static_features(remote_ids[2]))
+    ctx.store.delete_prefix(LAYOUT.static_features(local_ids[2]))
     local = stages.run_inference_batch(ctx, local_ids)
     report = stages.run_inference_batch(remote, remote_ids)
     assert [report.statuses[v] for v in remote_ids] == [local.statuses[v] for v in local_ids]

@@ -57,8 +57,8 @@ def make_feature_videos(
 
     Names are `<prefix>-<index>`. Some frames have no face (mask False), as in real videos.
     """
+    from core.artifacts import LAYOUT
     from core.storage import ArtifactStore
-    from tasks.stages import dynamic_key, static_key
 
     rng = np.random.default_rng(seed)
     store = ArtifactStore(storage_url)
@@ -69,12 +69,12 @@ def make_feature_videos(
         mask = rng.random(num_frames) > 0.2
         mask[0] = True
         store.put_arrays(
-            static_key(video_id),
+            LAYOUT.static_features(video_id),
             tokens=rng.standard_normal((num_frames, static_dim)).astype(np.float32),
             mask=mask,
         )
         store.put_arrays(
-            dynamic_key(video_id),
+            LAYOUT.dynamic_features(video_id),
             tokens=rng.standard_normal((num_frames, dynamic_dim)).astype(np.float32),
         )
         rows.append(

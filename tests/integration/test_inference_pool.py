@@ -14,8 +14,8 @@ import pytest
 import redis
 from kombu import Connection
 
+from core.artifacts import LAYOUT
 from core.bundle import build_default_bundle
-from tasks.stages import dynamic_key, static_key
 from tests.integration.harness import Cluster, free_port, wait_for
 from tests.integration.pool_harness import (
     log_text,
@@ -63,8 +63,8 @@ def test_pool_batches_under_load_fails_bad_videos_alone_and_flushes_when_idle(
 ) -> None:
     ids = videos(cluster, version, 200, "load")
     store = cluster.home / "storage"
-    (store / dynamic_key(ids[10])).unlink()  # missing features
-    (store / static_key(ids[20])).write_bytes(b"not an npz archive")  # corrupt features
+    (store / LAYOUT.dynamic_features(ids[10])).unlink()  # missing features
+    (store / LAYOUT.static_features(ids[20])).write_bytes(b"not an npz archive")  # corrupt features
     port = free_port()
     worker = start_pool_worker(
         cluster,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.artifacts import LAYOUT
 from core.bundle import build_default_bundle
 from core.files import file_sha256
 from core.pipeline import Analyzer, PipelineConfig
@@ -45,7 +46,7 @@ def ctx(tmp_path: Path, bundle, face_detector) -> StageContext:
         store=ArtifactStore(f"file://{tmp_path / 'storage'}"),
         config=PipelineConfig(num_frames=T),
         load_bundle=lambda version: bundle,
-        active_version=lambda: meta.version,
+        active_version=lambda session=None: meta.version,
     )
     context._detectors[meta.crop_size] = face_detector
     return context
@@ -133,7 +134,7 @@ def test_missing_features_fail_that_video_alone(ctx: StageContext, tmp_path: Pat
     assert stages.run_ingest(ctx, video_id)
     stages.run_faces(ctx, video_id)
     assert stages.run_flow(ctx, video_id)
-    ctx.store.delete_prefix(stages.dynamic_key(video_id))
+    ctx.store.delete_prefix(LAYOUT.dynamic_features(video_id))
     assert stages.run_inference(ctx, video_id) == "failed"
     row = video_row(ctx, video_id)
     assert row.status == "failed" and "missing" in row.error

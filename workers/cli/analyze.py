@@ -79,7 +79,7 @@ def _run(
     attention_dir: Path | None,
 ) -> list[dict[str, Any]]:
     from core.contract import result_json
-    from db.results import store_result
+    from db.repository.outcomes import store_result
 
     rows: list[dict[str, Any]] = []
     columns = (

@@ -157,7 +157,7 @@ def reconcile(
     loop: float = typer.Option(0.0, help="Repeat every S seconds (0: once)."),
 ) -> None:
     """Re-enqueue videos stuck in a non-final state (lost messages, dead workers)."""
-    from tasks.sweeper import find_lost_work
+    from tasks.reconcile import find_lost_work
     from workers import bootstrap
     from workers.celery_app import create_app
     from workers.cli.app import open_database

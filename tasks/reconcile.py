@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from core.status import UNFINISHED_STATUSES, VideoStatus
 from db import repository as repo
 from tasks.context import StageContext
-
-UNFINISHED = ("pending", "ingesting", "extracting", "inference")
 
 
 def find_lost_work(ctx: StageContext, older_than_s: float) -> list[tuple[str, str]]:
@@ -26,16 +25,16 @@ def find_lost_work(ctx: StageContext, older_than_s: float) -> list[tuple[str, st
     work: list[tuple[str, str]] = []
     with ctx.session_factory.begin() as session:
         for video in repo.find_stuck_videos(
-            session=session, older_than=cutoff, statuses=UNFINISHED
+            session=session, older_than=cutoff, statuses=UNFINISHED_STATUSES
         ):
-            if video.status in ("pending", "ingesting"):
+            if video.status in (VideoStatus.PENDING, VideoStatus.INGESTING):
                 work.append(("ingest", video.id))
-            elif video.status == "extracting":
+            elif video.status == VideoStatus.EXTRACTING:
                 if not video.faces_ready:
                     work.append(("faces", video.id))
                 if not video.flow_ready:
                     work.append(("flow", video.id))
-            elif video.status == "inference":
+            elif video.status == VideoStatus.INFERENCE:
                 work.append(("inference", video.id))
             repo.touch_video(session=session, video_id=video.id)
     return work

@@ -1,0 +1,76 @@
+"""Faces and flow: the two feature stages that run side by side after ingest.
+
+Each writes its tokens to storage and sets its flag; the one that finds the other's flag
+already set moves the video to `inference` and alone sends the inference message.
+"""
+
+from __future__ import annotations
+
+from core.errors import InputError, NoFaceError
+from core.pipeline import extract_dynamic, extract_static
+from core.status import VideoStatus
+from db.repository.stages import StageUpdate
+from tasks.context import StageContext
+from tasks.stages.skeleton import StageSpec, VideoRef, run_stage
+
+
+def _faces(ctx: StageContext, ref: VideoRef) -> StageUpdate:
+    """Faces and face CNN; writes static tokens and the face mask."""
+    assert ref.model_version is not None  # the guard checked it
+    bundle = ctx.load_bundle(ref.model_version)
+    timings: dict[str, float] = {}
+    try:
+        uri = ctx.store.uri(ctx.layout.frames(ref.id))
+        frames = ctx.store.get_arrays(uri, names=("frames",))["frames"]
+        detector = ctx.detector(bundle.metadata.crop_size)
+        static = extract_static(frames, detector, bundle, timings)
+    except NoFaceError as exc:
+        return StageUpdate(VideoStatus.NO_FACE, error=str(exc), timings=timings, faces_found=0)
+    except InputError as exc:
+        return StageUpdate(VideoStatus.FAILED, error=str(exc), timings=timings)
+    ctx.store.put_arrays(ctx.layout.static_features(ref.id), tokens=static.tokens, mask=static.mask)
+    return StageUpdate(
+        VideoStatus.INFERENCE, timings=timings, faces_found=static.faces_found, ready="faces"
+    )
+
+
+def _flow(ctx: StageContext, ref: VideoRef) -> StageUpdate:
+    """Optical flow and flow CNN; writes dynamic tokens."""
+    assert ref.model_version is not None  # the guard checked it
+    bundle = ctx.load_bundle(ref.model_version)
+    timings: dict[str, float] = {}
+    try:
+        arrays = ctx.store.get_arrays(ctx.store.uri(ctx.layout.frames(ref.id)))
+        dynamic = extract_dynamic(
+            arrays["frames"], arrays["successors"], bundle, ctx.config.flow_method, timings
+        )
+    except InputError as exc:
+        return StageUpdate(VideoStatus.FAILED, error=str(exc), timings=timings)
+    ctx.store.put_arrays(ctx.layout.dynamic_features(ref.id), tokens=dynamic)
+    return StageUpdate(VideoStatus.INFERENCE, timings=timings, ready="flow")
+
+
+FACES = StageSpec(
+    name="faces",
+    runs_from=(VideoStatus.EXTRACTING,),
+    leads_to=VideoStatus.INFERENCE,
+    work=_faces,
+    finishes_from=(VideoStatus.EXTRACTING,),
+)
+FLOW = StageSpec(
+    name="flow",
+    runs_from=(VideoStatus.EXTRACTING,),
+    leads_to=VideoStatus.INFERENCE,
+    work=_flow,
+    finishes_from=(VideoStatus.EXTRACTING,),
+)
+
+
+def run_faces(ctx: StageContext, video_id: str) -> bool:
+    """Faces and face CNN for one video; True: enqueue inference."""
+    return run_stage(ctx, video_id, FACES)
+
+
+def run_flow(ctx: StageContext, video_id: str) -> bool:
+    """Optical flow and flow CNN for one video; True: enqueue inference."""
+    return run_stage(ctx, video_id, FLOW)
