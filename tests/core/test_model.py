@@ -254,20 +254,49 @@ def test_compiled_inference_matches_eager_call_for_any_batch():
         assert attention.shape == (batch, 2, 2, 4, 4)
 
 
-def test_plot_attention_map_writes_one_png_per_direction(tmp_path: Path):
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_attention_map_writes_save_path_with_both_directions(tmp_path: Path):
     import matplotlib
 
     backend = matplotlib.get_backend()
     weights = np.random.default_rng(0).dirichlet(np.ones(4), size=(2, 3, 4))
-    paths = plot_attention_map(weights, tmp_path / "maps" / "clip.png", title="clip")
-    assert [p.name for p in paths] == [
-        "clip_static_to_dynamic.png",
-        "clip_dynamic_to_static.png",
-    ]
+    target = tmp_path / "maps" / "clip.png"
+    paths = plot_attention_map(weights, target, title="clip")
+    assert paths == [target]
+    assert target.read_bytes()[:8] == PNG
+    assert sorted(p.name for p in target.parent.iterdir()) == ["clip.png"]
     single = plot_attention_map(weights[0], tmp_path / "one.png")
     assert single == [tmp_path / "one.png"]
-    for path in (*paths, *single):
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert single[0].read_bytes()[:8] == PNG
     assert matplotlib.get_backend() == backend
     with pytest.raises(ValueError, match=r"\[2, H, T, T\]"):
         plot_attention_map(weights[0, 0], tmp_path / "bad.png")
+
+
+def test_plot_attention_map_draws_a_batch_from_the_model(tmp_path: Path):
+    model = _small_model()
+    static, dynamic = _inputs(batch=4, frames=16)
+    weights = get_attention_weights(model.cross_attention, static, dynamic)
+    assert weights.shape == (4, 2, 2, 16, 16)
+    paths = plot_attention_map(weights, save_path=tmp_path / "batch.png")
+    assert paths == [tmp_path / f"batch_{index}.png" for index in range(4)]
+    assert all(path.read_bytes()[:8] == PNG for path in paths)
+    one = plot_attention_map(weights[:1], save_path=tmp_path / "first.png")
+    assert one == [tmp_path / "first.png"] and one[0].exists()
+
+
+def test_attention_plot_imports_neither_tensorflow_nor_keras():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, core.attention_plot\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
