@@ -21,7 +21,7 @@ from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_database
 from tasks import stages
 from tasks.context import StageContext
-from tests.clips import write_faceless, write_talking_head, write_text
+from tests.clips import write_faceless, write_random_bytes, write_talking_head, write_text
 
 T = 8
 
@@ -148,3 +148,21 @@ def test_delivery_cap_fails_a_video_that_never_finishes(ctx: StageContext, tmp_p
     assert stages.run_ingest(ctx, video_id) is False
     row = video_row(ctx, video_id)
     assert row.status == "failed" and "delivered" in row.error
+
+
+def test_errors_name_the_users_file_never_the_stored_copy(
+    ctx: StageContext, bundle, tmp_path: Path
+) -> None:
+    empty = tmp_path / "holiday.mp4"
+    empty.write_bytes(b"")
+    garbage = write_random_bytes(tmp_path / "garbage.mp4", n=4096, seed=2)
+    analyzer = Analyzer(bundle, ctx.config, detector=ctx.detector(112))
+    for clip, words in ((empty, "empty"), (garbage, "not a video")):
+        video_id = submit(ctx, clip)
+        assert stages.run_ingest(ctx, video_id) is False
+        error = video_row(ctx, video_id).error
+        assert words in error and str(clip) in error, error
+        assert "storage" not in error and "videos/" not in error, error
+        assert "b'" not in error and 'b"' not in error and "\\x" not in error, error
+        # `oceanstream analyze` says the same about the same file.
+        assert analyzer.analyze(clip).error == error

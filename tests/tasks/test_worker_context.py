@@ -1,0 +1,62 @@
+"""The stages with the context a worker process builds (`workers.bootstrap`), on SQLite.
+
+On SQLite every transaction takes the write lock, so a callback that opened a second session
+while the stage held one would wait on its own thread until the busy timeout ran out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.files import file_sha256
+from db import repository as repo
+from db.migrate import upgrade_database
+from tasks import stages
+from tasks.context import StageContext
+from tests.clips import write_talking_head
+from workers import bootstrap
+from workers.settings import Settings
+
+
+@pytest.fixture
+def worker_ctx(tmp_path: Path, face_detector) -> Iterator[StageContext]:
+    """What a worker builds with OCEANSTREAM_DATABASE_URL unset: a SQLite file in its home."""
+    settings = Settings(home=tmp_path / "home", num_frames=8, _env_file=None)  # type: ignore[call-arg]
+    upgrade_database(settings.effective_database_url)
+    bootstrap.configure(settings)
+    context = bootstrap.get_context()
+    context._detectors[112] = face_detector
+    try:
+        yield context
+    finally:
+        bootstrap.configure(Settings(_env_file=None))  # type: ignore[call-arg]
+        bootstrap.reset_after_fork()
+
+
+def test_every_stage_runs_on_sqlite_without_waiting_on_itself(
+    worker_ctx: StageContext, tmp_path: Path
+) -> None:
+    clip = write_talking_head(tmp_path / "a.mp4", seconds=1.5, seed=3)
+    with worker_ctx.session_factory.begin() as session:
+        video, _ = repo.get_or_create_video(
+            session=session,
+            content_hash=file_sha256(clip),
+            name=clip.name,
+            source_path=str(clip),
+            size_bytes=clip.stat().st_size,
+        )
+        uri = worker_ctx.store.put_file(clip, f"videos/{video.content_hash}.mp4")
+        repo.set_storage_uri(session=session, video_id=video.id, uri=uri)
+    began = time.monotonic()
+    assert stages.run_ingest(worker_ctx, video.id) is True
+    assert stages.run_faces(worker_ctx, video.id) is False
+    assert stages.run_flow(worker_ctx, video.id) is True
+    assert stages.run_inference(worker_ctx, video.id) == "done"
+    assert time.monotonic() - began < 20  # a self-wait costs the 30 s busy timeout
+    with worker_ctx.session_factory() as session:
+        row = repo.get_video(session=session, video_id=video.id)
+        assert row.status == "done" and row.model_version is not None
