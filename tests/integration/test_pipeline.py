@@ -195,3 +195,27 @@ def test_submit_wait_prints_the_analyze_contract(cluster: Cluster, tmp_path: Pat
     }
     assert rows["faceless_0.mp4"]["status"] == "no_face"
     assert rows["faceless_0.mp4"]["traits"] is None
+
+
+def test_submit_wait_on_sqlite_with_a_worker_per_stage_pair(
+    sqlite_cluster: Cluster, tmp_path: Path
+) -> None:
+    expected = make_batch(tmp_path / "in", good=3, faceless=1)
+    write_empty(tmp_path / "in" / "empty.mp4")
+    expected["empty.mp4"] = "failed"
+    # Several processes write the one SQLite file at once; each ingest pins the model version
+    # inside its own transaction.
+    sqlite_cluster.start_worker("ingest,flow")
+    sqlite_cluster.start_worker("faces,inference")
+    began = time.monotonic()
+    done = sqlite_cluster.cli(
+        "submit", str(tmp_path / "in"), "--wait", "--json", "--timeout", "150", timeout=200
+    )
+    assert done.returncode == 1, done.stderr  # the empty file failed
+    rows = {Path(r["video"]).name: r for r in json.loads(done.stdout)}
+    assert {name: r["status"] for name, r in rows.items()} == expected
+    assert time.monotonic() - began < 120  # no transaction waited out the busy timeout
+    assert predictions_per_video(sqlite_cluster) == [1] * 3
+    error = rows["empty.mp4"]["error"]
+    assert "empty" in error and str(tmp_path / "in" / "empty.mp4") in error
+    assert "storage" not in error
