@@ -74,14 +74,6 @@ def cluster(tmp_path: Path, postgres_database: str, shared_redis_url: str) -> It
 
 
 @pytest.fixture
-def sqlite_cluster(tmp_path: Path, shared_redis_url: str) -> Iterator[Cluster]:
-    """Workers and CLI on a SQLite file in their home, as with OCEANSTREAM_DATABASE_URL unset."""
-    url = f"sqlite:///{tmp_path / 'home' / 'oceanstream.db'}"
-    with running_cluster(tmp_path / "home", url, shared_redis_url) as nodes:
-        yield nodes
-
-
-@pytest.fixture
 def isolated_cluster(
     tmp_path: Path, postgres_database: str, own_redis: RedisServer
 ) -> Iterator[Cluster]:

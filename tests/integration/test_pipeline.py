@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tests.clips import (
     write_text,
     write_truncated,
 )
+from tests.integration.conftest import running_cluster
 from tests.integration.harness import Cluster, RedisServer, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -195,6 +197,14 @@ def test_submit_wait_prints_the_analyze_contract(cluster: Cluster, tmp_path: Pat
     }
     assert rows["faceless_0.mp4"]["status"] == "no_face"
     assert rows["faceless_0.mp4"]["traits"] is None
+
+
+@pytest.fixture
+def sqlite_cluster(tmp_path: Path, shared_redis_url: str) -> Iterator[Cluster]:
+    """Workers and CLI on a SQLite file in their home, as with OCEANSTREAM_DATABASE_URL unset."""
+    url = f"sqlite:///{tmp_path / 'home' / 'oceanstream.db'}"
+    with running_cluster(tmp_path / "home", url, shared_redis_url) as nodes:
+        yield nodes
 
 
 def test_submit_wait_on_sqlite_with_a_worker_per_stage_pair(
