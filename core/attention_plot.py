@@ -70,17 +70,17 @@ def _draw(
     FigureCanvasAgg(figure)
     axes = figure.subplots(num_rows, num_heads, squeeze=False)
     vmax = max(float(maps.max()), 1e-6)
-    image = None
+    images = []
     for row, (query, key) in enumerate(rows):
         for head in range(num_heads):
             axis = axes[row, head]
-            image = axis.imshow(maps[row, head], vmin=0.0, vmax=vmax, cmap="viridis")
+            images.append(axis.imshow(maps[row, head], vmin=0.0, vmax=vmax, cmap="viridis"))
             axis.set_title(f"{query} → {key}, head {head}")
             axis.set_xlabel(f"{key} frame (key)")
             if head == 0:
                 axis.set_ylabel(f"{query} frame (query)")
             axis.xaxis.set_major_locator(MaxNLocator(integer=True))
             axis.yaxis.set_major_locator(MaxNLocator(integer=True))
-    figure.colorbar(image, ax=axes.ravel().tolist(), label="attention weight", shrink=0.8)
+    figure.colorbar(images[0], ax=axes.ravel().tolist(), label="attention weight", shrink=0.8)
     figure.suptitle(title or "cross-attention")
     figure.savefig(path, dpi=100)

@@ -30,6 +30,7 @@ from core.training.loop import TrainingConfig, bundle_shapes, train_models
 from core.training.splits import DataSplit, grouped_split, official_split, shared_groups
 
 RUN_FILE = "run.json"
+SPLIT_FILE = "split.json"
 DEFAULT_CACHE_BYTES = 4 * 1024**3
 
 
@@ -133,7 +134,7 @@ def run_training(
         "clips_failed": len(clips.failed),
         "clips_not_extracted": len(clips.not_extracted),
     }
-    _write_json(run_dir / "split.json", split.to_dict())
+    _write_json(run_dir / SPLIT_FILE, split.to_dict())
     _write_json(run_dir / RUN_FILE, {"dataset": dataset, "config": config.to_dict()})
     refs = {name: [clips.refs[cid] for cid in split.ids(name)] for name in SPLITS}
     total = sum(len(r) for r in refs.values()) * clip_bytes(extraction)

@@ -25,17 +25,6 @@ _COLUMNS = (
 )
 
 
-def dataset_layout(settings: Settings, name: str, folder: Path | None) -> DatasetLayout:
-    """`datasets/<name>` in the configured storage, or the root of `folder`."""
-    from core.storage import ArtifactStore
-    from core.training.extraction import DatasetLayout
-
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        return DatasetLayout(ArtifactStore(f"file://{folder.expanduser().absolute()}"))
-    return DatasetLayout(ArtifactStore(settings.effective_storage_url), f"datasets/{name}")
-
-
 def _examples(items: list[str]) -> str:
     more = f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
     return ", ".join(items[:_SHOWN]) + more
@@ -79,6 +68,7 @@ def extract(
     from core.training.extraction import ExtractionConfig
     from core.training.extraction_run import prepare_dataset
     from core.training.labels import DatasetError
+    from workers.services.training import dataset_layout
 
     settings = load_settings()
     try:
@@ -108,19 +98,12 @@ def extract(
 def _in_process(
     settings: Settings, layout: DatasetLayout, manifest: dict[str, Any], config: ExtractionConfig
 ) -> list[ClipOutcome]:
-    from core.faces import FaceDetector
-    from core.training.extraction_run import extract_dataset
+    from workers.services.extraction import extract_in_process
 
-    detector = FaceDetector(
-        detect_width=config.detect_width,
-        min_confidence=config.min_face_confidence,
-        crop_size=config.crop_size,
-    )
-    limits = settings.pipeline_config().limits
     with Progress(*_COLUMNS, console=err, transient=True) as progress:
         bar = progress.add_task("extracting", total=len(manifest["clips"]))
-        return extract_dataset(
-            manifest, layout, detector, limits, on_clip=lambda _: progress.advance(bar)
+        return extract_in_process(
+            settings, layout, manifest, config, on_clip=lambda _: progress.advance(bar)
         )
 
 
@@ -131,10 +114,18 @@ def _through_queues(
     config: ExtractionConfig,
     timeout: float | None,
 ) -> list[ClipOutcome]:
-    from workers.cli.extract_queue import extract_through_queues
+    from tasks.extract import QUEUE
+    from workers.services.extraction import send_clips, wait_for_clips
 
+    sent = send_clips(settings, layout, manifest)
+    err.print(f"sent {len(sent[1])} clips to the {QUEUE!r} queue; {len(sent[0])} already there")
     try:
-        return extract_through_queues(settings, layout, manifest, config, timeout, _COLUMNS)
+        with Progress(*_COLUMNS, console=err, transient=True) as progress:
+            bar = progress.add_task("waiting for workers", total=len(manifest["clips"]))
+            progress.update(bar, completed=len(sent[0]))
+            return wait_for_clips(
+                layout, manifest, config, sent, timeout, on_clip=lambda _: progress.advance(bar)
+            )
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None

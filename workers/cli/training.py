@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,31 +14,12 @@ from rich.table import Table
 from workers.cli.app import EXIT_OK, EXIT_USAGE, app, err, load_settings, out
 
 if TYPE_CHECKING:
-    from core.training.extraction import DatasetLayout
     from core.training.run import ExtractedClips
-    from workers.settings import Settings
-
-DEFAULTS = {"epochs": 30, "batch_size": 8, "learning_rate": 1e-3, "patience": 8, "seed": 1234}
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     err.print(f"error: {message}")
     return typer.Exit(code)
-
-
-def _resolve(settings: Settings, dataset: str | None, data: Path | None) -> DatasetLayout:
-    """The extracted data set: `--data DIR`, or `datasets/<name>` in the configured storage."""
-    from core.training.datasets import dataset_name
-    from workers.cli.extract import dataset_layout
-
-    if data is not None:
-        if not data.is_dir():
-            raise _fail(f"--data {data} is not a folder")
-        return dataset_layout(settings, "", data)
-    if not dataset:
-        raise _fail("name a data set (as given to oceanstream extract) or pass --data DIR")
-    name = dataset_name(dataset) if Path(dataset).exists() else dataset
-    return dataset_layout(settings, name, None)
 
 
 def _describe_clips(clips: ExtractedClips) -> None:
@@ -114,51 +94,42 @@ def train(
 ) -> None:
     """Train the face CNN, flow CNN and fusion model together; save an evaluated bundle."""
     from core.training.labels import DatasetError
-    from core.training.loop import TrainingConfig
-    from core.training.run import choose_split, extracted_clips, read_run, run_training
-    from core.training.splits import DataSplit
+    from core.training.plan import RunOptions, default_run_dir, plan_new_run, plan_resumed_run
+    from core.training.run import extracted_clips, run_training
+    from workers.services.training import extracted_dataset, runs_root
 
+    options = RunOptions(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        patience=patience,
+        seed=seed,
+        mixed_precision=mixed_precision,
+        split_method=split_method,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+    )
+    if resume and output is None:
+        raise _fail("--resume needs --output, the folder of the run to continue")
     settings = load_settings()
-    layout = _resolve(settings, dataset, data)
     try:
+        layout = extracted_dataset(settings, dataset, data)
         manifest = layout.read_manifest()
-    except DatasetError as exc:
+    except (DatasetError, ValueError) as exc:
         raise _fail(str(exc)) from None
     if manifest is None:
         raise _fail(f"nothing extracted at {layout}: run oceanstream extract first")
     clips = extracted_clips(layout, manifest)
     _describe_clips(clips)
-    given = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "patience": patience,
-        "seed": seed,
-    }
-    given = {k: v for k, v in given.items() if v is not None}
     try:
-        if resume:
-            if output is None:
-                raise _fail("--resume needs --output, the folder of the run to continue")
-            earlier = read_run(output)
-            config = TrainingConfig.from_dict({**earlier["config"], **given})
-            split = DataSplit.from_dict(json.loads((output / "split.json").read_text()))
-            shared: list[str] = []
+        if output is not None and resume:
+            plan = plan_resumed_run(output, options)
         else:
-            config = TrainingConfig(**{**DEFAULTS, **given}, mixed_precision=mixed_precision)
-            fractions = (
-                1 - validation_fraction - test_fraction,
-                validation_fraction,
-                test_fraction,
-            )
-            split, shared = choose_split(
-                clips, split_method, fractions, config.seed, manifest["group_rule"]
-            )
+            plan = plan_new_run(clips, options, manifest["group_rule"])
     except (DatasetError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    _describe_split(split, clips, shared)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = output or settings.home_dir / "runs" / f"{manifest['name']}-{stamp}"
+    _describe_split(plan.split, clips, plan.shared_groups)
+    run_dir = output or default_run_dir(runs_root(settings), manifest["name"])
     err.print(f"run folder {run_dir} (TensorBoard: tensorboard --logdir {run_dir / 'logs'})")
     # Keras draws its progress bar on stdout; stdout is kept for the results.
     with contextlib.redirect_stdout(sys.stderr):
@@ -166,8 +137,8 @@ def train(
             layout,
             manifest,
             clips,
-            split,
-            config,
+            plan.split,
+            plan.config,
             run_dir,
             resume=resume,
             cache_bytes=int(cache_gb * 1024**3),
@@ -179,7 +150,7 @@ def train(
         _print_metrics(report)
     err.print(f"bundle {report['version']} saved in {report['bundle']}")
     if register or activate:
-        _register(settings, Path(report["bundle"]), activate)
+        _register(Path(report["bundle"]), activate)
     else:
         err.print(
             f"roll it out: oceanstream models register {report['bundle']} && "
@@ -188,13 +159,12 @@ def train(
     raise typer.Exit(EXIT_OK)
 
 
-def _register(settings: Settings, bundle_dir: Path, activate: bool) -> None:
+def _register(bundle_dir: Path, activate: bool) -> None:
     from workers.cli.app import open_database
-    from workers.cli.models import activate_version, register_bundle_dir
+    from workers.services.training import register_trained_bundle
 
-    session_factory = open_database(settings)
-    version, _ = register_bundle_dir(session_factory, bundle_dir)
+    session_factory = open_database(load_settings())
+    version = register_trained_bundle(session_factory, bundle_dir, activate=activate)
     err.print(f"registered {version}")
     if activate:
-        activate_version(session_factory, version)
         err.print(f"{version} is now active")

@@ -1,0 +1,80 @@
+"""Application steps of `oceanstream extract` and `oceanstream train`, without the CLI.
+
+Where a data set is stored, and recording (and activating) a freshly trained bundle.
+The pure parts (run settings, splits, resuming) are in `core.training.plan`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import sessionmaker
+
+    from core.training.extraction import DatasetLayout
+    from workers.settings import Settings
+
+DATASETS_PREFIX = "datasets"
+
+
+def dataset_layout(settings: Settings, name: str, folder: Path | None) -> DatasetLayout:
+    """`datasets/<name>` in the configured storage, or the root of `folder` (created)."""
+    from core.storage import ArtifactStore
+    from core.training.extraction import DatasetLayout
+
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        return DatasetLayout(ArtifactStore(f"file://{folder.expanduser().absolute()}"))
+    store = ArtifactStore(settings.effective_storage_url)
+    return DatasetLayout(store, f"{DATASETS_PREFIX}/{name}")
+
+
+def extracted_dataset(settings: Settings, dataset: str | None, data: Path | None) -> DatasetLayout:
+    """The data set to train on: the folder `data`, or `dataset` by name (or by its labels).
+
+    Raises ValueError when neither names one.
+    """
+    from core.training.datasets import dataset_name
+
+    if data is not None:
+        if not data.is_dir():
+            raise ValueError(f"--data {data} is not a folder")
+        return dataset_layout(settings, "", data)
+    if not dataset:
+        raise ValueError("name a data set (as given to oceanstream extract) or pass --data DIR")
+    name = dataset_name(dataset) if Path(dataset).exists() else dataset
+    return dataset_layout(settings, name, None)
+
+
+def runs_root(settings: Settings) -> Path:
+    """Where training runs go when no run folder is given."""
+    return settings.home_dir / "runs"
+
+
+def register_trained_bundle(
+    session_factory: sessionmaker, bundle_dir: Path, *, activate: bool = False
+) -> str:
+    """Record the bundle in `bundle_dir` (loading it checks it); activate it if asked.
+
+    Returns its version. Registering the same bundle again changes nothing.
+    """
+    from core.bundle import load_bundle
+    from db import repository as repo
+    from workers.bundles import load_registered_bundle
+
+    directory = bundle_dir.expanduser().absolute()
+    meta = load_bundle(directory).metadata
+    with session_factory.begin() as session:
+        repo.ensure_model_version(
+            session=session,
+            version=meta.version,
+            trained=meta.trained,
+            metadata=meta.to_dict(),
+            uri=str(directory),
+        )
+    if activate:
+        load_registered_bundle(session_factory, meta.version)
+        with session_factory.begin() as session:
+            repo.activate_model_version(session=session, version=meta.version)
+    return meta.version
