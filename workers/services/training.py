@@ -59,22 +59,9 @@ def register_trained_bundle(
 
     Returns its version. Registering the same bundle again changes nothing.
     """
-    from core.bundle import load_bundle
-    from db import repository as repo
-    from workers.bundles import load_registered_bundle
+    from workers.services.models import activate_version, register_bundle_dir
 
-    directory = bundle_dir.expanduser().absolute()
-    meta = load_bundle(directory).metadata
-    with session_factory.begin() as session:
-        repo.ensure_model_version(
-            session=session,
-            version=meta.version,
-            trained=meta.trained,
-            metadata=meta.to_dict(),
-            uri=str(directory),
-        )
+    version, _ = register_bundle_dir(session_factory, bundle_dir)
     if activate:
-        load_registered_bundle(session_factory, meta.version)
-        with session_factory.begin() as session:
-            repo.activate_model_version(session=session, version=meta.version)
-    return meta.version
+        activate_version(session_factory, version)
+    return version
