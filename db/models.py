@@ -154,16 +154,17 @@ class Video(Base):
 
 
 class JobVideo(Base):
-    """A video as submitted in one job: the name it was given there and its position."""
+    """One path as submitted in a job: the name it was given there and its position.
+
+    Keyed by position, so two paths with the same bytes are two entries sharing one video.
+    """
 
     __tablename__ = "job_videos"
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    video_id: Mapped[str] = mapped_column(
-        ForeignKey("videos.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(Text)
-    position: Mapped[int] = mapped_column(Integer)
 
     job: Mapped[Job] = relationship(back_populates="entries")
     video: Mapped[Video] = relationship()

@@ -78,7 +78,7 @@ def _active_version(session: Session, settings: Settings) -> str:
     """The version activated in the database, else the configured (or built-in) bundle's,
     registered: all in the caller's session, which may hold SQLite's write lock."""
     from db import repository as repo
-    from workers.bundles import resolve_bundle
+    from workers.services.models import resolve_bundle
 
     active = repo.get_active_model_version(session=session)
     if active is not None:
@@ -97,6 +97,6 @@ def _active_version(session: Session, settings: Settings) -> str:
 
 @lru_cache(maxsize=4)
 def _bundle_for(database_url: str, version: str) -> ModelBundle:
-    from workers.bundles import load_registered_bundle
+    from workers.services.models import load_registered_bundle
 
     return load_registered_bundle(get_context().session_factory, version)

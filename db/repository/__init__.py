@@ -14,7 +14,13 @@ from db.repository.model_versions import (
     get_model_version,
 )
 from db.repository.predictions import get_prediction, load_attention, save_prediction
-from db.repository.results import ResultRow, job_failures, job_status_counts, query_results
+from db.repository.results import (
+    ResultRow,
+    job_failures,
+    job_status_counts,
+    query_results,
+    video_ids_with_prefix,
+)
 from db.repository.stages import (
     PROBE_FIELDS,
     StageUpdate,
@@ -68,4 +74,5 @@ __all__ = [
     "set_storage_uri",
     "touch_video",
     "transition_video",
+    "video_ids_with_prefix",
 ]

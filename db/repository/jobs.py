@@ -28,16 +28,16 @@ def get_job(*, session: Session, job_id: str) -> Job | None:
 
 
 def attach_video(*, session: Session, job_id: str, video_id: str, name: str, position: int) -> bool:
-    """Record that `job_id` includes `video_id`, under `name`, at `position`.
+    """Record that `job_id` includes `video_id` at `position`, under `name` (the path given).
 
-    Idempotent: a redelivered message attaches nothing twice. The first attachment wins, so the
-    same file given twice in one job keeps its first name and position. Returns whether this
-    call added the entry.
+    One entry per position: two paths holding the same bytes are two entries sharing one
+    video. Idempotent: a repeated call for the same position adds nothing (the first wins).
+    Returns whether this call added the entry.
     """
     stmt = (
         dialect_insert(session, JobVideo)
         .values(job_id=job_id, video_id=video_id, name=name, position=position)
-        .on_conflict_do_nothing(index_elements=[JobVideo.job_id, JobVideo.video_id])
-        .returning(JobVideo.video_id)
+        .on_conflict_do_nothing(index_elements=[JobVideo.job_id, JobVideo.position])
+        .returning(JobVideo.position)
     )
     return session.execute(stmt).first() is not None

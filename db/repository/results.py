@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.traits import TRAITS
@@ -59,13 +59,16 @@ def query_results(
     video: str | None = None,
     model_version: str | None = None,
 ) -> list[ResultRow]:
-    """Stored results, filtered.
+    """Stored results, filtered; a row per path as given (`video` is that path).
 
-    * `job_id`: that job's videos in submission order, under the names given in that job,
-      including failed and no-face ones (with their error and no traits).
-    * `video`: a video id or a name (the stored name or a name it was submitted under).
+    * `job_id`: that job's entries in submission order, including failed and no-face ones
+      (with their error and no traits). Two paths with the same bytes are two rows sharing
+      one video id and one analysis.
+    * `video`: a full video id, or a path as given or its file name (`clips/a.mp4` matches
+      `a.mp4`).
     * `model_version`: only results made by that model version.
-    * none: every video, oldest first, with its latest prediction.
+    * none: every (video, path given) pair, oldest video first, named by the latest job that
+      gave that path, with the video's latest prediction.
     """
     if model_version is not None:
         prediction_on: ColumnElement[bool] = (Prediction.video_id == Video.id) & (
@@ -82,19 +85,31 @@ def query_results(
         )
         prediction_on = Prediction.id == latest
 
+    name: ColumnElement[str]
     if job_id is not None:
-        stmt = _job_select(job_id).outerjoin(Prediction, prediction_on)
-        stmt = stmt.order_by(JobVideo.position, JobVideo.name)
-        name_matches = JobVideo.name == video
+        stmt, name = _job_select(job_id), JobVideo.name.expression
+        stmt = stmt.outerjoin(Prediction, prediction_on)
+        stmt = stmt.order_by(JobVideo.position)
     else:
-        stmt = _all_select().outerjoin(Prediction, prediction_on)
-        stmt = stmt.order_by(Video.created_at, Video.id)
-        name_matches = exists().where(JobVideo.video_id == Video.id, JobVideo.name == video)
+        stmt, name, order = _all_select()
+        stmt = stmt.outerjoin(Prediction, prediction_on).order_by(*order)
     if model_version is not None:
         stmt = stmt.where(Prediction.id.is_not(None))
     if video is not None:
-        stmt = stmt.where(or_(Video.id == video, Video.name == video, name_matches))
+        stmt = stmt.where(or_(Video.id == video, name_matches(name, video)))
     return [_to_row(row) for row in session.execute(stmt)]
+
+
+def name_matches(column: ColumnElement[str], video: str) -> ColumnElement[bool]:
+    """`column` is `video`, or a path whose last component is `video`."""
+    escaped = video.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return or_(column == video, column.like(f"%/{escaped}", escape="\\"))
+
+
+def video_ids_with_prefix(*, session: Session, prefix: str, limit: int = 10) -> list[str]:
+    """Ids of stored videos starting with `prefix` (at most `limit`), sorted."""
+    stmt = select(Video.id).where(Video.id.startswith(prefix)).order_by(Video.id).limit(limit)
+    return list(session.scalars(stmt))
 
 
 def job_status_counts(*, session: Session, job_id: str) -> dict[str, int]:
@@ -153,19 +168,31 @@ def _job_select(job_id: str) -> Select[Any]:
     )
 
 
-def _all_select() -> Select[Any]:
-    latest_job = (
-        select(JobVideo.job_id)
+def _all_select() -> tuple[Select[Any], ColumnElement[str], tuple[Any, ...]]:
+    """Videos with each distinct path they were given under (the latest job's entry)."""
+    entry = (
+        select(
+            JobVideo.video_id,
+            JobVideo.name,
+            JobVideo.job_id,
+            JobVideo.position,
+            func.row_number()
+            .over(
+                partition_by=(JobVideo.video_id, JobVideo.name),
+                order_by=(Job.created_at.desc(), Job.id.desc(), JobVideo.position),
+            )
+            .label("rank"),
+        )
         .join(Job, Job.id == JobVideo.job_id)
-        .where(JobVideo.video_id == Video.id)
-        .order_by(Job.created_at.desc(), Job.id.desc())
-        .limit(1)
-        .correlate(Video)
-        .scalar_subquery()
+        .subquery("entry")
     )
-    return select(Video.name.label("name"), latest_job.label("job_id"), *_columns()).select_from(
-        Video
+    name = func.coalesce(entry.c.name, Video.name)
+    stmt = (
+        select(name.label("name"), entry.c.job_id.label("job_id"), *_columns())
+        .select_from(Video)
+        .outerjoin(entry, (entry.c.video_id == Video.id) & (entry.c.rank == 1))
     )
+    return stmt, name, (Video.created_at, Video.id, entry.c.position, name)
 
 
 def _to_row(row: Any) -> ResultRow:

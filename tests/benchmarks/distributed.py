@@ -67,9 +67,8 @@ def in_process(clips: list[Path], home: Path) -> float:
     from core.pipeline import Analyzer
     from db.engine import make_engine, make_session_factory
     from db.migrate import upgrade_database
-    from db.repository.outcomes import store_result
-    from workers.bundles import register_bundle, resolve_bundle
-    from workers.cli.analyze import _register_inputs
+    from workers.services.analysis import analyze_inputs
+    from workers.services.models import register_bundle, resolve_bundle
 
     url = f"sqlite:///{home / 'inprocess.db'}"
     upgrade_database(url)
@@ -79,11 +78,8 @@ def in_process(clips: list[Path], home: Path) -> float:
     analyzer = Analyzer(bundle)
     analyzer.analyze(clips[0])  # warm-up, as the workers are warmed before their clock
     start = time.perf_counter()
-    _, video_ids = _register_inputs(session_factory, clips)
-    for video_id, result in zip(video_ids, analyzer.analyze_many(clips), strict=True):
-        assert result.status == "done", result.error
-        with session_factory.begin() as session:
-            store_result(session=session, video_id=video_id, result=result)
+    analysis = analyze_inputs(analyzer, session_factory, clips)
+    assert all(row.status == "done" for row in analysis.rows), analysis.rows
     return time.perf_counter() - start
 
 
@@ -93,7 +89,7 @@ def distributed(clips: list[Path], home: Path, admin_url: str, per_queue: int) -
     from tests.db.postgres import PostgresDatabases
     from tests.integration.harness import Cluster, RedisServer
     from workers.celery_app import create_app
-    from workers.cli.distributed import register_job
+    from workers.services.jobs import register_inputs
     from workers.settings import Settings
 
     databases = PostgresDatabases(normalize_url(admin_url))
@@ -123,9 +119,9 @@ def distributed(clips: list[Path], home: Path, admin_url: str, per_queue: int) -
         celery = create_app(settings)
         cpu_before = {queue: group_cpu_seconds(pgid) for queue, pgid in groups.items()}
         start = time.perf_counter()
-        job_id, queued = register_job(
-            session_factory, ArtifactStore(settings.effective_storage_url), clips
-        )
+        store = ArtifactStore(settings.effective_storage_url)
+        registration = register_inputs(session_factory, clips, kind="submit", store=store)
+        job_id, queued = registration.job_id, registration.to_process
         for video_id in queued:
             celery.send_task("oceanstream.ingest", args=[video_id], queue="ingest")
         counts = cluster.wait_job(job_id, timeout=1800)

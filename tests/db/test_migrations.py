@@ -139,3 +139,38 @@ def test_migrations_are_found_from_any_working_directory(
     assert (MIGRATIONS_DIR / "env.py").is_file()
     upgrade_database(empty_database_url)
     assert current_revision(empty_database_url) == head_revision()
+
+
+def test_job_entries_keep_their_rows_across_0002(empty_database_url: URL) -> None:
+    """0002 keys job entries by position: two paths with the same bytes are two entries."""
+    from sqlalchemy import text
+
+    upgrade_database(empty_database_url, "0001")
+    engine = make_engine(empty_database_url, poolclass=NullPool)
+    now = "2026-01-01 00:00:00+00:00"
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO jobs VALUES ('j', 'submit', :now, '{}')"), {"now": now}
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO videos (id, content_hash, name, source_path, size_bytes, status,"
+                    " timings, deliveries, created_at, updated_at) VALUES ('v', 'h', 'a.mp4',"
+                    " '/a.mp4', 1, 'done', '{}', '{}', :now, :now)"
+                ),
+                {"now": now},
+            )
+            connection.execute(text("INSERT INTO job_videos VALUES ('j', 'v', 'a.mp4', 0)"))
+        upgrade_database(empty_database_url, "0002")
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO job_videos VALUES ('j', 'v', 'b.mp4', 1)"))
+            rows = connection.execute(text("SELECT name FROM job_videos ORDER BY position"))
+            assert [name for (name,) in rows] == ["a.mp4", "b.mp4"]
+        assert schema_drift(empty_database_url) == []
+        downgrade_database(empty_database_url, "0001")  # keeps each video's first entry
+        with engine.begin() as connection:
+            rows = connection.execute(text("SELECT name FROM job_videos"))
+            assert [name for (name,) in rows] == ["a.mp4"]
+    finally:
+        engine.dispose()

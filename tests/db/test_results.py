@@ -80,7 +80,7 @@ def test_create_job_validates_kind(session_factory: Factory) -> None:
         repo.create_job(session=session, kind="train")
 
 
-def test_attach_video_is_idempotent(session_factory: Factory) -> None:
+def test_attach_video_is_idempotent_per_position(session_factory: Factory) -> None:
     with session_factory.begin() as session:
         job = repo.create_job(session=session, kind="analyze")
         video = add_video(session, "a")
@@ -88,11 +88,66 @@ def test_attach_video_is_idempotent(session_factory: Factory) -> None:
             session=session, job_id=job.id, video_id=video.id, name="a.mp4", position=0
         )
         assert not repo.attach_video(
-            session=session, job_id=job.id, video_id=video.id, name="again.mp4", position=5
+            session=session, job_id=job.id, video_id=video.id, name="again.mp4", position=0
         )
     with session_factory() as session:
         rows = repo.query_results(session=session, job_id=job.id)
     assert [(row.video, row.job_id) for row in rows] == [("a.mp4", job.id)]
+
+
+def test_same_bytes_under_two_paths_are_two_entries(session_factory: Factory) -> None:
+    """A copy of a file keeps its own row in every view, sharing the one stored video."""
+    with session_factory.begin() as session:
+        version = add_model(session)
+        job = repo.create_job(session=session, kind="submit")
+        video = add_video(session, "same", name="a.mp4")
+        broken = add_video(session, "broken", name="c.mp4")
+        for position, (name, video_id) in enumerate(
+            [("in/a.mp4", video.id), ("in/b.mp4", video.id), ("in/c.mp4", broken.id)]
+        ):
+            assert repo.attach_video(
+                session=session, job_id=job.id, video_id=video_id, name=name, position=position
+            )
+        finish(session, video.id, version, 0.5)
+        repo.transition_video(session=session, video_id=broken.id, to_status="failed", error="x")
+    with session_factory() as session:
+        in_job = repo.query_results(session=session, job_id=job.id)
+        everything = repo.query_results(session=session)
+        by_name = repo.query_results(session=session, video="b.mp4")
+        counts = repo.job_status_counts(session=session, job_id=job.id)
+    assert [(r.video, r.video_id, r.status) for r in in_job] == [
+        ("in/a.mp4", video.id, "done"),
+        ("in/b.mp4", video.id, "done"),
+        ("in/c.mp4", broken.id, "failed"),
+    ]
+    assert sorted(r.video for r in everything) == ["in/a.mp4", "in/b.mp4", "in/c.mp4"]
+    assert [(r.video, r.traits is not None) for r in by_name] == [("in/b.mp4", True)]
+    assert (counts["done"], counts["failed"]) == (2, 1)
+
+
+def test_name_lookup_escapes_like_wildcards(session_factory: Factory) -> None:
+    with session_factory.begin() as session:
+        job = repo.create_job(session=session, kind="analyze")
+        for position, label in enumerate(["a_b", "axb"]):
+            video = add_video(session, label, name=f"{label}.mp4")
+            repo.attach_video(
+                session=session,
+                job_id=job.id,
+                video_id=video.id,
+                name=f"d/{label}.mp4",
+                position=position,
+            )
+    with session_factory() as session:
+        rows = repo.query_results(session=session, video="a_b.mp4")
+    assert [row.video for row in rows] == ["d/a_b.mp4"]
+
+
+def test_video_ids_with_prefix(session_factory: Factory) -> None:
+    with session_factory.begin() as session:
+        video = add_video(session, "p")
+    with session_factory() as session:
+        assert repo.video_ids_with_prefix(session=session, prefix=video.id[:8]) == [video.id]
+        assert repo.video_ids_with_prefix(session=session, prefix="zzzzzzzz") == []
 
 
 def test_job_results_in_submission_order_with_failures(
@@ -148,9 +203,9 @@ def test_filter_by_video_id_or_name(session_factory: Factory, job: dict[str, str
     assert [row.video_id for row in by_job_name] == [job["broken"]]
     assert [row.video_id for row in in_job] == [job["good"]]
     assert no_match == []
-    # Without a job filter, a row names the latest job that included the video.
+    # Without a job filter, a row names the latest job that gave the path, and the path.
     assert by_id[0].job_id == job["job"]
-    assert by_id[0].video == "broken.mp4"
+    assert by_id[0].video == "clips/broken.mp4"
 
 
 def test_unfiltered_lists_every_video_with_its_latest_prediction(

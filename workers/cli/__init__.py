@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
+import sys
 
 from workers.cli.app import app
 
 
 def main() -> None:
     """Console-script entry point."""
-    # Quiet the C++ logging of TensorFlow before anything imports it.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    if "--verbose" not in sys.argv[1:] and "-v" not in sys.argv[1:]:
+        # Before anything imports TensorFlow or OpenCV; worker processes inherit it.
+        from workers.cli.quiet import quiet_third_party
+
+        quiet_third_party()
     # Commands register themselves on import.
     from workers.cli import (  # noqa: F401
         analyze,
@@ -24,7 +26,23 @@ def main() -> None:
         training,
     )
 
-    app()
+    try:
+        app()
+    except Exception as exc:
+        _exit_on_expected_failure(exc)
+        raise
+
+
+def _exit_on_expected_failure(exc: Exception) -> None:
+    """A database or broker outage or a usage error: one line, no traceback."""
+    from workers.cli.app import err
+    from workers.cli.failures import describe_failure, exit_code_for
+
+    message = describe_failure(exc)
+    if message is None:
+        return
+    err.print(f"error: {message}", highlight=False, markup=False)
+    raise SystemExit(exit_code_for(exc))
 
 
 __all__ = ["app", "main"]

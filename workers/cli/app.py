@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,23 +21,80 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: the rich renderer shows flags as `--json <bool>`.
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema management.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(db_app, name="db")
 
-# Piped output is not squeezed to 80 columns: tables stay one row per video.
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
+#: Width of tables written to a pipe or file: wide enough for the columns, short enough to read.
+PIPED_WIDTH = 120
+out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err = Console(stderr=True, soft_wrap=True)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("oceanstream")
+    except PackageNotFoundError:  # a checkout that was never installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"oceanstream {package_version()}", highlight=False)
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def main_options(
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="Also show the log output of TensorFlow, OpenCV and FFmpeg, and debug messages.",
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    """Apparent Big Five (OCEAN) impressions from video, with cross-attention maps."""
+    # The third-party libraries were quieted (or not) before anything imported them, in main().
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 video`, `2 videos`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def collect_inputs(paths: list[Path]) -> list[Path]:
-    """The video files named or found under the folders given; none is a usage error."""
+    """The video files named or found under the folders given.
+
+    A path that does not exist, or no video at all, is a usage error: nothing is stored and
+    no model is loaded. A file that exists but cannot be read is an input failure, reported
+    on its video.
+    """
     from core.files import expand_inputs
 
+    missing = [str(path) for path in paths if not path.expanduser().exists()]
+    if missing:
+        err.print(f"error: no such file or folder: {', '.join(missing)}", highlight=False)
+        raise typer.Exit(EXIT_USAGE)
     inputs = expand_inputs(paths)
     if not inputs:
         err.print("error: no video files found in the given paths")

@@ -5,114 +5,81 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from workers.cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, app, err, load_settings, out
+from core.status import VideoStatus
+from workers.cli.app import (
+    EXIT_FAILED,
+    EXIT_OK,
+    app,
+    collect_inputs,
+    err,
+    load_settings,
+    open_database,
+    out,
+    plural,
+)
 from workers.cli.render import print_results_table
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import sessionmaker
+    from celery import Celery
 
-    from core.storage import ArtifactStore
+    from workers.services.jobs import JobProgress
+    from workers.settings import Settings
 
-FINAL = ("done", "no_face", "failed")
-STAGES = ("pending", "ingesting", "extracting", "inference", *FINAL)
+
+def _summary(progress: JobProgress) -> str:
+    return " ".join(f"{status} {n}" for status, n in progress.counts.items() if n)
 
 
 @app.command()
 def submit(
-    paths: list[Path] = typer.Argument(..., help="Video files or folders of videos."),
+    paths: list[Path] = typer.Argument(
+        ..., metavar="PATH", help="Video files or folders of videos."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Follow the job until every video ends."),
     as_json: bool = typer.Option(False, "--json", help="With --wait: print JSON results."),
-    timeout: float = typer.Option(0, "--timeout", help="With --wait: give up after S seconds."),
+    timeout: float = typer.Option(
+        0, "--timeout", metavar="SECONDS", help="With --wait: give up after S seconds."
+    ),
 ) -> None:
     """Register a job, store its videos and queue them for the workers."""
-    from core.storage import ArtifactStore
-    from workers.celery_app import create_app
-    from workers.cli.app import collect_inputs, open_database
+    from workers.services import jobs
 
     settings = load_settings()
     inputs = collect_inputs(paths)
+    jobs.check_broker(settings.broker_url)  # before anything is stored
     session_factory = open_database(settings)
-    store = ArtifactStore(settings.effective_storage_url)
-    job_id, queued = register_job(session_factory, store, inputs)
-    celery = create_app(settings)
-    for video_id in queued:
-        celery.send_task("oceanstream.ingest", args=[video_id], queue="ingest")
-    err.print(f"job {job_id}: {len(inputs)} videos, {len(queued)} queued")
+    registration = jobs.submit(settings, session_factory, inputs)
+    err.print(f"job {registration.job_id}: {registration.summary()}", highlight=False)
     if not wait:
-        out.print(job_id)
+        out.print(registration.job_id, highlight=False)
         return
-    rows = follow_job(session_factory, job_id, timeout=timeout or None)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("waiting", total=None)
+
+        def show(progress: JobProgress) -> None:
+            bar.update(task, total=progress.total, completed=progress.finished)
+            bar.update(task, description=_summary(progress))
+
+        final, rows = jobs.follow_job(
+            session_factory, registration.job_id, timeout_s=timeout or None, on_progress=show
+        )
+    if not final.done:
+        unfinished = final.total - final.finished
+        err.print(f"timed out with {unfinished} of {plural(final.total, 'video')} unfinished")
+    dicts = [row.to_dict() for row in rows]
     if as_json:
-        out.print_json(json.dumps(rows))
+        out.print_json(json.dumps(dicts))
     else:
-        print_results_table(out, rows)
-    raise typer.Exit(EXIT_FAILED if any(r["status"] == "failed" for r in rows) else EXIT_OK)
-
-
-def register_job(
-    session_factory: sessionmaker, store: ArtifactStore, inputs: list[Path]
-) -> tuple[str, list[str]]:
-    """Create the job, store each new file once (by content hash); returns ids to enqueue."""
-    from db import repository as repo
-    from workers.jobs import register_video
-
-    queued: list[str] = []
-    with session_factory.begin() as session:
-        job = repo.create_job(session=session, kind="submit", options={})
-        for position, path in enumerate(inputs):
-            video = register_video(session=session, job_id=job.id, path=path, position=position)
-            if not video.created:
-                # Already stored: in flight or finished; the same bytes give the same result.
-                continue
-            if video.problem is not None:
-                repo.transition_video(
-                    session=session,
-                    video_id=video.video_id,
-                    to_status="failed",
-                    error=f"cannot read {path}: {video.problem.strerror or video.problem}",
-                )
-                continue
-            uri = store.put_file(path, f"videos/{video.content_hash}{path.suffix.lower()}")
-            repo.set_storage_uri(session=session, video_id=video.video_id, uri=uri)
-            queued.append(video.video_id)
-        return job.id, queued
-
-
-def follow_job(
-    session_factory: sessionmaker, job_id: str, timeout: float | None = None, poll_s: float = 0.5
-) -> list[dict[str, Any]]:
-    """Show per-state counts until every video is final; returns the JSON result rows."""
-    from db import repository as repo
-    from workers.cli.results import row_json
-
-    deadline = None if timeout is None else time.monotonic() + timeout
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err, transient=True) as progress:
-        bar = progress.add_task("waiting", total=None)
-        while True:
-            with session_factory() as session:
-                counts = repo.job_status_counts(session=session, job_id=job_id)
-            total = sum(counts.values())
-            finished = sum(counts.get(s, 0) for s in FINAL)
-            summary = " ".join(f"{s} {counts[s]}" for s in STAGES if counts.get(s))
-            progress.update(bar, total=total, completed=finished, description=summary)
-            if finished == total or (deadline is not None and time.monotonic() > deadline):
-                break
-            time.sleep(poll_s)
-    if finished < total:
-        err.print(f"timed out with {total - finished} of {total} videos unfinished")
-    with session_factory() as session:
-        return [row_json(r) for r in repo.query_results(session=session, job_id=job_id)]
+        print_results_table(out, dicts)
+    failed = any(row.status == VideoStatus.FAILED for row in rows)
+    raise typer.Exit(EXIT_FAILED if failed or not final.done else EXIT_OK)
 
 
 @app.command()
@@ -121,56 +88,79 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Per-state counts of a job's videos and the failures with their messages."""
-    from db import repository as repo
-    from workers.cli.app import open_database
+    from workers.services import jobs
 
     session_factory = open_database(load_settings())
-    with session_factory() as session:
-        if repo.get_job(session=session, job_id=job) is None:
-            err.print(f"error: no job {job!r}")
-            raise typer.Exit(EXIT_USAGE)
-        counts = repo.job_status_counts(session=session, job_id=job)
-        failures = repo.job_failures(session=session, job_id=job)
-    total = sum(counts.values())
-    finished = sum(counts.get(s, 0) for s in FINAL)
+    progress = jobs.job_progress(session_factory, job)
+    failures = jobs.job_failures(session_factory, job)
     report = {
         "job": job,
-        "total": total,
-        "finished": finished == total,
-        "counts": {s: counts.get(s, 0) for s in STAGES},
+        "total": progress.total,
+        "finished": progress.done,
+        "counts": {status.value: n for status, n in progress.counts.items()},
         "failures": [{"video": name, "error": error} for name, error in failures],
     }
     if as_json:
         out.print_json(json.dumps(report))
         return
-    out.print(f"job {job}: {finished}/{total} finished")
-    for state in STAGES:
-        if counts.get(state):
-            out.print(f"  {state:<11} {counts[state]}")
-    for failure in report["failures"]:
-        out.print(f"  [red]failed[/] {failure['video']}: {failure['error']}")
+    out.print(f"job {job}: {progress.finished}/{plural(progress.total, 'video')} finished")
+    for state, count in progress.counts.items():
+        if count:
+            out.print(f"  {state.value:<11} {count}", highlight=False)
+    for name, error in failures:
+        out.print(f"  [red]failed[/] {escape(name)}: {escape(error)}", highlight=False)
 
 
 @app.command()
 def reconcile(
-    older_than: float = typer.Option(120.0, help="Resend work idle for this many seconds."),
-    loop: float = typer.Option(0.0, help="Repeat every S seconds (0: once)."),
+    older_than: float = typer.Option(
+        120.0, metavar="SECONDS", help="Resend work idle for this many seconds."
+    ),
+    loop: float = typer.Option(0.0, metavar="SECONDS", help="Repeat every S seconds (0: once)."),
 ) -> None:
-    """Re-enqueue videos stuck in a non-final state (lost messages, dead workers)."""
-    from tasks.reconcile import find_lost_work
-    from workers import bootstrap
-    from workers.celery_app import create_app
-    from workers.cli.app import open_database
+    """Re-enqueue videos stuck in a non-final state (lost messages, dead workers).
+
+    With --loop, a database or broker outage is reported in one line and the next round
+    tries again; a single run reports it and exits with 1.
+    """
+    from workers.cli.failures import describe_failure
 
     settings = load_settings()
-    open_database(settings)
-    bootstrap.configure(settings)
-    celery = create_app(settings)
+    reconciler = _Reconciler(settings)
     while True:
-        work = find_lost_work(bootstrap.get_context(), older_than)
-        for stage, video_id in work:
-            celery.send_task(f"oceanstream.{stage}", args=[video_id], queue=stage)
-        err.print(f"reconcile: resent {len(work)} messages")
+        try:
+            resent = reconciler.run_once(older_than)
+            err.print(f"reconcile: resent {plural(resent, 'message')}")
+        except Exception as exc:
+            message = describe_failure(exc, settings)
+            if message is None:
+                raise
+            err.print(f"reconcile: error: {message}", highlight=False)
+            if loop <= 0:
+                raise typer.Exit(EXIT_FAILED) from None
         if loop <= 0:
             return
         time.sleep(loop)
+
+
+class _Reconciler:
+    """Opens the database and the broker on first use, so an outage at start is a round
+    that failed, like any later one."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.celery: Celery | None = None
+
+    def run_once(self, older_than: float) -> int:
+        from tasks.reconcile import find_lost_work
+        from workers import bootstrap
+        from workers.celery_app import create_app
+
+        if self.celery is None:
+            open_database(self.settings)
+            bootstrap.configure(self.settings)
+            self.celery = create_app(self.settings)
+        work = find_lost_work(bootstrap.get_context(), older_than)
+        for stage, video_id in work:
+            self.celery.send_task(f"oceanstream.{stage}", args=[video_id], queue=stage)
+        return len(work)

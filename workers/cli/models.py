@@ -1,9 +1,6 @@
 """`oceanstream models list|register|activate`: which bundles exist and which one serves.
 
-The active version lives in the database. Workers read it when they ingest each video and
-load that version's bundle from its registered location, so activating a version changes
-what the next videos are scored with, without restarting anything; every prediction keeps
-the version that made it.
+The logic (and how the active version reaches the workers) is in `workers.services.models`.
 """
 
 from __future__ import annotations
@@ -18,41 +15,12 @@ from rich.table import Table
 from workers.cli.app import EXIT_FAILED, EXIT_USAGE, app, err, load_settings, out
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import sessionmaker
-
     from db.models import ModelVersion
 
-models_app = typer.Typer(help="Model bundles: list, register, activate.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Model bundles: list, register, activate.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(models_app, name="models")
-
-
-def register_bundle_dir(session_factory: sessionmaker, path: Path) -> tuple[str, bool]:
-    """Load the bundle at `path` (which checks it), record it with its absolute location."""
-    from core.bundle import load_bundle
-    from db import repository as repo
-
-    directory = path.expanduser().absolute()
-    bundle = load_bundle(directory)
-    meta = bundle.metadata
-    with session_factory.begin() as session:
-        repo.ensure_model_version(
-            session=session,
-            version=meta.version,
-            trained=meta.trained,
-            metadata=meta.to_dict(),
-            uri=str(directory),
-        )
-    return meta.version, meta.trained
-
-
-def activate_version(session_factory: sessionmaker, version: str) -> None:
-    """Activate `version` after checking its bundle loads and is that version."""
-    from db import repository as repo
-    from workers.bundles import load_registered_bundle
-
-    load_registered_bundle(session_factory, version)
-    with session_factory.begin() as session:
-        repo.activate_model_version(session=session, version=version)
 
 
 def _summary(row: ModelVersion) -> dict[str, Any]:
@@ -115,6 +83,7 @@ def register(
     """Record a bundle in the database by its absolute path; prints its version."""
     from core.errors import ModelBundleError
     from workers.cli.app import open_database
+    from workers.services.models import activate_version, register_bundle_dir
 
     session_factory = open_database(load_settings())
     try:
@@ -140,6 +109,7 @@ def activate(
     """Make `version` the one the workers use for the next videos."""
     from core.errors import ModelBundleError
     from workers.cli.app import open_database
+    from workers.services.models import activate_version
 
     session_factory = open_database(load_settings())
     try:

@@ -1,4 +1,10 @@
-"""Choosing the model bundle a process serves with, and recording it in the database."""
+"""Model bundles: which one a process serves with, and recording bundles in the database.
+
+The active version lives in the database. Workers read it when they ingest each video and
+load that version's bundle from its registered location, so activating a version changes
+what the next videos are scored with, without restarting anything; every prediction keeps
+the version that made it.
+"""
 
 from __future__ import annotations
 
@@ -102,3 +108,26 @@ def load_registered_bundle(session_factory: object, version: str) -> ModelBundle
             f"which is version {bundle.metadata.version!r}"
         )
     return bundle
+
+
+def register_bundle_dir(session_factory: object, path: Path) -> tuple[str, bool]:
+    """Load the bundle at `path` (which checks it), record it with its absolute location.
+
+    Returns (version, trained). Raises `ModelBundleError` for a folder that is not a bundle,
+    `ValueError` for a version already stored with the other trained flag.
+    """
+    from core.bundle import load_bundle
+
+    directory = path.expanduser().absolute()
+    bundle = load_bundle(directory)
+    register_bundle(session_factory, bundle, uri=str(directory))
+    return bundle.metadata.version, bundle.metadata.trained
+
+
+def activate_version(session_factory: object, version: str) -> None:
+    """Activate `version` after checking its bundle loads and is that version."""
+    from db import repository as repo
+
+    load_registered_bundle(session_factory, version)
+    with session_factory.begin() as session:  # type: ignore[attr-defined]
+        repo.activate_model_version(session=session, version=version)

@@ -1,0 +1,78 @@
+"""`analyze`: every stage in this process, results stored in the database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from workers.services.jobs import Registration, register_inputs
+from workers.services.models import register_bundle, serving_bundle
+from workers.services.results import ResultRow, job_results
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import sessionmaker
+
+    from core.bundle import ModelBundle
+    from core.pipeline import Analyzer, VideoResult
+
+
+@dataclass(frozen=True)
+class Analysis:
+    registration: Registration
+    rows: list[ResultRow]  # one per input, in order
+
+
+def prepare(
+    settings: object, session_factory: sessionmaker, model: Path | None
+) -> tuple[Analyzer, ModelBundle]:
+    """The analyzer for the bundle to serve with (recorded in the database)."""
+    from core.pipeline import Analyzer
+
+    bundle, uri = serving_bundle(session_factory, settings, model)
+    register_bundle(session_factory, bundle, uri=uri)
+    return Analyzer(bundle, settings.pipeline_config()), bundle  # type: ignore[attr-defined]
+
+
+def analyze_inputs(
+    analyzer: Analyzer,
+    session_factory: sessionmaker,
+    inputs: Sequence[Path],
+    *,
+    attention_dir: Path | None = None,
+    on_result: Callable[[Path, VideoResult], None] | None = None,
+) -> Analysis:
+    """Register the inputs as a job, analyse each distinct content once, store the results.
+
+    Paths with the same bytes share one analysis and get a row each. An unreadable file is
+    failed at registration and not analysed.
+    """
+    from db.repository.outcomes import store_result
+
+    registration = register_inputs(session_factory, inputs, kind="analyze")
+    paths_of: dict[str, list[Path]] = {}
+    for path, video_id in zip(inputs, registration.video_ids, strict=True):
+        paths_of.setdefault(video_id, []).append(path)
+    todo = [vid for vid in paths_of if vid not in registration.failed_at_registration]
+    results = analyzer.analyze_many([paths_of[vid][0] for vid in todo])
+    for video_id, result in zip(todo, results, strict=True):
+        with session_factory.begin() as session:
+            store_result(session=session, video_id=video_id, result=result)
+        for path in paths_of[video_id]:
+            if attention_dir is not None and result.attention is not None:
+                write_attention(attention_dir, path, video_id, result)
+            if on_result is not None:
+                on_result(path, result)
+    return Analysis(registration, job_results(session_factory, registration.job_id))
+
+
+def write_attention(directory: Path, path: Path, video_id: str, result: VideoResult) -> None:
+    """`<stem>-<short id>.png` in `directory`; the short id is accepted wherever an id is."""
+    from core.attention_plot import plot_attention_map
+
+    directory.mkdir(parents=True, exist_ok=True)
+    title = f"{path} ({result.model_version}{'' if result.model_trained else ', untrained'})"
+    plot_attention_map(
+        result.attention, save_path=directory / f"{path.stem}-{video_id[:8]}.png", title=title
+    )

@@ -1,0 +1,230 @@
+"""Jobs: registering inputs (`analyze`, `submit`), queueing them, following their progress.
+
+A job keeps one entry per path given, in order, even when two paths hold the same bytes;
+storage keeps one video per content (see `register_video`), so such entries share one
+analysis and one result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.status import FINAL_STATUSES, VideoStatus
+from workers.services.errors import UnknownJob, Unreachable, masked_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from core.storage import ArtifactStore
+    from workers.services.results import ResultRow
+    from workers.settings import Settings
+
+
+@dataclass(frozen=True)
+class RegisteredVideo:
+    video_id: str
+    content_hash: str
+    created: bool  # False: the same bytes were registered before (by any job)
+    problem: OSError | None  # the file could not be read
+
+
+@dataclass
+class Registration:
+    """What registering a job's inputs did."""
+
+    job_id: str
+    video_ids: list[str]  # one per input, in order (repeated for the same bytes)
+    to_process: list[str] = field(default_factory=list)  # distinct new videos, in order
+    duplicates: int = 0  # inputs with the same bytes as an earlier input of this job
+    already_stored: int = 0  # inputs whose bytes an earlier job registered
+    unreadable: int = 0
+    failed_at_registration: set[str] = field(default_factory=set)  # unreadable, new
+
+    def summary(self) -> str:
+        """`11 videos (1 duplicate of another), 10 to analyse`."""
+        return f"{self.counts_note()}, {len(self.to_process)} to analyse"
+
+    def counts_note(self) -> str:
+        """`11 videos (1 duplicate of another)`."""
+        notes = []
+        if self.duplicates:
+            notes.append(f"{self.duplicates} {_noun(self.duplicates, 'duplicate')} of another")
+        if self.already_stored:
+            notes.append(f"{self.already_stored} already stored")
+        if self.unreadable:
+            notes.append(f"{self.unreadable} unreadable")
+        total = len(self.video_ids)
+        head = f"{total} {_noun(total, 'video')}"
+        if notes:
+            head += f" ({', '.join(notes)})"
+        return head
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """Entries of a job per state; `finished` counts the final ones."""
+
+    counts: dict[VideoStatus, int]
+    total: int
+    finished: int
+
+    @property
+    def done(self) -> bool:
+        return self.finished == self.total
+
+
+def _noun(count: int, noun: str) -> str:
+    return noun if count == 1 else f"{noun}s"
+
+
+def register_video(*, session: Session, job_id: str, path: Path, position: int) -> RegisteredVideo:
+    """One video row per distinct file content, and one job entry per path given.
+
+    A file that cannot be read gets a stable key derived from its path, so it can still be
+    reported as failed in the job's results.
+    """
+    from core.files import file_sha256, missing_file_key
+    from db import repository as repo
+
+    problem: OSError | None = None
+    try:
+        content_hash, size = file_sha256(path), path.stat().st_size
+    except OSError as exc:
+        content_hash, size, problem = missing_file_key(path), 0, exc
+    video, created = repo.get_or_create_video(
+        session=session,
+        content_hash=content_hash,
+        name=path.name,
+        source_path=str(path.absolute()),
+        size_bytes=size,
+    )
+    repo.attach_video(
+        session=session, job_id=job_id, video_id=video.id, name=str(path), position=position
+    )
+    return RegisteredVideo(video.id, content_hash, created, problem)
+
+
+def register_inputs(
+    session_factory: sessionmaker,
+    inputs: Sequence[Path],
+    *,
+    kind: str,
+    store: ArtifactStore | None = None,
+) -> Registration:
+    """Create the job and its entries; with `store`, upload each new file once (by content).
+
+    An unreadable file is marked failed at once, with the reason.
+    """
+    from core.artifacts import LAYOUT
+    from db import repository as repo
+
+    with session_factory.begin() as session:
+        job = repo.create_job(session=session, kind=kind, options={})
+        registration = Registration(job_id=job.id, video_ids=[])
+        seen: set[str] = set()
+        for position, path in enumerate(inputs):
+            video = register_video(session=session, job_id=job.id, path=path, position=position)
+            registration.video_ids.append(video.video_id)
+            if video.video_id in seen:
+                registration.duplicates += 1
+                continue
+            seen.add(video.video_id)
+            if not video.created:
+                registration.already_stored += 1
+                continue
+            if video.problem is not None:
+                registration.unreadable += 1
+                registration.failed_at_registration.add(video.video_id)
+                repo.transition_video(
+                    session=session,
+                    video_id=video.video_id,
+                    to_status=VideoStatus.FAILED,
+                    error=f"cannot read {path}: {video.problem.strerror or video.problem}",
+                )
+                continue
+            if store is not None:
+                key = LAYOUT.video_upload(video.content_hash, path.suffix)
+                uri = store.put_file(path, key)
+                repo.set_storage_uri(session=session, video_id=video.video_id, uri=uri)
+            registration.to_process.append(video.video_id)
+        return registration
+
+
+def check_broker(broker_url: str, timeout_s: float = 3.0) -> None:
+    """Raise `Unreachable` unless a connection to the broker opens within `timeout_s`."""
+    from kombu import Connection
+
+    connection = Connection(broker_url, connect_timeout=timeout_s)
+    try:
+        connection.ensure_connection(max_retries=1, timeout=timeout_s)
+    except Exception as exc:  # kombu raises its own, redis's or socket errors
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise Unreachable(f"cannot reach the broker at {masked_url(broker_url)}: {reason}") from exc
+    finally:
+        connection.release()
+
+
+def submit(
+    settings: Settings, session_factory: sessionmaker, inputs: Sequence[Path]
+) -> Registration:
+    """Check the broker, register the job, upload new files and queue them for ingest.
+
+    Nothing is stored when the broker cannot be reached.
+    """
+    from core.storage import ArtifactStore
+    from workers.celery_app import create_app
+
+    check_broker(settings.broker_url)
+    store = ArtifactStore(settings.effective_storage_url)
+    registration = register_inputs(session_factory, inputs, kind="submit", store=store)
+    celery = create_app(settings)
+    for video_id in registration.to_process:
+        celery.send_task("oceanstream.ingest", args=[video_id], queue="ingest")
+    return registration
+
+
+def job_progress(session_factory: sessionmaker, job_id: str) -> JobProgress:
+    """Entries per state (every state present); raises `UnknownJob`."""
+    from db import repository as repo
+
+    with session_factory() as session:
+        if repo.get_job(session=session, job_id=job_id) is None:
+            raise UnknownJob(job_id)
+        raw = repo.job_status_counts(session=session, job_id=job_id)
+    counts = {status: raw.get(status.value, 0) for status in VideoStatus}
+    finished = sum(counts[status] for status in FINAL_STATUSES)
+    return JobProgress(counts=counts, total=sum(counts.values()), finished=finished)
+
+
+def job_failures(session_factory: sessionmaker, job_id: str) -> list[tuple[str, str]]:
+    """(path as given, error) of the job's failed entries, in order."""
+    from db import repository as repo
+
+    with session_factory() as session:
+        return repo.job_failures(session=session, job_id=job_id)
+
+
+def follow_job(
+    session_factory: sessionmaker,
+    job_id: str,
+    *,
+    timeout_s: float | None = None,
+    poll_s: float = 0.5,
+    on_progress: Callable[[JobProgress], None] | None = None,
+) -> tuple[JobProgress, list[ResultRow]]:
+    """Poll until every entry is final (or `timeout_s` passes); the last progress and rows."""
+    from workers.services.results import job_results
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        progress = job_progress(session_factory, job_id)
+        if on_progress is not None:
+            on_progress(progress)
+        if progress.done or (deadline is not None and time.monotonic() > deadline):
+            break
+        time.sleep(poll_s)
+    return progress, job_results(session_factory, job_id)
