@@ -51,7 +51,7 @@ VIDEO_STATUSES: tuple[str, ...] = tuple(status.value for status in VideoStatus)
 #: States a video leaves only when it is explicitly re-run.
 TERMINAL_STATUSES: tuple[str, ...] = tuple(status.value for status in FINAL_STATUSES)
 JOB_KINDS: tuple[str, ...] = ("analyze", "submit", "extract")
-#: The pipeline stages that must both finish before inference (see `mark_stage_ready`).
+#: The pipeline stages that must both finish before inference (see `finish_stage`).
 FEATURE_STAGES: tuple[str, ...] = ("faces", "flow")
 
 

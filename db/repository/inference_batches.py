@@ -142,7 +142,7 @@ def finish_videos(
             status=bindparam("b_status"),
             error=bindparam("b_error"),
             timings=bindparam("b_timings"),
-            # A count left as None keeps the stored one, as `record_counts` does.
+            # A count left as None keeps the stored one, as `finish_stage` does.
             frames=func.coalesce(bindparam("b_frames", type_=Integer), _VIDEOS.c.frames),
             faces_found=func.coalesce(bindparam("b_faces", type_=Integer), _VIDEOS.c.faces_found),
             updated_at=now,

@@ -12,11 +12,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import false, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.status import VideoStatus
-from db.models import FEATURE_STAGES, TERMINAL_STATUSES, VIDEO_STATUSES, ModelVersion, Video
+from db.models import FEATURE_STAGES, VIDEO_STATUSES, ModelVersion, Video
 from db.repository._common import FETCH, NotFoundError
 from db.repository.videos import check_status
 from db.types import utcnow
@@ -116,34 +116,6 @@ def _stage_values(
     return values
 
 
-def record_probe(*, session: Session, video_id: str, info: Mapping[str, Any]) -> None:
-    """Store probe metadata (`VideoInfo.to_dict()`): fps, frame_count, duration_s, width, height.
-
-    Keys it does not know are ignored, so the probe may grow without breaking this call; keys
-    that are absent keep their stored value.
-    """
-    _update_video(session, video_id, _probe_values(info))
-
-
-def record_counts(
-    *,
-    session: Session,
-    video_id: str,
-    frames: int | None = None,
-    faces_found: int | None = None,
-) -> None:
-    """Store how many frames were sampled and in how many of them a face was found.
-
-    An argument left as None keeps its stored value, since each stage records its own count.
-    """
-    values: dict[str, Any] = {}
-    if frames is not None:
-        values["frames"] = int(frames)
-    if faces_found is not None:
-        values["faces_found"] = int(faces_found)
-    _update_video(session, video_id, values)
-
-
 def set_storage_uri(*, session: Session, video_id: str, uri: str) -> None:
     """Store where the video's file lives in shared storage."""
     _update_video(session, video_id, {"storage_uri": uri})
@@ -152,13 +124,6 @@ def set_storage_uri(*, session: Session, video_id: str, uri: str) -> None:
 def touch_video(*, session: Session, video_id: str) -> None:
     """Bump `updated_at`, so that `find_stuck_videos` waits a full deadline again."""
     _update_video(session, video_id, {})
-
-
-def record_timings(*, session: Session, video_id: str, timings: Mapping[str, float]) -> None:
-    """Merge stage name -> seconds into the video's `timings` (a later value for a name wins)."""
-    clean = _clean(timings)
-    current = _locked(session, video_id, Video.timings)
-    _update_video(session, video_id, {"timings": {**(current or {}), **clean}})
 
 
 def count_delivery(*, session: Session, video_id: str, stage: str) -> int:
@@ -195,38 +160,6 @@ def pin_model_version(
     if pinned is None:
         raise NotFoundError(f"no video with id {video_id!r}")
     return str(pinned[0])
-
-
-def mark_stage_ready(*, session: Session, video_id: str, stage: str) -> bool:
-    """Mark feature stage `stage` ("faces" or "flow") done; True when this call completed both.
-
-    Exactly one caller ever gets True for a video, however many deliveries of either stage
-    race: the caller that gets True enqueues inference, so it is enqueued once. It is one
-    UPDATE that sets this stage's flag only if it was not set yet and returns the other flag.
-    On PostgreSQL the second of two concurrent updates waits for the first to commit and then
-    re-reads the row, so it sees the other flag; SQLite serializes writers. A video in a
-    terminal state (done, no_face, failed) is left alone and returns False.
-    """
-    if stage not in FEATURE_STAGES:
-        raise ValueError(f"stage must be one of {FEATURE_STAGES}, got {stage!r}")
-    own, other = (
-        (Video.faces_ready, Video.flow_ready)
-        if stage == "faces"
-        else (Video.flow_ready, Video.faces_ready)
-    )
-    stmt = (
-        update(Video)
-        .where(Video.id == video_id, own == false(), Video.status.not_in(TERMINAL_STATUSES))
-        .values({own.key: True, "updated_at": utcnow()})
-        .returning(other)
-    )
-    row = session.execute(stmt, execution_options=FETCH).first()
-    return row is not None and bool(row[0])
-
-
-def reset_stage_flags(*, session: Session, video_id: str) -> None:
-    """Clear both feature-stage flags before the video's features are (re)computed."""
-    _update_video(session, video_id, {"faces_ready": False, "flow_ready": False})
 
 
 def _locked(session: Session, video_id: str, column: Any) -> Any:

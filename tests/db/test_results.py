@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.status import VideoStatus
 from core.traits import TRAITS
 from db import repository as repo
 from db.models import Prediction
@@ -29,7 +30,12 @@ CONTRACT_KEYS = [
 
 
 def finish(session: Session, video_id: str, version: str, score: float) -> int:
-    repo.record_counts(session=session, video_id=video_id, frames=16, faces_found=14)
+    repo.finish_stage(
+        session=session,
+        video_id=video_id,
+        changes=repo.StageUpdate(status=VideoStatus.INFERENCE, frames=16, faces_found=14),
+        from_statuses=None,
+    )
     prediction = repo.save_prediction(
         session=session,
         video_id=video_id,

@@ -1,17 +1,20 @@
-"""Pipeline bookkeeping: probe data, timings, delivery counts and the exactly-once hand-off."""
+"""Pipeline bookkeeping: one guarded update per finished stage, delivery counts, the hand-off."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.status import VideoStatus
 from db import repository as repo
 from db.models import Video
 from tests.db.helpers import add_model, new_video, run_together
 
 Factory = sessionmaker[Session]
+EXTRACTING = [VideoStatus.EXTRACTING]
 
 
 def load(factory: Factory, video_id: str) -> Video:
@@ -21,11 +24,40 @@ def load(factory: Factory, video_id: str) -> Video:
         return video
 
 
-def test_record_probe_stores_known_fields_and_ignores_others(session_factory: Factory) -> None:
-    video_id = new_video(session_factory, "p")
+def finish(
+    session: Session,
+    video_id: str,
+    status: VideoStatus = VideoStatus.EXTRACTING,
+    from_statuses: Any = None,
+    **changes: Any,
+) -> bool:
+    return repo.finish_stage(
+        session=session,
+        video_id=video_id,
+        changes=repo.StageUpdate(status=status, **changes),
+        from_statuses=from_statuses,
+    )
+
+
+def ready(session: Session, video_id: str, stage: str) -> bool:
+    """A feature stage finishing: True when it completed both and moved the video on."""
+    return finish(session, video_id, VideoStatus.INFERENCE, EXTRACTING, ready=stage)
+
+
+def test_finish_stage_writes_every_field_and_moves_in_one_update(session_factory: Factory) -> None:
+    video_id = new_video(session_factory, "p", status="ingesting")
     info = {"fps": 25, "frame_count": 250, "duration_s": 10.0, "width": 640, "height": 480}
     with session_factory.begin() as session:
-        repo.record_probe(session=session, video_id=video_id, info={**info, "codec": "h264"})
+        assert finish(
+            session,
+            video_id,
+            VideoStatus.EXTRACTING,
+            [VideoStatus.INGESTING],
+            probe={**info, "codec": "h264"},
+            frames=16,
+            timings={"sample": 1.5},
+            reset_flags=True,
+        )
     video = load(session_factory, video_id)
     assert (video.fps, video.frame_count, video.duration_s, video.width, video.height) == (
         25.0,
@@ -34,21 +66,37 @@ def test_record_probe_stores_known_fields_and_ignores_others(session_factory: Fa
         640,
         480,
     )
+    assert (video.status, video.frames, video.faces_found) == ("extracting", 16, None)
+    assert video.timings == {"sample": 1.5}
+    # A second delivery that lost the race finds the video moved on and changes nothing.
     with session_factory.begin() as session:
-        repo.record_probe(session=session, video_id=video_id, info={"fps": 30.0})
-    assert (load(session_factory, video_id).fps, load(session_factory, video_id).width) == (
-        30.0,
-        640,
-    )
+        assert not finish(
+            session, video_id, VideoStatus.EXTRACTING, [VideoStatus.INGESTING], frames=99
+        )
+    assert load(session_factory, video_id).frames == 16
 
 
-def test_record_counts_keeps_what_is_not_given(session_factory: Factory) -> None:
-    video_id = new_video(session_factory, "c")
+def test_finish_stage_keeps_what_is_not_given_and_merges_timings(session_factory: Factory) -> None:
+    video_id = new_video(session_factory, "c", status="extracting")
     with session_factory.begin() as session:
-        repo.record_counts(session=session, video_id=video_id, frames=16)
-        repo.record_counts(session=session, video_id=video_id, faces_found=12)
+        finish(session, video_id, frames=16, timings={"sample": 1.5})
+        finish(session, video_id, faces_found=12, timings={"faces": 2})
+        finish(session, video_id, probe={"fps": 30.0}, timings={"sample": 1.25})
     video = load(session_factory, video_id)
-    assert (video.frames, video.faces_found) == (16, 12)
+    assert (video.frames, video.faces_found, video.fps) == (16, 12, 30.0)
+    assert video.timings == {"sample": 1.25, "faces": 2.0}
+    with pytest.raises(ValueError, match="finite"), session_factory.begin() as session:
+        finish(session, video_id, timings={"x": float("nan")})
+
+
+def test_finish_stage_sets_the_error_with_the_status(session_factory: Factory) -> None:
+    video_id = new_video(session_factory, "e", status="extracting")
+    with session_factory.begin() as session:
+        assert finish(session, video_id, VideoStatus.NO_FACE, EXTRACTING, error="no face found")
+    video = load(session_factory, video_id)
+    assert (video.status, video.error) == ("no_face", "no face found")
+    with session_factory.begin() as session:
+        assert not finish(session, "missing", VideoStatus.FAILED, None, error="x")
 
 
 def test_set_storage_uri_and_touch(session_factory: Factory) -> None:
@@ -64,79 +112,73 @@ def test_set_storage_uri_and_touch(session_factory: Factory) -> None:
 
 def test_writes_to_a_missing_video_raise(session_factory: Factory) -> None:
     for write in (
-        lambda s: repo.record_probe(session=s, video_id="missing", info={"fps": 1.0}),
-        lambda s: repo.record_counts(session=s, video_id="missing", frames=1),
-        lambda s: repo.record_timings(session=s, video_id="missing", timings={"a": 1.0}),
+        lambda s: repo.set_storage_uri(session=s, video_id="missing", uri="file:///x"),
         lambda s: repo.count_delivery(session=s, video_id="missing", stage="faces"),
     ):
         with pytest.raises(repo.NotFoundError), session_factory.begin() as session:
             write(session)
 
 
-def test_record_timings_merges(session_factory: Factory) -> None:
-    video_id = new_video(session_factory, "t")
-    with session_factory.begin() as session:
-        repo.record_timings(session=session, video_id=video_id, timings={"sample": 1.5})
-        repo.record_timings(session=session, video_id=video_id, timings={"faces": 2})
-        repo.record_timings(session=session, video_id=video_id, timings={"sample": 1.25})
-    assert load(session_factory, video_id).timings == {"sample": 1.25, "faces": 2.0}
-    with pytest.raises(ValueError, match="finite"), session_factory.begin() as session:
-        repo.record_timings(session=session, video_id=video_id, timings={"x": float("nan")})
-
-
 def test_concurrent_timings_lose_no_update(session_factory: Factory) -> None:
-    video_id = new_video(session_factory, "tc")
+    video_id = new_video(session_factory, "tc", status="extracting")
 
     def record(index: int) -> None:
         with session_factory.begin() as session:
-            repo.record_timings(
-                session=session, video_id=video_id, timings={f"stage{index}": float(index)}
-            )
+            finish(session, video_id, timings={f"stage{index}": float(index)})
 
     run_together(8, record)
     assert load(session_factory, video_id).timings == {f"stage{i}": float(i) for i in range(8)}
 
 
-def test_mark_stage_ready_is_true_once_when_both_are_done(session_factory: Factory) -> None:
+def test_feature_stages_move_the_video_once_both_are_done(session_factory: Factory) -> None:
     video_id = new_video(session_factory, "m", status="extracting")
     with session_factory.begin() as session:
-        assert not repo.mark_stage_ready(session=session, video_id=video_id, stage="faces")
-        assert not repo.mark_stage_ready(session=session, video_id=video_id, stage="faces")
-        assert repo.mark_stage_ready(session=session, video_id=video_id, stage="flow")
-        assert not repo.mark_stage_ready(session=session, video_id=video_id, stage="flow")
-        assert not repo.mark_stage_ready(session=session, video_id=video_id, stage="faces")
+        assert not ready(session, video_id, "faces")
+        assert not ready(session, video_id, "faces")
+        assert load_status(session, video_id) == "extracting"
+        assert ready(session, video_id, "flow")
+        assert not ready(session, video_id, "flow")
+        assert not ready(session, video_id, "faces")
     video = load(session_factory, video_id)
-    assert (video.faces_ready, video.flow_ready) == (True, True)
+    assert (video.faces_ready, video.flow_ready, video.status) == (True, True, "inference")
 
 
-def test_mark_stage_ready_in_either_order(session_factory: Factory) -> None:
+def load_status(session: Session, video_id: str) -> str:
+    video = repo.get_video(session=session, video_id=video_id)
+    assert video is not None
+    session.refresh(video)
+    return video.status
+
+
+def test_feature_stages_in_either_order(session_factory: Factory) -> None:
     video_id = new_video(session_factory, "order", status="extracting")
     with session_factory.begin() as session:
-        assert not repo.mark_stage_ready(session=session, video_id=video_id, stage="flow")
+        assert not ready(session, video_id, "flow")
     with session_factory.begin() as session:
-        assert repo.mark_stage_ready(session=session, video_id=video_id, stage="faces")
+        assert ready(session, video_id, "faces")
 
 
-def test_mark_stage_ready_leaves_finished_videos_alone(session_factory: Factory) -> None:
+def test_feature_stages_leave_finished_videos_alone(session_factory: Factory) -> None:
     video_id = new_video(session_factory, "f", status="extracting")
     with session_factory.begin() as session:
-        repo.mark_stage_ready(session=session, video_id=video_id, stage="faces")
+        ready(session, video_id, "faces")
         repo.transition_video(session=session, video_id=video_id, to_status="failed", error="x")
     with session_factory.begin() as session:
-        assert not repo.mark_stage_ready(session=session, video_id=video_id, stage="flow")
-        assert not repo.mark_stage_ready(session=session, video_id="missing", stage="flow")
-    with pytest.raises(ValueError, match="stage must be one of"), session_factory() as session:
-        repo.mark_stage_ready(session=session, video_id=video_id, stage="audio")
+        assert not ready(session, video_id, "flow")
+        assert not ready(session, "missing", "flow")
+    with pytest.raises(ValueError, match="ready must be one of"), session_factory() as session:
+        finish(session, new_video(session_factory, "g", status="extracting"), ready="audio")
 
 
-def test_reset_stage_flags_allows_a_new_round(session_factory: Factory) -> None:
+def test_reset_flags_allows_a_new_round(session_factory: Factory) -> None:
     video_id = new_video(session_factory, "r", status="extracting")
     with session_factory.begin() as session:
-        repo.mark_stage_ready(session=session, video_id=video_id, stage="faces")
-        assert repo.mark_stage_ready(session=session, video_id=video_id, stage="flow")
-        repo.reset_stage_flags(session=session, video_id=video_id)
-        assert not repo.mark_stage_ready(session=session, video_id=video_id, stage="flow")
-        assert repo.mark_stage_ready(session=session, video_id=video_id, stage="faces")
+        ready(session, video_id, "faces")
+        assert ready(session, video_id, "flow")
+        repo.transition_video(session=session, video_id=video_id, to_status="extracting")
+        finish(session, video_id, reset_flags=True)
+        assert not ready(session, video_id, "flow")
+        assert ready(session, video_id, "faces")
 
 
 def test_concurrent_stage_completions_enqueue_inference_exactly_once(
@@ -151,9 +193,9 @@ def test_concurrent_stage_completions_enqueue_inference_exactly_once(
         def finish(index: int, video_id: str = video_id) -> bool:
             with session_factory.begin() as session:
                 stage = "faces" if index % 2 else "flow"
-                ready = repo.mark_stage_ready(session=session, video_id=video_id, stage=stage)
+                moved = ready(session, video_id, stage)
                 time.sleep(0.02)  # hold the transaction open so that the others overlap it
-                return ready
+                return moved
 
         outcomes = run_together(callers, finish)
         assert outcomes.count(True) == 1, outcomes
