@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
+import re
+import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from core.traits import TRAITS
+from tests.cli.helpers import NOISE, oceanstream
 from tests.clips import (
     write_empty,
     write_faceless,
@@ -22,19 +22,6 @@ from tests.clips import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def oceanstream(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OCEANSTREAM_HOME": str(home), "OCEANSTREAM_NUM_FRAMES": "8"}
-    env.pop("OCEANSTREAM_DATABASE_URL", None)
-    env.pop("OCEANSTREAM_MODEL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +78,7 @@ def test_untrained_flag_is_stored_and_attention_pngs_written(analyzed: dict) -> 
     flags = database.execute("SELECT model_trained FROM predictions").fetchall()
     assert flags and all(flag == (0,) for flag in flags)
     pngs = sorted(p.name for p in analyzed["attention_dir"].glob("*.png"))
-    assert len(pngs) == 4  # two videos, two directions each
+    assert len(pngs) == 2  # one per video with a face, a row per direction
     assert all(p.startswith(("a_face", "b_face")) for p in pngs)
 
 
@@ -117,10 +104,94 @@ def test_results_query_and_attention_command(analyzed: dict, tmp_path: Path) -> 
     assert len(one) == 1 and one[0]["status"] == "done"
     drawn = oceanstream(home, "attention", one[0]["video_id"], "--out", str(tmp_path / "map.png"))
     assert drawn.returncode == 0, drawn.stderr
-    assert len(list(tmp_path.glob("map_*.png"))) == 2
+    assert drawn.stdout.strip() == str(tmp_path / "map.png")
+    assert (tmp_path / "map.png").stat().st_size > 0
     missing = oceanstream(home, "attention", "no-such-video", "--out", str(tmp_path / "x.png"))
     assert missing.returncode == 2
 
 
 def test_usage_error_exit_code(tmp_path: Path) -> None:
     assert oceanstream(tmp_path, "analyze", str(tmp_path)).returncode == 2
+
+
+def test_only_the_projects_own_lines_reach_stderr(analyzed: dict) -> None:
+    """TensorFlow, OpenCV and FFmpeg log lines (the batch has a truncated clip) stay hidden."""
+    stderr = analyzed["done"].stderr
+    for noise in NOISE:
+        assert noise not in stderr, stderr
+    for line in filter(None, (line.strip() for line in stderr.splitlines())):
+        assert line.startswith(("warning: model", "are not", "not a personality", "job ")) or (
+            "OCEANSTREAM_MODEL" in line
+        ), line
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A folder where b.mp4 is a byte-for-byte copy of a.mp4, analysed."""
+    folder = tmp_path_factory.mktemp("copies")
+    write_talking_head(folder / "a.mp4", seconds=2.0, seed=5)
+    shutil.copy(folder / "a.mp4", folder / "b.mp4")
+    write_truncated(folder / "a.mp4", folder / "c.mp4", keep_fraction=0.4)
+    home = tmp_path_factory.mktemp("copies-home")
+    done = oceanstream(home, "analyze", str(folder), "--json")
+    return {"home": home, "folder": folder, "done": done}
+
+
+def test_a_copy_keeps_its_own_row_everywhere(copies: dict, tmp_path: Path) -> None:
+    home, folder, done = copies["home"], copies["folder"], copies["done"]
+    assert done.returncode == 1, done.stderr
+    rows = json.loads(done.stdout)
+    assert [row["video"] for row in rows] == [str(folder / n) for n in ("a.mp4", "b.mp4", "c.mp4")]
+    assert rows[0]["video_id"] == rows[1]["video_id"] and rows[0]["traits"] == rows[1]["traits"]
+    assert "3 videos (1 duplicate of another)" in done.stderr
+    job = re.search(r"job ([0-9a-f]{32})", done.stderr).group(1)  # type: ignore[union-attr]
+    in_job = oceanstream(home, "results", "--job", job, "--format", "json")
+    assert json.loads(in_job.stdout) == rows  # the same rows, failed ones included
+    listed = oceanstream(home, "results", "--format", "json")
+    assert sorted(row["video"] for row in json.loads(listed.stdout)) == sorted(
+        row["video"] for row in rows
+    )
+    drawn = oceanstream(home, "attention", "b.mp4", "--out", str(tmp_path / "b.png"))
+    assert drawn.returncode == 0, drawn.stderr
+
+
+def test_short_id_is_accepted(copies: dict, tmp_path: Path) -> None:
+    rows = json.loads(copies["done"].stdout)
+    short = rows[0]["video_id"][:8]
+    found = oceanstream(copies["home"], "results", "--video", short, "--format", "json")
+    assert {row["video_id"] for row in json.loads(found.stdout)} == {rows[0]["video_id"]}
+    drawn = oceanstream(copies["home"], "attention", short, "--out", str(tmp_path / "s.png"))
+    assert drawn.returncode == 0, drawn.stderr
+
+
+def test_attention_does_not_import_tensorflow(copies: dict, tmp_path: Path) -> None:
+    drawn = oceanstream(
+        copies["home"],
+        "attention",
+        "a.mp4",
+        "--out",
+        str(tmp_path / "a.png"),
+        python=["-X", "importtime"],
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in drawn.stderr.splitlines() if "|" in line
+    }
+    assert "matplotlib" in imported
+    assert not {name for name in imported if name.split(".")[0] in ("tensorflow", "keras")}
+
+
+def test_piped_table_fits_120_columns_one_line_per_video(copies: dict) -> None:
+    shown = oceanstream(copies["home"], "results")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert max(map(len, lines)) <= 120
+    for name in ("a.mp4", "b.mp4"):
+        assert len([line for line in lines if f"/{name} " in line]) == 1, shown.stdout
+
+
+def test_missing_path_loads_no_model(tmp_path: Path) -> None:
+    done = oceanstream(tmp_path, "analyze", str(tmp_path / "missing.mp4"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: no such file or folder: {tmp_path / 'missing.mp4'}"
+    assert not (tmp_path / "oceanstream.db").exists()
