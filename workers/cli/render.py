@@ -12,9 +12,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from core.status import VideoStatus
 from core.traits import TRAITS
 
-_STATUS_STYLE = {"done": "green", "no_face": "yellow", "failed": "red"}
+_STATUS_STYLE = {
+    VideoStatus.DONE: "green",
+    VideoStatus.NO_FACE: "yellow",
+    VideoStatus.FAILED: "red",
+}
 
 
 def _model_cell(row: dict[str, Any]) -> str:
