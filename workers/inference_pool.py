@@ -22,12 +22,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("oceanstream.worker")
 
 
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(process)d] %(name)s: %(message)s"
+
+
+def configure_logging(loglevel: str) -> None:
+    """A worker logs at its `--loglevel`, whatever the CLI set up before (`force`)."""
+    logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT, force=True)
+
+
 def run_pool_process(settings: Settings, *, threads: int = 1, loglevel: str = "INFO") -> None:
     """Set up this process for inference, warm its model, then serve until SIGTERM/SIGINT."""
-    logging.basicConfig(
-        level=loglevel.upper(),
-        format="[%(asctime)s: %(levelname)s/%(process)d] %(name)s: %(message)s",
-    )
+    configure_logging(loglevel)
     from workers.accelerators import prepare_accelerator, set_memory_environment
 
     set_memory_environment()

@@ -122,7 +122,7 @@ class PoolEvents:
                     },
                 )
             )
-            events.append(("task-started", {"uuid": d.task_id, "pid": os.getpid()}))
+            events.append(("task-started", {"uuid": d.task_id}))  # the dispatcher adds pid
         self._send_tasks(events)
 
     def batch_finished(

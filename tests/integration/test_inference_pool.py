@@ -7,6 +7,7 @@ are sent by producer processes the way the feature stages send them.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -103,6 +104,7 @@ def test_pool_batches_under_load_fails_bad_videos_alone_and_flushes_when_idle(
     for queue in ("ingest", "faces", "flow", "inference"):
         assert metrics[f'oceanstream_queue_length{{queue="{queue}"}}'] == 0
     assert metrics["oceanstream_inference_queue_delay_seconds_count"] == 200
+    batches = metrics["oceanstream_inference_batches_total"]
 
     # Idle: a lone video is run by the timer, after about max_wait_ms.
     [alone] = videos(cluster, version, 1, "alone", seed=9)
@@ -114,6 +116,32 @@ def test_pool_batches_under_load_fails_bad_videos_alone_and_flushes_when_idle(
     assert timings["inference_batch"] == 1
     assert 0.09 <= timings["inference_queue"] < 1.5, timings
     assert "Traceback" not in log_text(worker)
+
+    # One INFO line per batch: its size, outcomes and time; together, every message.
+    def batch_lines() -> list[re.Match[str]]:
+        return list(BATCH_LINE.finditer(log_text(worker)))
+
+    wait_for(lambda: sum(int(m["size"]) for m in batch_lines()) == 201, 10, "201 logged")
+    lines = batch_lines()
+    assert sum(int(m["done"] or 0) for m in lines) == 199
+    assert sum(int(m["failed"] or 0) for m in lines) == 2
+    assert len(lines) == batches + 1
+
+
+BATCH_LINE = re.compile(
+    r"batch of (?P<size>\d+): (?:(?P<done>\d+) done)?(?:, )?(?:(?P<failed>\d+) failed)? "
+    r"in \d+\.\d{3} s \(model \d+\.\d{3} s\)"
+)
+
+
+def test_a_broker_the_pool_cannot_use_is_refused_in_one_line(cluster: Cluster) -> None:
+    cluster.extra_env["OCEANSTREAM_BROKER_URL"] = "amqp://guest@127.0.0.1:5672//"
+    began = time.monotonic()
+    refused = cluster.cli("worker", "--queues", "inference", timeout=60)
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Redis broker" in lines[0], refused.stderr
+    assert time.monotonic() - began < 30  # before any model is loaded
 
 
 def claimed_unfinished(cluster: Cluster) -> list[str]:

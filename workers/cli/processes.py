@@ -49,7 +49,11 @@ def worker(
     """
     from workers import bootstrap
     from workers.celery_app import QUEUES, create_app
+    from workers.inference_pool import configure_logging
     from workers.signals import connect_worker_signals
+
+    # The CLI shows warnings only; a worker's log is its operators' view (`--loglevel`).
+    configure_logging(loglevel)
 
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(chosen) - set(QUEUES))
@@ -104,7 +108,7 @@ def _inference_pool(
     try:  # before any model is loaded: a broker the pool cannot use is a usage error
         layout_of(create_app(settings))
     except UnsupportedBrokerSetting as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", soft_wrap=True)
         return EXIT_USAGE
     set_memory_environment()
     if devices is None and processes == 1:
