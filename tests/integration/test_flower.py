@@ -92,7 +92,9 @@ def test_flower_lists_workers_and_queue_lengths(cluster: Cluster, tmp_path: Path
         assert get(f"{base}/api/workers", None)[0] == 401
 
         # Queue some work for a queue no worker serves, so its length is visible.
-        done = cluster.cli("submit", str(tmp_path / "missing.mp4"))
+        broken = tmp_path / "broken.mp4"
+        broken.write_bytes(b"not a video")  # stored and queued for ingest, which no worker serves
+        done = cluster.cli("submit", str(broken))
         assert done.returncode == 0, done.stderr
         from celery import Celery
 
