@@ -215,7 +215,7 @@ def run_batched(
     return BatchPrediction(scores, attention, calls, call_of)
 
 
-def warm_up(
+def compile_buckets(
     predict: PredictFn,
     buckets: Sequence[int],
     num_frames: int,

@@ -35,7 +35,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
-from core.batching import bucket_sizes, warm_up
+from core.batching import bucket_sizes, compile_buckets
 from workers.batch_report import BatchReporter
 from workers.batch_runs import RunningBatch, Settler, run_batch
 from workers.broker.kombu_redis import layout_of, redis_url, restore_visible
@@ -111,7 +111,7 @@ class InferenceBatcher:
         bundle = self.context.load_bundle(version)
         if bundle not in self._warmed:
             meta = bundle.metadata
-            seconds = warm_up(
+            seconds = compile_buckets(
                 bundle.predict, self.buckets, meta.num_frames, meta.static_dim, meta.dynamic_dim
             )
             self._warmed.add(bundle)

@@ -32,8 +32,18 @@ def configure(settings: Settings, threads: int = 0) -> None:
 
 
 def reset_after_fork() -> None:
-    """Forget any context inherited from the parent process."""
+    """Forget any context inherited from the parent process.
+
+    Its database connections belong to the parent: the pool is dropped without closing them
+    (`db.engine.dispose_after_fork`), so the parent's sessions are left intact.
+    """
     global _context
+    if _context is not None:
+        from db.engine import dispose_after_fork
+
+        engine = _context.session_factory.kw.get("bind")
+        if engine is not None:
+            dispose_after_fork(engine)
     _context = None
     _bundle_for.cache_clear()
 
@@ -51,6 +61,7 @@ def _build_context() -> StageContext:
     from core.storage import ArtifactStore
     from db.engine import make_engine, make_session_factory
     from tasks.context import StageContext
+    from workers.services.models import active_or_default_version
     from workers.settings import Settings
 
     settings = _settings or Settings()
@@ -58,9 +69,9 @@ def _build_context() -> StageContext:
 
     def active_version(session: Session | None = None) -> str:
         if session is not None:
-            return _active_version(session, settings)
+            return active_or_default_version(session=session, settings=settings)
         with session_factory.begin() as own:
-            return _active_version(own, settings)
+            return active_or_default_version(session=own, settings=settings)
 
     def load(version: str) -> ModelBundle:
         return _bundle_for(settings.effective_database_url, version)
@@ -72,27 +83,6 @@ def _build_context() -> StageContext:
         load_bundle=load,
         active_version=active_version,
     )
-
-
-def _active_version(session: Session, settings: Settings) -> str:
-    """The version activated in the database, else the configured (or built-in) bundle's,
-    registered: all in the caller's session, which may hold SQLite's write lock."""
-    from db import repository as repo
-    from workers.services.models import resolve_bundle
-
-    active = repo.get_active_model_version(session=session)
-    if active is not None:
-        return str(active.version)
-    bundle = resolve_bundle(settings.model, settings.num_frames)
-    meta = bundle.metadata
-    repo.ensure_model_version(
-        session=session,
-        version=meta.version,
-        trained=meta.trained,
-        metadata=meta.to_dict(),
-        uri=settings.model,
-    )
-    return meta.version
 
 
 @lru_cache(maxsize=4)

@@ -39,11 +39,11 @@ def _prepare_process(threads: int, queues: frozenset[str] | None = None) -> None
     # Load the active model and trace its compiled functions now, so the first task does
     # not pay for it.
     version = context.active_version()
-    warm_up(context, context.load_bundle(version), queues)
+    warm_models(context, context.load_bundle(version), queues)
     log.info("process ready with model %s", version)
 
 
-def warm_up(context: object, bundle: object, queues: frozenset[str] | None = None) -> None:
+def warm_models(context: object, bundle: object, queues: frozenset[str] | None = None) -> None:
     """Run the models the process's queues use (all when None) once on blank input.
 
     The fusion model is always warmed; the face encoder and detector only for `faces`, the

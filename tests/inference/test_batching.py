@@ -9,10 +9,10 @@ from core.batching import (
     FeatureSet,
     bucket_sizes,
     choose_bucket,
+    compile_buckets,
     pad_batch,
     run_batched,
     split_rows,
-    warm_up,
 )
 from core.bundle import build_default_bundle
 from core.errors import ArtifactError
@@ -107,14 +107,14 @@ def test_padding_does_not_change_real_videos_results(bundle) -> None:
     np.testing.assert_allclose(together.attention[2], attention[0], atol=1e-5)
 
 
-def test_warm_up_runs_every_bucket_once() -> None:
+def test_compile_buckets_runs_every_bucket_once() -> None:
     sizes = []
 
     def predict(static, dynamic, static_mask, dynamic_mask):
         sizes.append(static.shape)
         return np.zeros((len(static), 5)), np.zeros((len(static), 2, 4, T, T))
 
-    warm_up(predict, bucket_sizes(8), T, 512, 256)
+    compile_buckets(predict, bucket_sizes(8), T, 512, 256)
     assert sizes == [(1, T, 512), (2, T, 512), (4, T, 512), (8, T, 512)]
 
 

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from core.bundle import ModelBundle
+    from workers.settings import Settings
 
 UNTRAINED_WARNING = (
     "warning: model {version} is untrained (seeded weights); its scores are not a "
@@ -73,18 +76,25 @@ def register_bundle(session_factory: object, bundle: ModelBundle, uri: str | Non
         )
 
 
-def active_or_default_version(session_factory: object, settings: object) -> str:
-    """The version activated in the database, else the configured (or built-in) bundle's."""
+def active_or_default_version(*, session: Session, settings: Settings) -> str:
+    """The version activated in the database, else the configured (or built-in) bundle's,
+    registered. All in the caller's session: on SQLite it may hold the write lock, and a
+    second session opened here would wait on it."""
     from db import repository as repo
 
-    with session_factory() as session:  # type: ignore[operator]
-        active = repo.get_active_model_version(session=session)
-        if active is not None:
-            return str(active.version)
-    model = getattr(settings, "model", None)
-    bundle = resolve_bundle(model, getattr(settings, "num_frames", 16))
-    register_bundle(session_factory, bundle, uri=model)
-    return bundle.metadata.version
+    active = repo.get_active_model_version(session=session)
+    if active is not None:
+        return str(active.version)
+    bundle = resolve_bundle(settings.model, settings.num_frames)
+    meta = bundle.metadata
+    repo.ensure_model_version(
+        session=session,
+        version=meta.version,
+        trained=meta.trained,
+        metadata=meta.to_dict(),
+        uri=settings.model,
+    )
+    return meta.version
 
 
 def load_registered_bundle(session_factory: object, version: str) -> ModelBundle:
