@@ -138,7 +138,7 @@ def test_worker_child_killed_mid_task_still_one_prediction_each(
     assert predictions_per_video(cluster) == [1] * 4
 
 
-def test_whole_worker_killed_then_sweeper_finishes(cluster: Cluster, tmp_path: Path) -> None:
+def test_whole_worker_killed_then_reconcile_finishes(cluster: Cluster, tmp_path: Path) -> None:
     expected = make_batch(tmp_path / "in", good=4, faceless=0)
     cluster.start_worker("ingest,faces,flow,inference")
     job_id = submit(cluster, tmp_path / "in")
@@ -156,7 +156,7 @@ def test_whole_worker_killed_then_sweeper_finishes(cluster: Cluster, tmp_path: P
     assert predictions_per_video(cluster) == [1] * len(expected)
 
 
-def test_redis_restart_loses_queue_and_sweeper_recovers(
+def test_redis_restart_loses_queue_and_reconcile_recovers(
     tmp_path: Path, postgres_database: str, own_redis: RedisServer
 ) -> None:
     home = tmp_path / "home"
