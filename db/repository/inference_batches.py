@@ -99,9 +99,9 @@ def finish_videos(
 ) -> set[str]:
     """Store each outcome and move its video, if the video is still in `from_statuses`.
 
-    The batch form of `db.repository.outcomes.store_result`: timings merged, counts, prediction with its
-    attention map (an upsert, unique per video and model version), status and error, for
-    all videos in one round of statements. Returns the ids that moved; a video found
+    The batch form of `db.repository.outcomes.store_result`: timings merged, counts,
+    prediction with its attention map (an upsert, unique per video and model version), status
+    and error, for all videos in one round of statements. Returns the ids that moved; a video found
     elsewhere (a duplicate delivery finished it first) is left untouched.
     """
     if not outcomes:
