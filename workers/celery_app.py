@@ -36,7 +36,7 @@ BROKER_TRANSPORT_OPTIONS = {
 
 def create_app(settings: Settings) -> Celery:
     """A configured Celery app with the pipeline's tasks registered."""
-    app = Celery("oceanstream", broker=settings.broker_url, set_as_current=False)
+    app = Celery("oceanstream", broker=settings.broker_url.get_secret_value(), set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

@@ -50,7 +50,10 @@ def run_pool_process(settings: Settings, *, threads: int = 1, loglevel: str = "I
     bootstrap.configure(settings, threads=threads)
     app = create_app(settings)
     metrics = InferenceMetrics(max_batch_size=settings.max_batch_size)
-    metrics.registry.register(QueueLengthCollector(settings.broker_url, QUEUES, layout_of(app)))
+    queue_lengths = QueueLengthCollector(
+        settings.broker_url.get_secret_value(), QUEUES, layout_of(app)
+    )
+    metrics.registry.register(queue_lengths)
     events = PoolEvents(app)
     batcher = InferenceBatcher(
         app,

@@ -1,7 +1,10 @@
 """The one typed settings object, read from the environment (and a `.env` file) at the edge.
 
 Everything below the CLI and the worker bootstrap receives values from here as arguments;
-`core` never reads the environment.
+`core` never reads the environment. Secrets (the database and broker URLs, which may carry a
+password, and the Flower password) are `SecretStr`: `repr`, `str` and a JSON dump show
+`**********`; the code that connects reads them with `.get_secret_value()` and shows a URL only
+through `workers.services.errors.masked_url`.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.pipeline import PipelineConfig
@@ -25,13 +28,13 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(default=Path("~/.oceanstream"), description="Default data folder.")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL.")
+    database_url: SecretStr | None = Field(default=None, description="SQLAlchemy URL.")
     storage_url: str | None = Field(default=None, description="fsspec URL for artifacts.")
-    broker_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     model: str | None = Field(default=None, description="Model bundle folder; none: built-in.")
 
     flower_user: str = "admin"
-    flower_password: str | None = None
+    flower_password: SecretStr | None = None
 
     num_frames: int = Field(default=16, ge=1, le=256)
     flow_method: Literal["dis", "farneback"] = "dis"
@@ -59,7 +62,10 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Prometheus exporter port; none: off."
     )
-    metrics_address: str = "0.0.0.0"
+    metrics_address: str = Field(
+        default="127.0.0.1",
+        description="Address the exporter binds; a pod sets its own IP (it has no auth).",
+    )
     mixed_precision: Literal["auto", "on", "off"] = Field(
         default="auto", description="auto: float16 compute on an accelerator, float32 on CPU."
     )
@@ -73,8 +79,9 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
+        """The database URL to connect with (it may carry a password: never show it as is)."""
+        if self.database_url is not None and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
         return f"sqlite:///{self.home_dir / 'oceanstream.db'}"
 
     @property

@@ -85,7 +85,7 @@ def start_queue_metrics(settings: Settings) -> None:
         log.warning("queue lengths are not exported: %s", exc)
         return
     registry = CollectorRegistry()
-    registry.register(QueueLengthCollector(settings.broker_url, QUEUES, layout))
+    registry.register(QueueLengthCollector(settings.broker_url.get_secret_value(), QUEUES, layout))
     start_exporter(registry, settings.metrics_port, settings.metrics_address)
 
 

@@ -52,7 +52,7 @@ def submit(
 
     settings = load_settings()
     inputs = collect_inputs(paths)
-    jobs.check_broker(settings.broker_url)  # before anything is stored
+    jobs.check_broker(settings.broker_url.get_secret_value())  # before anything is stored
     session_factory = open_database(settings)
     registration = jobs.submit(settings, session_factory, inputs)
     err.print(f"job {registration.job_id}: {registration.summary()}", highlight=False)
@@ -103,7 +103,7 @@ def status(
     if as_json:
         out.print_json(json.dumps(report))
         return
-    out.print(f"job {job}: {progress.finished}/{plural(progress.total, 'video')} finished")
+    out.print(f"job {escape(job)}: {progress.finished}/{plural(progress.total, 'video')} finished")
     for state, count in progress.counts.items():
         if count:
             out.print(f"  {state.value:<11} {count}", highlight=False)
@@ -135,7 +135,7 @@ def reconcile(
             message = describe_failure(exc, settings)
             if message is None:
                 raise
-            err.print(f"reconcile: error: {message}", highlight=False)
+            err.print(f"reconcile: error: {message}", highlight=False, markup=False)
             if loop <= 0:
                 raise typer.Exit(EXIT_FAILED) from None
         if loop <= 0:

@@ -9,7 +9,12 @@ from workers.cli.app import EXIT_FAILED, EXIT_USAGE
 
 def describe_failure(exc: BaseException, settings: Any = None) -> str | None:
     """One line for an outage (database, broker) or a service error; None for anything else."""
-    from workers.services.errors import ServiceError, describe_database_error, masked_url
+    from workers.services.errors import (
+        ServiceError,
+        describe_database_error,
+        hide_password,
+        masked_url,
+    )
 
     if isinstance(exc, ServiceError):
         return str(exc)
@@ -18,9 +23,9 @@ def describe_failure(exc: BaseException, settings: Any = None) -> str | None:
     if message is not None:
         return message
     if _is_broker_error(exc):
-        broker = masked_url(str(getattr(settings, "broker_url", "") or "?"))
+        url = _secret(getattr(settings, "broker_url", None)) or "?"
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return f"cannot reach the broker at {broker}: {reason}"
+        return f"cannot reach the broker at {masked_url(url)}: {hide_password(reason, url)}"
     return None
 
 
@@ -39,6 +44,12 @@ def _database_url(settings: Any) -> str:
         except Exception:  # settings that do not load are reported by whoever loads them
             return "?"
     return str(getattr(settings, "effective_database_url", "?"))
+
+
+def _secret(value: Any) -> str:
+    """A setting's value, read out of a `SecretStr`, to be shown only through `masked_url`."""
+    reveal = getattr(value, "get_secret_value", None)
+    return str(reveal() if reveal else value or "")
 
 
 def _is_broker_error(exc: BaseException) -> bool:

@@ -134,16 +134,19 @@ def flower(
     from workers.celery_app import create_app
 
     settings = load_settings()
-    if not settings.flower_password:
+    password = settings.flower_password.get_secret_value() if settings.flower_password else ""
+    if not password:
         err.print("error: set OCEANSTREAM_FLOWER_PASSWORD (and optionally _USER) first")
         raise typer.Exit(EXIT_USAGE)
     celery = create_app(settings)
     include_configured_queues()
+    # In-process arguments: the password is in no process's command line (`ps`), and Flower
+    # logs the broker URL with its password masked.
     celery.start(
         [
             "flower",
             f"--port={port}",
             f"--address={address}",
-            f"--basic-auth={settings.flower_user}:{settings.flower_password}",
+            f"--basic-auth={settings.flower_user}:{password}",
         ]
     )

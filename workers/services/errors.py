@@ -59,14 +59,14 @@ def describe_database_error(exc: BaseException, database_url: str) -> str | None
         return "database is locked (another process holds a write lock); try again"
     if not isinstance(exc, OperationalError) and not getattr(exc, "connection_invalidated", False):
         return None  # a programming error (a constraint, bad SQL): let it surface
-    password = _password(database_url)
-    if password:
-        first_line = first_line.replace(password, "***")
-    return f"cannot use the database at {masked_url(database_url)}: {first_line}"
+    reason = hide_password(first_line, database_url)
+    return f"cannot use the database at {masked_url(database_url)}: {reason}"
 
 
-def _password(url: str) -> str | None:
+def hide_password(text: str, url: str) -> str:
+    """`text` (a driver's message about `url`) with the URL's password, if any, as `***`."""
     try:
-        return urlsplit(url).password
+        password = urlsplit(url).password
     except ValueError:
-        return None
+        return text
+    return text.replace(password, "***") if password else text

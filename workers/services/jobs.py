@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.status import FINAL_STATUSES, VideoStatus
-from workers.services.errors import UnknownJob, Unreachable, masked_url
+from workers.services.errors import UnknownJob, Unreachable, hide_password, masked_url
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -163,6 +163,7 @@ def check_broker(broker_url: str, timeout_s: float = 3.0) -> None:
         connection.ensure_connection(max_retries=1, timeout=timeout_s)
     except Exception as exc:  # kombu raises its own, redis's or socket errors
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = hide_password(reason, broker_url)
         raise Unreachable(f"cannot reach the broker at {masked_url(broker_url)}: {reason}") from exc
     finally:
         connection.release()
@@ -178,7 +179,7 @@ def submit(
     from core.storage import ArtifactStore
     from workers.celery_app import create_app
 
-    check_broker(settings.broker_url)
+    check_broker(settings.broker_url.get_secret_value())
     store = ArtifactStore(settings.effective_storage_url)
     registration = register_inputs(session_factory, inputs, kind="submit", store=store)
     celery = create_app(settings)
