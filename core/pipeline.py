@@ -6,7 +6,6 @@ The distributed workers call the same stage functions (`sample_video`, `extract_
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,9 +23,6 @@ from core.video import SampledFrames, VideoInfo, VideoLimits, probe_video, sampl
 if TYPE_CHECKING:
     from core.bundle import ModelBundle
     from core.faces import FaceDetector
-
-# The repr of a bytes object (`b'...'` or `b"..."`) as a message may quote a file's head.
-_BYTES_REPR = re.compile(r"""\s*starting with b('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 
 
 @dataclass(frozen=True)
@@ -121,7 +117,11 @@ def sample_video(
             path, num_frames=num_frames, limits=limits, info=info, decode_threads=decode_threads
         )
     except InputError as exc:
-        raise _for_user(exc, path, name) from exc
+        if name is None:
+            raise
+        # The same error, naming the file as its user knows it. (Messages never quote a
+        # file's bytes: `core.video` describes what it received without them.)
+        raise type(exc)(str(exc).replace(str(path), name)) from exc
     if max_side is None:
         return sampled
     return replace(
@@ -129,14 +129,6 @@ def sample_video(
         frames=downscale(sampled.frames, max_side),
         successors=downscale(sampled.successors, max_side),
     )
-
-
-def _for_user(exc: InputError, path: str | Path, name: str | None) -> InputError:
-    """`exc` with the file named as the user knows it and no raw file bytes quoted."""
-    message = _BYTES_REPR.sub("", str(exc))
-    if name is not None:
-        message = message.replace(str(path), name)
-    return type(exc)(message)
 
 
 def downscale(frames: np.ndarray, max_side: int) -> np.ndarray:

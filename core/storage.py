@@ -2,6 +2,11 @@
 
 A local folder on one machine, a shared volume or an object-store bucket across machines:
 the stages only ever exchange URIs from here, never arrays in messages.
+
+In a local folder, what the store creates (uploaded videos, stage arrays and the folders
+holding them) is readable by the service user only by default: the storage mode `private`
+gives files 0600 and folders 0700; `shared` (0640 and 0750) or octal file bits such as
+`0660` open it to a group on a shared volume. A bucket's access is its own configuration.
 """
 
 from __future__ import annotations
@@ -9,6 +14,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import os
+import re
+import shutil
 import struct
 import tempfile
 import zipfile
@@ -21,12 +29,36 @@ import numpy as np
 
 from core.errors import ArtifactError, StorageError
 
+STORAGE_MODES = {"private": (0o600, 0o700), "shared": (0o640, 0o750)}
+
+
+def storage_modes(setting: str) -> tuple[int, int]:
+    """(file mode, folder mode) for a storage mode: `private`, `shared` or octal file bits.
+
+    Octal bits such as `0660` give folders the same bits plus search wherever read is given
+    (0770). The owner must keep read and write: the service reads back what it stores.
+    """
+    if setting in STORAGE_MODES:
+        return STORAGE_MODES[setting]
+    if re.fullmatch(r"0?[0-7]{3}", setting):
+        file_mode = int(setting, 8)
+        if file_mode & 0o600 == 0o600:
+            return file_mode, file_mode | (file_mode & 0o444) >> 2
+    raise ValueError(
+        f"unknown storage mode {setting!r}: expected private, shared or octal file bits "
+        "that keep the owner's read and write, such as 0640"
+    )
+
 
 class ArtifactStore:
-    """Keys are relative paths such as `videos/<sha256>.mp4` or `features/<id>/static.npz`."""
+    """Keys are relative paths such as `videos/<sha256>.mp4` or `features/<id>/static.npz`.
 
-    def __init__(self, url: str) -> None:
+    `mode` sets the permissions of what a local store creates (see `storage_modes`).
+    """
+
+    def __init__(self, url: str, mode: str = "private") -> None:
         self.url = url.rstrip("/")
+        self.file_mode, self.dir_mode = storage_modes(mode)
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.protocol = (
             self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
@@ -58,9 +90,13 @@ class ArtifactStore:
         try:
             if self.fs.exists(path):
                 return uri
-            self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+            self._makedirs(self.fs._parent(path))
             tmp = f"{path}.partial"
-            self.fs.put_file(str(local_path), tmp)
+            if self.is_local:
+                with open(local_path, "rb") as source, self._open_local(tmp) as target:
+                    shutil.copyfileobj(source, target, 1 << 20)
+            else:
+                self.fs.put_file(str(local_path), tmp)
             self.fs.mv(tmp, path)
         except OSError as exc:
             raise StorageError(f"cannot store {local_path} as {uri}: {exc}") from exc
@@ -73,13 +109,37 @@ class ArtifactStore:
         uri = self.uri(key)
         path = self._path(uri)
         try:
-            self.fs.makedirs(self.fs._parent(path), exist_ok=True)
-            with self.fs.open(f"{path}.partial", "wb") as handle:
+            self._makedirs(self.fs._parent(path))
+            opened = (
+                self._open_local if self.is_local else functools.partial(self.fs.open, mode="wb")
+            )
+            with opened(f"{path}.partial") as handle:
                 handle.write(buffer.getbuffer())
             self.fs.mv(f"{path}.partial", path)
         except OSError as exc:
             raise StorageError(f"cannot write {uri}: {exc}") from exc
         return uri
+
+    def _makedirs(self, folder: str) -> None:
+        """`folder` and any missing parents; in a local store, those created get `dir_mode`."""
+        if not self.is_local:
+            self.fs.makedirs(folder, exist_ok=True)
+            return
+        missing = []
+        path = Path(folder)
+        while not path.exists() and path != path.parent:
+            missing.append(path)
+            path = path.parent
+        for path in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # another writer made it first
+                path.mkdir(mode=self.dir_mode)
+                path.chmod(self.dir_mode)  # what the umask took away
+
+    def _open_local(self, path: str) -> io.BufferedWriter:
+        """A local file opened for writing, created with `file_mode` (whatever the umask)."""
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.file_mode)
+        os.fchmod(descriptor, self.file_mode)
+        return os.fdopen(descriptor, "wb")
 
     def get_arrays(self, uri: str, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """The named arrays of an `.npz` artifact (all of them by default).

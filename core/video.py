@@ -78,13 +78,6 @@ def _check_file(path: Path, limits: VideoLimits) -> None:
         )
 
 
-def _describe(path: Path) -> str:
-    """Size and first bytes of a file, so a refusal shows what was received."""
-    with path.open("rb") as reader:
-        head = reader.read(16)
-    return f"{path.stat().st_size} bytes starting with {head!r}"
-
-
 def _open(path: Path, threads: int = 0) -> cv2.VideoCapture:
     """Open with the FFmpeg backend only, so no other backend guesses at odd files.
 
@@ -95,9 +88,12 @@ def _open(path: Path, threads: int = 0) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
+        # The message describes what was received without quoting any of it: the file may
+        # hold anything, and messages are stored and shown.
         raise VideoDecodeError(
-            f"not a video: expected a container FFmpeg can open (mp4, mov, mkv, webm, avi...), "
-            f"got {_describe(path)}; an upload cut off before its index also fails here: {path}"
+            f"not a video container FFmpeg can read (unknown format, {path.stat().st_size} "
+            f"bytes; expected mp4, mov, mkv, webm, avi...; an upload cut off before its index "
+            f"also fails here): {path}"
         )
     return cap
 

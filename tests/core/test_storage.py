@@ -8,6 +8,7 @@ returned as data.
 from __future__ import annotations
 
 import io
+import stat
 import zipfile
 from pathlib import Path
 
@@ -90,3 +91,52 @@ def test_object_arrays_are_refused_without_unpickling() -> None:
     np.savez(buffer, things=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match="object arrays"):
         read_npz(buffer.getvalue())
+
+
+def modes(root: Path) -> dict[str, int]:
+    """Permission bits of `root` and everything under it, by path relative to `root`."""
+    return {
+        str(path.relative_to(root)): stat.S_IMODE(path.stat().st_mode)
+        for path in [root, *root.rglob("*")]
+    }
+
+
+@pytest.mark.parametrize(
+    ("setting", "file_mode", "dir_mode"),
+    [
+        (None, 0o600, 0o700),
+        ("private", 0o600, 0o700),
+        ("shared", 0o640, 0o750),
+        ("0660", 0o660, 0o770),
+        ("644", 0o644, 0o755),
+    ],
+)
+def test_stored_files_and_folders_get_the_configured_modes(
+    tmp_path: Path, setting: str | None, file_mode: int, dir_mode: int
+) -> None:
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(b"video bytes")
+    source.chmod(0o644)
+    root = tmp_path / "store"
+    store = ArtifactStore(f"file://{root}", *([] if setting is None else [setting]))
+    store.put_file(source, "videos/ab/clip.mp4")
+    store.put_arrays("work/1/frames.npz", frames=np.zeros(3))
+    found = modes(root)
+    assert set(found) == {
+        ".",
+        "videos",
+        "videos/ab",
+        "videos/ab/clip.mp4",
+        "work",
+        "work/1",
+        "work/1/frames.npz",
+    }
+    for name, mode in found.items():
+        expected = file_mode if name.endswith((".mp4", ".npz")) else dir_mode
+        assert mode == expected, f"{name}: {oct(mode)}"
+
+
+@pytest.mark.parametrize("setting", ["world", "0777x", "1777", "0800", ""])
+def test_an_unknown_storage_mode_is_refused(tmp_path: Path, setting: str) -> None:
+    with pytest.raises(ValueError, match="storage mode"):
+        ArtifactStore(f"file://{tmp_path / 'store'}", setting)

@@ -108,6 +108,27 @@ def test_not_a_video(write: Callable[[Path], Path], tmp_path: Path) -> None:
     assert path.name in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"TOPSECRET-456 not a video\n" * 4,
+        b"root:x:0:0:root:/root:/bin/bash\n",
+        b"\x00\x01'\"\xff" * 9,
+    ],
+    ids=["text", "passwd-like", "binary-with-quotes"],
+)
+def test_not_a_video_quotes_none_of_its_content(content: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "notes.mp4"
+    path.write_bytes(content)
+    with pytest.raises(VideoDecodeError) as caught:
+        probe_video(path)
+    message = str(caught.value)
+    assert "not a video container FFmpeg can read" in message and str(path) in message
+    assert "TOPSECRET" not in message and "root:" not in message
+    assert "b'" not in message and 'b"' not in message and "\\x" not in message
+    assert f"{len(content)} bytes" in message
+
+
 def test_truncated_mp4_without_index_is_not_a_video(talking_head: Path, tmp_path: Path) -> None:
     # OpenCV's writer puts the mp4 index at the end, so the first half has none.
     path = clips.write_truncated(talking_head, tmp_path / "cut.mp4", keep_fraction=0.5)
