@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path("~/.oceanstream"), description="Default data folder.")
     database_url: SecretStr | None = Field(default=None, description="SQLAlchemy URL.")
     storage_url: str | None = Field(default=None, description="fsspec URL for artifacts.")
+    storage_mode: str = Field(
+        default="private",
+        pattern=r"^(private|shared|0?[67][0-7]{2})$",
+        description="Local storage permissions: private (0600/0700), shared (0640/0750) or "
+        "octal file bits such as 0660 (folders add search where read is given).",
+    )
     broker_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     model: str | None = Field(default=None, description="Model bundle folder; none: built-in.")
 
