@@ -67,6 +67,7 @@ def run_pool_process(settings: Settings, *, threads: int = 1, loglevel: str = "I
     )
     version = batcher.refresh_models()
     if settings.metrics_port is not None:
+        queue_lengths.start()
         start_exporter(metrics.registry, settings.metrics_port, settings.metrics_address)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: batcher.stop())

@@ -2,8 +2,15 @@
 
 Every worker started with `OCEANSTREAM_METRICS_PORT` serves `/metrics` over HTTP:
 
-- `oceanstream_queue_length{queue}`: messages waiting in each pipeline queue, read from
-  Redis when scraped (a queue with no consumer is the one to scale from zero).
+- `oceanstream_queue_length{queue}`: messages waiting in each pipeline queue (a queue with
+  no consumer is the one to scale from zero), read from Redis by a background thread every
+  `REFRESH_S` seconds: a scrape reports the last values read and never touches Redis, so
+  scrapes, however many, cost the broker one round trip per interval;
+- `oceanstream_queue_length_age_seconds`: how old those values are (it grows while Redis
+  cannot be read).
+
+The exporter has no authentication: it binds 127.0.0.1 unless `OCEANSTREAM_METRICS_ADDRESS`
+says otherwise (a pod binds its own IP).
 
 The inference pool adds, per process:
 
@@ -22,6 +29,8 @@ The inference pool adds, per process:
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -57,22 +66,41 @@ _DELAY_BUCKETS = (
 _CALL_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.25, 0.5, 1.0)
 
 
+REFRESH_S = 5.0
+
+
 class QueueLengthCollector(Collector):
-    """`oceanstream_queue_length{queue}`, read from the broker at every scrape."""
+    """`oceanstream_queue_length{queue}` from a cache that `start()` refreshes on a timer."""
 
     def __init__(
-        self, broker_url: str, queues: Sequence[str], layout: KombuRedisLayout | None = None
+        self,
+        broker_url: str,
+        queues: Sequence[str],
+        layout: KombuRedisLayout | None = None,
+        refresh_s: float = REFRESH_S,
     ) -> None:
         self.broker_url = broker_url
         self.queues = tuple(queues)
         self.layout = layout or KombuRedisLayout()
+        self.refresh_s = refresh_s
         self._client: Any = None
+        self._last: tuple[dict[str, int], float] | None = None  # (lengths, monotonic time)
+        self._failing = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
 
     def lengths(self) -> dict[str, int]:
+        """Each queue's length, read from Redis now in one round trip."""
         import redis
 
         if self._client is None:
-            self._client = redis.Redis.from_url(redis_url(self.broker_url), socket_timeout=2.0)
+            self._client = redis.Redis.from_url(
+                redis_url(self.broker_url), socket_timeout=2.0, socket_connect_timeout=2.0
+            )
         pipe = self._client.pipeline(transaction=False)
         for queue in self.queues:
             for name in self.layout.queue_lists(queue):
@@ -81,17 +109,54 @@ class QueueLengthCollector(Collector):
         steps = len(self.layout.priority_steps)
         return {queue: sum(next(counts) for _ in range(steps)) for queue in self.queues}
 
+    def refresh(self) -> None:
+        """Read the lengths into the cache; on failure keep the last values (they age)."""
+        try:
+            self._last = (self.lengths(), time.monotonic())
+        except Exception as exc:  # the exporter must outlive a broker outage
+            if not self._failing:
+                log.warning("cannot read queue lengths from the broker: %s", exc)
+            self._failing = True
+        else:
+            if self._failing:
+                log.info("queue lengths are read from the broker again")
+            self._failing = False
+
+    def start(self) -> QueueLengthCollector:
+        """Refresh now and then every `refresh_s` seconds, from a daemon thread."""
+        if self.readable and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="queue-lengths", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            self.refresh()
+            if self._stop.wait(self.refresh_s):
+                return
+
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
+        lengths = GaugeMetricFamily(
             "oceanstream_queue_length", "Messages waiting in a pipeline queue.", labels=["queue"]
         )
-        if self.broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
-            try:
-                for queue, length in self.lengths().items():
-                    family.add_metric([queue], length)
-            except Exception as exc:  # a scrape must not fail because the broker is down
-                log.warning("cannot read queue lengths from the broker: %s", exc)
-        yield family
+        age = GaugeMetricFamily(
+            "oceanstream_queue_length_age_seconds",
+            "Seconds since the queue lengths were last read from the broker.",
+        )
+        last = self._last
+        if last is not None:
+            values, read_at = last
+            for queue, length in values.items():
+                lengths.add_metric([queue], length)
+            age.add_metric([], time.monotonic() - read_at)
+        yield lengths
+        yield age
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return []
@@ -152,7 +217,7 @@ class InferenceMetrics:
             self.videos.labels(outcome)
 
 
-def start_exporter(registry: CollectorRegistry, port: int, address: str = "0.0.0.0") -> int:
+def start_exporter(registry: CollectorRegistry, port: int, address: str = "127.0.0.1") -> int:
     """Serve `registry` on `http://address:port/metrics` from a daemon thread; returns the port."""
     from prometheus_client import start_http_server
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from celery import signals
 
 if TYPE_CHECKING:
+    from workers.metrics import QueueLengthCollector
     from workers.settings import Settings
 
 log = logging.getLogger("oceanstream.worker")
@@ -69,10 +70,13 @@ def warm_models(context: object, bundle: object, queues: frozenset[str] | None =
         bundle.encode_flow(np.zeros((t, size, size, 2), np.float32))  # type: ignore[attr-defined]
 
 
-def start_queue_metrics(settings: Settings) -> None:
-    """Serve the queue lengths on `OCEANSTREAM_METRICS_PORT`, when it is set."""
+def start_queue_metrics(settings: Settings) -> QueueLengthCollector | None:
+    """Serve the queue lengths on `OCEANSTREAM_METRICS_PORT`, when it is set.
+
+    Returns the collector, whose thread refreshes the cached lengths (None when off).
+    """
     if settings.metrics_port is None:
-        return
+        return None
     from prometheus_client import CollectorRegistry
 
     from workers.broker.kombu_redis import KombuRedisLayout, UnsupportedBrokerSetting
@@ -83,10 +87,12 @@ def start_queue_metrics(settings: Settings) -> None:
         layout = KombuRedisLayout.from_transport_options(BROKER_TRANSPORT_OPTIONS)
     except UnsupportedBrokerSetting as exc:
         log.warning("queue lengths are not exported: %s", exc)
-        return
+        return None
     registry = CollectorRegistry()
-    registry.register(QueueLengthCollector(settings.broker_url.get_secret_value(), QUEUES, layout))
+    collector = QueueLengthCollector(settings.broker_url.get_secret_value(), QUEUES, layout)
+    registry.register(collector.start())
     start_exporter(registry, settings.metrics_port, settings.metrics_address)
+    return collector
 
 
 def connect_worker_signals(

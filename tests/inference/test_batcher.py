@@ -259,9 +259,9 @@ def test_metrics_endpoint_serves_queue_lengths_and_batch_metrics(
         app.send_task("oceanstream.inference", args=[f"v{i}"], queue="inference")
     app.send_task("oceanstream.faces", args=["v"], queue="faces")
     metrics = InferenceMetrics(max_batch_size=16)
-    metrics.registry.register(
-        QueueLengthCollector(broker, ("ingest", "faces", "flow", "inference"))
-    )
+    queue_lengths = QueueLengthCollector(broker, ("ingest", "faces", "flow", "inference"))
+    queue_lengths.refresh()  # what the collector's timer does every few seconds
+    metrics.registry.register(queue_lengths)
     metrics.batch_size.observe(12)
     port = start_exporter(metrics.registry, free_port(), "127.0.0.1")
     samples = scrape(f"http://127.0.0.1:{port}/metrics")
