@@ -7,9 +7,12 @@ built in the parent, and `worker_process_init` clears whatever a child inherited
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from dataclasses import replace
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -48,6 +51,37 @@ def reset_after_fork() -> None:
     _bundle_for.cache_clear()
 
 
+def prepare_home(settings: Settings) -> None:
+    """Create a SQLite database's folder (0700) and file (0600): readable by the user only.
+
+    Only what is missing is created, so a folder or file an operator set up keeps its mode.
+    SQLite gives its journal files the database file's mode. Other databases need nothing.
+    """
+    url = settings.effective_database_url
+    if not url.startswith("sqlite:///"):
+        return
+    _make_private_dirs(settings.home_dir)
+    database = url.removeprefix("sqlite:///").split("?", 1)[0]
+    if database in ("", ":memory:"):
+        return
+    path = Path(database)
+    _make_private_dirs(path.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        path.chmod(0o600)  # whatever the umask
+
+
+def _make_private_dirs(folder: Path) -> None:
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+            path.chmod(0o700)
+
+
 def get_context() -> StageContext:
     global _context
     if _context is None:
@@ -65,6 +99,7 @@ def _build_context() -> StageContext:
     from workers.settings import Settings
 
     settings = _settings or Settings()
+    prepare_home(settings)
     session_factory = make_session_factory(make_engine(settings.effective_database_url))
 
     def active_version(session: Session | None = None) -> str:
@@ -78,7 +113,7 @@ def _build_context() -> StageContext:
 
     return StageContext(
         session_factory=session_factory,
-        store=ArtifactStore(settings.effective_storage_url),
+        store=ArtifactStore(settings.effective_storage_url, settings.storage_mode),
         config=replace(settings.pipeline_config(), decode_threads=_threads),
         load_bundle=load,
         active_version=active_version,

@@ -13,10 +13,10 @@ def upgrade(
 ) -> None:
     """Create or migrate the database schema."""
     from db.migrate import current_revision, upgrade_database
+    from workers.bootstrap import prepare_home
 
     settings = load_settings()
     url = settings.effective_database_url
-    if url.startswith("sqlite:///"):
-        settings.home_dir.mkdir(parents=True, exist_ok=True)
+    prepare_home(settings)  # a SQLite file's folder and file, private to the user
     upgrade_database(url, revision=revision)
     err.print(f"database at revision {current_revision(url)}")

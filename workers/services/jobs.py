@@ -29,7 +29,8 @@ class RegisteredVideo:
     video_id: str
     content_hash: str
     created: bool  # False: the same bytes were registered before (by any job)
-    problem: OSError | None  # the file could not be read
+    problem: str | None  # why the file is not read (unreadable, or refused), as stored
+    refused: bool = False  # a path that must not be read, even when registered before
 
 
 @dataclass
@@ -42,7 +43,8 @@ class Registration:
     duplicates: int = 0  # inputs with the same bytes as an earlier input of this job
     already_stored: int = 0  # inputs whose bytes an earlier job registered
     unreadable: int = 0
-    failed_at_registration: set[str] = field(default_factory=set)  # unreadable, new
+    refused: int = 0  # symlinks in a folder that lead out of it, reported and not read
+    failed_at_registration: set[str] = field(default_factory=set)  # unreadable or refused
 
     def summary(self) -> str:
         """`11 videos (1 duplicate of another), 10 to analyse`."""
@@ -57,6 +59,8 @@ class Registration:
             notes.append(f"{self.already_stored} already stored")
         if self.unreadable:
             notes.append(f"{self.unreadable} unreadable")
+        if self.refused:
+            notes.append(f"{self.refused} refused")
         total = len(self.video_ids)
         head = f"{total} {_noun(total, 'video')}"
         if notes:
@@ -81,20 +85,18 @@ def _noun(count: int, noun: str) -> str:
     return noun if count == 1 else f"{noun}s"
 
 
-def register_video(*, session: Session, job_id: str, path: Path, position: int) -> RegisteredVideo:
+def register_video(
+    *, session: Session, job_id: str, path: Path, position: int, refusal: str | None = None
+) -> RegisteredVideo:
     """One video row per distinct file content, and one job entry per path given.
 
-    A file that cannot be read gets a stable key derived from its path, so it can still be
-    reported as failed in the job's results.
+    A file that cannot be read, or that is refused (`refusal`, and then never opened), gets
+    a stable key derived from its path, so it can still be reported as failed in the job's
+    results.
     """
-    from core.files import file_sha256, missing_file_key
     from db import repository as repo
 
-    problem: OSError | None = None
-    try:
-        content_hash, size = file_sha256(path), path.stat().st_size
-    except OSError as exc:
-        content_hash, size, problem = missing_file_key(path), 0, exc
+    content_hash, size, problem = _identify(path, refusal)
     video, created = repo.get_or_create_video(
         session=session,
         content_hash=content_hash,
@@ -105,7 +107,19 @@ def register_video(*, session: Session, job_id: str, path: Path, position: int) 
     repo.attach_video(
         session=session, job_id=job_id, video_id=video.id, name=str(path), position=position
     )
-    return RegisteredVideo(video.id, content_hash, created, problem)
+    return RegisteredVideo(video.id, content_hash, created, problem, refusal is not None)
+
+
+def _identify(path: Path, refusal: str | None) -> tuple[str, int, str | None]:
+    """(content hash or stand-in key, size, why the file is not read) of `path`."""
+    from core.files import file_sha256, missing_file_key
+
+    if refusal is not None:
+        return missing_file_key(path, kind="refused"), 0, refusal
+    try:
+        return file_sha256(path), path.stat().st_size, None
+    except OSError as exc:
+        return missing_file_key(path), 0, f"cannot read {path}: {exc.strerror or exc}"
 
 
 def register_inputs(
@@ -117,9 +131,12 @@ def register_inputs(
 ) -> Registration:
     """Create the job and its entries; with `store`, upload each new file once (by content).
 
-    An unreadable file is marked failed at once, with the reason.
+    An unreadable file is marked failed at once, with the reason; so is a path refused by
+    `expand_inputs` (a symlink leaving its folder), which is never opened, uploaded or
+    analysed.
     """
     from core.artifacts import LAYOUT
+    from core.files import refusal
     from db import repository as repo
 
     with session_factory.begin() as session:
@@ -127,24 +144,31 @@ def register_inputs(
         registration = Registration(job_id=job.id, video_ids=[])
         seen: set[str] = set()
         for position, path in enumerate(inputs):
-            video = register_video(session=session, job_id=job.id, path=path, position=position)
+            video = register_video(
+                session=session,
+                job_id=job.id,
+                path=path,
+                position=position,
+                refusal=refusal(inputs, path),
+            )
             registration.video_ids.append(video.video_id)
             if video.video_id in seen:
                 registration.duplicates += 1
                 continue
             seen.add(video.video_id)
+            if video.refused:
+                registration.refused += 1
+                registration.failed_at_registration.add(video.video_id)
+                if video.created:
+                    _fail(session, video)
+                continue
             if not video.created:
                 registration.already_stored += 1
                 continue
             if video.problem is not None:
                 registration.unreadable += 1
                 registration.failed_at_registration.add(video.video_id)
-                repo.transition_video(
-                    session=session,
-                    video_id=video.video_id,
-                    to_status=VideoStatus.FAILED,
-                    error=f"cannot read {path}: {video.problem.strerror or video.problem}",
-                )
+                _fail(session, video)
                 continue
             if store is not None:
                 key = LAYOUT.video_upload(video.content_hash, path.suffix)
@@ -152,6 +176,17 @@ def register_inputs(
                 repo.set_storage_uri(session=session, video_id=video.video_id, uri=uri)
             registration.to_process.append(video.video_id)
         return registration
+
+
+def _fail(session: Session, video: RegisteredVideo) -> None:
+    from db import repository as repo
+
+    repo.transition_video(
+        session=session,
+        video_id=video.video_id,
+        to_status=VideoStatus.FAILED,
+        error=video.problem,
+    )
 
 
 def check_broker(broker_url: str, timeout_s: float = 3.0) -> None:
@@ -180,7 +215,7 @@ def submit(
     from workers.celery_app import create_app
 
     check_broker(settings.broker_url.get_secret_value())
-    store = ArtifactStore(settings.effective_storage_url)
+    store = ArtifactStore(settings.effective_storage_url, settings.storage_mode)
     registration = register_inputs(session_factory, inputs, kind="submit", store=store)
     celery = create_app(settings)
     for video_id in registration.to_process:

@@ -25,8 +25,9 @@ def dataset_layout(settings: Settings, name: str, folder: Path | None) -> Datase
 
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        return DatasetLayout(ArtifactStore(f"file://{folder.expanduser().absolute()}"))
-    store = ArtifactStore(settings.effective_storage_url)
+        url = f"file://{folder.expanduser().absolute()}"
+        return DatasetLayout(ArtifactStore(url, settings.storage_mode))
+    store = ArtifactStore(settings.effective_storage_url, settings.storage_mode)
     return DatasetLayout(store, f"{DATASETS_PREFIX}/{name}")
 
 
