@@ -90,3 +90,30 @@ def test_kubernetes_manifests_are_consistent() -> None:
     gpu = next(d for d in docs if d["metadata"]["name"] == "worker-inference")
     limits = gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == 1
+
+
+def test_every_metrics_exporter_sets_the_address_it_binds() -> None:
+    """The exporter has no auth and binds 127.0.0.1 by default: a scraped container must say
+    which address it serves on (a pod its own IP, from the downward API)."""
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    for name, service in compose["services"].items():
+        if "OCEANSTREAM_METRICS_PORT" in service.get("environment", {}):
+            assert service["environment"].get("OCEANSTREAM_METRICS_ADDRESS"), name
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    docs = [doc for name in kustomization["resources"] for doc in load_all(DEPLOY / "k8s" / name)]
+    scraped = [
+        container
+        for doc in docs
+        if doc["kind"] == "Deployment"
+        and doc["spec"]["template"]["metadata"].get("annotations", {}).get("prometheus.io/scrape")
+        == "true"
+        for container in doc["spec"]["template"]["spec"]["containers"]
+    ]
+    assert len(scraped) == 3
+    for container in scraped:
+        env = {e["name"]: e for e in container.get("env", [])}
+        address = env["OCEANSTREAM_METRICS_ADDRESS"]
+        assert address["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    for doc in docs:
+        if doc["kind"] == "ConfigMap":
+            assert "OCEANSTREAM_METRICS_ADDRESS" not in doc["data"]  # per pod, not shared
