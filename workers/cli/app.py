@@ -116,9 +116,9 @@ def open_database(settings: Settings) -> sessionmaker:
     """
     from db.engine import make_engine, make_session_factory
     from db.migrate import upgrade_database
+    from workers.bootstrap import prepare_home
 
     url = settings.effective_database_url
-    if url.startswith("sqlite:///"):
-        settings.home_dir.mkdir(parents=True, exist_ok=True)
+    prepare_home(settings)  # a SQLite file's folder and file, private to the user
     upgrade_database(url)
     return make_session_factory(make_engine(url))
