@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.status import VideoStatus
@@ -46,7 +47,11 @@ def analyze(
     session_factory = open_database(settings)
     analyzer, bundle = prepare(settings, session_factory, model)
     if not bundle.metadata.trained:
-        err.print(UNTRAINED_WARNING.format(version=bundle.metadata.version), style="yellow")
+        err.print(
+            UNTRAINED_WARNING.format(version=bundle.metadata.version),
+            style="yellow",
+            markup=False,
+        )
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -57,7 +62,7 @@ def analyze(
         task = progress.add_task("analyzing", total=len(inputs))
 
         def advance(path: Path, result: VideoResult) -> None:
-            progress.update(task, advance=1, description=f"{path.name}: {result.status}")
+            progress.update(task, advance=1, description=f"{escape(path.name)}: {result.status}")
 
         analysis = analyze_inputs(
             analyzer, session_factory, inputs, attention_dir=attention_dir, on_result=advance

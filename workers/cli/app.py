@@ -31,8 +31,11 @@ app.add_typer(db_app, name="db")
 
 #: Width of tables written to a pipe or file: wide enough for the columns, short enough to read.
 PIPED_WIDTH = 120
-out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
-err = Console(stderr=True, soft_wrap=True)
+# Markup stays on for the command's own styles ("[red]failed[/]"); anything that comes from
+# data (paths, errors, bundle metadata) is passed through rich.markup.escape. Emoji codes are
+# off: a name such as `root:x:0.mp4` must not print as `root❌0.mp4`.
+out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else PIPED_WIDTH, emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -93,7 +96,9 @@ def collect_inputs(paths: list[Path]) -> list[Path]:
 
     missing = [str(path) for path in paths if not path.expanduser().exists()]
     if missing:
-        err.print(f"error: no such file or folder: {', '.join(missing)}", highlight=False)
+        err.print(
+            f"error: no such file or folder: {', '.join(missing)}", markup=False, highlight=False
+        )
         raise typer.Exit(EXIT_USAGE)
     inputs = expand_inputs(paths)
     if not inputs:

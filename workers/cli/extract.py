@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from workers.cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, app, err, load_settings, out
@@ -34,7 +35,8 @@ def report_matching(labelled: Any) -> None:
     """Say how many labels matched a video, and list the ones that did not."""
     err.print(
         f"{labelled.name}: {len(labelled.clips)} labelled clips with a video "
-        f"({labelled.format}, {labelled.source})"
+        f"({labelled.format}, {labelled.source})",
+        markup=False,
     )
     problems = (
         ("labels that point at a missing video", labelled.missing_videos),
@@ -43,7 +45,7 @@ def report_matching(labelled: Any) -> None:
     )
     for what, items in problems:
         if items:
-            err.print(f"[yellow]{len(items)} {what}[/]: {_examples(items)}")
+            err.print(f"[yellow]{len(items)} {what}[/]: {escape(_examples(items))}")
 
 
 @app.command()
@@ -74,7 +76,7 @@ def extract(
     try:
         labelled = load_labelled_set(source, videos, video_column, name)
     except DatasetError as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         raise typer.Exit(EXIT_USAGE) from None
     report_matching(labelled)
     if not labelled.clips:
@@ -85,9 +87,12 @@ def extract(
     try:
         manifest = prepare_dataset(labelled, layout, config, force)
     except DatasetError as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         raise typer.Exit(EXIT_USAGE) from None
-    err.print(f"extracting to {layout} with T={config.num_frames}, flow {config.flow_method}")
+    err.print(
+        f"extracting to {layout} with T={config.num_frames}, flow {config.flow_method}",
+        markup=False,
+    )
     if via_queues:
         outcomes = _through_queues(settings, layout, manifest, config, timeout or None)
     else:
@@ -127,7 +132,7 @@ def _through_queues(
                 layout, manifest, config, sent, timeout, on_clip=lambda _: progress.advance(bar)
             )
     except ValueError as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         raise typer.Exit(EXIT_USAGE) from None
 
 
@@ -156,9 +161,11 @@ def _finish(
         f"{counts[NO_FACE]} without a face, {counts[FAILED]} failed"
     )
     for outcome in bad[:20]:
-        err.print(f"  [red]{outcome.status}[/] {outcome.clip_id}: {outcome.error}")
+        err.print(
+            f"  [red]{outcome.status}[/] {escape(outcome.clip_id)}: {escape(str(outcome.error))}"
+        )
     if len(bad) > 20:
         err.print(f"  ... and {len(bad) - 20} more (all in the manifest)")
     where = f"--data {layout.store.url.removeprefix('file://')}" if not layout.prefix else ""
-    err.print(f"next: oceanstream train {labelled.name} {where}".rstrip())
+    err.print(f"next: oceanstream train {labelled.name} {where}".rstrip(), markup=False)
     raise typer.Exit(EXIT_FAILED if counts[FAILED] else EXIT_OK)

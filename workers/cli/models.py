@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from workers.cli.app import EXIT_FAILED, EXIT_USAGE, app, err, load_settings, out
@@ -48,7 +49,7 @@ def list_models(
     from workers.cli.app import open_database
 
     if output not in ("table", "json"):
-        err.print(f"error: --format must be table or json, got {output!r}")
+        err.print(f"error: --format must be table or json, got {output!r}", markup=False)
         raise typer.Exit(EXIT_USAGE)
     session_factory = open_database(load_settings())
     with session_factory() as session:
@@ -64,13 +65,13 @@ def list_models(
             else "-"
         )
         table.add_row(
-            row["version"],
+            escape(row["version"]),
             "yes" if row["trained"] else "[yellow]no[/]",
             "[green]active[/]" if row["active"] else "",
             row["created"],
-            row["dataset"] or "-",
+            escape(str(row["dataset"] or "-")),
             accuracy,
-            row["uri"] or "(built-in)",
+            escape(row["uri"] or "(built-in)"),
         )
     out.print(table)
 
@@ -89,17 +90,19 @@ def register(
     try:
         version, trained = register_bundle_dir(session_factory, path)
     except ModelBundleError as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         raise typer.Exit(EXIT_USAGE) from None
     except ValueError as exc:  # a version stored with the other trained flag
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         raise typer.Exit(EXIT_FAILED) from None
     if not trained:
-        err.print(f"warning: {version} is untrained; its scores are not an assessment")
+        err.print(
+            f"warning: {version} is untrained; its scores are not an assessment", markup=False
+        )
     if activate:
         activate_version(session_factory, version)
-        err.print(f"{version} is now active")
-    out.print(version)
+        err.print(f"{version} is now active", markup=False)
+    out.print(version, markup=False, highlight=False)
 
 
 @models_app.command("activate")
@@ -115,6 +118,8 @@ def activate(
     try:
         activate_version(session_factory, version)
     except ModelBundleError as exc:
-        err.print(f"error: cannot activate {version}: {exc}")
+        err.print(f"error: cannot activate {version}: {exc}", markup=False)
         raise typer.Exit(EXIT_USAGE if "not registered" in str(exc) else EXIT_FAILED) from None
-    err.print(f"{version} is now active; workers use it for the videos they ingest next")
+    err.print(
+        f"{version} is now active; workers use it for the videos they ingest next", markup=False
+    )

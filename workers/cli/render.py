@@ -23,7 +23,7 @@ _STATUS_STYLE = {
 
 
 def _model_cell(row: dict[str, Any]) -> str:
-    version = row.get("model_version") or "-"
+    version = escape(row.get("model_version") or "-")
     if row.get("model_trained") is False:
         return f"{version} [yellow](untrained)[/]"
     return version
@@ -103,7 +103,22 @@ def print_results_table(console: Console, rows: Sequence[dict[str, Any]]) -> Non
         console.print("[yellow]untrained: scores from seeded weights, not an assessment[/]")
 
 
+#: A text cell starting with one of these is read as a formula by spreadsheet programs.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, prefixed with a single quote.
+
+    Only text is touched: numbers (trait scores, counts) stay numbers.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def results_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as CSV; text cells that would start a formula are neutralised."""
     fields = [
         "video",
         "video_id",
@@ -121,5 +136,5 @@ def results_csv(rows: Sequence[dict[str, Any]]) -> str:
     for row in rows:
         flat = {k: v for k, v in row.items() if k in fields}
         flat.update(row.get("traits") or {})
-        writer.writerow(flat)
+        writer.writerow({key: neutralise_cell(value) for key, value in flat.items()})
     return buffer.getvalue()

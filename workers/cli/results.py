@@ -38,7 +38,7 @@ def results(
     else:
         print_results_table(out, rows)
     if not rows and (job or video):
-        err.print("no stored results match")
+        err.print("no stored results match", markup=False)
 
 
 @app.command()
@@ -55,4 +55,4 @@ def attention(
     session_factory = open_database(load_settings())
     stored = stored_attention(session_factory, video)
     for path in plot_attention_map(stored.weights, save_path=out_path, title=stored.title):
-        out.print(str(path), highlight=False, soft_wrap=True)
+        out.print(str(path), highlight=False, soft_wrap=True, markup=False)

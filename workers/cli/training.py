@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from workers.cli.app import EXIT_OK, EXIT_USAGE, app, err, load_settings, out
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"error: {message}")
+    err.print(f"error: {message}", markup=False)
     return typer.Exit(code)
 
 
@@ -29,7 +30,7 @@ def _describe_clips(clips: ExtractedClips) -> None:
     if clips.not_extracted:
         err.print(
             f"[yellow]{len(clips.not_extracted)} labelled clips are not extracted yet "
-            f"(run oceanstream extract again)[/]: {', '.join(clips.not_extracted[:5])}"
+            f"(run oceanstream extract again)[/]: {escape(', '.join(clips.not_extracted[:5]))}"
         )
 
 
@@ -40,11 +41,11 @@ def _describe_split(split: Any, clips: ExtractedClips, shared: list[str]) -> Non
         f"{name} {info['clips'][name]} clips / {info['groups'][name]} persons"
         for name in ("train", "validation", "test")
     )
-    err.print(f"split: {split.rule}: {parts}")
+    err.print(f"split: {split.rule}: {parts}", markup=False)
     if shared:
         err.print(
             f"[yellow]warning: {len(shared)} persons appear in more than one split of this "
-            f"split (identity can leak into the scores): {', '.join(shared[:5])}[/]"
+            f"split (identity can leak into the scores): {escape(', '.join(shared[:5]))}[/]"
         )
 
 
@@ -64,7 +65,7 @@ def _print_metrics(report: dict[str, Any]) -> None:
             title=f"{name}: {metrics['clips']} clips",
         )
         for row in metrics_table(metrics):
-            table.add_row(*row)
+            table.add_row(*map(escape, row))
         out.print(table)
         for stream in ("static", "dynamic"):
             shuffled = metrics[f"{stream}_shuffled"]
@@ -130,7 +131,10 @@ def train(
         raise _fail(str(exc)) from None
     _describe_split(plan.split, clips, plan.shared_groups)
     run_dir = output or default_run_dir(runs_root(settings), manifest["name"])
-    err.print(f"run folder {run_dir} (TensorBoard: tensorboard --logdir {run_dir / 'logs'})")
+    err.print(
+        f"run folder {run_dir} (TensorBoard: tensorboard --logdir {run_dir / 'logs'})",
+        markup=False,
+    )
     # Keras draws its progress bar on stdout; stdout is kept for the results.
     with contextlib.redirect_stdout(sys.stderr):
         report = run_training(
@@ -142,19 +146,20 @@ def train(
             run_dir,
             resume=resume,
             cache_bytes=int(cache_gb * 1024**3),
-            log=lambda line: err.print(line),
+            log=lambda line: err.print(line, markup=False),
         )
     if as_json:
         out.print_json(json.dumps(report))
     else:
         _print_metrics(report)
-    err.print(f"bundle {report['version']} saved in {report['bundle']}")
+    err.print(f"bundle {report['version']} saved in {report['bundle']}", markup=False)
     if register or activate:
         _register(Path(report["bundle"]), activate)
     else:
         err.print(
             f"roll it out: oceanstream models register {report['bundle']} && "
-            f"oceanstream models activate {report['version']}"
+            f"oceanstream models activate {report['version']}",
+            markup=False,
         )
     raise typer.Exit(EXIT_OK)
 
@@ -165,6 +170,6 @@ def _register(bundle_dir: Path, activate: bool) -> None:
 
     session_factory = open_database(load_settings())
     version = register_trained_bundle(session_factory, bundle_dir, activate=activate)
-    err.print(f"registered {version}")
+    err.print(f"registered {version}", markup=False)
     if activate:
-        err.print(f"{version} is now active")
+        err.print(f"{version} is now active", markup=False)
