@@ -139,3 +139,7 @@ def test_only_redis_brokers_are_accepted() -> None:
     assert redis_url("redis+socket:///run/redis.sock") == "unix:///run/redis.sock"
     with pytest.raises(ValueError, match="Redis broker"):
         redis_url("amqp://guest@localhost//")
+    # A URL without a scheme is not quoted: it may carry a password.
+    with pytest.raises(ValueError, match="without a scheme") as refused:
+        redis_url("user:s3cret@localhost:6379")
+    assert "s3cret" not in str(refused.value)

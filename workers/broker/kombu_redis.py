@@ -89,7 +89,7 @@ def redis_url(broker_url: str) -> str:
         return f"{_SCHEMES[scheme]}://{rest}"
     raise UnsupportedBrokerSetting(
         f"the inference pool consumes from a Redis broker (redis://, rediss://, "
-        f"redis+socket://), not {scheme + sep or broker_url!r}"
+        f"redis+socket://), not {scheme + sep if sep else 'a URL without a scheme'}"
     )
 
 

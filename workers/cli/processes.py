@@ -58,7 +58,7 @@ def worker(
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(chosen) - set(QUEUES))
     if not chosen or unknown:
-        err.print(f"error: unknown queues {unknown}; choose from {', '.join(QUEUES)}")
+        err.print(f"error: unknown queues {unknown}; choose from {', '.join(QUEUES)}", markup=False)
         raise typer.Exit(EXIT_USAGE)
     use_batcher = chosen == ["inference"] if batcher is None else batcher
     if use_batcher and chosen != ["inference"]:
@@ -108,7 +108,7 @@ def _inference_pool(
     try:  # before any model is loaded: a broker the pool cannot use is a usage error
         layout_of(create_app(settings))
     except UnsupportedBrokerSetting as exc:
-        err.print(f"error: {exc}", soft_wrap=True)
+        err.print(f"error: {exc}", soft_wrap=True, markup=False)
         return EXIT_USAGE
     set_memory_environment()
     if devices is None and processes == 1:
@@ -119,7 +119,7 @@ def _inference_pool(
             devices, processes, dict(os.environ), settings.metrics_port
         )
     except ValueError as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         return EXIT_USAGE
     return run_device_processes(child_argv("inference", threads, loglevel), environments)
 
