@@ -42,7 +42,6 @@ def test_scrapes_cost_at_most_one_round_trip_per_refresh(broker: str) -> None:
     per_refresh = len(QUEUES) * len(collector.layout.priority_steps)
     from prometheus_client import CollectorRegistry
 
-
     registry = CollectorRegistry()
     registry.register(collector)
     url = f"http://127.0.0.1:{start_exporter(registry, free_port())}/metrics"
