@@ -9,7 +9,6 @@ the video's status, and the caller owns the transaction as everywhere else.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +23,7 @@ from db.attention import encode_attention
 from db.models import AttentionMap, ModelVersion, Prediction, Video
 from db.repository._common import NotFoundError, dialect_insert
 from db.repository.predictions import _checked_scores
+from db.repository.stages import checked_timings
 from db.repository.videos import check_status
 from db.types import utcnow
 
@@ -129,7 +129,7 @@ def finish_videos(
             "b_id": o.video_id,
             "b_status": o.status,
             "b_error": o.error,
-            "b_timings": {**(current[o.video_id] or {}), **_checked_timings(o.timings)},
+            "b_timings": {**(current[o.video_id] or {}), **checked_timings(o.timings)},
             "b_frames": o.frames,
             "b_faces": o.faces_found,
         }
@@ -213,13 +213,3 @@ def _check_versions(session: Session, outcomes: Sequence[StageOutcome]) -> None:
                 f"model_trained={bool(o.model_trained)} contradicts model version "
                 f"{o.model_version!r} (trained={stored[o.model_version]})"
             )
-
-
-def _checked_timings(timings: Mapping[str, float]) -> dict[str, Any]:
-    clean: dict[str, Any] = {}
-    for stage, seconds in timings.items():
-        value = float(seconds)
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"timing for {stage!r} must be finite and >= 0, got {seconds!r}")
-        clean[str(stage)] = value
-    return clean

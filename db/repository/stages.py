@@ -104,7 +104,8 @@ def finish_stage(
 def _stage_values(
     current_timings: Mapping[str, Any] | None, changes: StageUpdate
 ) -> dict[str, Any]:
-    values: dict[str, Any] = {"timings": {**(current_timings or {}), **_clean(changes.timings)}}
+    timings = {**(current_timings or {}), **checked_timings(changes.timings)}
+    values: dict[str, Any] = {"timings": timings}
     if changes.probe is not None:
         values.update(_probe_values(changes.probe))
     if changes.frames is not None:
@@ -188,7 +189,7 @@ def _probe_values(info: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _clean(timings: Mapping[str, float]) -> dict[str, float]:
+def checked_timings(timings: Mapping[str, float]) -> dict[str, float]:
     """Stage name -> seconds, each checked finite and >= 0."""
     clean: dict[str, float] = {}
     for stage, seconds in timings.items():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -26,40 +25,13 @@ WRONG_PW = "wrongS3cret"
 SECRETS = (BROKER_PW, DATABASE_PW, FLOWER_PW, WRONG_PW)
 
 
-class PasswordRedis(RedisServer):
-    """A redis-server of the test's own that requires a password."""
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
-                *("--requirepass", BROKER_PW),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(self.ping, 10, "redis-server to accept connections")
-
-    def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(f"AUTH {BROKER_PW}\r\nPING\r\n".encode())
-                return b"+PONG" in sock.recv(64)
-        except OSError:
-            return False
-
-    def url_with(self, password: str) -> str:
-        return f"redis://:{password}@127.0.0.1:{self.port}/0"
-
-
 @pytest.fixture
 def secret_cluster(tmp_path: Path, postgres_database: str) -> Iterator[Cluster]:
     """A cluster whose database URL, broker URL and Flower settings all carry a password
     (PostgreSQL trusts local connections, so any password is accepted)."""
     database = make_url(postgres_database).set(password=DATABASE_PW)
-    with PasswordRedis(tmp_path) as redis_server:
-        broker = redis_server.url_with(BROKER_PW)
+    with RedisServer(tmp_path, password=BROKER_PW) as redis_server:
+        broker = redis_server.url
         with running_cluster(
             tmp_path / "home", database.render_as_string(hide_password=False), broker
         ) as nodes:
@@ -115,7 +87,7 @@ def test_no_password_in_worker_logs_status_or_error_lines(
     secret_cluster: Cluster, tmp_path: Path
 ) -> None:
     cluster = secret_cluster
-    redis_server: PasswordRedis = cluster.redis  # type: ignore[attr-defined]
+    redis_server: RedisServer = cluster.redis  # type: ignore[attr-defined]
     worker = cluster.start_worker("ingest,faces,flow,inference")
     clip = write_faceless(tmp_path / "faceless.mp4", seconds=1.0, seed=3)
     submitted = cluster.cli("submit", str(clip))

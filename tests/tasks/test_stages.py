@@ -13,7 +13,6 @@ import pytest
 
 from core.artifacts import LAYOUT
 from core.bundle import build_default_bundle
-from core.files import file_sha256
 from core.pipeline import Analyzer, PipelineConfig
 from core.storage import ArtifactStore
 from db import repository as repo
@@ -22,6 +21,7 @@ from db.migrate import upgrade_database
 from tasks import stages
 from tasks.context import StageContext
 from tests.clips import write_faceless, write_random_bytes, write_talking_head, write_text
+from tests.tasks.helpers import submit
 
 T = 8
 
@@ -50,20 +50,6 @@ def ctx(tmp_path: Path, bundle, face_detector) -> StageContext:
     )
     context._detectors[meta.crop_size] = face_detector
     return context
-
-
-def submit(ctx: StageContext, path: Path) -> str:
-    with ctx.session_factory.begin() as session:
-        video, _ = repo.get_or_create_video(
-            session=session,
-            content_hash=file_sha256(path),
-            name=path.name,
-            source_path=str(path),
-            size_bytes=path.stat().st_size,
-        )
-        uri = ctx.store.put_file(path, f"videos/{video.content_hash}{path.suffix}")
-        repo.set_storage_uri(session=session, video_id=video.id, uri=uri)
-        return video.id
 
 
 def video_row(ctx: StageContext, video_id: str):

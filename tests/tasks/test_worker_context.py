@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from core.files import file_sha256
 from db import repository as repo
 from db.migrate import upgrade_database
 from tasks import stages
 from tasks.context import StageContext
 from tests.clips import write_talking_head
+from tests.tasks.helpers import submit
 from workers import bootstrap
 from workers.settings import Settings
 
@@ -41,22 +41,13 @@ def test_every_stage_runs_on_sqlite_without_waiting_on_itself(
     worker_ctx: StageContext, tmp_path: Path
 ) -> None:
     clip = write_talking_head(tmp_path / "a.mp4", seconds=1.5, seed=3)
-    with worker_ctx.session_factory.begin() as session:
-        video, _ = repo.get_or_create_video(
-            session=session,
-            content_hash=file_sha256(clip),
-            name=clip.name,
-            source_path=str(clip),
-            size_bytes=clip.stat().st_size,
-        )
-        uri = worker_ctx.store.put_file(clip, f"videos/{video.content_hash}.mp4")
-        repo.set_storage_uri(session=session, video_id=video.id, uri=uri)
+    video_id = submit(worker_ctx, clip)
     began = time.monotonic()
-    assert stages.run_ingest(worker_ctx, video.id) is True
-    assert stages.run_faces(worker_ctx, video.id) is False
-    assert stages.run_flow(worker_ctx, video.id) is True
-    assert stages.run_inference(worker_ctx, video.id) == "done"
+    assert stages.run_ingest(worker_ctx, video_id) is True
+    assert stages.run_faces(worker_ctx, video_id) is False
+    assert stages.run_flow(worker_ctx, video_id) is True
+    assert stages.run_inference(worker_ctx, video_id) == "done"
     assert time.monotonic() - began < 20  # a self-wait costs the 30 s busy timeout
     with worker_ctx.session_factory() as session:
-        row = repo.get_video(session=session, video_id=video.id)
+        row = repo.get_video(session=session, video_id=video_id)
         assert row.status == "done" and row.model_version is not None
