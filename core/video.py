@@ -6,11 +6,19 @@ the stream forward once, grabbing every packet and converting only the frames it
 
 Container metadata can lie about the frame count. The sampler trusts what it decodes: when the
 stream ends early it re-plans over the frames that exist, and a stream that yields fewer than
-half the declared frames is reported as truncated.
+half the declared frames is reported as truncated. A stream that runs on past its declared end
+is read to its real end and re-planned too.
+
+The limits hold on what is decoded, not only on what the header says: every pass stops with a
+`VideoLimitError` as soon as the decoded timestamps pass `max_duration_s` (frames / fps where
+the stream has no timestamps) or the frame count passes `max_frames`. A Matroska file written
+through a pipe declares no duration at all, and a header can declare 10 s for a 2-hour stream.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,20 +29,31 @@ from core.errors import EmptyVideoError, VideoDecodeError, VideoLimitError, Vide
 
 # A stream that decodes fewer than this fraction of its declared frames is truncated.
 MIN_DECODED_FRACTION = 0.5
+# A stream that goes on past its declared frame count by more than this fraction (or two
+# frames) declared less than it holds; within it, the difference is the container's rounding.
+OVERRUN_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
 class VideoLimits:
-    """Inputs over these limits are refused before any decoding.
+    """Inputs over these limits are refused: by the header before any decoding, and again by
+    what is decoded, whatever the header said.
 
     Resolution limits describe a landscape box and apply to either orientation, so a portrait
-    phone video of the same size passes too.
+    phone video of the same size passes too. `max_fps` bounds the frame count
+    (`max_frames` = duration limit × fps limit), which caps the decoding work on a stream
+    whose timestamps do not advance or whose frame rate is absurd.
     """
 
     max_bytes: int = 2 * 1024**3
     max_duration_s: float = 20 * 60
     max_width: int = 3840
     max_height: int = 2160
+    max_fps: float = 240.0
+
+    @property
+    def max_frames(self) -> int:
+        return math.ceil(self.max_duration_s * self.max_fps)
 
 
 @dataclass(frozen=True)
@@ -50,6 +69,10 @@ class VideoInfo:
     def to_dict(self) -> dict[str, float | int]:
         """Plain JSON-ready values, for storing alongside a video's record."""
         return asdict(self)
+
+
+# Builds the limit check for one opened capture.
+_Guard = Callable[[cv2.VideoCapture], "_DecodeGuard"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +142,11 @@ def _check_limits(info: VideoInfo, limits: VideoLimits, path: Path) -> None:
             f"video lasts {info.duration_s:.1f} s, over the limit of "
             f"{limits.max_duration_s:.1f} s: {path}"
         )
+    if info.frame_count > limits.max_frames:
+        raise VideoLimitError(
+            f"video declares {info.frame_count} frames, over the limit of {limits.max_frames} "
+            f"({limits.max_duration_s:g} s at up to {limits.max_fps:g} fps): {path}"
+        )
     long_side, short_side = max(info.width, info.height), min(info.width, info.height)
     max_long = max(limits.max_width, limits.max_height)
     max_short = min(limits.max_width, limits.max_height)
@@ -165,41 +193,109 @@ def _successor_indices(indices: np.ndarray, frame_count: int) -> np.ndarray:
     return np.minimum(indices + 1, frame_count - 1)
 
 
+class _DecodeGuard:
+    """Stops a decoding pass once it runs past the limits, whatever the header declared.
+
+    Checked after every grabbed frame: the frame count against `max_frames`, and the decoded
+    span (the frame's timestamp plus one frame, or frames / fps without timestamps) against
+    `max_duration_s`.
+    """
+
+    def __init__(
+        self, cap: cv2.VideoCapture, info: VideoInfo, limits: VideoLimits, path: Path
+    ) -> None:
+        self._cap = cap
+        self._info = info
+        self._limits = limits
+        self._path = path
+        self._frame_s = 1.0 / info.fps if info.fps > 0 else 0.0
+
+    def check(self, decoded: int) -> None:
+        limits = self._limits
+        if decoded > limits.max_frames:
+            raise VideoLimitError(
+                f"video runs past the limit of {limits.max_frames} frames "
+                f"({limits.max_duration_s:g} s at up to {limits.max_fps:g} fps; decoded "
+                f"{decoded} frames, {self._declared()}): {self._path}"
+            )
+        seconds = self._decoded_s(decoded)
+        if seconds > limits.max_duration_s:
+            raise VideoLimitError(
+                f"video runs past the {limits.max_duration_s:g} s limit (decoded "
+                f"{seconds:.1f} s, {self._declared()}): {self._path}"
+            )
+
+    def _decoded_s(self, decoded: int) -> float:
+        position = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        if np.isfinite(position) and position > 0:
+            return position / 1000 + self._frame_s
+        return decoded * self._frame_s  # no timestamps (or the first frame)
+
+    def _declared(self) -> str:
+        if self._info.duration_s > 0:
+            return f"its header declares {self._info.duration_s:.1f} s"
+        return "no duration in its header"
+
+
+def _overrun_allowance(declared: int) -> int:
+    """Frames a stream may hold past its declared count before the count is taken as wrong."""
+    return max(2, math.ceil(OVERRUN_FRACTION * declared))
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What one forward read found."""
+
+    kept: dict[int, np.ndarray]  # the wanted frames, RGB, by index
+    decoded: int  # frames decoded: all the stream holds, unless `ended_early`
+    ended_early: bool  # the stream ended (or broke) before the last wanted frame
+    overran: bool  # the stream ran on past its declared count: `decoded` is its real length
+
+
 def _read_forward(
-    path: Path, wanted: set[int], threads: int = 0
-) -> tuple[dict[int, np.ndarray], int, bool]:
+    path: Path, wanted: set[int], declared: int, guard: _Guard, threads: int = 0
+) -> _Pass:
     """Decode forward once, keeping the frames at ``wanted`` indices as RGB.
 
     Every frame is grabbed (demuxed and decoded) but only wanted ones are retrieved
-    (colour-converted and copied out). Reading stops after the last wanted frame. Returns the
-    kept frames, how many frames were decoded, and whether the stream ended first.
+    (colour-converted and copied out). After the last wanted frame the read goes on to the
+    stream's end: one more grab where the header was right; to the real end, within the
+    limits, where the stream runs on past its declared count.
     """
     last = max(wanted)
+    overrun_at = max(last, declared - 1) + _overrun_allowance(declared)
     kept: dict[int, np.ndarray] = {}
     cap = _open(path, threads)
     try:
+        check = guard(cap)
         index = 0
-        while index <= last:
-            if not cap.grab():
-                return kept, index, True
+        while cap.grab():
+            check.check(index + 1)
             if index in wanted:
                 ok, frame = cap.retrieve()
                 if not ok or frame is None:
-                    return kept, index, True
+                    return _Pass(kept, index, ended_early=True, overran=False)
                 kept[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             index += 1
-        return kept, index, False
+            if index > overrun_at:
+                while cap.grab():
+                    index += 1
+                    check.check(index)
+                return _Pass(kept, index, ended_early=False, overran=True)
+        return _Pass(kept, index, ended_early=index <= last, overran=False)
     finally:
         cap.release()
 
 
-def _count_frames(path: Path) -> int:
+def _count_frames(path: Path, guard: _Guard) -> int:
     """Decode the whole stream to count frames, for containers that declare no count."""
     cap = _open(path)
     try:
+        check = guard(cap)
         count = 0
         while cap.grab():
             count += 1
+            check.check(count)
         return count
     finally:
         cap.release()
@@ -216,11 +312,11 @@ def _stack(kept: dict[int, np.ndarray], order: np.ndarray, shape: tuple[int, ...
 
 
 def _sample(
-    path: Path, frame_count: int, num_frames: int, threads: int = 0
-) -> tuple[dict[int, np.ndarray], int, bool]:
+    path: Path, frame_count: int, num_frames: int, guard: _Guard, threads: int = 0
+) -> _Pass:
     indices = plan_sample_indices(frame_count, num_frames)
     wanted = set(indices.tolist()) | set(_successor_indices(indices, frame_count).tolist())
-    return _read_forward(path, wanted, threads)
+    return _read_forward(path, wanted, frame_count, guard, threads)
 
 
 def _check_decoded(decoded: int, declared: int, path: Path) -> None:
@@ -246,36 +342,44 @@ def sample_frames(
     ``decode_threads`` > 0 caps the decoder's threads; 0 leaves the choice to FFmpeg.
 
     Pass ``info`` from an earlier ``probe_video`` to skip probing again. The stream is read
-    forward once; only when it ends before the planned frames (the declared count was wrong)
-    is it read a second time, over the frames that really exist. A container that declares
-    no frame count at all is counted by a first full pass.
+    forward once; only when the declared count was wrong (the stream ends before the planned
+    frames, or runs on past its declared end) is it read a second time, over the frames that
+    really exist. A container that declares no frame count at all is counted by a first full
+    pass. Every pass stops with `VideoLimitError` once it decodes past the limits.
     """
     path = Path(path)
+    limits = limits or VideoLimits()
     if info is None:
         info = probe_video(path, limits)
     else:
-        _check_file(path, limits or VideoLimits())
-    declared = info.frame_count if info.frame_count > 0 else _count_frames(path)
+        _check_file(path, limits)
+    known = info
+
+    def guard(cap: cv2.VideoCapture) -> _DecodeGuard:
+        return _DecodeGuard(cap, known, limits, path)
+
+    declared = info.frame_count if info.frame_count > 0 else _count_frames(path, guard)
     if declared < 1:
         raise VideoDecodeError(f"video has no decodable frames: {path}")
-    kept, decoded, ended_early = _sample(path, declared, num_frames, decode_threads)
+    read = _sample(path, declared, num_frames, guard, decode_threads)
     frame_count = declared
-    if ended_early:
-        _check_decoded(decoded, declared, path)
-        frame_count = decoded
-        kept, decoded, ended_early = _sample(path, frame_count, num_frames, decode_threads)
-        if ended_early:
+    if read.ended_early or read.overran:
+        if read.ended_early:
+            _check_decoded(read.decoded, declared, path)
+        frame_count = read.decoded
+        read = _sample(path, frame_count, num_frames, guard, decode_threads)
+        if read.ended_early or read.overran:
             raise VideoDecodeError(
-                f"video is corrupt: it decoded {frame_count} frames on one read and only "
-                f"{decoded} on the next: {path}"
+                f"video is corrupt: it decoded {frame_count} frames on one read and "
+                f"{read.decoded} on the next: {path}"
             )
     indices = plan_sample_indices(frame_count, num_frames)
     successors = _successor_indices(indices, frame_count)
-    shape = kept[int(indices[0])].shape
+    shape = read.kept[int(indices[0])].shape
     return SampledFrames(
-        frames=_stack(kept, indices, shape),
-        successors=_stack(kept, successors, shape),
+        frames=_stack(read.kept, indices, shape),
+        successors=_stack(read.kept, successors, shape),
         indices=indices,
         info=info,
-        decoded_frames=decoded,
+        decoded_frames=read.decoded,
     )

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     max_duration_s: float = Field(default=20 * 60, gt=0)
     max_width: int = Field(default=3840, ge=1)
     max_height: int = Field(default=2160, ge=1)
+    max_fps: float = Field(
+        default=240.0,
+        gt=0,
+        description="Frame-rate bound: a video may hold at most max_duration_s x max_fps frames, "
+        "checked on the header and again while decoding.",
+    )
 
     # The inference pool (`oceanstream worker --queues inference`).
     max_batch_size: int = Field(
@@ -108,5 +114,6 @@ class Settings(BaseSettings):
                 max_duration_s=self.max_duration_s,
                 max_width=self.max_width,
                 max_height=self.max_height,
+                max_fps=self.max_fps,
             ),
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -159,6 +161,81 @@ def test_resolution_limit_applies_to_either_orientation(talking_head: Path) -> N
     assert probe_video(talking_head, VideoLimits(max_width=240, max_height=320)).width == 320
 
 
+def write_matroska(path: Path, *, seconds: float, piped: bool) -> Path:
+    """A 10 fps, 64x48 Matroska test pattern; written through a pipe it declares no duration."""
+    import imageio_ffmpeg
+
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error",
+        "-f", "lavfi", "-i", f"testsrc=size=64x48:rate=10:duration={seconds}",
+        "-c:v", "mpeg4", "-f", "matroska", "pipe:1" if piped else str(path),
+    ]  # fmt: skip
+    written = subprocess.run(command, capture_output=True, check=True)
+    if piped:
+        path.write_bytes(written.stdout)
+    return path
+
+
+def declare_duration(path: Path, seconds: float) -> Path:
+    """Overwrite a Matroska file's Duration (element 0x4489, an 8-byte float in ms): a lie."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x44\x89\x88")
+    struct.pack_into(">d", data, at + 3, seconds * 1000)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_piped_matroska_declares_no_duration(tmp_path: Path) -> None:
+    info = probe_video(write_matroska(tmp_path / "piped.mkv", seconds=2, piped=True))
+    assert (info.fps, info.frame_count, info.duration_s) == (10.0, 0, 0.0)
+
+
+def test_duration_limit_holds_while_decoding_a_stream_without_duration(
+    tmp_path: Path, spy: list[str]
+) -> None:
+    path = write_matroska(tmp_path / "piped.mkv", seconds=20, piped=True)
+    with pytest.raises(
+        VideoLimitError,
+        match=r"video runs past the 3 s limit \(decoded 3\.1 s, no duration in its header\)",
+    ):
+        sample_frames(path, num_frames=4, limits=VideoLimits(max_duration_s=3))
+    assert spy.count("grab") == 31  # of 200 frames: decoding stopped at the limit
+
+
+def test_duration_limit_holds_on_a_header_that_lies(tmp_path: Path, spy: list[str]) -> None:
+    path = declare_duration(write_matroska(tmp_path / "liar.mkv", seconds=20, piped=False), 1)
+    assert probe_video(path).duration_s == 1.0
+    spy.clear()
+    with pytest.raises(
+        VideoLimitError,
+        match=r"runs past the 3 s limit \(decoded 3\.1 s, its header declares 1\.0 s\)",
+    ):
+        sample_frames(path, num_frames=4, limits=VideoLimits(max_duration_s=3))
+    assert spy.count("grab") == 31
+
+
+def test_frame_limit_holds_while_decoding(tmp_path: Path, spy: list[str]) -> None:
+    # 20 s at 10 fps within a 30 s limit, but over 30 s x 2 fps = 60 frames.
+    path = write_matroska(tmp_path / "piped.mkv", seconds=20, piped=True)
+    limits = VideoLimits(max_duration_s=30, max_fps=2)
+    with pytest.raises(VideoLimitError, match=r"past the limit of 60 frames .*decoded 61 frames"):
+        sample_frames(path, num_frames=4, limits=limits)
+    assert spy.count("grab") == 61
+
+
+def test_declared_frame_count_over_the_limit_is_refused_by_the_probe(talking_head: Path) -> None:
+    with pytest.raises(VideoLimitError, match=r"declares 30 frames, over the limit of 20"):
+        probe_video(talking_head, VideoLimits(max_duration_s=10, max_fps=2))
+
+
+def test_a_stream_within_the_limits_is_sampled_as_before(tmp_path: Path) -> None:
+    path = write_matroska(tmp_path / "piped.mkv", seconds=3, piped=True)
+    sampled = sample_frames(path, num_frames=4, limits=VideoLimits(max_duration_s=3))
+    every = decode_all(path)
+    assert sampled.decoded_frames == len(every) == 30
+    np.testing.assert_array_equal(sampled.frames, every[sampled.indices])
+
+
 # --- planning ----------------------------------------------------------------------------
 
 
@@ -213,19 +290,32 @@ def test_reads_forward_once_without_seeking(talking_head_h264: Path, spy: list[s
     needed = set(sampled.indices.tolist()) | set(np.minimum(sampled.indices + 1, 29).tolist())
     assert spy.count("open") == 1
     assert not [call for call in spy if call.startswith("set:") or call == "read"]
-    assert spy.count("grab") == 30
+    assert spy.count("grab") == 31  # 30 frames, then the end of the stream
     assert spy.count("retrieve") == len(needed)
 
 
-def test_stops_decoding_after_the_last_needed_frame(tmp_path: Path, spy: list[str]) -> None:
-    # A header that under-declares the frames: the sampler never reads past what it needs.
+def test_header_within_rounding_of_the_stream_is_trusted(tmp_path: Path, spy: list[str]) -> None:
+    # A header one frame short of the stream (container rounding): sampled as declared.
+    path = clips.write_talking_head(tmp_path / "clip.avi", fourcc="MJPG", seconds=1.0)
+    info = probe_video(path)
+    short = VideoInfo(info.fps, 14, 14 / info.fps, info.width, info.height)
+    spy.clear()
+    sampled = sample_frames(path, num_frames=4, info=short)
+    assert spy.count("open") == 1 and sampled.decoded_frames == 15
+    assert sampled.indices.tolist() == [0, 4, 9, 13]
+
+
+def test_header_that_under_declares_is_read_to_the_end(tmp_path: Path, spy: list[str]) -> None:
+    # A header that declares 10 of 15 frames: the stream's real length is what is sampled.
     path = clips.write_talking_head(tmp_path / "clip.avi", fourcc="MJPG", seconds=1.0)
     info = probe_video(path)
     short = VideoInfo(info.fps, 10, 10 / info.fps, info.width, info.height)
     spy.clear()
     sampled = sample_frames(path, num_frames=4, info=short)
-    assert spy.count("grab") == 10 and sampled.decoded_frames == 10
-    assert sampled.indices.tolist() == [0, 3, 6, 9]
+    assert spy.count("open") == 2 and sampled.decoded_frames == 15
+    assert sampled.indices.tolist() == [0, 5, 9, 14]
+    every = decode_all(path)
+    np.testing.assert_array_equal(sampled.frames, every[sampled.indices])
 
 
 def test_clip_shorter_than_the_sample_count(tmp_path: Path) -> None:
