@@ -35,6 +35,19 @@ WEIGHT_FILES = {
 }
 # Fields that describe a save, not the content: left out of the content version.
 _UNVERSIONED = ("version", "created_at")
+# Upper bounds on the shapes a bundle may declare. Metadata is input: a typo or a hostile file
+# asking for T=10**6 or a 10**9-wide layer must be refused here, not by the allocator after
+# minutes of building. Each bound is several times the shipped default (T=16, crops of 112,
+# 512/256/128-wide tokens, 4 heads); T matches the settings' bound on frames per video.
+MAX_DIMENSIONS = {
+    "num_frames": 256,
+    "crop_size": 512,
+    "flow_size": 512,
+    "static_dim": 4096,
+    "dynamic_dim": 4096,
+    "fusion_dim": 4096,
+    "num_heads": 64,
+}
 
 
 def _now_iso() -> str:
@@ -96,11 +109,18 @@ class BundleMetadata:
             )
         if list(self.traits) != list(TRAITS):
             raise ModelBundleError(f"bundle trait order {self.traits} != expected {list(TRAITS)}")
-        dims = ("num_frames", "crop_size", "flow_size", "static_dim", "dynamic_dim")
-        for name in (*dims, "fusion_dim", "num_heads"):
+        for name, bound in MAX_DIMENSIONS.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ModelBundleError(f"bundle {name} must be a positive integer, got {value!r}")
+            if value > bound:
+                raise ModelBundleError(
+                    f"bundle {name} is {value}, over the limit of {bound}: refused before "
+                    "building any model"
+                )
+        rate = self.dropout_rate
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate < 1:
+            raise ModelBundleError(f"bundle dropout_rate must be in [0, 1), got {rate!r}")
         if self.fusion_dim % 2 or self.fusion_dim % self.num_heads:
             raise ModelBundleError(
                 f"bundle fusion_dim {self.fusion_dim} must be even and divisible by num_heads "
@@ -282,6 +302,8 @@ def load_bundle(path: str | Path) -> ModelBundle:
         directory = directory.parent
     if not directory.is_dir():
         raise ModelBundleError(f"model bundle {str(path)!r} is not an existing directory")
+    for filename in (METADATA_FILE, *WEIGHT_FILES.values()):
+        _check_inside(directory, filename)
     metadata = BundleMetadata.from_dict(_read_json(directory / METADATA_FILE))
     metadata.validate()
     models = build_models(metadata)
@@ -301,6 +323,26 @@ def load_bundle(path: str | Path) -> ModelBundle:
             f"to {expected!r}: a file was changed after saving"
         )
     return bundle
+
+
+def _check_inside(directory: Path, filename: str) -> None:
+    """Refuse a bundle file that is a link leading out of the bundle's folder.
+
+    A bundle is one artifact: its version covers the files in its folder, and whoever may
+    replace that folder decides what it serves. A link to a file elsewhere would let that
+    file change under the registered version, or read a file the bundle's owner never
+    shipped. Links inside the folder (and the folder itself being a link) are fine.
+    """
+    path = directory / filename
+    if not path.is_symlink():
+        return
+    root = directory.resolve()
+    target = path.resolve()
+    if not target.is_relative_to(root):
+        raise ModelBundleError(
+            f"model bundle {str(directory)!r}: {filename} is a link to {str(target)!r}, outside "
+            "the bundle folder; copy the file into the bundle instead"
+        )
 
 
 def _read_json(path: Path) -> Any:

@@ -20,13 +20,17 @@ def ensure_model_version(
     trained: bool,
     metadata: Mapping[str, Any],
     uri: str | None = None,
+    relocate: bool = False,
 ) -> ModelVersion:
     """The row for `version`, created on first use; safe to call from every worker start.
 
     A version id is derived from the bundle's content, so an existing row keeps its metadata.
-    `uri`, when given, replaces the stored location (a bundle may be copied elsewhere). A
-    `trained` flag that disagrees with the stored one is refused: results must never claim
-    trained weights they did not have.
+    The first location recorded for a version is kept: every worker loads the version from
+    there, so another copy of the same bundle (an `analyze --model` run, a second register
+    from another folder) must not move it silently. `relocate=True` replaces it (the bundle
+    was moved on purpose); callers compare the returned row's `uri` with theirs to tell the
+    user which location stands. A `trained` flag that disagrees with the stored one is
+    refused: results must never claim trained weights they did not have.
     """
     stmt = (
         dialect_insert(session, ModelVersion)
@@ -47,7 +51,7 @@ def ensure_model_version(
             f"model version {version!r} is stored with trained={row.trained}, "
             f"got trained={bool(trained)}"
         )
-    if uri is not None and row.uri != uri:
+    if uri is not None and row.uri != uri and (row.uri is None or relocate):
         row.uri = uri
         session.flush()
     return row

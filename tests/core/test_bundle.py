@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from core.bundle import (
+    MAX_DIMENSIONS,
     METADATA_FILE,
     WEIGHT_FILES,
     BundleMetadata,
@@ -91,6 +92,11 @@ def test_metadata_rejects_unknown_and_missing_keys():
         ({"static_dim": 0}, "static_dim must be a positive integer"),
         ({"fusion_dim": 130}, "divisible by num_heads"),
         ({"trained": "yes"}, "true or false"),
+        ({"num_frames": 10**6}, "num_frames is 1000000, over the limit of 256"),
+        ({"static_dim": 10**9}, "static_dim is 1000000000, over the limit of 4096"),
+        ({"crop_size": 10**5}, "crop_size is 100000, over the limit of 512"),
+        ({"num_heads": 128, "fusion_dim": 256}, "num_heads is 128, over the limit of 64"),
+        ({"dropout_rate": 1.5}, r"dropout_rate must be in \[0, 1\)"),
     ],
 )
 def test_metadata_validation_says_what_is_wrong(change, message):
@@ -245,3 +251,40 @@ def test_damaged_bundles_raise_model_bundle_error(saved: Path, tmp_path: Path, d
 def test_missing_directory_raises_model_bundle_error(tmp_path: Path):
     with pytest.raises(ModelBundleError, match="not an existing directory"):
         load_bundle(tmp_path / "nowhere")
+
+
+def test_bounds_admit_the_defaults_and_the_bounds_themselves():
+    BundleMetadata(version="x", trained=False, num_frames=16).validate()
+    BundleMetadata(version="x", trained=False, **MAX_DIMENSIONS).validate()
+
+
+@pytest.mark.parametrize("dimension", ["num_frames", "static_dim", "fusion_dim"])
+def test_absurd_dimensions_are_refused_before_building(saved: Path, tmp_path: Path, dimension: str):
+    # Before: num_frames=10**6 or a 10**9-wide layer ended in ResourceExhaustedError (or a
+    # machine out of memory) while building; now load refuses the metadata at once.
+    directory = _copy(saved, tmp_path)
+    _edit_metadata(directory, **{dimension: 10**9})
+    with pytest.raises(ModelBundleError, match=f"{dimension} is 1000000000, over the limit"):
+        load_bundle(directory)
+
+
+@pytest.mark.parametrize("filename", [METADATA_FILE, WEIGHT_FILES["face_encoder"]])
+def test_links_leading_out_of_the_bundle_are_refused(saved: Path, tmp_path: Path, filename: str):
+    directory = _copy(saved, tmp_path)
+    outside = tmp_path / "elsewhere" / filename
+    outside.parent.mkdir()
+    (directory / filename).rename(outside)
+    (directory / filename).symlink_to(outside)
+    with pytest.raises(
+        ModelBundleError, match=rf"{re.escape(filename)} is a link to .*elsewhere.*outside"
+    ):
+        load_bundle(directory)
+
+
+def test_links_inside_the_bundle_and_a_linked_folder_are_fine(saved: Path, tmp_path: Path):
+    directory = _copy(saved, tmp_path)
+    weights = directory / WEIGHT_FILES["flow_encoder"]
+    weights.rename(directory / "flow.h5")
+    weights.symlink_to("flow.h5")
+    (tmp_path / "link").symlink_to(directory)
+    assert load_bundle(tmp_path / "link").metadata.version == load_bundle(saved).metadata.version

@@ -42,14 +42,29 @@ def test_ensure_is_idempotent_and_keeps_the_first_metadata(session_factory: Fact
         assert session.execute(select(func.count()).select_from(ModelVersion)).scalar_one() == 1
 
 
-def test_ensure_records_a_new_location(session_factory: Factory) -> None:
+def test_ensure_keeps_the_first_location_unless_relocated(session_factory: Factory) -> None:
     with session_factory.begin() as session:
         ensure(session, "v1", uri="/bundles/v1")
     with session_factory.begin() as session:
         assert ensure(session, "v1").uri == "/bundles/v1"
-        assert ensure(session, "v1", uri="s3://bundles/v1").uri == "s3://bundles/v1"
+        # Another copy of the same version does not move where workers load it from.
+        assert ensure(session, "v1", uri="/tmp/copy/v1").uri == "/bundles/v1"
+    with session_factory.begin() as session:
+        moved = repo.ensure_model_version(
+            session=session, version="v1", trained=False, metadata={}, uri="s3://v1", relocate=True
+        )
+        assert moved.uri == "s3://v1"
     with session_factory() as session:
-        assert repo.get_model_version(session=session, version="v1").uri == "s3://bundles/v1"  # type: ignore[union-attr]
+        assert repo.get_model_version(session=session, version="v1").uri == "s3://v1"  # type: ignore[union-attr]
+
+
+def test_ensure_records_a_location_for_a_version_that_had_none(session_factory: Factory) -> None:
+    with session_factory.begin() as session:
+        ensure(session, "untrained-1")  # the built-in bundle: no location
+    with session_factory.begin() as session:
+        assert ensure(session, "untrained-1", uri="/bundles/untrained-1").uri == (
+            "/bundles/untrained-1"
+        )
 
 
 def test_ensure_refuses_a_contradicting_trained_flag(session_factory: Factory) -> None:

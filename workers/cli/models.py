@@ -80,20 +80,28 @@ def list_models(
 def register(
     path: Path = typer.Argument(..., help="A model bundle folder (made by oceanstream train)."),
     activate: bool = typer.Option(False, "--activate", help="Also make it the active version."),
+    move: bool = typer.Option(
+        False,
+        "--move",
+        help="The version is registered at another folder: serve it from this one instead.",
+    ),
 ) -> None:
-    """Record a bundle in the database by its absolute path; prints its version."""
+    """Record a bundle in the database by its absolute path; prints its version.
+
+    A version already registered from another folder keeps that location unless `--move`.
+    """
     from core.errors import ModelBundleError
     from workers.cli.app import open_database
     from workers.services.models import activate_version, register_bundle_dir
 
     session_factory = open_database(load_settings())
     try:
-        version, trained = register_bundle_dir(session_factory, path)
+        version, trained = register_bundle_dir(session_factory, path, move=move)
     except ModelBundleError as exc:
-        err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
-    except ValueError as exc:  # a version stored with the other trained flag
-        err.print(f"error: {exc}", markup=False)
+    except ValueError as exc:  # stored with the other trained flag, or at another location
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
     if not trained:
         err.print(

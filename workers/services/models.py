@@ -120,18 +120,43 @@ def load_registered_bundle(session_factory: object, version: str) -> ModelBundle
     return bundle
 
 
-def register_bundle_dir(session_factory: object, path: Path) -> tuple[str, bool]:
+class BundleLocationError(ValueError):
+    """The version is already registered at another location, and moving it was not asked."""
+
+
+def register_bundle_dir(
+    session_factory: object, path: Path, move: bool = False
+) -> tuple[str, bool]:
     """Load the bundle at `path` (which checks it), record it with its absolute location.
 
-    Returns (version, trained). Raises `ModelBundleError` for a folder that is not a bundle,
-    `ValueError` for a version already stored with the other trained flag.
+    A version already registered from another folder keeps its location (workers load it
+    from there) and this raises `BundleLocationError`, unless `move` is set: then the stored
+    location becomes `path`. Returns (version, trained). Raises `ModelBundleError` for a
+    folder that is not a bundle, `ValueError` for a version already stored with the other
+    trained flag.
     """
     from core.bundle import load_bundle
+    from db import repository as repo
 
-    directory = path.expanduser().absolute()
+    directory = str(path.expanduser().absolute())
     bundle = load_bundle(directory)
-    register_bundle(session_factory, bundle, uri=str(directory))
-    return bundle.metadata.version, bundle.metadata.trained
+    meta = bundle.metadata
+    with session_factory.begin() as session:  # type: ignore[attr-defined]
+        row = repo.ensure_model_version(
+            session=session,
+            version=meta.version,
+            trained=meta.trained,
+            metadata=meta.to_dict(),
+            uri=directory,
+            relocate=move,
+        )
+        stored = row.uri
+    if stored != directory:
+        raise BundleLocationError(
+            f"model version {meta.version} is already registered at {stored}; it stays there "
+            f"(pass --move to serve it from {directory} instead)"
+        )
+    return meta.version, meta.trained
 
 
 def activate_version(session_factory: object, version: str) -> None:
