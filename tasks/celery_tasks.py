@@ -1,44 +1,111 @@
 """Celery tasks: thin adapters that decode ids, run a stage and enqueue the next ones.
 
-Messages carry video ids only. A task retries only `RetryableError` (storage, database
-or broker outages); input problems are recorded on the video by the stage itself.
+Messages carry video ids only. A task retries only outages (`tasks.context.is_outage`:
+storage, database or broker unreachable), with a growing pause: 1, 2, 4 ... 32 s, then every
+60 s, for `MAX_RETRIES` retries, so a stage rides out an outage of about a quarter of an hour
+(at least 10 minutes with the jitter). A programming error is not retried: the task fails
+at once with its traceback in the worker's log. When the retries do run out the message is
+gone, and the reconciler (`tasks.reconcile`) sends the video's stage again.
+Input problems are recorded on the video by the stage itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterator
 
-from celery import Celery
-from sqlalchemy.exc import OperationalError
+from celery import Celery, Task
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from core.errors import RetryableError
 from tasks import stages
-from tasks.context import StageContext
+from tasks.context import StageContext, is_outage
 
-RETRYABLE = (RetryableError, OperationalError, ConnectionError)
-RETRY_POLICY = {"max_retries": 4, "retry_backoff": 2, "retry_backoff_max": 60, "retry_jitter": True}
+log = logging.getLogger(__name__)
+
+#: Pause before retry n (from 0): RETRY_FIRST_S * 2**n, at most RETRY_MAX_S.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+#: 1 + 2 + 4 + 8 + 16 + 32 + 14 * 60 = 903 s of pauses before the last retry.
+MAX_RETRIES = 20
+#: Each pause is shortened by up to this fraction, so a fleet does not reconnect in step.
+RETRY_JITTER = 0.25
+
+#: The error types an outage is raised as, for `isinstance` (`is_outage` decides finely).
+RETRYABLE: tuple[type[Exception], ...] = (
+    RetryableError,
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeoutError,
+    BrokerError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+#: Celery's own retry options with the same schedule, for tasks that use `autoretry_for`.
+RETRY_POLICY = {
+    "max_retries": MAX_RETRIES,
+    "retry_backoff": RETRY_FIRST_S,
+    "retry_backoff_max": RETRY_MAX_S,
+    "retry_jitter": False,
+}
+
+
+def retry_delay(retries: int) -> float:
+    """Seconds to wait before retry number `retries` (0 for the first), jitter included."""
+    pause = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** min(retries, 16))
+    return pause * (1.0 - RETRY_JITTER * random.random())
+
+
+@contextlib.contextmanager
+def retried_through_outages(task: Task) -> Iterator[None]:
+    """Run the body; on an outage retry the task later (Celery sends it again), else raise."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        retries = task.request.retries
+        if retries >= MAX_RETRIES:
+            log.error("%s gave up after %d retries: %s", task.name, retries, exc)
+            raise
+        pause = retry_delay(retries)
+        log.warning("%s met an outage (%s); retry %d in %.0f s", task.name, exc, retries + 1, pause)
+        raise task.retry(exc=exc, countdown=pause, max_retries=MAX_RETRIES) from None
 
 
 def register_tasks(app: Celery, get_context: Callable[[], StageContext]) -> None:
     """Define the pipeline's tasks on `app`; `get_context` gives the process's context."""
 
-    @app.task(name="oceanstream.ingest", autoretry_for=RETRYABLE, **RETRY_POLICY)
-    def ingest(video_id: str) -> None:
-        if stages.run_ingest(get_context(), video_id):
-            app.send_task("oceanstream.faces", args=[video_id], queue="faces")
-            app.send_task("oceanstream.flow", args=[video_id], queue="flow")
+    @app.task(name="oceanstream.ingest", bind=True)
+    def ingest(self: Task, video_id: str) -> None:
+        with retried_through_outages(self):
+            if stages.run_ingest(get_context(), video_id):
+                app.send_task("oceanstream.faces", args=[video_id], queue="faces")
+                app.send_task("oceanstream.flow", args=[video_id], queue="flow")
 
-    @app.task(name="oceanstream.faces", autoretry_for=RETRYABLE, **RETRY_POLICY)
-    def faces(video_id: str) -> None:
-        if stages.run_faces(get_context(), video_id):
-            app.send_task("oceanstream.inference", args=[video_id], queue="inference")
+    @app.task(name="oceanstream.faces", bind=True)
+    def faces(self: Task, video_id: str) -> None:
+        with retried_through_outages(self):
+            if stages.run_faces(get_context(), video_id):
+                app.send_task("oceanstream.inference", args=[video_id], queue="inference")
 
-    @app.task(name="oceanstream.flow", autoretry_for=RETRYABLE, **RETRY_POLICY)
-    def flow(video_id: str) -> None:
-        if stages.run_flow(get_context(), video_id):
-            app.send_task("oceanstream.inference", args=[video_id], queue="inference")
+    @app.task(name="oceanstream.flow", bind=True)
+    def flow(self: Task, video_id: str) -> None:
+        with retried_through_outages(self):
+            if stages.run_flow(get_context(), video_id):
+                app.send_task("oceanstream.inference", args=[video_id], queue="inference")
 
-    @app.task(name="oceanstream.inference", autoretry_for=RETRYABLE, **RETRY_POLICY)
-    def inference(video_id: str) -> None:
+    @app.task(name="oceanstream.inference", bind=True)
+    def inference(self: Task, video_id: str) -> None:
         # A batch of one; an outage raises RetryableError, which retries the task.
-        stages.run_inference(get_context(), video_id)
+        with retried_through_outages(self):
+            stages.run_inference(get_context(), video_id)

@@ -6,6 +6,8 @@ directly. Models are loaded once per process and cached by version.
 A callback that reads the database takes the caller's session: on SQLite every transaction
 takes the write lock, so a second session opened while one is held, in the same thread,
 would wait on itself until the busy timeout ran out.
+
+`is_outage` tells a stage, its task and the reconciler which errors trying again can get past.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ class StageContext:
     load_bundle: Callable[[str], ModelBundle]
     # The version new videos are pinned to (see `VersionSource`).
     active_version: VersionSource
-    # Retries and redeliveries together; past this the video is failed, not looped.
+    # Starts of one stage that did not finish (its worker died, timed out or hit a bug);
+    # past this the video is failed, not looped. A start that met an outage is not counted.
     max_deliveries: int = 6
     layout: ArtifactLayout = LAYOUT
     _detectors: dict[int, FaceDetector] = field(default_factory=dict)
@@ -57,3 +60,54 @@ class StageContext:
                 crop_size=crop_size,
             )
         return self._detectors[crop_size]
+
+
+# SQLite reports a schema mistake as an OperationalError; those are programming errors.
+_SQLITE_SCHEMA_ERRORS = ("no such table", "no such column", "has no column", "syntax error")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` is an outage that trying again later can get past.
+
+    Storage (`RetryableError`), a database that cannot be reached or dropped the connection
+    (the driver's OperationalError and InterfaceError, a pool timeout), a broker that cannot
+    be reached. Not a programming error (bad SQL, a broken constraint, a TypeError) nor an
+    input error: those fail the same way every time.
+    """
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy import exc as sa_exc
+
+    from core.errors import RetryableError
+
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if not isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return False
+        message = str(exc.orig).lower()
+        return not any(text in message for text in _SQLITE_SCHEMA_ERRORS)
+    return isinstance(
+        exc,
+        (
+            RetryableError,
+            sa_exc.DisconnectionError,
+            sa_exc.TimeoutError,
+            RedisConnectionError,
+            RedisTimeoutError,
+            BrokerError,
+            ConnectionError,
+            TimeoutError,
+            *_driver_outages(),
+        ),
+    )
+
+
+def _driver_outages() -> tuple[type[Exception], ...]:
+    """psycopg's own connection errors (raised unwrapped by a raw connection)."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - a SQLite-only install
+        return ()
+    return (psycopg.OperationalError, psycopg.InterfaceError)

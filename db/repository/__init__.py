@@ -27,6 +27,7 @@ from db.repository.stages import (
     count_delivery,
     finish_stage,
     pin_model_version,
+    release_delivery,
     set_storage_uri,
     touch_video,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "load_attention",
     "pin_model_version",
     "query_results",
+    "release_delivery",
     "save_prediction",
     "set_storage_uri",
     "touch_video",

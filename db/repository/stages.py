@@ -128,15 +128,31 @@ def touch_video(*, session: Session, video_id: str) -> None:
 
 
 def count_delivery(*, session: Session, video_id: str, stage: str) -> int:
-    """Count one more delivery of `stage`'s message for the video; returns the new count.
+    """Count one more start of `stage` for the video; returns the new count.
 
-    Lets a stage give up on a message that kills its worker every time (redelivered forever
-    under late acknowledgement). Each stage has its own count; `attempts` is the total.
+    Called when a worker takes the video into the stage (a duplicate message that finds the
+    stage's work done is not a start), so a stage can give up on a message that kills its
+    worker every time (redelivered forever under late acknowledgement). Each stage has its
+    own count in `deliveries`; `attempts` is the total of every stage's starts.
     """
     current = _locked(session, video_id, Video.deliveries)
     counts = dict(current or {})
     counts[stage] = int(counts.get(stage, 0)) + 1
     _update_video(session, video_id, {"deliveries": counts, "attempts": Video.attempts + 1})
+    return counts[stage]
+
+
+def release_delivery(*, session: Session, video_id: str, stage: str) -> int:
+    """Take back one start of `stage` (never below 0); returns the count left.
+
+    For a start that ended in an outage (storage, database, broker) and is retried: the
+    count is there to stop a message that kills its worker, and an outage of some minutes
+    must not use it up. `attempts` keeps the start. A missing video raises `NotFoundError`.
+    """
+    current = _locked(session, video_id, Video.deliveries)
+    counts = dict(current or {})
+    counts[stage] = max(0, int(counts.get(stage, 0)) - 1)
+    _update_video(session, video_id, {"deliveries": counts})
     return counts[stage]
 
 

@@ -1,9 +1,12 @@
 """The one shape every per-video stage has: guard, run, finish.
 
-* guard: one transaction loads the video, checks it is in a state the stage runs from,
-  counts this delivery, and fails the video once it was delivered more than
-  `max_deliveries` times (a message that kills its worker every time cannot loop forever);
-* run: the stage's own work (decoding, models, storage), outside any transaction;
+* guard: one transaction loads the video, checks it is in a state the stage runs from and
+  that this stage's part is not done yet, counts this start, and fails the video once the
+  stage was started more than `max_deliveries` times (a message that kills its worker
+  every time cannot loop forever). A message with nothing to do is logged once, saying why;
+* run: the stage's own work (decoding, models, storage), outside any transaction; a start
+  that meets an outage (`is_outage`) is taken back, so the task's retries through an outage
+  of minutes do not use up the count;
 * finish: one transaction that writes every field the stage produced and moves the state,
   in one guarded UPDATE (`db.repository.finish_stage`).
 
@@ -14,6 +17,7 @@ steps, a batch at a time (`tasks.stages.inference`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,9 +25,11 @@ from sqlalchemy.orm import Session
 
 from core.status import VideoStatus
 from db import repository as repo
-from db.models import Video
+from db.models import FEATURE_STAGES, Video
 from db.repository.stages import StageUpdate
-from tasks.context import StageContext
+from tasks.context import StageContext, is_outage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,22 +69,31 @@ def run_stage(ctx: StageContext, video_id: str, spec: StageSpec) -> bool:
         return False
     if ref.moved_on:
         return True
-    changes = spec.work(ctx, ref)
-    with ctx.session_factory.begin() as session:
-        moved = repo.finish_stage(
-            session=session, video_id=video_id, changes=changes, from_statuses=spec.finishes_from
-        )
+    try:
+        changes = spec.work(ctx, ref)
+        with ctx.session_factory.begin() as session:
+            moved = repo.finish_stage(
+                session=session,
+                video_id=video_id,
+                changes=changes,
+                from_statuses=spec.finishes_from,
+            )
+    except Exception as exc:
+        if is_outage(exc):
+            _release(ctx, video_id, spec.name)
+        raise
     return moved and changes.status == spec.leads_to
 
 
 def guard(ctx: StageContext, video_id: str, spec: StageSpec) -> VideoRef | None:
-    """Count this delivery and check the video is where this stage expects it.
+    """Count this start and check the video is where this stage expects it.
 
-    Returns None when the stage must not run: the video is unknown, elsewhere, has no model
-    version pinned (past ingest), or was delivered more often than `max_deliveries` (then it
-    is failed).
+    Returns None when the stage must not run: the video is unknown, elsewhere, this stage's
+    part of it is done (a feature stage whose flag is set), it has no model version pinned
+    (past ingest), or the stage was started more often than `max_deliveries` (then it is
+    failed). Each of these is logged once, with the reason.
 
-    A video found in `spec.leads_to` gives a ref with `moved_on` set, and no delivery is
+    A video found in `spec.leads_to` gives a ref with `moved_on` set, and no start is
     counted: a worker can die after committing that move and before sending the next
     stage's messages, and the redelivered message then finds the move done. The caller sends
     the next messages again; the stages are idempotent, so a duplicate costs nothing but the
@@ -87,17 +102,26 @@ def guard(ctx: StageContext, video_id: str, spec: StageSpec) -> VideoRef | None:
     with ctx.session_factory.begin() as session:
         video = repo.get_video(session=session, video_id=video_id)
         if video is None:
+            log.info("%s stage: no video %s; the message does nothing", spec.name, video_id)
             return None
         if video.status == spec.leads_to:
             return _ref(video, video.model_version, moved_on=True)
-        if video.status not in spec.runs_from:
+        if video.status not in spec.runs_from or _part_done(video, spec.name):
+            log.info(
+                "%s stage: video %s %s; the message does nothing",
+                spec.name,
+                video_id,
+                _why_idle(video, spec.name),
+            )
             return None
-        deliveries = repo.count_delivery(session=session, video_id=video_id, stage=spec.name)
-        if deliveries > ctx.max_deliveries:
+        starts = repo.count_delivery(session=session, video_id=video_id, stage=spec.name)
+        if starts > ctx.max_deliveries:
+            error = gave_up(spec.name, starts)
+            log.warning("video %s failed: %s", video_id, error)
             repo.finish_stage(
                 session=session,
                 video_id=video_id,
-                changes=StageUpdate(VideoStatus.FAILED, error=gave_up(spec.name, deliveries)),
+                changes=StageUpdate(VideoStatus.FAILED, error=error),
                 from_statuses=spec.runs_from,
             )
             return None
@@ -105,16 +129,42 @@ def guard(ctx: StageContext, video_id: str, spec: StageSpec) -> VideoRef | None:
         if spec.claim is not None:
             version = spec.claim(ctx, session, video)
         if version is None:
+            log.info(
+                "%s stage: video %s has no model version pinned; nothing to do", spec.name, video_id
+            )
             return None
         return _ref(video, version)
 
 
-def gave_up(stage: str, deliveries: int) -> str:
-    """The error stored on a video whose `stage` message was delivered too often."""
+def gave_up(stage: str, starts: int) -> str:
+    """The error stored on a video whose `stage` was started too often without finishing."""
     return (
-        f"{stage} stage was delivered {deliveries} times without finishing "
-        "(its worker died or timed out each time); gave up"
+        f"{stage} stage started {starts} times without finishing "
+        "(its worker died, timed out or hit an unexpected error each time); gave up"
     )
+
+
+def _part_done(video: Video, stage: str) -> bool:
+    """A feature stage whose result is stored already (the other one is still running)."""
+    return stage in FEATURE_STAGES and bool(getattr(video, f"{stage}_ready"))
+
+
+def _why_idle(video: Video, stage: str) -> str:
+    status = VideoStatus(video.status)
+    if status.is_final:
+        return f"is already final ({status})"
+    if _part_done(video, stage):
+        return f"has its {stage} result stored already"
+    return f"is in state {status}"
+
+
+def _release(ctx: StageContext, video_id: str, stage: str) -> None:
+    """Take back this start; in the outage itself that may fail too, and the start stays."""
+    try:
+        with ctx.session_factory.begin() as session:
+            repo.release_delivery(session=session, video_id=video_id, stage=stage)
+    except Exception as exc:
+        log.warning("%s stage: could not take back a start of video %s: %s", stage, video_id, exc)
 
 
 def _ref(video: Video, version: str | None, moved_on: bool = False) -> VideoRef:

@@ -241,3 +241,18 @@ def test_pin_model_version_first_pin_wins(session_factory: Factory) -> None:
         repo.pin_model_version(session=session, video_id=video_id, version="unknown")
     with pytest.raises(repo.NotFoundError), session_factory.begin() as session:
         repo.pin_model_version(session=session, video_id="missing", version=first)
+
+
+def test_release_delivery_takes_back_one_start_never_below_zero(session_factory: Factory) -> None:
+    video_id = new_video(session_factory, "release")
+    with session_factory.begin() as session:
+        repo.count_delivery(session=session, video_id=video_id, stage="faces")
+        repo.count_delivery(session=session, video_id=video_id, stage="faces")
+        repo.count_delivery(session=session, video_id=video_id, stage="flow")
+        assert repo.release_delivery(session=session, video_id=video_id, stage="faces") == 1
+        assert repo.release_delivery(session=session, video_id=video_id, stage="ingest") == 0
+    video = load(session_factory, video_id)
+    assert video.deliveries == {"faces": 1, "flow": 1, "ingest": 0}
+    assert video.attempts == 3  # every start stays in the total
+    with pytest.raises(repo.NotFoundError), session_factory.begin() as session:
+        repo.release_delivery(session=session, video_id="missing", stage="faces")

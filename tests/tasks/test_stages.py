@@ -6,6 +6,8 @@ idempotent when a message is delivered twice or late.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +15,17 @@ import pytest
 
 from core.artifacts import LAYOUT
 from core.bundle import build_default_bundle
+from core.errors import StorageError
 from core.pipeline import Analyzer, PipelineConfig
 from core.storage import ArtifactStore
 from db import repository as repo
 from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_database
+from db.repository.stages import StageUpdate
 from tasks import stages
 from tasks.context import StageContext
+from tasks.stages.features import FACES, FLOW
+from tasks.stages.skeleton import VideoRef, run_stage
 from tests.clips import write_faceless, write_random_bytes, write_talking_head, write_text
 from tests.tasks.helpers import submit
 
@@ -133,7 +139,83 @@ def test_delivery_cap_fails_a_video_that_never_finishes(ctx: StageContext, tmp_p
             repo.count_delivery(session=session, video_id=video_id, stage="ingest")
     assert stages.run_ingest(ctx, video_id) is False
     row = video_row(ctx, video_id)
-    assert row.status == "failed" and "delivered" in row.error
+    assert row.status == "failed"
+    assert row.error == (
+        "ingest stage started 7 times without finishing (its worker died, timed out or hit "
+        "an unexpected error each time); gave up"
+    )
+
+
+def test_duplicates_of_a_finished_feature_stage_are_not_starts(
+    ctx: StageContext, tmp_path: Path
+) -> None:
+    """Faces done, flow's worker stopped: the faces messages that pile up meanwhile (resent,
+    redelivered) do nothing, count nothing, and never fail the video."""
+    video_id = submit(ctx, write_talking_head(tmp_path / "dup.mp4", seconds=1.5, seed=8))
+    assert stages.run_ingest(ctx, video_id)
+    assert stages.run_faces(ctx, video_id) is False
+    for _ in range(2 * ctx.max_deliveries):
+        assert stages.run_faces(ctx, video_id) is False
+    row = video_row(ctx, video_id)
+    assert (row.status, row.deliveries["faces"], row.error) == ("extracting", 1, None)
+    assert stages.run_flow(ctx, video_id) is True
+    assert stages.run_inference(ctx, video_id) == "done"
+
+
+def test_a_start_that_meets_an_outage_is_taken_back(ctx: StageContext, tmp_path: Path) -> None:
+    """A storage outage of minutes retries the task many times; none of it uses up the count."""
+    video_id = submit(ctx, write_talking_head(tmp_path / "out.mp4", seconds=1.5, seed=9))
+    assert stages.run_ingest(ctx, video_id)
+
+    def storage_down(ctx: StageContext, ref: VideoRef) -> StageUpdate:
+        raise StorageError("cannot reach the artifact store")
+
+    flow_in_outage = dataclasses.replace(FLOW, work=storage_down)
+    for _ in range(3 * ctx.max_deliveries):
+        with pytest.raises(StorageError):
+            run_stage(ctx, video_id, flow_in_outage)
+    row = video_row(ctx, video_id)
+    assert (row.status, row.deliveries["flow"]) == ("extracting", 0)
+    assert stages.run_flow(ctx, video_id) is False  # the outage is over
+    assert video_row(ctx, video_id).deliveries["flow"] == 1
+
+
+def test_a_stage_that_keeps_failing_on_a_bug_gives_up_saying_so(
+    ctx: StageContext, tmp_path: Path
+) -> None:
+    video_id = submit(ctx, write_talking_head(tmp_path / "bug.mp4", seconds=1.5, seed=10))
+    assert stages.run_ingest(ctx, video_id)
+
+    def bug(ctx: StageContext, ref: VideoRef) -> StageUpdate:
+        raise TypeError("unsupported operand")
+
+    buggy_faces = dataclasses.replace(FACES, work=bug)
+    for _ in range(ctx.max_deliveries):
+        with pytest.raises(TypeError):
+            run_stage(ctx, video_id, buggy_faces)
+    assert video_row(ctx, video_id).status == "extracting"
+    assert run_stage(ctx, video_id, buggy_faces) is False
+    row = video_row(ctx, video_id)
+    assert row.status == "failed"
+    assert row.error.startswith("faces stage started 7 times without finishing")
+
+
+def test_messages_with_nothing_to_do_are_logged_once_with_the_reason(
+    ctx: StageContext, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    video_id = submit(ctx, write_talking_head(tmp_path / "noop.mp4", seconds=1.5, seed=11))
+    with caplog.at_level(logging.INFO, logger="tasks.stages.skeleton"):
+        assert stages.run_faces(ctx, video_id) is False  # still pending
+        assert stages.run_flow(ctx, "no-such-video") is False
+        with ctx.session_factory.begin() as session:
+            repo.transition_video(session=session, video_id=video_id, to_status="no_face")
+        assert stages.run_ingest(ctx, video_id) is False
+    lines = [r.getMessage() for r in caplog.records if r.name == "tasks.stages.skeleton"]
+    assert lines == [
+        f"faces stage: video {video_id} is in state pending; the message does nothing",
+        "flow stage: no video no-such-video; the message does nothing",
+        f"ingest stage: video {video_id} is already final (no_face); the message does nothing",
+    ]
 
 
 def test_errors_name_the_users_file_never_the_stored_copy(

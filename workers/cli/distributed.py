@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -28,6 +28,7 @@ from workers.cli.render import print_results_table
 if TYPE_CHECKING:
     from celery import Celery
 
+    from workers.broker.kombu_redis import KombuRedisLayout
     from workers.services.jobs import JobProgress
     from workers.settings import Settings
 
@@ -120,11 +121,11 @@ def reconcile(
 ) -> None:
     """Re-enqueue videos stuck in a non-final state (lost messages, dead workers).
 
-    With --loop, a database or broker outage is reported in one line and the next round
-    tries again; a single run reports it and exits with 1.
+    A video whose message still waits on its queue, or is held by a worker, is left alone.
+    With --loop, a database or broker outage is reported in one line per round and the
+    next round tries again; a single run reports it and exits with 1. An error that is no
+    outage (a bug) ends the command with its traceback, in either mode.
     """
-    from workers.cli.failures import describe_failure
-
     settings = load_settings()
     reconciler = _Reconciler(settings)
     while True:
@@ -132,7 +133,7 @@ def reconcile(
             resent = reconciler.run_once(older_than)
             err.print(f"reconcile: resent {plural(resent, 'message')}")
         except Exception as exc:
-            message = describe_failure(exc, settings)
+            message = _outage_line(exc, settings)
             if message is None:
                 raise
             err.print(f"reconcile: error: {message}", highlight=False, markup=False)
@@ -143,6 +144,21 @@ def reconcile(
         time.sleep(loop)
 
 
+def _outage_line(exc: Exception, settings: Settings) -> str | None:
+    """One line for an outage (database, broker, storage); None for anything else."""
+    from tasks.context import is_outage
+    from workers.cli.failures import describe_failure
+    from workers.services.errors import hide_password
+
+    message = describe_failure(exc, settings)
+    if message is not None or not is_outage(exc):
+        return message
+    reason = (str(exc).strip().splitlines() or [""])[0]
+    for url in (settings.effective_database_url, settings.broker_url.get_secret_value()):
+        reason = hide_password(reason, str(url))
+    return f"{type(exc).__name__}: {reason}".rstrip(": ")
+
+
 class _Reconciler:
     """Opens the database and the broker on first use, so an outage at start is a round
     that failed, like any later one."""
@@ -150,17 +166,56 @@ class _Reconciler:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.celery: Celery | None = None
+        self._redis: Any = None
+        self._layout: KombuRedisLayout | None = None
 
     def run_once(self, older_than: float) -> int:
         from tasks.reconcile import find_lost_work
         from workers import bootstrap
-        from workers.celery_app import create_app
 
         if self.celery is None:
-            open_database(self.settings)
-            bootstrap.configure(self.settings)
-            self.celery = create_app(self.settings)
-        work = find_lost_work(bootstrap.get_context(), older_than)
+            self.celery = self._connect()
+        in_flight = self._in_flight if self._layout is not None else None
+        work = find_lost_work(bootstrap.get_context(), older_than, in_flight)
         for stage, video_id in work:
             self.celery.send_task(f"oceanstream.{stage}", args=[video_id], queue=stage)
         return len(work)
+
+    def _connect(self) -> Celery:
+        from workers import bootstrap
+        from workers.broker.kombu_redis import UnsupportedBrokerSetting, layout_of, redis_url
+        from workers.celery_app import create_app
+
+        open_database(self.settings)
+        bootstrap.configure(self.settings)
+        celery = create_app(self.settings)
+        try:
+            self._layout = layout_of(celery)
+        except UnsupportedBrokerSetting as exc:
+            err.print(
+                f"reconcile: cannot see which messages are queued ({exc}); "
+                "resending every idle video's stage",
+                highlight=False,
+                markup=False,
+            )
+        else:
+            import redis
+
+            self._redis = redis.Redis.from_url(
+                redis_url(self.settings.broker_url.get_secret_value()),
+                socket_timeout=10.0,
+                socket_connect_timeout=5.0,
+            )
+        return celery
+
+    def _in_flight(self) -> set[tuple[str, str]]:
+        """(stage, video id) of every stage message waiting on its queue or held by a worker."""
+        from workers.broker.queued_messages import queued_messages
+        from workers.celery_app import QUEUES
+
+        assert self._layout is not None
+        return {
+            (message.queue, str(message.args[0]))
+            for message in queued_messages(self._redis, self._layout, QUEUES)
+            if message.task == f"oceanstream.{message.queue}" and message.args
+        }
