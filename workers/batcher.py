@@ -41,6 +41,7 @@ from workers.batch_runs import RunningBatch, Settler, run_batch
 from workers.broker.kombu_redis import layout_of, redis_url, restore_visible
 from workers.inference_messages import Delivery, delivery_of
 from workers.redis_inbox import Received, RedisInbox
+from workers.services.dead_letters import dead_letters
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -212,18 +213,24 @@ class InferenceBatcher:
     # -- gathering ---------------------------------------------------------------------------
 
     def _accept(self, taken: list[Received]) -> None:
-        """Buffer the inference messages among `taken`; drop (acknowledge) the others."""
+        """Buffer the inference messages among `taken`; dead-letter (and acknowledge) the rest.
+
+        A payload that is not UTF-8, not JSON, not an envelope or not an inference message
+        can never run: it goes to the queue's dead-letter list (one log line each), and the
+        valid messages of the same take go on.
+        """
         now = time.monotonic()
-        dropped = []
+        dropped: list[tuple[Received, str]] = []
         for message in taken:
             try:
                 self._buffer.append(delivery_of(message, now))
-            except ValueError as exc:
-                # Nothing can be done with it; the database still knows every video's state.
-                log.error("dropping a message on %s: %s", self.queue.name, exc)
-                dropped.append(message)
+            except Exception as exc:  # any message at all: none may stop the pool
+                reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                dropped.append((message, reason))
         if dropped:
-            self.inbox.ack(dropped)
+            # Recorded before acknowledged: a crash in between dead-letters it twice at worst.
+            dead_letters(self.inbox.client, self.queue.name, [(m.payload, r) for m, r in dropped])
+            self.inbox.ack([m for m, _ in dropped])
             if self.metrics is not None:
                 self.metrics.videos.labels("rejected").inc(len(dropped))
 

@@ -15,6 +15,10 @@ batch:
 - `restore_visible()`: kombu's own restore of messages unacknowledged for longer than the
   visibility timeout (a consumer that died), run periodically as kombu's consumers do.
 
+A payload that is not UTF-8, not JSON or not an envelope is returned like any other, with
+`error` saying why (and `undecodable` holding bytes that are not UTF-8): the caller
+dead-letters and acknowledges it; the rest of the take is unaffected.
+
 The layout is kombu's (queue lists with kombu's priority suffixes, the two unacked keys, the
 JSON envelope with a base64 body), as `workers.broker.kombu_redis` describes it: the only
 module that knows it, with names read from the app's transport options. Celery workers,
@@ -49,6 +53,12 @@ class Received:
     body: Any = None
     headers: dict[str, Any] | None = None
     error: str | None = None
+    undecodable: bytes | None = None  # the payload's bytes when they are not UTF-8
+
+    @property
+    def payload(self) -> bytes | str:
+        """The payload exactly as it was stored (for a dead-letter list)."""
+        return self.undecodable if self.undecodable is not None else self.raw
 
 
 class RedisInbox:
@@ -79,9 +89,16 @@ class RedisInbox:
         )
         taken = []
         for key, raw in zip(flat[::2], flat[1::2], strict=True):
-            key, raw = _text(key), _text(raw)
-            tag, body, headers, error = decode_payload(raw)
-            taken.append(Received(key, raw, tag, body, headers, error))
+            key = _text(key)
+            try:
+                text = _text(raw)
+            except UnicodeDecodeError as exc:  # no consumer can read it: the caller moves it aside
+                tag = _tag_of(raw)
+                error = f"not UTF-8 text (byte {exc.start})"
+                taken.append(Received(key, raw.decode(errors="replace"), tag, None, {}, error, raw))
+                continue
+            tag, body, headers, error = decode_payload(text)
+            taken.append(Received(key, text, tag, body, headers, error))
         return taken
 
     def wait(self, timeout: float) -> None:
@@ -124,3 +141,10 @@ class RedisInbox:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _tag_of(raw: bytes) -> str | None:
+    """The delivery tag of a payload that is JSON with invalid UTF-8 in it (the take script
+    recorded it as unacknowledged under that tag), so acknowledging it forgets the record."""
+    tag, _, _, _ = decode_payload(raw.decode(errors="replace"))
+    return tag

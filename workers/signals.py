@@ -102,6 +102,12 @@ def connect_worker_signals(
     settings: Settings | None = None,
     queues: frozenset[str] | None = None,
 ) -> None:
+    @signals.celeryd_init.connect(weak=False)
+    def _transport(conf: object, **_: object) -> None:
+        from workers.celery_app import use_worker_transport
+
+        use_worker_transport(conf)  # poison payloads are dead-lettered, not fatal
+
     if settings is not None:
 
         @signals.worker_ready.connect(weak=False)

@@ -9,6 +9,15 @@ step for the other steps), records a delivered message as unacknowledged in a ha
 app's transport options with kombu's defaults, settings this module cannot honour are
 refused up front, and tests/contracts/test_kombu_redis_layout.py fails when a kombu upgrade
 changes any of it.
+
+`DeadLetteringTransport` is kombu's Redis transport with one change, made in its Channel's
+`_brpop_read` and `_get` (the two places a consumer pops a payload and decodes it): a
+payload kombu cannot turn into a message (not UTF-8, not JSON, not an envelope with a
+delivery tag and delivery info, a body that does not decode) is dead-lettered
+(`workers.services.dead_letters`) instead of raising out of the worker's event loop, which
+kills the worker and loses the messages it had prefetched. Celery selects it with
+`broker_transport` (`TRANSPORT`); `dead_letter_message` does the same for a message the
+Celery consumer refuses after kombu delivered it.
 """
 
 from __future__ import annotations
@@ -18,6 +27,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
 
 # kombu.transport.redis.Channel's defaults (the contract tests compare them).
 DEFAULT_SEP = "\x06\x16"
@@ -96,13 +108,19 @@ def redis_url(broker_url: str) -> str:
 def decode_payload(raw: str) -> tuple[str | None, Any, dict[str, Any], str | None]:
     """(delivery tag, decoded JSON body, headers, error) of a message as kombu stores it.
 
-    Only JSON bodies are accepted, as the Celery app's `accept_content` says.
+    Only JSON bodies are accepted, as the Celery app's `accept_content` says. The tag is
+    returned whenever the envelope has one (the take script recorded the message under it),
+    so that a message refused for its body is still acknowledged.
     """
+    tag = None
     try:
         payload = json.loads(raw)
         properties = payload["properties"]
-        tag = properties.get("delivery_tag")
+        found = properties.get("delivery_tag")
+        tag = found if isinstance(found, str) else None
         headers = payload.get("headers") or {}
+        if not isinstance(headers, dict):
+            return tag, None, {}, "cannot decode message: headers are not an object"
         content_type = payload.get("content-type")
         if content_type != "application/json":
             return tag, None, headers, f"refused content type {content_type!r} (JSON only)"
@@ -111,7 +129,7 @@ def decode_payload(raw: str) -> tuple[str | None, Any, dict[str, Any], str | Non
             body = base64.b64decode(body)
         return tag, json.loads(body), headers, None
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        return None, None, {}, f"cannot decode message: {exc}"
+        return tag, None, {}, f"cannot decode message: {type(exc).__name__}: {exc}"
 
 
 def restore_visible(connection: Any, limit: int = 100) -> None:
@@ -172,3 +190,147 @@ for i = 2, #ARGV, 3 do
 end
 return pushed
 """
+
+
+# -- payloads no consumer can read ---------------------------------------------------------------
+
+#: Celery's `broker_transport`: kombu's Redis transport whose channel dead-letters poison.
+TRANSPORT = "workers.broker.kombu_redis:DeadLetteringTransport"
+
+
+def envelope_problem(payload: Any) -> str | None:
+    """Why kombu could not make a message of a decoded JSON payload; None if it can.
+
+    kombu's virtual Message reads `properties.delivery_tag` and `body` (decoded per
+    `properties.body_encoding`), and its QoS records `delivery_info.exchange` and
+    `.routing_key`; a payload without them raises inside the event loop.
+    """
+    if not isinstance(payload, dict):
+        return f"not a message envelope: a JSON {type(payload).__name__}, not an object"
+    properties = payload.get("properties")
+    if not isinstance(properties, dict):
+        return "not a message envelope: no properties"
+    if not isinstance(properties.get("delivery_tag"), str):
+        return "not a message envelope: no delivery tag"
+    info = properties.get("delivery_info")
+    if not isinstance(info, dict) or not all(
+        isinstance(info.get(name), str) for name in ("exchange", "routing_key")
+    ):
+        return "not a message envelope: no delivery info (exchange, routing key)"
+    if not isinstance(payload.get("headers") or {}, dict):
+        return "not a message envelope: headers are not an object"
+    body = payload.get("body")
+    if body and properties.get("body_encoding") == "base64":
+        if not isinstance(body, str | bytes):
+            return "the message body is not base64 text"
+        try:
+            base64.b64decode(body, validate=True)
+        except ValueError:
+            return "the message body is not valid base64"
+    return None
+
+
+def payload_problem(item: bytes | str) -> tuple[dict[str, Any] | None, str | None]:
+    """(envelope, None) for a payload as popped off a queue list, or (None, why not)."""
+    try:
+        text = item.decode("utf-8") if isinstance(item, bytes) else item
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text (byte {exc.start})"
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        return None, f"not JSON: {exc}"
+    problem = envelope_problem(payload)
+    return (None, problem) if problem else (payload, None)
+
+
+class DeadLetteringChannel(kombu_redis.Channel):
+    """kombu's Redis Channel that dead-letters a payload it cannot deliver (module doc).
+
+    `_brpop_read` and `_get` are kombu 5.7's, with `loads(bytes_to_str(item))` replaced by
+    `_deliverable`; tests/contracts/ checks kombu's methods are still the ones copied here.
+    """
+
+    def _brpop_read(self, **options: Any) -> bool:
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                # if there's a ConnectionError, disconnect so the next
+                # iteration will reconnect automatically.
+                self.client.connection.disconnect()
+                raise
+            if dest__item:
+                dest, item = dest__item
+                dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+                self._queue_cycle.rotate(dest)
+                payload = self._deliverable(dest, item)
+                if payload is not None:
+                    self.connection._deliver(payload, dest)
+                return True
+            else:
+                raise kombu_redis.Empty()
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    def _get(self, queue: str) -> Any:
+        with self.conn_or_acquire() as client:
+            for pri in self.priority_steps:
+                while item := client.rpop(self._q_for_pri(queue, pri)):
+                    self._maybe_update_queues_expire(client, queue)
+                    payload = self._deliverable(queue, item, client)
+                    if payload is not None:
+                        return payload
+
+            self._maybe_update_queues_expire(client, queue)
+            raise kombu_redis.Empty()
+
+    def _deliverable(self, queue: str, item: bytes, client: Any = None) -> dict[str, Any] | None:
+        """The envelope of a popped payload, or None once it is dead-lettered."""
+        payload, problem = payload_problem(item)
+        if payload is not None:
+            try:
+                self.Message(payload, channel=self)  # what delivering it will do first
+            except Exception as exc:
+                problem = f"kombu cannot read the message: {type(exc).__name__}: {exc}"
+        if problem is None:
+            return payload
+        from workers.services.dead_letters import dead_letter
+
+        with self.conn_or_acquire(client) as connection:
+            dead_letter(connection, queue, item, problem)
+        return None
+
+    def dead_letter(self, queue: str, raw: bytes | str, reason: str) -> None:
+        from workers.services.dead_letters import dead_letter
+
+        with self.conn_or_acquire() as client:
+            dead_letter(client, queue, raw, reason)
+
+
+class DeadLetteringTransport(kombu_redis.Transport):
+    """kombu's Redis transport with `DeadLetteringChannel`."""
+
+    Channel = DeadLetteringChannel
+
+
+def dead_letter_message(message: Any, reason: str) -> None:
+    """Dead-letter a message kombu delivered (its envelope, as stored) on its queue.
+
+    For a message the Celery consumer refuses: its queue is the routing key (each of the
+    app's queues is bound to its own name), its payload kombu's Message keeps as `_raw`.
+    """
+    info = getattr(message, "delivery_info", None) or {}
+    queue = str(info.get("routing_key") or info.get("exchange") or "unknown")
+    raw = getattr(message, "_raw", None)
+    text = json.dumps(raw) if raw is not None else bytes_to_str(message.body or b"")
+    channel = message.channel
+    if isinstance(channel, DeadLetteringChannel):
+        channel.dead_letter(queue, text, reason)
+    else:  # another transport: nowhere to put it but the log
+        import logging
+
+        logging.getLogger("oceanstream.dead_letters").error(
+            "dropped a message on %s (no dead-letter list on this broker): %s", queue, reason
+        )

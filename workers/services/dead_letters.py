@@ -1,0 +1,231 @@
+"""Dead letters: messages no consumer can read, moved aside per queue for an operator.
+
+A payload that is not UTF-8, not JSON, not a kombu envelope, or not a task message its
+queue's consumer accepts (unknown task, arguments that do not fit) can never succeed: left
+on the queue it would crash or loop a worker. Every consumer (the Celery workers through
+`workers.broker.kombu_redis` and `workers.celery_app`, the inference pool through
+`workers.batcher`) calls `dead_letter` instead, which logs one line with the queue and the
+reason and pushes a record onto that queue's dead-letter list.
+
+The list of queue `q` is the Redis list `oceanstream.dead.q` (`dead_letter_key`), in the
+broker's database, outside kombu's key names (`q`, `q` + separator + priority, `unacked*`,
+`_kombu.*`). The newest record is at the head; each list keeps the newest
+`MAX_DEAD_LETTERS` records, so a flood of bad messages cannot fill Redis. A record is JSON:
+`{"queue", "reason", "time" (ISO 8601, UTC), "payload", "base64"}`, where `payload` is the
+raw message as text, or base64 of its bytes when they are not UTF-8 (`base64: true`).
+`replay` pushes payloads back onto their queue exactly as they were received.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from workers.services.errors import UsageError
+
+log = logging.getLogger("oceanstream.dead_letters")
+
+KEY_PREFIX = "oceanstream.dead."
+#: Records kept per queue; older ones are dropped as new ones arrive.
+MAX_DEAD_LETTERS = 10_000
+#: Characters of a reason kept in a record (one line).
+_REASON_CHARS = 300
+
+
+def dead_letter_key(queue: str) -> str:
+    """The Redis list holding `queue`'s dead letters."""
+    return f"{KEY_PREFIX}{queue}"
+
+
+def dead_letter_record(queue: str, raw: bytes | str, reason: str) -> str:
+    """The JSON record of one dead letter (see the module doc)."""
+    if isinstance(raw, bytes):
+        try:
+            payload, encoded = raw.decode("utf-8"), False
+        except UnicodeDecodeError:
+            payload, encoded = base64.b64encode(raw).decode("ascii"), True
+    else:
+        payload, encoded = raw, False
+    return json.dumps(
+        {
+            "queue": queue,
+            "reason": one_line(reason),
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "payload": payload,
+            "base64": encoded,
+        }
+    )
+
+
+def dead_letter(client: Any, queue: str, raw: bytes | str, reason: str) -> None:
+    """Move one unreadable message of `queue` aside, logging it once. `client`: redis.Redis."""
+    dead_letters(client, queue, [(raw, reason)])
+
+
+def dead_letters(client: Any, queue: str, messages: Iterable[tuple[bytes | str, str]]) -> int:
+    """`dead_letter` for several messages of one queue, in one round trip; returns how many."""
+    records = []
+    for raw, reason in messages:
+        log.error("dead-lettered a message on %s: %s", queue, one_line(reason))
+        records.append(dead_letter_record(queue, raw, reason))
+    if records:
+        key = dead_letter_key(queue)
+        pipe = client.pipeline(transaction=True)
+        pipe.lpush(key, *records)
+        pipe.ltrim(key, 0, MAX_DEAD_LETTERS - 1)
+        pipe.execute()
+    return len(records)
+
+
+def one_line(text: str) -> str:
+    """`text` on one line, at most `_REASON_CHARS` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= _REASON_CHARS else line[: _REASON_CHARS - 1] + "…"
+
+
+# -- reading, replaying, purging (the operator's side) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record of a dead-letter list."""
+
+    queue: str
+    reason: str
+    time: str
+    payload: bytes  # as received
+
+    def preview(self, width: int = 60) -> str:
+        """The payload's start, with control and non-ASCII characters escaped for a terminal."""
+        text = self.payload[: width * 4].decode("utf-8", "backslashreplace")
+        escaped = text.encode("ascii", "backslashreplace").decode("ascii")
+        escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in escaped)
+        return escaped if len(escaped) <= width else escaped[: width - 1] + "…"
+
+    def to_json(self) -> dict[str, Any]:
+        try:
+            payload, encoded = self.payload.decode("utf-8"), False
+        except UnicodeDecodeError:
+            payload, encoded = base64.b64encode(self.payload).decode("ascii"), True
+        return {
+            "queue": self.queue,
+            "reason": self.reason,
+            "time": self.time,
+            "payload": payload,
+            "base64": encoded,
+        }
+
+
+def parse_record(record: bytes | str) -> DeadLetter:
+    """A stored record; ValueError when it is not one `dead_letter_record` wrote."""
+    try:
+        data = json.loads(record)
+        payload = data["payload"]
+        raw = base64.b64decode(payload, validate=True) if data["base64"] else payload.encode()
+        return DeadLetter(str(data["queue"]), str(data["reason"]), str(data["time"]), raw)
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error) as exc:
+        raise ValueError(f"not a dead-letter record: {exc}") from exc
+
+
+def check_queue(queue: str, queues: Iterable[str]) -> str:
+    """`queue` if it is one of `queues`, else UsageError."""
+    known = list(queues)
+    if queue not in known:
+        raise UsageError(f"unknown queue {queue!r}; choose from {', '.join(known)}")
+    return queue
+
+
+def counts(client: Any, queues: Iterable[str]) -> dict[str, int]:
+    """How many dead letters each queue holds."""
+    names = list(queues)
+    pipe = client.pipeline(transaction=False)
+    for queue in names:
+        pipe.llen(dead_letter_key(queue))
+    return dict(zip(names, (int(n) for n in pipe.execute()), strict=True))
+
+
+def entries(client: Any, queue: str, limit: int = 20) -> list[DeadLetter | None]:
+    """The newest `limit` dead letters of `queue`, newest first (None: an unreadable record)."""
+    found: list[DeadLetter | None] = []
+    for record in client.lrange(dead_letter_key(queue), 0, max(limit, 1) - 1):
+        try:
+            found.append(parse_record(record))
+        except ValueError:
+            found.append(None)
+    return found
+
+
+@dataclass(frozen=True)
+class Replayed:
+    replayed: int
+    unreadable: int  # records that were not dead letters, removed
+
+
+def replay(client: Any, queue: str, queue_list: str, limit: int | None = None) -> Replayed:
+    """Push the oldest `limit` (all: None) dead letters of `queue` back onto `queue_list`.
+
+    `queue_list` is the Redis list the queue's producers push to (kombu's list of the
+    lowest priority: `workers.broker.kombu_redis.KombuRedisLayout.queue_lists(queue)[0]`).
+    They go behind the messages waiting there, oldest first, and leave the dead-letter list
+    in the same transaction (WATCHed: a record written meanwhile is not lost).
+    """
+    import redis
+
+    key = dead_letter_key(queue)
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                count = int(pipe.llen(key)) if limit is None else max(limit, 0)
+                records = pipe.lrange(key, -count, -1) if count else []
+                payloads, unreadable = [], 0
+                for record in reversed(records):  # oldest first
+                    try:
+                        payloads.append(parse_record(record).payload)
+                    except ValueError:
+                        unreadable += 1
+                pipe.multi()
+                if records:
+                    pipe.ltrim(key, 0, -len(records) - 1)
+                if payloads:
+                    pipe.lpush(queue_list, *payloads)
+                pipe.execute()
+                return Replayed(len(payloads), unreadable)
+            except redis.WatchError:
+                continue
+
+
+def purge(client: Any, queue: str) -> int:
+    """Delete `queue`'s dead letters; returns how many there were."""
+    key = dead_letter_key(queue)
+    pipe = client.pipeline(transaction=True)
+    pipe.llen(key)
+    pipe.delete(key)
+    held, _ = pipe.execute()
+    return int(held)
+
+
+# -- what the CLI needs from the settings ------------------------------------------------------
+
+
+def broker_client(settings: Any) -> Any:
+    """A redis.Redis on the configured broker (UnsupportedBrokerSetting if not Redis)."""
+    import redis
+
+    from workers.broker.kombu_redis import redis_url
+
+    return redis.Redis.from_url(redis_url(settings.broker_url.get_secret_value()))
+
+
+def producer_list(queue: str) -> str:
+    """The Redis list producers push `queue`'s messages to (kombu's lowest priority)."""
+    from workers.broker.kombu_redis import KombuRedisLayout
+    from workers.celery_app import BROKER_TRANSPORT_OPTIONS
+
+    return KombuRedisLayout.from_transport_options(BROKER_TRANSPORT_OPTIONS).queue_lists(queue)[0]
