@@ -127,3 +127,6 @@ def open_database(settings: Settings) -> sessionmaker:
     prepare_home(settings)  # a SQLite file's folder and file, private to the user
     upgrade_database(url)
     return make_session_factory(make_engine(url))
+
+
+from workers.cli import dead_letters as _dead_letters  # noqa: E402, F401  (registers its commands)
