@@ -10,13 +10,19 @@ Keys are relative to the store's root (`ArtifactStore.uri(key)` makes the URI):
     <data set>/clips/<clip id>.npz           one extracted training clip
     <data set>/clips/<clip id>.failed.npz    why that clip could not be extracted
 
-A key says what it holds; nothing outside this module builds one by hand.
+A key says what it holds; nothing outside this module builds one by hand. What the per-video
+archives may hold is here too (`frames_specs`, `static_specs`, `dynamic_specs`): a stage
+reading one checks each array's header against them before loading it. They are made once
+per set of sizes and shared: never change one.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+
+from core.storage import ArraySpec
 
 # Characters kept in a clip id's key; anything else becomes "_".
 _UNSAFE = re.compile(r"[^A-Za-z0-9._/-]+")
@@ -68,6 +74,35 @@ class ArtifactLayout:
     def clip_failure(clip_key: str) -> str:
         """Where a failed extraction of `clip_key` leaves its reason."""
         return clip_key.removesuffix(".npz") + ".failed.npz"
+
+
+_TOKEN_DTYPES = ("float32", "float16", "float64")
+
+
+@functools.cache
+def frames_specs(num_frames: int, max_side: int) -> dict[str, ArraySpec]:
+    """`frames.npz`: T RGB frames and their successors, at most `max_side` on either side."""
+    shape = (num_frames, ("H", max_side), ("W", max_side), 3)
+    return {
+        "frames": ArraySpec("frames", shape, ("uint8",)),
+        "successors": ArraySpec("successor frames", shape, ("uint8",)),
+    }
+
+
+@functools.cache
+def static_specs(num_frames: int, static_dim: int) -> dict[str, ArraySpec]:
+    """`static.npz`: face tokens [T', static_dim] and face mask [T'], T' at most the bundle's T."""
+    frames = ("T", num_frames)
+    return {
+        "tokens": ArraySpec("face tokens", (frames, static_dim), _TOKEN_DTYPES),
+        "mask": ArraySpec("face mask", (frames,), ("bool", "uint8")),
+    }
+
+
+@functools.cache
+def dynamic_specs(num_frames: int, dynamic_dim: int) -> dict[str, ArraySpec]:
+    """`dynamic.npz`: flow tokens [T', dynamic_dim], T' at most the bundle's T."""
+    return {"tokens": ArraySpec("flow tokens", (("T", num_frames), dynamic_dim), _TOKEN_DTYPES)}
 
 
 #: The layout of the store's root: uploads and per-video work.

@@ -1,8 +1,12 @@
 """The project's error taxonomy.
 
 `InputError` and its children are permanent: the same input fails the same way, so a task
-records the message on the video and never retries. `RetryableError` covers outages (storage,
-database, broker) where trying again later can succeed.
+records the message on the video at once and never retries. `RetryableError` covers outages
+(storage, database, broker) where trying again later can succeed.
+
+Anything else a stage raises is neither: a fault nobody foresaw. It is not recorded as the
+video's failure (it may well be an outage in disguise); the message is delivered again, and
+the delivery cap fails the video if it never finishes.
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ class ModelBundleError(OceanStreamError):
     """A model bundle is missing, malformed or incompatible."""
 
 
+class ModelIntegrityError(ModelBundleError, InputError):
+    """A model version's bundle is there but is not that version (changed after it was saved,
+    or unreadable), or the version is not registered.
+
+    A bundle problem to the commands that load bundles, and permanent for every video pinned
+    to that version: those fail at once, with this message, instead of waiting on a bundle
+    that will never pass its check.
+    """
+
+
 class RetryableError(OceanStreamError):
     """A transient failure (storage, database, broker): the work may be retried."""
 
@@ -50,3 +64,7 @@ class StorageError(RetryableError):
 
 class ArtifactError(InputError):
     """A stored intermediate (frames, features) is missing or corrupt; that video fails."""
+
+
+class ContentMismatchError(ArtifactError):
+    """A stored file no longer hashes to the content hash it was registered under."""

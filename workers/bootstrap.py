@@ -3,13 +3,22 @@
 Celery's prefork pool forks children from the main worker process; a database engine or a
 TensorFlow runtime created before the fork must not be shared with them. So nothing is
 built in the parent, and `worker_process_init` clears whatever a child inherited.
+
+Bundles are loaded by version, and sorted when they fail: a version whose bundle is there but
+fails its check (changed after it was saved) or that is not registered raises
+`ModelIntegrityError`, which fails each video pinned to it at once; a bundle folder out of
+reach raises `StorageError`, which is retried. A process whose active version fails its check
+still starts: it warms the built-in bundle instead, logs one line, and serves the videos
+pinned to every other version.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
+import time
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -22,10 +31,19 @@ if TYPE_CHECKING:
     from tasks.context import StageContext
     from workers.settings import Settings
 
+log = logging.getLogger("oceanstream.worker")
+
 _lock = threading.Lock()
 _context: StageContext | None = None
 _settings: Settings | None = None
 _threads = 0
+# How long a version that failed its check is refused before its bundle is read again (a
+# read builds and hashes every model: seconds, in the pool's consumer thread).
+BUNDLE_RECHECK_S = 300.0
+# Version -> (why its bundle fails its check, monotonic time to read it again).
+_failed_bundles: dict[str, tuple[str, float]] = {}
+# Active versions this process already said it cannot warm.
+_unwarmable: set[str] = set()
 
 
 def configure(settings: Settings, threads: int = 0) -> None:
@@ -49,6 +67,8 @@ def reset_after_fork() -> None:
             dispose_after_fork(engine)
     _context = None
     _bundle_for.cache_clear()
+    _failed_bundles.clear()
+    _unwarmable.clear()
 
 
 def prepare_home(settings: Settings) -> None:
@@ -103,13 +123,17 @@ def _build_context() -> StageContext:
     session_factory = make_session_factory(make_engine(settings.effective_database_url))
 
     def active_version(session: Session | None = None) -> str:
+        """In the caller's session, the version new videos are pinned to. Without one (a
+        process warming its model), that version when its bundle passes its check, else the
+        built-in bundle's (see `_warmable`)."""
         if session is not None:
             return active_or_default_version(session=session, settings=settings)
         with session_factory.begin() as own:
-            return active_or_default_version(session=own, settings=settings)
+            version = active_or_default_version(session=own, settings=settings)
+        return _warmable(version, settings, session_factory)
 
     def load(version: str) -> ModelBundle:
-        return _bundle_for(settings.effective_database_url, version)
+        return _checked_bundle(settings.effective_database_url, version)
 
     return StageContext(
         session_factory=session_factory,
@@ -118,6 +142,74 @@ def _build_context() -> StageContext:
         load_bundle=load,
         active_version=active_version,
     )
+
+
+def _checked_bundle(database_url: str, version: str) -> ModelBundle:
+    """`version`'s bundle; `ModelIntegrityError` (permanent) or `StorageError` (an outage).
+
+    A version that failed its check is refused from memory for `BUNDLE_RECHECK_S`, so the
+    videos pinned to it fail without each one rebuilding and hashing its bundle.
+    """
+    from core.errors import ModelBundleError, ModelIntegrityError
+
+    failed = _failed_bundles.get(version)
+    if failed is not None and time.monotonic() < failed[1]:
+        raise ModelIntegrityError(failed[0])
+    try:
+        return _bundle_for(database_url, version)
+    except ModelBundleError as exc:
+        error = _sorted_bundle_error(version, exc)
+        if isinstance(error, ModelIntegrityError):
+            _failed_bundles[version] = (str(error), time.monotonic() + BUNDLE_RECHECK_S)
+        raise error from exc
+
+
+def _sorted_bundle_error(version: str, error: Exception) -> Exception:
+    """A bundle's load error as permanent (`ModelIntegrityError`) or an outage (`StorageError`).
+
+    The bundle's folder is where its registration says but fails to load as that version:
+    permanent (the files changed). The folder cannot be found: a volume not mounted right now
+    is an outage like any storage one, retried (and bounded by the delivery cap).
+    """
+    from core.errors import ModelIntegrityError, StorageError
+    from db import repository as repo
+
+    with get_context().session_factory() as session:
+        row = repo.get_model_version(session=session, version=version)
+        uri = None if row is None else row.uri
+    if row is None:
+        return ModelIntegrityError(f"model version {version} is not registered")
+    if uri and not Path(uri).expanduser().is_dir():
+        return StorageError(f"model version {version}: its bundle cannot be reached: {error}")
+    return ModelIntegrityError(f"model version {version} failed its integrity check: {error}")
+
+
+def _warmable(version: str, settings: Settings, session_factory: object) -> str:
+    """`version` when its bundle passes its check, else the built-in bundle's (registered).
+
+    A process warms the active version before it serves. When that one fails its check, the
+    process still starts (it says so once): videos pinned to other versions are served, and
+    those pinned to the failing one fail with its message.
+    """
+    from core.errors import ModelIntegrityError
+    from workers.services.models import register_bundle, resolve_bundle
+
+    try:
+        _checked_bundle(settings.effective_database_url, version)
+    except ModelIntegrityError as exc:
+        fallback = resolve_bundle(None, settings.num_frames)
+        if version not in _unwarmable:
+            _unwarmable.add(version)
+            log.error(
+                "%s; this process serves videos pinned to other versions (warming %s), and "
+                "fails those pinned to %s",
+                exc,
+                fallback.metadata.version,
+                version,
+            )
+            register_bundle(session_factory, fallback)  # so it loads like any version
+        return fallback.metadata.version
+    return version
 
 
 @lru_cache(maxsize=4)

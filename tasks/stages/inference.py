@@ -4,9 +4,11 @@ The same three steps as every stage (`tasks.stages.skeleton`), a batch at a time
 
 * guard: one transaction claims the batch, counting a delivery per video and failing those
   delivered more than `max_deliveries` times;
-* run: features are read per video (a missing or corrupt set fails that video alone), videos
-  are grouped by their pinned model version, and each group runs through padded, bucketed
-  calls of its bundle;
+* run: videos are grouped by their pinned model version and each version's bundle loaded (one
+  that fails its check fails its videos at once; one that cannot be reached now sends them
+  back), features are read per video against that bundle's shapes (a missing, corrupt or
+  misshapen set fails that video alone), and each group runs through padded, bucketed calls
+  of its bundle;
 * finish: one transaction stores every outcome (`finish_videos`).
 
 The per-video Celery task is a batch of one, so there is one inference path.
@@ -17,9 +19,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from core.batching import DEFAULT_BUCKETS, FeatureSet, ModelCall, run_batched
-from core.errors import InputError, ModelBundleError, RetryableError
+from core.errors import InputError, ModelBundleError, ModelIntegrityError, RetryableError
 from core.pipeline import scores_problem
 from core.status import VideoStatus
 from db.repository.inference_batches import (
@@ -32,6 +35,9 @@ from tasks.context import StageContext
 from tasks.stages.feature_reads import load_many
 from tasks.stages.skeleton import gave_up
 
+if TYPE_CHECKING:
+    from core.bundle import ModelBundle
+
 #: `InferenceBatchReport.statuses`: the video's message should be delivered again later.
 RETRY = "retry"
 _FROM = [VideoStatus.INFERENCE]
@@ -42,7 +48,8 @@ class InferenceBatchReport:
     """What `run_inference_batch` did, per video id, and the model calls it made.
 
     `statuses[id]` is `done` or `failed` when this call stored that outcome, `RETRY` when the
-    video met an outage (storage, model bundle) and its message should come again, None when
+    video met an outage (storage, a model bundle out of reach) and its message should come
+    again, None when
     there was nothing to do (unknown, already finished, a duplicate delivery).
     """
 
@@ -139,44 +146,57 @@ def _run(
     buckets: Sequence[int],
     report: InferenceBatchReport,
 ) -> list[StageOutcome]:
-    """Read the claimed videos' features and predict, one model version at a time."""
+    """Load each pinned version's bundle, read its videos' features, predict, version by version.
+
+    Bundles come first: a video pinned to a version that fails its check is failed without
+    reading its features, and each set is read against its own model's T and feature sizes.
+    """
     outcomes: list[StageOutcome] = []
-    groups: dict[str, list[tuple[str, FeatureSet]]] = {}
-    loaded = load_many(ctx, [c.video_id for c in claims])
+    pinned: dict[str, list[str]] = {}
     for claim in claims:
         assert claim.model_version is not None  # the caller left out those without
-        features = loaded[claim.video_id]
-        if isinstance(features, InputError):
-            outcomes.append(StageOutcome(claim.video_id, VideoStatus.FAILED, error=str(features)))
-        elif isinstance(features, RetryableError):
-            report.statuses[claim.video_id] = RETRY
-            report.errors[claim.video_id] = str(features)
-        elif isinstance(features, Exception):
-            raise features
-        else:
-            static, dynamic = features
-            feature_set = FeatureSet(static.tokens, static.mask, dynamic)
-            groups.setdefault(claim.model_version, []).append((claim.video_id, feature_set))
+        pinned.setdefault(claim.model_version, []).append(claim.video_id)
+    bundles: dict[str, ModelBundle] = {}
+    for version, video_ids in pinned.items():
+        try:
+            bundles[version] = ctx.load_bundle(version)
+        except ModelIntegrityError as exc:  # permanent: never passes on a later delivery
+            outcomes.extend(StageOutcome(v, VideoStatus.FAILED, error=str(exc)) for v in video_ids)
+        except (ModelBundleError, RetryableError) as exc:
+            for video_id in video_ids:
+                report.statuses[video_id] = RETRY
+                report.errors[video_id] = f"model version {version}: {exc}"
+    loaded = load_many(
+        ctx, {v: bundles[version].metadata for version in bundles for v in pinned[version]}
+    )
+    groups: dict[str, list[tuple[str, FeatureSet]]] = {}
+    for version in bundles:
+        for video_id in pinned[version]:
+            features = loaded[video_id]
+            if isinstance(features, InputError):
+                outcomes.append(StageOutcome(video_id, VideoStatus.FAILED, error=str(features)))
+            elif isinstance(features, RetryableError):
+                report.statuses[video_id] = RETRY
+                report.errors[video_id] = str(features)
+            elif isinstance(features, Exception):
+                raise features  # unforeseen: the batch goes back, bounded by the delivery cap
+            else:
+                static, dynamic = features
+                feature_set = FeatureSet(static.tokens, static.mask, dynamic)
+                groups.setdefault(version, []).append((video_id, feature_set))
     for version, members in groups.items():
-        outcomes.extend(_predict_group(ctx, version, members, buckets, report))
+        outcomes.extend(_predict_group(version, bundles[version], members, buckets, report))
     return outcomes
 
 
 def _predict_group(
-    ctx: StageContext,
     version: str,
+    bundle: ModelBundle,
     members: list[tuple[str, FeatureSet]],
     buckets: Sequence[int],
     report: InferenceBatchReport,
 ) -> list[StageOutcome]:
     """Outcomes of one model version's videos: padded batched calls of its bundle."""
-    try:
-        bundle = ctx.load_bundle(version)
-    except (ModelBundleError, RetryableError) as exc:
-        for video_id, _ in members:
-            report.statuses[video_id] = RETRY
-            report.errors[video_id] = f"model version {version}: {exc}"
-        return []
     meta = bundle.metadata
     outcomes: list[StageOutcome] = []
     ready: list[tuple[str, FeatureSet]] = []

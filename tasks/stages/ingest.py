@@ -1,4 +1,10 @@
-"""Ingest: probe and sample the stored video, write the frames for faces and flow."""
+"""Ingest: probe and sample the stored video, write the frames for faces and flow.
+
+The stored copy is hashed as it is read and must still hash to the content hash the video
+was registered with: a copy replaced after upload would be analysed, and its results
+stored, under the original's identity. A copy that does not match, like a pinned model
+version whose bundle fails its check, fails the video at once with its message.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import time
 
 from sqlalchemy.orm import Session
 
-from core.errors import InputError
+from core.errors import ContentMismatchError, InputError
 from core.pipeline import sample_video
 from core.status import VideoStatus
 from db import repository as repo
@@ -35,14 +41,27 @@ def _claim(ctx: StageContext, session: Session, video: Video) -> str:
     )
 
 
+#: The error stored on a video whose stored copy no longer matches its content hash.
+CHANGED_AFTER_UPLOAD = (
+    "the stored video no longer matches what was uploaded (content hash differs); not analysed"
+)
+
+
+def _content_hash(ctx: StageContext, video_id: str) -> str | None:
+    with ctx.session_factory() as session:
+        video = repo.get_video(session=session, video_id=video_id)
+        return None if video is None else video.content_hash
+
+
 def _sample(ctx: StageContext, ref: VideoRef) -> StageUpdate:
     assert ref.model_version is not None  # the guard pinned it
-    bundle = ctx.load_bundle(ref.model_version)
     start = time.perf_counter()
     try:
+        bundle = ctx.load_bundle(ref.model_version)
         if ref.storage_uri is None:
             raise InputError(f"no stored copy of {ref.source} to read")
-        with ctx.store.local_copy(ref.storage_uri) as path:
+        expected = _content_hash(ctx, ref.id)
+        with ctx.store.local_copy(ref.storage_uri, sha256=expected) as path:
             sampled = sample_video(
                 path,
                 bundle.metadata.num_frames,
@@ -51,6 +70,9 @@ def _sample(ctx: StageContext, ref: VideoRef) -> StageUpdate:
                 ctx.config.decode_threads,
                 name=ref.source,
             )
+    except ContentMismatchError as exc:
+        log.warning("ingest of video %s refused: %s", ref.id, exc)
+        return StageUpdate(VideoStatus.FAILED, error=CHANGED_AFTER_UPLOAD)
     except InputError as exc:
         # The user's file is named in the stored error; the copy read is logged here.
         log.info("ingest of video %s (stored as %s) failed: %s", ref.id, ref.storage_uri, exc)

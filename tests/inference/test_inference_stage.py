@@ -167,7 +167,7 @@ def test_bad_features_fail_their_video_alone(ctx: StageContext, bundle) -> None:
     expected = {
         missing: "missing",
         corrupt: "corrupt",
-        wrong_shape: "expected [T, 512], [T] and [T, 256]",
+        wrong_shape: "stored flow tokens have shape (8, 128) float32, expected at most (T<=8, 256)",
         not_finite: "NaN or infinite",
     }
     for video_id, words in expected.items():
@@ -176,6 +176,38 @@ def test_bad_features_fail_their_video_alone(ctx: StageContext, bundle) -> None:
         assert prediction is None
     assert all(stored(ctx, v, version)[1] is not None for v in good)
     assert report.calls[0].rows == 3
+
+
+def test_features_longer_than_the_models_t_fail_their_video_unread(
+    ctx: StageContext, bundle
+) -> None:
+    """T=1024 would make a 1024x1024 attention row per head: refused from the header."""
+    version = bundle.metadata.version
+    good = [add_video(ctx, f"fits-{i}", version, seed=i) for i in range(3)]
+    long_static = add_video(ctx, "long-static", version, seed=30, frames=1024)
+    long_dynamic = add_video(ctx, "long-dynamic", version, seed=31)
+    ctx.store.put_arrays(
+        LAYOUT.dynamic_features(long_dynamic), tokens=np.zeros((1024, 256), np.float32)
+    )
+    ids = [good[0], long_static, good[1], long_dynamic, good[2]]
+    report = stages.run_inference_batch(ctx, ids)
+    assert [report.statuses[v] for v in ids] == ["done", "failed", "done", "failed", "done"]
+    expected = {
+        long_static: "stored face tokens have shape (1024, 512) float32, expected at most "
+        "(T<=8, 512)",
+        long_dynamic: "stored flow tokens have shape (1024, 256) float32, expected at most "
+        "(T<=8, 256)",
+    }
+    for video_id, words in expected.items():
+        video, prediction, _ = stored(ctx, video_id, version)
+        assert video.status == "failed" and words in video.error, video.error
+        assert video.error.endswith("not loaded") and prediction is None
+    assert report.calls[0].rows == 3  # the others shared one call of the model's own T
+    assert report.statuses == {
+        **dict.fromkeys(good, "done"),
+        long_static: "failed",
+        long_dynamic: "failed",
+    }
 
 
 def test_duplicate_and_late_deliveries_change_nothing(ctx: StageContext, bundle) -> None:

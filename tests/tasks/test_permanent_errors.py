@@ -1,0 +1,193 @@
+"""Errors that no retry can fix fail the video at once, with their own message.
+
+The stages run with the context a worker process builds (`workers.bootstrap`), on SQLite and
+file storage, over real clips. Before, each of these made the stage raise: the message was
+dropped and the video cycled through `reconcile` until the delivery cap failed it as
+"worker died or timed out", 13-23 minutes later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tracemalloc
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.artifacts import LAYOUT
+from core.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
+from db import repository as repo
+from db.migrate import upgrade_database
+from tasks import stages
+from tasks.context import StageContext
+from tasks.stages.ingest import CHANGED_AFTER_UPLOAD
+from tests.clips import write_talking_head
+from tests.tasks.helpers import submit
+from workers import bootstrap
+from workers.services.models import activate_version, register_bundle_dir
+from workers.settings import Settings
+
+T = 8
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, face_detector) -> Iterator[StageContext]:
+    settings = Settings(home=tmp_path / "home", num_frames=T, _env_file=None)  # type: ignore[call-arg]
+    upgrade_database(settings.effective_database_url)
+    bootstrap.configure(settings)
+    context = bootstrap.get_context()
+    context._detectors[112] = face_detector
+    try:
+        yield context
+    finally:
+        bootstrap.configure(Settings(_env_file=None))  # type: ignore[call-arg]
+        bootstrap.reset_after_fork()
+
+
+def row(ctx: StageContext, video_id: str):
+    with ctx.session_factory() as session:
+        return repo.get_video(session=session, video_id=video_id)
+
+
+def ingested(ctx: StageContext, tmp_path: Path, seed: int = 3) -> str:
+    clip = write_talking_head(tmp_path / f"clip-{seed}.mp4", seconds=1.5, seed=seed)
+    video_id = submit(ctx, clip)
+    assert stages.run_ingest(ctx, video_id) is True
+    return video_id
+
+
+STAGES: dict[str, Callable[[StageContext, str], bool]] = {
+    "faces": stages.run_faces,
+    "flow": stages.run_flow,
+}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+@pytest.mark.parametrize(
+    ("frames", "words"),
+    [
+        (
+            np.zeros((T, 700, 900, 3), np.uint8),
+            f"stored frames have shape ({T}, 700, 900, 3) uint8, expected at most "
+            f"({T}, H<=640, W<=640, 3) uint8; not loaded",
+        ),
+        (
+            np.zeros((2 * T, 36, 64, 3), np.uint8),
+            f"stored frames have shape ({2 * T}, 36, 64, 3) uint8, expected at most ({T}, ",
+        ),
+        (
+            np.zeros((T, 36, 64, 3), np.float64),
+            f"stored frames have shape ({T}, 36, 64, 3) float64, expected at most",
+        ),
+    ],
+    ids=["too-large", "too-many", "float64"],
+)
+def test_stored_frames_of_the_wrong_shape_fail_the_video_at_once(
+    ctx: StageContext, tmp_path: Path, stage: str, frames: np.ndarray, words: str
+) -> None:
+    video_id = ingested(ctx, tmp_path)
+    ctx.store.put_arrays(LAYOUT.frames(video_id), frames=frames, successors=frames)
+    assert STAGES[stage](ctx, video_id) is False  # returns: nothing raised, nothing to retry
+    video = row(ctx, video_id)
+    assert video.status == "failed" and words in video.error, video.error
+    assert video.deliveries[stage] == 1  # failed on its first delivery, not by the cap
+
+
+def write_inflating_frames(path: Path, shape: tuple[int, ...]) -> None:
+    """A compressed `frames.npz` whose frames inflate to `shape` uint8 (zeros, a small file)."""
+    header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+    chunk = bytes(1 << 23)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("frames.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, header)
+            left = int(np.prod(shape))
+            while left:
+                member.write(chunk[: min(left, len(chunk))])
+                left -= min(left, len(chunk))
+        successors = np.zeros((T, 36, 64, 3), np.uint8)
+        with archive.open("successors.npy", "w") as member:
+            np.lib.format.write_array(member, successors)
+
+
+def test_compressed_frames_that_would_inflate_are_refused_from_the_header(
+    ctx: StageContext, tmp_path: Path
+) -> None:
+    video_id = ingested(ctx, tmp_path)
+    path = Path(ctx.store._path(ctx.store.uri(LAYOUT.frames(video_id))))
+    write_inflating_frames(path, (T, 3000, 3000, 3))  # 216 MB of frames in a small file
+    assert path.stat().st_size < 8 << 20
+    tracemalloc.start()
+    try:
+        assert stages.run_faces(ctx, video_id) is False
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    video = row(ctx, video_id)
+    assert video.status == "failed"
+    assert video.error == (
+        f"stored frames have shape ({T}, 3000, 3000, 3) uint8, expected at most "
+        f"({T}, H<=640, W<=640, 3) uint8; not loaded"
+    )
+    assert peak < 32 << 20, f"peak {peak / 2**20:.0f} MiB: the frames were inflated"
+
+
+def test_a_stored_video_replaced_after_submit_fails_ingest_with_the_hash_message(
+    ctx: StageContext, tmp_path: Path
+) -> None:
+    original = write_talking_head(tmp_path / "original.mp4", seconds=1.5, seed=3)
+    video_id = submit(ctx, original)
+    stored = Path(ctx.store._path(row(ctx, video_id).storage_uri))
+    other = write_talking_head(tmp_path / "other.mp4", seconds=1.5, seed=4)
+    stored.write_bytes(other.read_bytes())  # a decodable video, just not the one uploaded
+
+    assert stages.run_ingest(ctx, video_id) is False
+    video = row(ctx, video_id)
+    assert (video.status, video.error) == ("failed", CHANGED_AFTER_UPLOAD)
+    assert video.frames is None and video.deliveries["ingest"] == 1
+    assert not ctx.store.exists(ctx.store.uri(LAYOUT.frames(video_id)))
+
+
+def tampered_bundle(folder: Path) -> Path:
+    """A trained bundle for T=8, saved, then its metadata changed (so its hash differs)."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    meta = BundleMetadata(version="", trained=True, num_frames=T, seed=5, dataset="tamper")
+    save_bundle(ModelBundle(meta, *build_models(meta)), folder)
+    return folder
+
+
+def tamper(folder: Path) -> None:
+    path = folder / "bundle.json"
+    data = json.loads(path.read_text())
+    data["metrics"] = {"val_mae": 0.01}  # a better score than it earned
+    path.write_text(json.dumps(data))
+
+
+def test_a_video_pinned_to_a_tampered_bundle_fails_at_once_and_warming_goes_on(
+    ctx: StageContext, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tampered_bundle(tmp_path / "bundle")
+    version, _ = register_bundle_dir(ctx.session_factory, folder)
+    activate_version(ctx.session_factory, version)
+    tamper(folder)
+
+    clip = write_talking_head(tmp_path / "a.mp4", seconds=1.5, seed=3)
+    video_id = submit(ctx, clip)
+    assert stages.run_ingest(ctx, video_id) is False
+    video = row(ctx, video_id)
+    assert video.status == "failed" and video.model_version == version
+    assert video.error.startswith(f"model version {version} failed its integrity check: ")
+    assert "a file was changed after saving" in video.error
+
+    # A process warming the active model warms the built-in one instead, and says so once.
+    with caplog.at_level(logging.ERROR, logger="oceanstream.worker"):
+        warmed = [ctx.active_version() for _ in range(3)]
+    assert len(set(warmed)) == 1 and warmed[0].startswith("untrained-")
+    lines = [r.getMessage() for r in caplog.records if version in r.getMessage()]
+    assert len(lines) == 1 and "failed its integrity check" in lines[0], lines
+    assert ctx.load_bundle(warmed[0]).metadata.version == warmed[0]
