@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         description="Frame-rate bound: a video may hold at most max_duration_s x max_fps frames, "
         "checked on the header and again while decoding.",
     )
+    stage_time_limits: dict[str, tuple[float | None, float]] = Field(
+        default_factory=dict,
+        description="Per-stage (soft, hard) time limits in seconds over the built-in ones, as "
+        'JSON: {"ingest": [300, 360]}; a null soft limit leaves only the hard one. Read by '
+        "`oceanstream worker`; a hard limit must stay below the broker's visibility timeout.",
+    )
 
     # The inference pool (`oceanstream worker --queues inference`).
     max_batch_size: int = Field(
