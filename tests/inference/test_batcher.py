@@ -28,6 +28,7 @@ from workers.batcher import InferenceBatcher
 from workers.celery_app import create_app
 from workers.inference_messages import SENT_AT_HEADER, video_id_of
 from workers.metrics import InferenceMetrics, QueueLengthCollector, start_exporter
+from workers.services.dead_letters import dead_letter_key, parse_record
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -186,14 +187,25 @@ def test_messages_that_are_not_inference_tasks_are_dropped(
             exchange="inference",
             content_type="application/x-python-serialize",
         )
+    poison = [b"\xff\xfe not UTF-8", b"not JSON", b'{"not": "an envelope"}']
+    for raw in poison:
+        pool.redis.lpush("inference", raw)
     pool.send(video_id)
     pool.wait_done([video_id])
     wait_for(
-        lambda: pool.value("oceanstream_inference_videos_total", outcome="rejected") == 3,
+        lambda: pool.value("oceanstream_inference_videos_total", outcome="rejected") == 6,
         5,
-        "three rejections",
+        "six rejections",
     )
     pool.wait_settled()
+    # Each is moved aside once, with why, and the pool went on.
+    records = [parse_record(r) for r in pool.redis.lrange(dead_letter_key("inference"), 0, -1)]
+    assert len(records) == 6 and {r.queue for r in records} == {"inference"}
+    assert {r.payload for r in records} >= set(poison)
+    reasons = " | ".join(r.reason for r in records)
+    for why in ("ingest", "12345", "JSON only", "not UTF-8", "not JSON"):
+        assert why in reasons
+    assert pool.thread.is_alive()
 
 
 def test_protocol_one_and_two_bodies_carry_the_video_id() -> None:

@@ -6,6 +6,7 @@ come back through kombu's own restore, and Celery's producers must not notice it
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -115,9 +116,39 @@ def test_undecodable_payloads_are_returned_with_why(app: Celery, client: redis.R
             declare=[q for q in app.conf.task_queues if q.name == "inference"],
         )
     broken, pickled = inbox_for(client).take(10)
-    assert broken.tag is None and "cannot decode" in (broken.error or "")
+    assert broken.tag is None and "not JSON" in (broken.error or "")
     assert pickled.tag and "JSON only" in (pickled.error or "")
     assert client.hlen("unacked") == 1  # the one with a tag, until it is acknowledged
+
+
+def test_bytes_that_are_not_utf8_come_back_with_why_and_the_rest_of_the_take_too(
+    app: Celery, client: redis.Redis
+) -> None:
+    send(app, "before")
+    client.lpush("inference", b"\xff\xfe\x00 binary")
+    send(app, "after")
+    # JSON that Redis's cjson reads (so the take recorded it under its tag) but Python won't.
+    enveloped = client.lindex("inference", 0).replace(b'"py"', b'"p\xff"')
+    client.lset("inference", 0, enveloped)
+    first, binary, bad_utf8 = inbox_for(client).take(10)
+    assert ids([first]) == ["before"]
+    assert binary.tag is None and binary.undecodable == b"\xff\xfe\x00 binary"
+    assert binary.payload == b"\xff\xfe\x00 binary" and "not UTF-8" in (binary.error or "")
+    assert bad_utf8.tag and bad_utf8.payload == enveloped and "not UTF-8" in (bad_utf8.error or "")
+    assert client.hlen("unacked") == 2  # `before` and the tagged one, until acknowledged
+    inbox_for(client).ack([bad_utf8])
+    assert client.hlen("unacked") == 1
+
+
+def test_an_envelope_refused_for_its_body_keeps_its_tag(app: Celery, client: redis.Redis) -> None:
+    send(app, "x")
+    payload = json.loads(client.lindex("inference", 0))
+    payload["body"] = "bm90IGpzb24="  # base64 of `not json`
+    client.lset("inference", 0, json.dumps(payload))
+    (taken,) = inbox_for(client).take(1)
+    assert taken.tag == payload["properties"]["delivery_tag"] and taken.error
+    inbox_for(client).ack([taken])  # so acknowledging it forgets kombu's record
+    assert client.hlen("unacked") == 0
 
 
 def test_wait_returns_when_a_message_arrives_and_takes_nothing(

@@ -112,24 +112,28 @@ def decode_payload(raw: str) -> tuple[str | None, Any, dict[str, Any], str | Non
     returned whenever the envelope has one (the take script recorded the message under it),
     so that a message refused for its body is still acknowledged.
     """
-    tag = None
     try:
         payload = json.loads(raw)
-        properties = payload["properties"]
-        found = properties.get("delivery_tag")
-        tag = found if isinstance(found, str) else None
-        headers = payload.get("headers") or {}
-        if not isinstance(headers, dict):
-            return tag, None, {}, "cannot decode message: headers are not an object"
-        content_type = payload.get("content-type")
-        if content_type != "application/json":
-            return tag, None, headers, f"refused content type {content_type!r} (JSON only)"
+    except ValueError as exc:
+        return None, None, {}, f"not JSON: {exc}"
+    properties = payload.get("properties") if isinstance(payload, dict) else None
+    if not isinstance(properties, dict):
+        return None, None, {}, "not a message envelope: no properties"
+    found = properties.get("delivery_tag")
+    tag = found if isinstance(found, str) else None
+    headers = payload.get("headers") or {}
+    if not isinstance(headers, dict):
+        return tag, None, {}, "not a message envelope: headers are not an object"
+    content_type = payload.get("content-type")
+    if content_type != "application/json":
+        return tag, None, headers, f"refused content type {content_type!r} (JSON only)"
+    try:
         body = payload.get("body", "")
         if properties.get("body_encoding") == "base64":
             body = base64.b64decode(body)
         return tag, json.loads(body), headers, None
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        return tag, None, {}, f"cannot decode message: {type(exc).__name__}: {exc}"
+    except (ValueError, TypeError) as exc:
+        return tag, None, headers, f"cannot decode the message body: {exc}"
 
 
 def restore_visible(connection: Any, limit: int = 100) -> None:
