@@ -7,15 +7,18 @@ returned as data.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import stat
+import tracemalloc
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core.errors import ArtifactError
+from core.artifacts import dynamic_specs, frames_specs, static_specs
+from core.errors import ArtifactError, ContentMismatchError
 from core.storage import ArtifactStore, read_npz
 
 
@@ -140,3 +143,61 @@ def test_stored_files_and_folders_get_the_configured_modes(
 def test_an_unknown_storage_mode_is_refused(tmp_path: Path, setting: str) -> None:
     with pytest.raises(ValueError, match="storage mode"):
         ArtifactStore(f"file://{tmp_path / 'store'}", setting)
+
+
+def test_arrays_meeting_their_specs_read_as_without_them(store: ArtifactStore) -> None:
+    specs = static_specs(16, 512)
+    expected = {"tokens": arrays()["tokens"], "mask": arrays()["mask"]}
+    uri = store.put_arrays("work/s.npz", **expected)
+    loaded = store.get_arrays(uri, specs)
+    for name, array in expected.items():
+        np.testing.assert_array_equal(loaded[name], array)
+    short = store.put_arrays("work/short.npz", tokens=np.zeros((5, 512), np.float32))
+    assert store.get_arrays(short, {"tokens": specs["tokens"]})["tokens"].shape == (5, 512)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_an_array_off_its_spec_is_refused_from_its_header(
+    store: ArtifactStore, compressed: bool
+) -> None:
+    buffer = io.BytesIO()
+    save = np.savez_compressed if compressed else np.savez
+    save(buffer, tokens=np.zeros((1024, 256), np.float32))
+    uri = store.uri("work/d.npz")
+    Path(store._path(uri)).parent.mkdir(parents=True)
+    Path(store._path(uri)).write_bytes(buffer.getvalue())
+    with pytest.raises(ArtifactError) as error:
+        store.get_arrays(uri, dynamic_specs(16, 256))
+    assert str(error.value) == (
+        "stored flow tokens have shape (1024, 256) float32, expected at most "
+        "(T<=16, 256) float32 or float16 or float64; not loaded"
+    )
+
+
+def test_an_archive_larger_than_its_specs_allow_is_refused_unread(store: ArtifactStore) -> None:
+    frames = np.zeros((16, 1500, 1500, 3), np.uint8)  # 108 MB: over the 640 px frame limit
+    uri = store.put_arrays("work/f.npz", frames=frames, successors=frames[:, :10, :10])
+    del frames
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArtifactError, match=r"stored frames have shape \(16, 1500, 1500, 3\)"):
+            store.get_arrays(uri, {"frames": frames_specs(16, 640)["frames"]})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"peak {peak / 2**20:.0f} MiB: the archive was read"
+
+
+def test_a_copy_that_no_longer_hashes_to_its_content_hash_is_refused(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
+    source = tmp_path / "upload.bin"
+    source.write_bytes(b"the uploaded video")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    uri = store.put_file(source, f"videos/{digest}.mp4")
+    with store.local_copy(uri, sha256=digest) as path:
+        assert path.read_bytes() == b"the uploaded video"
+    Path(store._path(uri)).write_bytes(b"something else")
+    copy = store.local_copy(uri, sha256=digest)
+    with pytest.raises(ContentMismatchError, match="hashes to sha256"), copy:
+        pass
