@@ -277,7 +277,7 @@ def test_a_video_delivered_too_often_fails_with_that_message(ctx: StageContext, 
     report = stages.run_inference_batch(ctx, [video_id])
     assert report.statuses == {video_id: "failed"}
     video = stored(ctx, video_id, bundle.metadata.version)[0]
-    assert video.status == "failed" and "delivered 7 times" in video.error
+    assert video.status == "failed" and "7 times without finishing" in video.error
 
 
 def test_queue_delay_counts_from_the_send_time_when_given(ctx: StageContext, bundle) -> None:
