@@ -93,9 +93,9 @@ class RedisInbox:
             try:
                 text = _text(raw)
             except UnicodeDecodeError as exc:  # no consumer can read it: the caller moves it aside
-                tag = _tag_of(raw)
-                error = f"not UTF-8 text (byte {exc.start})"
-                taken.append(Received(key, raw.decode(errors="replace"), tag, None, {}, error, raw))
+                refused = f"not UTF-8 text (byte {exc.start})"
+                text = raw.decode(errors="replace")
+                taken.append(Received(key, text, _tag_of(raw), None, {}, refused, raw))
                 continue
             tag, body, headers, error = decode_payload(text)
             taken.append(Received(key, text, tag, body, headers, error))

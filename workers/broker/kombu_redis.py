@@ -275,10 +275,10 @@ class DeadLetteringChannel(kombu_redis.Channel):
             else:
                 raise kombu_redis.Empty()
         finally:
-            self._in_poll = None
+            self._in_poll = None  # type: ignore[assignment]
             self._flush_brpop_reauth()
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: Any = None) -> Any:
         with self.conn_or_acquire() as client:
             for pri in self.priority_steps:
                 while item := client.rpop(self._q_for_pri(queue, pri)):
