@@ -75,10 +75,13 @@ def retried_through_outages(task: Task) -> Iterator[None]:
             raise
         retries = task.request.retries
         if retries >= MAX_RETRIES:
-            log.error("%s gave up after %d retries: %s", task.name, retries, exc)
+            log.error("%s gave up after %d retries; the reconciler resends it", task.name, retries)
             raise
         pause = retry_delay(retries)
-        log.warning("%s met an outage (%s); retry %d in %.0f s", task.name, exc, retries + 1, pause)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning(
+            "%s met an outage (%s); retry %d in %.1f s", task.name, reason, retries + 1, pause
+        )
         raise task.retry(exc=exc, countdown=pause, max_retries=MAX_RETRIES) from None
 
 

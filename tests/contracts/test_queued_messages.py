@@ -8,6 +8,7 @@ reported. A failure here means kombu changed what workers/broker/kombu_redis.py 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -66,8 +67,11 @@ def test_waiting_held_and_acknowledged_messages(app: Celery, client: redis.Redis
         with consumer:
             connection.drain_events(timeout=5)
         (message,) = held  # taken by a worker, not acknowledged: being worked on
-        assert scan(app, client) == {
-            QueuedMessage("faces", "oceanstream.faces", ("v1",), held=True),
+        found = scan(app, client)
+        (taken,) = [m for m in found if m.held]
+        assert abs(taken.held_since - time.time()) < 30
+        assert found == {
+            QueuedMessage("faces", "oceanstream.faces", ("v1",), True, taken.held_since),
             QueuedMessage("flow", "oceanstream.flow", ("v2",), held=False),
         }
         message.ack()

@@ -33,6 +33,7 @@ class QueuedMessage:
     task: str | None  # Celery's `task` header
     args: tuple[Any, ...]
     held: bool  # taken by a consumer and not acknowledged (being worked on, or its ETA)
+    held_since: float | None = None  # epoch seconds it was taken, for a held message
 
 
 def queued_messages(
@@ -48,8 +49,10 @@ def queued_messages(
     for queue in names:
         for key in layout.queue_lists(queue):
             pipe.lrange(key, 0, -1)
-    pipe.hvals(layout.unacked_key)
+    pipe.hgetall(layout.unacked_key)
+    pipe.zrange(layout.unacked_index_key, 0, -1, withscores=True)
     results = pipe.execute()
+    taken_at = {_text(tag): float(score) for tag, score in results.pop()}
     held_records = results.pop()
     found: list[QueuedMessage] = []
     lists = iter(results)
@@ -60,23 +63,24 @@ def queued_messages(
                 if message is not None:
                     found.append(message)
     wanted = set(names)
-    for record in held_records:
+    for tag, record in held_records.items():
         routing_key, raw = _held(_text(record))
         if routing_key in wanted and raw is not None:
-            message = _message(routing_key, raw, held=True)
+            message = _message(routing_key, raw, held=True, since=taken_at.get(_text(tag)))
             if message is not None:
                 found.append(message)
     return found
 
 
-def _message(queue: str, raw: str, held: bool) -> QueuedMessage | None:
+def _message(queue: str, raw: str, held: bool, since: float | None = None) -> QueuedMessage | None:
     _, body, headers, error = decode_payload(raw)
     if error is not None:
         return None
     # Celery's message protocol 2: the body is [args, kwargs, embed].
     args = body[0] if isinstance(body, list) and body and isinstance(body[0], list) else []
     task = headers.get("task")
-    return QueuedMessage(queue, task if isinstance(task, str) else None, tuple(args), held)
+    name = task if isinstance(task, str) else None
+    return QueuedMessage(queue, name, tuple(args), held, since)
 
 
 def _held(record: str) -> tuple[str | None, str | None]:

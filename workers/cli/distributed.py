@@ -121,7 +121,9 @@ def reconcile(
 ) -> None:
     """Re-enqueue videos stuck in a non-final state (lost messages, dead workers).
 
-    A video whose message still waits on its queue, or is held by a worker, is left alone.
+    A video whose message still waits on its queue, or was taken by a worker less than
+    SECONDS ago (being worked on), is left alone: a stopped stage finds one message per
+    video when it comes back.
     With --loop, a database or broker outage is reported in one line per round and the
     next round tries again; a single run reports it and exits with 1. An error that is no
     outage (a bug) ends the command with its traceback, in either mode.
@@ -175,7 +177,12 @@ class _Reconciler:
 
         if self.celery is None:
             self.celery = self._connect()
-        in_flight = self._in_flight if self._layout is not None else None
+        in_flight = None
+        if self._layout is not None:
+
+            def in_flight() -> set[tuple[str, str]]:
+                return self._in_flight(older_than)
+
         work = find_lost_work(bootstrap.get_context(), older_than, in_flight)
         for stage, video_id in work:
             self.celery.send_task(f"oceanstream.{stage}", args=[video_id], queue=stage)
@@ -208,14 +215,23 @@ class _Reconciler:
             )
         return celery
 
-    def _in_flight(self) -> set[tuple[str, str]]:
-        """(stage, video id) of every stage message waiting on its queue or held by a worker."""
+    def _in_flight(self, older_than: float) -> set[tuple[str, str]]:
+        """(stage, video id) of each stage message waiting on its queue, or held by a worker
+        for less than `older_than` seconds.
+
+        A message held longer is taken as lost with its worker (killed, its node gone): kombu
+        would put it back only after the visibility timeout (12 minutes), so it is resent,
+        and the stage's guard makes the late copy harmless.
+        """
         from workers.broker.queued_messages import queued_messages
         from workers.celery_app import QUEUES
 
         assert self._layout is not None
+        now = time.time()
         return {
             (message.queue, str(message.args[0]))
             for message in queued_messages(self._redis, self._layout, QUEUES)
-            if message.task == f"oceanstream.{message.queue}" and message.args
+            if message.task == f"oceanstream.{message.queue}"
+            and message.args
+            and (not message.held or now - (message.held_since or 0.0) < older_than)
         }
