@@ -7,8 +7,9 @@ stage it is waiting for.
 
 It does not resend a (stage, video) whose message is still on the broker, waiting on its
 queue or being worked on (`in_flight`, given by the caller, which knows the broker): a stage
-stopped for minutes must find one message per video when it comes back, not one per sweep. Stages are idempotent, so a message resent in the instant
-between the broker being read and a worker's commit costs only a duplicate check.
+stopped for minutes must find one message per video when it comes back, not one per sweep.
+Stages are idempotent, so a message resent in the instant between the broker being read and
+a worker's commit costs only a duplicate check.
 """
 
 from __future__ import annotations
