@@ -31,6 +31,7 @@ from db.repository.inference_batches import (
     claim_videos,
     finish_videos,
 )
+from db.repository.stages import release_delivery
 from tasks.context import StageContext
 from tasks.stages.feature_reads import load_many
 from tasks.stages.skeleton import gave_up
@@ -107,8 +108,13 @@ def run_inference_batch(
             "inference_queue": report.queue_delays.get(outcome.video_id, 0.0),
             **outcome.timings,
         }
+    # A video sent back for an outage (features or bundle out of reach) takes its start
+    # back: minutes of outage must not use up the delivery cap of a healthy video.
+    retried = [v for v, status in report.statuses.items() if status == RETRY]
     with ctx.session_factory.begin() as session:
         moved = finish_videos(session=session, outcomes=outcomes, from_statuses=_FROM)
+        for video_id in retried:
+            release_delivery(session=session, video_id=video_id, stage="inference")
     for outcome in outcomes:
         report.statuses[outcome.video_id] = outcome.status if outcome.video_id in moved else None
         if outcome.error:

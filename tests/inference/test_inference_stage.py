@@ -253,9 +253,14 @@ def test_outages_ask_for_redelivery_and_store_nothing(ctx: StageContext, bundle)
     assert report.statuses == {fine: "done", unreadable: stages.RETRY}
     assert "connection reset" in report.errors[unreadable]
     assert stored(ctx, unreadable, version)[0].status == "inference"
+    # An outage longer than the delivery cap: each start is taken back, none fails it.
+    for _ in range(ctx.max_deliveries + 2):
+        report = stages.run_inference_batch(ctx, [unreadable])
+        assert report.statuses == {unreadable: stages.RETRY}
+    assert stored(ctx, unreadable, version)[0].deliveries == {"inference": 0}
     ctx.store.down = set()
     assert stages.run_inference_batch(ctx, [unreadable]).statuses == {unreadable: "done"}
-    assert stored(ctx, unreadable, version)[0].deliveries == {"inference": 2}
+    assert stored(ctx, unreadable, version)[0].deliveries == {"inference": 1}
 
 
 def test_an_unloadable_model_version_asks_for_redelivery(ctx: StageContext, bundle) -> None:
