@@ -24,6 +24,7 @@ from celery.worker.request import Request
 from kombu import Exchange, Queue
 
 from workers.broker.kombu_redis import TRANSPORT, dead_letter_message, redis_url
+from workers.time_limits import VISIBILITY_TIMEOUT_S, stage_time_limits
 
 if TYPE_CHECKING:
     from workers.settings import Settings
@@ -31,16 +32,6 @@ if TYPE_CHECKING:
 QUEUES = ("ingest", "faces", "flow", "inference")
 CPU_QUEUES = ("ingest", "faces", "flow")
 
-# (soft, hard) seconds per stage. Decoding a long video is the slowest step; the Redis
-# visibility timeout below must stay above the longest hard limit, or a message still being
-# worked on would be handed to a second worker.
-TIME_LIMITS = {
-    "ingest": (300, 360),
-    "faces": (180, 240),
-    "flow": (180, 240),
-    "inference": (120, 180),
-}
-VISIBILITY_TIMEOUT_S = 2 * max(hard for _, hard in TIME_LIMITS.values())
 # kombu's Redis transport options; workers.broker.kombu_redis reads its key names from them.
 BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": VISIBILITY_TIMEOUT_S,
@@ -98,7 +89,7 @@ def create_app(settings: Settings) -> Celery:
         task_routes={f"oceanstream.{name}": {"queue": name} for name in QUEUES},
         task_annotations={
             f"oceanstream.{name}": {"soft_time_limit": soft, "time_limit": hard}
-            for name, (soft, hard) in TIME_LIMITS.items()
+            for name, (soft, hard) in stage_time_limits(settings.stage_time_limits).items()
         },
         worker_send_task_events=True,
         task_send_sent_event=True,

@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.pipeline import PipelineConfig
@@ -63,6 +63,16 @@ class Settings(BaseSettings):
         'JSON: {"ingest": [300, 360]}; a null soft limit leaves only the hard one. Read by '
         "`oceanstream worker`; a hard limit must stay below the broker's visibility timeout.",
     )
+
+    @field_validator("stage_time_limits")
+    @classmethod
+    def _known_stages_within_the_visibility_timeout(
+        cls, value: dict[str, tuple[float | None, float]]
+    ) -> dict[str, tuple[float | None, float]]:
+        from workers.time_limits import stage_time_limits
+
+        stage_time_limits(value)  # ValueError says what is wrong
+        return value
 
     # The inference pool (`oceanstream worker --queues inference`).
     max_batch_size: int = Field(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from celery import signals
+
+from core.status import VideoStatus
 
 if TYPE_CHECKING:
     from workers.metrics import QueueLengthCollector
@@ -98,10 +101,15 @@ def start_queue_metrics(settings: Settings) -> QueueLengthCollector | None:
 def connect_worker_signals(
     *,
     threads: int,
-    preload_in_main: bool,
     settings: Settings | None = None,
     queues: frozenset[str] | None = None,
 ) -> None:
+    """The hooks of a Celery worker: its transport, metrics, per-child models, time-outs.
+
+    Every worker runs the prefork pool (only it enforces the stages' time limits), so each
+    pool child loads its models after the fork.
+    """
+
     @signals.celeryd_init.connect(weak=False)
     def _transport(conf: object, **_: object) -> None:
         from workers.celery_app import use_worker_transport
@@ -114,14 +122,74 @@ def connect_worker_signals(
         def _metrics(**_: object) -> None:
             start_queue_metrics(settings)
 
-    if preload_in_main:
+    @signals.worker_process_init.connect(weak=False)
+    def _child(**_: object) -> None:
+        _prepare_process(threads, queues)
 
-        @signals.worker_ready.connect(weak=False)
-        def _ready(**_: object) -> None:
-            _prepare_process(threads, queues)
+    if settings is not None:
+        from workers.time_limits import stage_time_limits
 
-    else:
+        limits = stage_time_limits(settings.stage_time_limits)
+        fail_videos_past_time_limits(settings.effective_database_url, limits)
 
-        @signals.worker_process_init.connect(weak=False)
-        def _child(**_: object) -> None:
-            _prepare_process(threads, queues)
+
+# Where each stage's videos are while it runs: a stage stopped by its time limit fails them.
+_RUNS_FROM = {
+    "ingest": (VideoStatus.PENDING, VideoStatus.INGESTING),
+    "faces": (VideoStatus.EXTRACTING,),
+    "flow": (VideoStatus.EXTRACTING,),
+    "inference": (VideoStatus.INFERENCE,),
+}
+
+
+def fail_videos_past_time_limits(
+    database_url: str, limits: Mapping[str, tuple[float | None, float]]
+) -> None:
+    """Record a stage stopped by its time limit as that video's failure.
+
+    Celery acknowledges a timed-out task's message, so without this the video would wait in
+    its stage until the reconciler resent it, only to time out again. The soft limit raises
+    in the pool child and the hard limit kills it (Celery reports that in the parent); both
+    send `task_failure`, and the handler, connected before the fork, runs where it is sent.
+    It opens its own short-lived engine: the parent holds no database state to fork.
+    """
+    from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+    from celery import signals
+
+    @signals.task_failure.connect(weak=False)
+    def _timed_out(
+        sender: object = None, exception: object = None, args: object = None, **_: object
+    ) -> None:
+        stage = str(getattr(sender, "name", "")).removeprefix("oceanstream.")
+        if stage not in _RUNS_FROM or not isinstance(args, list | tuple) or not args:
+            return
+        soft, hard = limits[stage]
+        if isinstance(exception, SoftTimeLimitExceeded):
+            error = f"{stage} stage ran past its soft time limit of {soft:g} s and was stopped"
+        elif isinstance(exception, TimeLimitExceeded):
+            error = f"{stage} stage ran past its time limit of {hard:g} s and was killed"
+        else:
+            return
+        _fail_video(database_url, str(args[0]), stage, error)
+
+
+def _fail_video(database_url: str, video_id: str, stage: str, error: str) -> None:
+    from db.engine import make_engine, make_session_factory
+    from db.repository.stages import StageUpdate, finish_stage
+
+    log = logging.getLogger("oceanstream.worker")
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            failed = finish_stage(
+                session=session,
+                video_id=video_id,
+                changes=StageUpdate(VideoStatus.FAILED, error=error),
+                from_statuses=_RUNS_FROM[stage],
+            )
+        if failed:  # Celery reports a hard time-out twice; the second finds it failed
+            log.warning("video %s failed: %s", video_id, error)
+    except Exception:  # the database is down: the reconciler sends the stage again later
+        log.exception("could not record the time-out of video %s", video_id)
+    finally:
+        engine.dispose()

@@ -59,6 +59,22 @@ def test_version_and_clean_help(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("OCEANSTREAM_MAX_FPS", "fast", "valid number"),
+        ("OCEANSTREAM_STAGE_TIME_LIMITS", '{"ingest": [10, 5000]}', "visibility timeout"),
+        ("OCEANSTREAM_STAGE_TIME_LIMITS", '{"decode": [1, 2]}', "unknown stage"),
+    ],
+)
+def test_an_invalid_setting_is_one_line_naming_it(
+    tmp_path: Path, name: str, value: str, says: str
+) -> None:
+    for args in (["results"], ["worker", "--queues", "ingest"]):
+        done = oceanstream(tmp_path, *args, env={name: value})
+        assert_one_line_error(done, 2, f"{name}: ", says)
+
+
 def test_unreachable_database_is_one_line_with_the_password_masked(tmp_path: Path) -> None:
     url = f"postgresql://someone:s3cret@127.0.0.1:{free_port()}/oceanstream"
     for args in (["results"], ["status", "x"], ["db", "upgrade"], ["models", "list"]):

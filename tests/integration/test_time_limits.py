@@ -108,6 +108,7 @@ def test_limits_over_the_visibility_timeout_are_a_usage_error(
     done = isolated_cluster.cli("worker", "--queues", "ingest", timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
-        "error: ingest hard time limit must be over 0 and under the broker's visibility "
+        "error: OCEANSTREAM_STAGE_TIME_LIMITS: ingest hard time limit must be over 0 and "
+        "under the broker's visibility "
         "timeout of 720 s, got 5000"
     ]

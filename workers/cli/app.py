@@ -108,9 +108,19 @@ def collect_inputs(paths: list[Path]) -> list[Path]:
 
 
 def load_settings() -> Settings:
+    """The settings; one line per invalid one and exit 2 (a usage error), never a traceback."""
+    from pydantic import ValidationError
+
     from workers.settings import Settings
 
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for problem in exc.errors(include_url=False):
+            name = "OCEANSTREAM_" + "_".join(str(part) for part in problem["loc"][:1]).upper()
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            err.print(f"error: {name}: {message}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
 
 
 def open_database(settings: Settings) -> sessionmaker:

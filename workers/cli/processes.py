@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import typer
 
-from core.status import VideoStatus
 from workers.cli.app import EXIT_USAGE, app, err, load_settings
 
 if TYPE_CHECKING:
@@ -74,28 +71,11 @@ def worker(
     settings = load_settings()
     if use_batcher:
         raise typer.Exit(_inference_pool(settings, concurrency, threads, loglevel, devices))
-    try:
-        limits = stage_time_limits(settings.stage_time_limits)
-    except ValueError as exc:
-        err.print(f"error: {exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
     bootstrap.configure(settings, threads=threads)
     # Per-video inference keeps one process (one model per accelerator).
     processes = 1 if chosen == ["inference"] else concurrency
-    celery = create_app(settings)
-    annotations = dict(celery.conf.task_annotations or {})
-    for stage, (soft, hard) in limits.items():
-        task = f"oceanstream.{stage}"
-        annotations[task] = {
-            **annotations.get(task, {}),
-            "soft_time_limit": soft,
-            "time_limit": hard,
-        }
-    celery.conf.task_annotations = annotations
-    connect_worker_signals(
-        threads=threads, preload_in_main=False, settings=settings, queues=frozenset(chosen)
-    )
-    fail_videos_past_time_limits(settings.effective_database_url, limits)
+    celery = create_app(settings)  # the stages' time limits, with the settings' overrides
+    connect_worker_signals(threads=threads, settings=settings, queues=frozenset(chosen))
     node = name or f"{'-'.join(chosen)}-{os.getpid()}@{socket.gethostname()}"
     argv = [
         "worker",
@@ -114,96 +94,6 @@ def worker(
         "--task-events",
     ]
     celery.worker_main(argv)
-
-
-def stage_time_limits(
-    overrides: Mapping[str, tuple[float | None, float]],
-) -> dict[str, tuple[float | None, float]]:
-    """The (soft, hard) seconds each stage runs under: the built-in ones, then `overrides`.
-
-    A hard limit must stay below the broker's visibility timeout, or a message still being
-    worked on would be handed to a second worker.
-    """
-    from workers.celery_app import QUEUES, TIME_LIMITS, VISIBILITY_TIMEOUT_S
-
-    limits: dict[str, tuple[float | None, float]] = dict(TIME_LIMITS)
-    for stage, (soft, hard) in overrides.items():
-        if stage not in QUEUES:
-            raise ValueError(f"time limits for unknown stage {stage!r}; stages: {QUEUES}")
-        if not 0 < hard < VISIBILITY_TIMEOUT_S:
-            raise ValueError(
-                f"{stage} hard time limit must be over 0 and under the broker's visibility "
-                f"timeout of {VISIBILITY_TIMEOUT_S} s, got {hard:g}"
-            )
-        if soft is not None and not 0 < soft < hard:
-            raise ValueError(
-                f"{stage} soft time limit must be over 0 and under the hard one ({hard:g} s), "
-                f"got {soft:g}"
-            )
-        limits[stage] = (soft, hard)
-    return limits
-
-
-# Where each stage's videos are while it runs: a stage stopped by its time limit fails them.
-_RUNS_FROM = {
-    "ingest": (VideoStatus.PENDING, VideoStatus.INGESTING),
-    "faces": (VideoStatus.EXTRACTING,),
-    "flow": (VideoStatus.EXTRACTING,),
-    "inference": (VideoStatus.INFERENCE,),
-}
-
-
-def fail_videos_past_time_limits(
-    database_url: str, limits: Mapping[str, tuple[float | None, float]]
-) -> None:
-    """Record a stage stopped by its time limit as that video's failure.
-
-    Celery acknowledges a timed-out task's message, so without this the video would wait in
-    its stage until the reconciler resent it, only to time out again. The soft limit raises
-    in the pool child and the hard limit kills it (Celery reports that in the parent); both
-    send `task_failure`, and the handler, connected before the fork, runs where it is sent.
-    It opens its own short-lived engine: the parent holds no database state to fork.
-    """
-    from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-    from celery import signals
-
-    @signals.task_failure.connect(weak=False)
-    def _timed_out(
-        sender: object = None, exception: object = None, args: object = None, **_: object
-    ) -> None:
-        stage = str(getattr(sender, "name", "")).removeprefix("oceanstream.")
-        if stage not in _RUNS_FROM or not isinstance(args, list | tuple) or not args:
-            return
-        soft, hard = limits[stage]
-        if isinstance(exception, SoftTimeLimitExceeded):
-            error = f"{stage} stage ran past its soft time limit of {soft:g} s and was stopped"
-        elif isinstance(exception, TimeLimitExceeded):
-            error = f"{stage} stage ran past its time limit of {hard:g} s and was killed"
-        else:
-            return
-        _fail_video(database_url, str(args[0]), stage, error)
-
-
-def _fail_video(database_url: str, video_id: str, stage: str, error: str) -> None:
-    from db.engine import make_engine, make_session_factory
-    from db.repository.stages import StageUpdate, finish_stage
-
-    log = logging.getLogger("oceanstream.worker")
-    engine = make_engine(database_url)
-    try:
-        with make_session_factory(engine).begin() as session:
-            failed = finish_stage(
-                session=session,
-                video_id=video_id,
-                changes=StageUpdate(VideoStatus.FAILED, error=error),
-                from_statuses=_RUNS_FROM[stage],
-            )
-        if failed:  # Celery reports a hard time-out twice; the second finds it failed
-            log.warning("video %s failed: %s", video_id, error)
-    except Exception:  # the database is down: the reconciler sends the stage again later
-        log.exception("could not record the time-out of video %s", video_id)
-    finally:
-        engine.dispose()
 
 
 def _inference_pool(
