@@ -9,6 +9,7 @@ from the full-resolution frames so the face CNN sees every available pixel.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,16 +46,26 @@ class FaceCrops:
 
 
 @dataclass(frozen=True)
-class _Face:
-    """The kept detection of one frame, in source-frame pixels."""
+class FaceDetection:
+    """One face MTCNN found in one frame, in source-frame pixels."""
 
-    box: np.ndarray  # x1, y1, x2, y2
-    eyes: np.ndarray  # [[x, y] of the left-most eye, [x, y] of the other]
+    box: np.ndarray  # [4] float64 x1, y1, x2, y2
+    eyes: np.ndarray  # [2, 2] float64: [x, y] of the left-most eye, then the other
+    landmarks: np.ndarray  # [5, 2] float64: left eye, right eye, nose, mouth left, mouth right
     confidence: float
 
 
+def _detection(row: np.ndarray) -> FaceDetection:
+    landmarks = np.stack([row[_COL_LX : _COL_LX + 5], row[_COL_LY : _COL_LY + 5]], axis=1)
+    eyes = landmarks[:2][np.argsort(landmarks[:2, 0])]
+    return FaceDetection(
+        box=row[_COL_BOX].copy(), eyes=eyes, landmarks=landmarks, confidence=float(row[_COL_CONF])
+    )
+
+
 class FaceDetector:
-    """Finds the most prominent face in each frame and returns aligned square crops.
+    """Finds the most prominent face (`detect`) or every face (`detect_all`) in each frame,
+    and cuts aligned square crops.
 
     Building the MTCNN networks is the expensive part, so build one detector per process and
     reuse it for every clip.
@@ -84,12 +95,35 @@ class FaceDetector:
     def detect(self, frames: np.ndarray) -> FaceCrops:
         """Detect, pick and align one face per frame, with one batched MTCNN call per clip."""
         frames = _check_frames(frames)
+        return self.crop(frames, self._find_faces(frames))
+
+    def detect_all(self, frames: np.ndarray) -> list[list[FaceDetection]]:
+        """Every face above ``min_confidence`` in each frame, left to right, in one MTCNN call.
+
+        The persons of a segment are tracked from these (`core.tracks`); `detect` keeps only
+        the most prominent one per frame.
+        """
+        frames = _check_frames(frames)
+        return [
+            [_detection(row) for row in rows[np.argsort(rows[:, 1], kind="stable")]]
+            for rows in self._confident_rows(frames)
+        ]
+
+    def crop(self, frames: np.ndarray, faces: Sequence[FaceDetection | None]) -> FaceCrops:
+        """Aligned crops of one given face per frame (None: no face), exactly as `detect` cuts.
+
+        A person's track yields one detection or None per sampled frame; its crops then reach
+        the face CNN in the same form as the single face of `detect`.
+        """
+        frames = _check_frames(frames)
+        if len(faces) != len(frames):
+            raise ValueError(f"need one face or None per frame: {len(faces)} for {len(frames)}")
         count = len(frames)
         crops = np.zeros((count, self.crop_size, self.crop_size, 3), np.uint8)
         mask = np.zeros(count, bool)
         boxes = np.full((count, 4), np.nan, np.float32)
         confidence = np.zeros(count, np.float32)
-        for i, face in enumerate(self._find_faces(frames)):
+        for i, face in enumerate(faces):
             if face is None:
                 continue
             crops[i] = align_face(frames[i], face.box, face.eyes, self.crop_size, self.margin)
@@ -99,8 +133,18 @@ class FaceDetector:
             confidence[i] = face.confidence
         return FaceCrops(crops=crops, mask=mask, boxes=boxes, confidence=confidence)
 
-    def _find_faces(self, frames: np.ndarray) -> list[_Face | None]:
+    def _find_faces(self, frames: np.ndarray) -> list[FaceDetection | None]:
         """Run MTCNN on downscaled copies of all frames at once; keep one face per frame."""
+        return [self._pick(rows) for rows in self._frame_rows(frames)]
+
+    def _confident_rows(self, frames: np.ndarray) -> list[np.ndarray]:
+        """Each frame's MTCNN rows at or above ``min_confidence``, in source-frame pixels."""
+        return [
+            rows[rows[:, _COL_CONF] >= self.min_confidence] for rows in self._frame_rows(frames)
+        ]
+
+    def _frame_rows(self, frames: np.ndarray) -> list[np.ndarray]:
+        """Run MTCNN on downscaled copies of all frames at once; its rows, split per frame."""
         if len(frames) == 0:
             return []
         height, width = frames.shape[1:3]
@@ -120,21 +164,16 @@ class FaceDetector:
         rows = np.asarray(rows, np.float64).reshape(-1, 16)
         # Map back with the real per-axis factors (sizes were rounded).
         rows = _rescale_rows(rows, width / small_size[0], height / small_size[1])
-        return [self._pick(rows[rows[:, _COL_IMAGE] == i]) for i in range(len(frames))]
+        return [rows[rows[:, _COL_IMAGE] == i] for i in range(len(frames))]
 
-    def _pick(self, rows: np.ndarray) -> _Face | None:
+    def _pick(self, rows: np.ndarray) -> FaceDetection | None:
         """The most prominent face: the largest box, weighted by confidence."""
         rows = rows[rows[:, _COL_CONF] >= self.min_confidence]
         if len(rows) == 0:
             return None
         box = rows[:, _COL_BOX]
         area = np.clip(box[:, 2] - box[:, 0], 0, None) * np.clip(box[:, 3] - box[:, 1], 0, None)
-        best = rows[int(np.argmax(area * rows[:, _COL_CONF]))]
-        eyes = np.array(
-            [[best[_COL_LX], best[_COL_LY]], [best[_COL_LX + 1], best[_COL_LY + 1]]], np.float64
-        )
-        eyes = eyes[np.argsort(eyes[:, 0])]
-        return _Face(box=best[_COL_BOX].copy(), eyes=eyes, confidence=float(best[_COL_CONF]))
+        return _detection(rows[int(np.argmax(area * rows[:, _COL_CONF]))])
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
