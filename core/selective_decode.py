@@ -1,0 +1,387 @@
+"""Decoding only the frames a segment's samples need, with PyAV.
+
+A segment samples T frames and their successors out of hundreds. Decoding is the expensive
+part of ingest, and most of it is spent on frames nobody looks at. Two things cut it:
+
+* **Seek.** A segment starts decoding at the keyframe at or before its first wanted frame, not
+  at the start of the video, and stops after its last wanted frame.
+* **Skip non-reference frames.** A frame that no other frame references (in x264 output, the
+  B-frames outside the B-pyramid) can be dropped without changing any other frame. FFmpeg's
+  `skip_frame = NONREF` does that per packet; it is switched back to `DEFAULT` for each packet
+  that holds a wanted frame. Packets come in decode order, B-frames in between reorder, so a
+  packet is matched to its frame by its presentation timestamp, never by its position.
+
+The kept frames are bit-identical to a full decode (the skipped frames are, by definition,
+never read by the ones decoded). Content without B-frames has no non-reference frames, and
+simply decodes every frame of the window.
+
+Frame ``i`` is the frame presented at ``start_time + i / rate`` (the stream's own rate), which
+is the i-th frame a sequential decode outputs on a constant-rate stream. A stream whose
+timestamps are missing or off that grid (variable frame rate) is decoded from its start
+without skipping, counting frames as they come out: slower, and still exact.
+
+Limits hold on what is read, as in `core.video`: reading stops with `VideoLimitError` as soon
+as a frame's index passes `max_frames` or its time passes `max_duration_s`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from core.errors import VideoDecodeError, VideoLimitError
+from core.segments import SegmentSamples, plan_segment_samples
+from core.video import (
+    MIN_DECODED_FRACTION,
+    SampledFrames,
+    VideoInfo,
+    VideoLimits,
+    _check_file,
+    _overrun_allowance,
+    _stack,
+    probe_video,
+)
+
+# A packet whose timestamp is further than this (in frames) from the frame grid is off it.
+_GRID_TOLERANCE = Fraction(1, 4)
+# H.264 reorders at most 16 frames: past that many packets after a frame, none comes before it.
+_REORDER_DEPTH = 16
+# Seeks that land after the wanted frame step back by this much more each time (seconds).
+_SEEK_BACKOFF_S = (1, 4, 16)
+
+
+@dataclass(frozen=True)
+class DecodedFrames:
+    """What one selective read found."""
+
+    kept: dict[int, np.ndarray]  # the wanted frames found, RGB uint8, by frame index
+    decoded: int  # frames the decoder produced (skipped frames excluded)
+    stream_frames: int | None  # frames in the stream, when it was read to its end
+
+
+class _OffGrid(Exception):
+    """The stream's timestamps do not index its frames; decode it sequentially instead."""
+
+
+class _Grid:
+    """Maps presentation timestamps to frame indices on a constant-rate stream."""
+
+    def __init__(self, origin: int, time_base: Fraction, rate: Fraction) -> None:
+        self._origin = origin
+        self._frames_per_tick = time_base * rate  # frames per timestamp unit
+        self.rate = rate
+
+    def index(self, pts: int | None) -> int:
+        if pts is None:
+            raise _OffGrid("a packet has no timestamp")
+        position = (pts - self._origin) * self._frames_per_tick
+        index = round(position)
+        if abs(position - index) > _GRID_TOLERANCE:
+            raise _OffGrid(f"timestamp {pts} is off the {float(self.rate):g} fps grid")
+        return index
+
+    def pts(self, index: int) -> int:
+        """The timestamp of frame ``index`` (rounded down onto the stream's time base)."""
+        return self._origin + int(index / self._frames_per_tick)
+
+
+class _Limits:
+    """Stops a read once a frame lies past the limits, whatever the header declared."""
+
+    def __init__(self, limits: VideoLimits, rate: float, path: Path) -> None:
+        self._limits = limits
+        self._rate = rate
+        self._path = path
+
+    def check(self, index: int) -> None:
+        limits = self._limits
+        if index + 1 > limits.max_frames:
+            raise VideoLimitError(
+                f"video runs past the limit of {limits.max_frames} frames "
+                f"({limits.max_duration_s:g} s at up to {limits.max_fps:g} fps; reached frame "
+                f"{index + 1}): {self._path}"
+            )
+        seconds = (index + 1) / self._rate if self._rate > 0 else 0.0
+        if seconds > limits.max_duration_s:
+            raise VideoLimitError(
+                f"video runs past the {limits.max_duration_s:g} s limit (reached "
+                f"{seconds:.1f} s): {self._path}"
+            )
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), mode="r")
+    except av.FFmpegError as error:
+        raise VideoDecodeError(
+            f"not a video container FFmpeg can read ({_reason(error)}, {path.stat().st_size} "
+            f"bytes; expected mp4, mov, mkv, webm, avi...): {path}"
+        ) from error
+
+
+def _reason(error: av.FFmpegError) -> str:
+    return str(getattr(error, "strerror", None) or type(error).__name__)
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+    if not container.streams.video:
+        raise VideoDecodeError(f"not a video (no video stream): {path}")
+    return container.streams.video[0]
+
+
+def _grid(stream: av.VideoStream) -> _Grid | None:
+    rate = stream.guessed_rate or stream.average_rate
+    if stream.start_time is None or stream.time_base is None or not rate:
+        return None
+    return _Grid(stream.start_time, Fraction(stream.time_base), Fraction(rate))
+
+
+def _seek(
+    container: av.container.InputContainer, stream: av.VideoStream, grid: _Grid, first: int
+) -> Iterator[av.Packet]:
+    """Packets from the keyframe at or before frame ``first``, in decode order.
+
+    Demuxers seek on decode or presentation time depending on the format; a seek that lands
+    on a keyframe presented after ``first`` steps further back until it does not.
+    """
+    if first == 0:
+        return container.demux(stream)
+    target = grid.pts(first)
+    for back_s in (0, *_SEEK_BACKOFF_S):
+        pts = max(grid.pts(first - int(back_s * grid.rate)), grid.pts(0))
+        container.seek(pts, stream=stream, backward=True, any_frame=False)
+        packets = container.demux(stream)
+        head = next((p for p in packets if p.is_keyframe or p.size == 0), None)
+        if head is None or head.size == 0:
+            break
+        if head.pts is not None and head.pts <= target:
+            return itertools.chain([head], packets)
+    container.seek(grid.pts(0), stream=stream, backward=True, any_frame=False)
+    return container.demux(stream)
+
+
+def _decode(context: av.VideoCodecContext, packet: av.Packet | None) -> list[av.VideoFrame]:
+    """Decode one packet; a packet the decoder refuses yields no frame, as in OpenCV.
+
+    A broken packet (an upload cut off mid-frame) loses its frame, not the read: the frames
+    around it still decode, and a wanted frame that never came out is reported by the caller.
+    """
+    try:
+        return context.decode(packet)
+    except av.error.InvalidDataError:
+        return []
+
+
+def _read_selectively(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    grid: _Grid,
+    wanted: frozenset[int],
+    limits: _Limits,
+    to_end: bool,
+) -> DecodedFrames:
+    context = stream.codec_context
+    kept: dict[int, np.ndarray] = {}
+    pending = set(wanted)
+    seen: set[int] = set()
+    decoded = settled = 0
+
+    def take(frames: Iterable[av.VideoFrame]) -> None:
+        nonlocal decoded
+        for frame in frames:
+            decoded += 1
+            index = grid.index(frame.pts)
+            if index in wanted:
+                kept[index] = frame.to_ndarray(format="rgb24")
+
+    for packet in _seek(container, stream, grid, min(wanted)):
+        if packet.size == 0:
+            continue  # the demuxer's end-of-stream marker
+        index = grid.index(packet.pts)
+        limits.check(index)
+        if index in seen:
+            raise _OffGrid(f"two frames at index {index}")
+        seen.add(index)
+        if not pending:
+            # Read on (without decoding) past the reordering window, or to the end to
+            # count the frames, so that a gap in the timestamps before here shows.
+            if not to_end and (packet.is_keyframe or len(seen) > settled + _REORDER_DEPTH):
+                break
+            continue
+        context.skip_frame = "DEFAULT" if index in wanted else "NONREF"
+        take(_decode(context, packet))
+        pending.discard(index)
+        if not pending:
+            settled = len(seen)
+            take(_decode(context, None))  # the decoder holds back frames to reorder them
+    if pending:
+        take(_decode(context, None))
+    _check_contiguous(seen, None if to_end or pending else max(wanted))
+    stream_frames = max(seen) + 1 if seen and (to_end or pending) else None
+    return DecodedFrames(kept, decoded, stream_frames)
+
+
+def _check_contiguous(seen: set[int], up_to: int | None) -> None:
+    """Frames on a constant-rate grid leave no gaps; a stream that drops frames does."""
+    if not seen:
+        return
+    first = min(seen)
+    last = max(seen) if up_to is None else up_to
+    if sum(1 for i in seen if i <= last) != last - first + 1:
+        raise _OffGrid(f"frames {first}-{last} have gaps in their timestamps")
+
+
+def _read_sequentially(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    wanted: frozenset[int],
+    limits: _Limits,
+    to_end: bool,
+) -> DecodedFrames:
+    """Every frame from the start, counted as it comes out: for streams without a time grid."""
+    container.seek(0, backward=True, any_frame=False)
+    context = stream.codec_context
+    context.skip_frame = "DEFAULT"
+    kept: dict[int, np.ndarray] = {}
+    last = max(wanted)
+    index = -1
+    packets = container.demux(stream)
+    frames = (f for p in packets for f in _decode(context, None if p.size == 0 else p))
+    for index, frame in enumerate(frames):
+        limits.check(index)
+        if index in wanted:
+            kept[index] = frame.to_ndarray(format="rgb24")
+        if index >= last and not to_end:
+            return DecodedFrames(kept, index + 1, None)
+    return DecodedFrames(kept, index + 1, index + 1)
+
+
+def decode_frames(
+    path: str | Path,
+    wanted: Iterable[int],
+    *,
+    limits: VideoLimits | None = None,
+    decode_threads: int = 1,
+    to_end: bool = False,
+    sequential: bool = False,
+) -> DecodedFrames:
+    """Decode the frames at ``wanted`` indices (presentation order), and as little else.
+
+    ``to_end`` goes on reading packets (without decoding them) to the stream's end, to count
+    its frames: the last segment of a video does, so a stream longer than its header says is
+    found, and held to the limits. A stream that ends before a wanted frame returns without
+    it, with ``stream_frames`` set. ``decode_threads`` is the decoder's thread count (1: one
+    thread, as worker hosts scale by processes; 0: FFmpeg's choice). ``sequential`` decodes
+    every frame from the start and counts frames as they come out, as OpenCV does: for a
+    broken stream, whose packets are not all frames.
+    """
+    path = Path(path)
+    limits = limits or VideoLimits()
+    want = frozenset(int(i) for i in wanted)
+    if not want or min(want) < 0:
+        raise ValueError(f"wanted must hold frame indices >= 0, got {sorted(want)[:5]}")
+    _check_file(path, limits)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        stream.codec_context.thread_count = decode_threads
+        grid = _grid(stream)
+        rate = float(grid.rate) if grid else float(stream.guessed_rate or 0)
+        check = _Limits(limits, rate, path)
+        try:
+            if grid is not None and not sequential:
+                try:
+                    return _read_selectively(container, stream, grid, want, check, to_end)
+                except _OffGrid:
+                    stream.codec_context.flush_buffers()
+            return _read_sequentially(container, stream, want, check, to_end)
+        except av.FFmpegError as error:
+            raise VideoDecodeError(f"video stream is corrupt ({_reason(error)}): {path}") from error
+
+
+def sample_segment(
+    path: str | Path,
+    frames: range,
+    num_frames: int = 16,
+    *,
+    info: VideoInfo | None = None,
+    limits: VideoLimits | None = None,
+    decode_threads: int = 1,
+) -> SampledFrames:
+    """Sample one segment's ``frames`` (from `core.segments.segment_frame_ranges`).
+
+    Returns what `core.video.sample_frames` returns, for the segment: T frames spread over
+    it and their successors. For a one-segment video the frames are exactly those
+    `sample_frames` gives. The last segment (``frames.stop == info.frame_count``) reads the
+    stream to its end: when the header's frame count was wrong, it re-plans over the frames
+    that exist, as `sample_frames` does. Pass ``info`` from the probe that planned the
+    segments.
+    """
+    path = Path(path)
+    limits = limits or VideoLimits()
+    info = info or probe_video(path, limits)
+    declared = info.frame_count
+    last = frames.stop == declared
+    samples = plan_segment_samples(frames, declared, num_frames)
+    read = decode_frames(
+        path, samples.wanted, limits=limits, decode_threads=decode_threads, to_end=last
+    )
+    real = read.stream_frames
+    short = real is not None and real < declared
+    overran = last and real is not None and real > declared - 1 + _overrun_allowance(declared)
+    if short:
+        # Cut off or corrupt: its packets overstate its frames (a partial packet, B-frames
+        # lost after their reference), so count the frames that decode.
+        assert real is not None
+        _check_stream(real, declared, frames, last, path)
+        real = _decoded_count(path, limits, decode_threads)
+        _check_stream(real, declared, frames, last, path)
+    if short or overran:
+        assert real is not None
+        samples = plan_segment_samples(range(frames.start, real), real, num_frames)
+        read = decode_frames(
+            path,
+            samples.wanted,
+            limits=limits,
+            decode_threads=decode_threads,
+            to_end=True,
+            sequential=short,
+        )
+    missing = samples.wanted - read.kept.keys()
+    if missing:
+        raise VideoDecodeError(
+            f"video is corrupt: frames {sorted(missing)[:4]} of segment frames "
+            f"{frames.start}-{frames.stop - 1} did not decode: {path}"
+        )
+    shape = read.kept[int(samples.indices[0])].shape
+    return SampledFrames(
+        frames=_stack(read.kept, samples.indices, shape),
+        successors=_stack(read.kept, samples.successors, shape),
+        indices=samples.indices,
+        info=info,
+        decoded_frames=read.decoded,
+    )
+
+
+def _decoded_count(path: Path, limits: VideoLimits, decode_threads: int) -> int:
+    read = decode_frames(
+        path, {0}, limits=limits, decode_threads=decode_threads, to_end=True, sequential=True
+    )
+    return read.stream_frames or 0
+
+
+def _check_stream(real: int, declared: int, frames: range, last: bool, path: Path) -> None:
+    """Refuse a stream that ends before this segment, or far before its declared end."""
+    if real <= frames.start or not last or real < MIN_DECODED_FRACTION * declared:
+        raise VideoDecodeError(
+            f"video is truncated or corrupt: it holds {real} of {declared} declared frames, "
+            f"this segment needs frames {frames.start}-{frames.stop - 1}: {path}"
+        )
+
+
+__all__ = ["DecodedFrames", "SegmentSamples", "decode_frames", "sample_segment"]
