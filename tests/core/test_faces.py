@@ -11,7 +11,7 @@ import pytest
 
 from core.faces import FaceCrops, FaceDetector, alignment_matrix
 from core.video import sample_frames
-from tests import clips
+from tests import clips, people_clips
 
 
 def still_face(size: tuple[int, int] = (320, 240)) -> np.ndarray:
@@ -134,3 +134,47 @@ def test_rejects_frames_of_the_wrong_layout(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         detector.detect(frames)
+
+
+# Every face per frame (`detect_all`) and crops of given faces (`crop`), for core.tracks.
+
+
+def two_faces(size: tuple[int, int] = (320, 240)) -> np.ndarray:
+    """One frame of the two-people clip: the astronaut on the left, the cameraman on the right."""
+    return next(people_clips.side_by_side_frames(seconds=0.1, size=size))
+
+
+def test_detect_all_finds_every_face_left_to_right(detector: FaceDetector) -> None:
+    empty = next(clips.faceless_frames(seconds=0.1))
+    found = detector.detect_all(np.stack([two_faces(), empty, still_face()]))
+    assert [len(faces) for faces in found] == [2, 0, 1]
+    left, right = found[0]
+    assert left.box[2] <= 160 <= right.box[0]
+    for face in (left, right, found[2][0]):
+        assert face.confidence >= detector.min_confidence
+        assert face.landmarks.shape == (2 + 3, 2) and face.eyes.shape == (2, 2)
+        assert face.eyes[0, 0] < face.eyes[1, 0]
+        x1, y1, x2, y2 = face.box
+        assert ((face.landmarks >= (x1, y1)) & (face.landmarks <= (x2, y2))).all()
+
+
+def test_detect_all_holds_the_face_detect_picks(detector: FaceDetector) -> None:
+    frames = np.stack([two_faces(), still_face()])
+    picked = detector.detect(frames)
+    for i, faces in enumerate(detector.detect_all(frames)):
+        boxes = [(*face.box[:2], *(face.box[2:] - face.box[:2])) for face in faces]
+        assert any(np.allclose(box, picked.boxes[i]) for box in boxes)
+
+
+def test_crop_cuts_given_faces_as_detect_does(detector: FaceDetector) -> None:
+    frames = np.stack([two_faces(), two_faces()])
+    (left, right), _ = detector.detect_all(frames)
+    found = detector.crop(frames, [right, None])
+    assert_consistent(found, 2)
+    assert found.mask.tolist() == [True, False]
+    np.testing.assert_array_equal(
+        found.boxes[0], np.float32([*right.box[:2], *right.box[2:] - right.box[:2]])
+    )
+    assert found.confidence[0] == np.float32(right.confidence)
+    with pytest.raises(ValueError, match="one face or None per frame"):
+        detector.crop(frames, [left])
