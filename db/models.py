@@ -151,6 +151,10 @@ class Video(Base):
     predictions: Mapped[list[Prediction]] = relationship(
         back_populates="video", passive_deletes=True
     )
+    segments: Mapped[list[Segment]] = relationship(
+        back_populates="video", order_by="Segment.index", passive_deletes=True
+    )
+    persons: Mapped[list[Person]] = relationship(back_populates="video", passive_deletes=True)
 
 
 class JobVideo(Base):
@@ -216,3 +220,142 @@ class AttentionMap(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
     prediction: Mapped[Prediction] = relationship(back_populates="attention_map")
+
+
+class TraitScores:
+    """The five OCEAN score columns, in `core.traits.TRAITS` order, and their views."""
+
+    openness: Mapped[float] = mapped_column(Double)
+    conscientiousness: Mapped[float] = mapped_column(Double)
+    extraversion: Mapped[float] = mapped_column(Double)
+    agreeableness: Mapped[float] = mapped_column(Double)
+    neuroticism: Mapped[float] = mapped_column(Double)
+
+    @property
+    def scores(self) -> tuple[float, ...]:
+        """The five scores in `core.traits.TRAITS` order."""
+        return tuple(float(getattr(self, name)) for name in TRAITS)
+
+    @property
+    def traits(self) -> dict[str, float]:
+        """Trait name -> score, in `core.traits.TRAITS` order."""
+        return {name: float(getattr(self, name)) for name in TRAITS}
+
+
+class Segment(Base):
+    """One analysis window of a video (`core.segments.Segment`) and where it is in the pipeline.
+
+    Keyed by a random id like videos, since stage messages carry segment ids. Its status takes
+    the video statuses; the video becomes final when all its segments are (`aggregate_video`).
+    """
+
+    __tablename__ = "segments"
+    __table_args__ = (
+        UniqueConstraint("video_id", "index"),
+        CheckConstraint(f"status IN ({_quoted(VIDEO_STATUSES)})", name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    # No index of its own: the unique (video_id, index) constraint leads with it.
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    start_s: Mapped[float] = mapped_column(Double)
+    end_s: Mapped[float] = mapped_column(Double)
+    status: Mapped[str] = mapped_column(String(16), default=VideoStatus.PENDING.value, index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    frames: Mapped[int | None] = mapped_column(Integer)
+    faces_found: Mapped[int | None] = mapped_column(Integer)
+    # How many persons the segment holds (`core.tracks`), once its faces stage is done.
+    persons: Mapped[int | None] = mapped_column(Integer)
+    faces_ready: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    flow_ready: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    deliveries: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    video: Mapped[Video] = relationship(back_populates="segments")
+    segment_persons: Mapped[list[SegmentPerson]] = relationship(
+        back_populates="segment", order_by="SegmentPerson.index", passive_deletes=True
+    )
+
+
+class SegmentPerson(Base):
+    """One person found in one segment (`core.tracks.Person`).
+
+    `index` is its place in the segment, most face frames first, as `core.tracks` orders
+    them; `person` is the video-level person it was linked to, set when the video is
+    aggregated. Boxes are x, y, w, h in frame pixels, as in `core.person_links.PersonSummary`.
+    """
+
+    __tablename__ = "segment_persons"
+    __table_args__ = (UniqueConstraint("segment_id", "index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    segment_id: Mapped[str] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    person: Mapped[int | None] = mapped_column(Integer)
+    face_frames: Mapped[int] = mapped_column(Integer)
+    first_box: Mapped[list[float] | None] = mapped_column(JSON)
+    last_box: Mapped[list[float] | None] = mapped_column(JSON)
+    region: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    segment: Mapped[Segment] = relationship(back_populates="segment_persons")
+    predictions: Mapped[list[SegmentPrediction]] = relationship(
+        back_populates="segment_person", passive_deletes=True
+    )
+
+
+class SegmentPrediction(TraitScores, Base):
+    """OCEAN scores and attention of one person in one segment from one model version.
+
+    The attention map is stored inline, compressed as `db.attention` does for
+    `attention_maps`; the three attention columns are all set or all empty.
+    """
+
+    __tablename__ = "segment_predictions"
+    __table_args__ = (UniqueConstraint("segment_person_id", "model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    segment_person_id: Mapped[int] = mapped_column(
+        ForeignKey("segment_persons.id", ondelete="CASCADE")
+    )
+    model_version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"))
+    model_trained: Mapped[bool] = mapped_column(Boolean)
+    attention_shape: Mapped[list[int] | None] = mapped_column(JSON)
+    attention_dtype: Mapped[str | None] = mapped_column(String(16))
+    attention_data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    segment_person: Mapped[SegmentPerson] = relationship(back_populates="predictions")
+
+
+class Person(TraitScores, Base):
+    """One video-level person's aggregate over its scored segments, from one model version.
+
+    The trait columns hold the means weighted by face frames; `spread` the five standard
+    deviations across segments, in trait order. `main` marks the person whose aggregate is
+    the video's headline result (its `predictions` row).
+    """
+
+    __tablename__ = "persons"
+    __table_args__ = (UniqueConstraint("video_id", "person", "model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"))
+    person: Mapped[int] = mapped_column(Integer)
+    model_version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"))
+    spread: Mapped[list[float]] = mapped_column(JSON)
+    face_frames: Mapped[int] = mapped_column(Integer)
+    segments: Mapped[int] = mapped_column(Integer)
+    first_s: Mapped[float] = mapped_column(Double)
+    last_s: Mapped[float] = mapped_column(Double)
+    main: Mapped[bool] = mapped_column(Boolean)
+    model_trained: Mapped[bool] = mapped_column(Boolean)
+
+    video: Mapped[Video] = relationship(back_populates="persons")
+
+    @property
+    def spreads(self) -> dict[str, float]:
+        """Trait name -> standard deviation across segments."""
+        return {name: float(value) for name, value in zip(TRAITS, self.spread, strict=True)}

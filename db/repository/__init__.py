@@ -6,6 +6,7 @@ prediction and the video's move to `done`, commit or roll back together.
 """
 
 from db.repository._common import NotFoundError
+from db.repository.aggregates import AggregateOutcome, PersonAggregate, aggregate_video
 from db.repository.jobs import attach_video, create_job, get_job
 from db.repository.model_versions import (
     activate_model_version,
@@ -20,6 +21,22 @@ from db.repository.results import (
     job_status_counts,
     query_results,
     video_ids_with_prefix,
+)
+from db.repository.segments import (
+    SegmentPersonRecord,
+    SegmentUpdate,
+    TimelineRow,
+    count_segment_delivery,
+    create_segments,
+    finish_segment,
+    get_segment,
+    get_segments,
+    load_segment_attention,
+    release_segment_delivery,
+    save_segment_persons,
+    save_segment_prediction,
+    video_persons,
+    video_timeline,
 )
 from db.repository.stages import (
     PROBE_FIELDS,
@@ -40,31 +57,48 @@ from db.repository.videos import (
 
 __all__ = [
     "PROBE_FIELDS",
+    "AggregateOutcome",
     "NotFoundError",
+    "PersonAggregate",
     "ResultRow",
+    "SegmentPersonRecord",
+    "SegmentUpdate",
     "StageUpdate",
+    "TimelineRow",
     "activate_model_version",
+    "aggregate_video",
     "attach_video",
     "count_delivery",
+    "count_segment_delivery",
     "create_job",
+    "create_segments",
     "ensure_model_version",
     "find_stuck_videos",
+    "finish_segment",
     "finish_stage",
     "get_active_model_version",
     "get_job",
     "get_model_version",
     "get_or_create_video",
     "get_prediction",
+    "get_segment",
+    "get_segments",
     "get_video",
     "job_failures",
     "job_status_counts",
     "load_attention",
+    "load_segment_attention",
     "pin_model_version",
     "query_results",
     "release_delivery",
+    "release_segment_delivery",
     "save_prediction",
+    "save_segment_persons",
+    "save_segment_prediction",
     "set_storage_uri",
     "touch_video",
     "transition_video",
     "video_ids_with_prefix",
+    "video_persons",
+    "video_timeline",
 ]

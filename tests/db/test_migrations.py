@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import URL, Column, Integer, MetaData, inspect
+from sqlalchemy import URL, Column, Engine, Integer, MetaData, inspect, select, text
 from sqlalchemy.pool import NullPool
 
-from db.engine import make_engine
+from core.person_links import ContinuityLinker
+from core.traits import TRAITS
+from db import repository as repo
+from db.attention import encode_attention
+from db.engine import make_engine, make_session_factory
 from db.migrate import (
     MIGRATIONS_DIR,
     current_revision,
@@ -20,9 +26,32 @@ from db.migrate import (
     head_revision,
     upgrade_database,
 )
-from db.models import Base
+from db.models import Base, Segment, SegmentPerson, SegmentPrediction
+from tests.db.helpers import attention_map
 
-TABLES = {"model_versions", "jobs", "videos", "job_videos", "predictions", "attention_maps"}
+TABLES = {
+    "model_versions",
+    "jobs",
+    "videos",
+    "job_videos",
+    "predictions",
+    "attention_maps",
+    "segments",
+    "segment_persons",
+    "segment_predictions",
+    "persons",
+}
+#: The tables as of revision 0002, before segments and persons.
+TABLES_0002 = {"model_versions", "jobs", "videos", "job_videos", "predictions", "attention_maps"}
+
+
+def metadata_of(tables: set[str]) -> MetaData:
+    """The models' metadata restricted to `tables`, to compare an older revision against."""
+    subset = MetaData(naming_convention=dict(Base.metadata.naming_convention))
+    for table in Base.metadata.sorted_tables:
+        if table.name in tables:
+            table.to_metadata(subset)
+    return subset
 
 
 def schema_drift(url: URL, metadata: MetaData = Base.metadata) -> list[object]:
@@ -167,10 +196,212 @@ def test_job_entries_keep_their_rows_across_0002(empty_database_url: URL) -> Non
             connection.execute(text("INSERT INTO job_videos VALUES ('j', 'v', 'b.mp4', 1)"))
             rows = connection.execute(text("SELECT name FROM job_videos ORDER BY position"))
             assert [name for (name,) in rows] == ["a.mp4", "b.mp4"]
-        assert schema_drift(empty_database_url) == []
+        assert schema_drift(empty_database_url, metadata_of(TABLES_0002)) == []
         downgrade_database(empty_database_url, "0001")  # keeps each video's first entry
         with engine.begin() as connection:
             rows = connection.execute(text("SELECT name FROM job_videos"))
             assert [name for (name,) in rows] == ["a.mp4"]
+    finally:
+        engine.dispose()
+
+
+def _populate_0002(engine: Engine, attention: np.ndarray) -> None:
+    """Videos done (scored by two model versions, one with attention), no_face, failed."""
+    tables = Base.metadata.tables
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    video = {
+        "source_path": "/v.mp4",
+        "error": None,
+        "size_bytes": 1,
+        "fps": 25.0,
+        "width": 64,
+        "height": 64,
+        "timings": {"sample": 1.0},
+        "deliveries": {"ingest": 1},
+        "attempts": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+    data, shape, dtype = encode_attention(attention)
+    with engine.begin() as connection:
+        connection.execute(
+            tables["model_versions"].insert(),
+            [
+                {"version": m, "trained": t, "metadata": {}, "active": False, "created_at": now}
+                for m, t in (("m-untrained", False), ("m-trained", True))
+            ],
+        )
+        connection.execute(
+            tables["videos"].insert(),
+            [
+                {
+                    **video,
+                    "id": "vd",
+                    "content_hash": "hd",
+                    "name": "d.mp4",
+                    "status": "done",
+                    "duration_s": 15.0,
+                    "frames": 16,
+                    "faces_found": 12,
+                    "faces_ready": True,
+                    "flow_ready": True,
+                },
+                {
+                    **video,
+                    "id": "vn",
+                    "content_hash": "hn",
+                    "name": "n.mp4",
+                    "status": "no_face",
+                    "duration_s": 9.5,
+                    "frames": 16,
+                    "faces_found": 0,
+                    "faces_ready": False,
+                    "flow_ready": True,
+                },
+                {
+                    **video,
+                    "id": "vf",
+                    "content_hash": "hf",
+                    "name": "f.mp4",
+                    "status": "failed",
+                    "error": "cannot decode",
+                    "duration_s": None,
+                    "frames": None,
+                    "faces_found": None,
+                    "faces_ready": False,
+                    "flow_ready": False,
+                },
+            ],
+        )
+        connection.execute(
+            tables["predictions"].insert(),
+            [
+                {
+                    "id": 1,
+                    "video_id": "vd",
+                    "model_version": "m-untrained",
+                    "model_trained": False,
+                    "created_at": now,
+                    **dict(zip(TRAITS, SCORES_A, strict=True)),
+                },
+                {
+                    "id": 2,
+                    "video_id": "vd",
+                    "model_version": "m-trained",
+                    "model_trained": True,
+                    "created_at": now,
+                    **dict(zip(TRAITS, SCORES_B, strict=True)),
+                },
+            ],
+        )
+        connection.execute(
+            tables["attention_maps"].insert(),
+            {"prediction_id": 1, "shape": shape, "dtype": dtype, "data": data},
+        )
+
+
+SCORES_A = (0.1, 0.2, 0.3, 0.4, 0.5)
+SCORES_B = (0.9, 0.8, 0.7, 0.6, 0.5)
+
+
+def test_existing_rows_become_one_segment_and_one_person_across_0003(
+    empty_database_url: URL,
+) -> None:
+    """0003 maps every video to segment 0, every scored video to person 0, and every
+    prediction to a segment prediction and an aggregate; down and up again keeps the rest."""
+    attention = attention_map(5)
+    upgrade_database(empty_database_url, "0002")
+    engine = make_engine(empty_database_url, poolclass=NullPool)
+    try:
+        _populate_0002(engine, attention)
+        upgrade_database(empty_database_url, "0003")
+        assert schema_drift(empty_database_url) == []
+        factory = make_session_factory(engine)
+        with factory() as session:
+            segments = {s.video_id: s for s in session.scalars(select(Segment))}
+            assert sorted(segments) == ["vd", "vf", "vn"]
+            assert len({s.id for s in segments.values()}) == 3
+            assert all(len(s.id) == 32 and int(s.id, 16) >= 0 for s in segments.values())
+            assert [
+                (s.index, s.start_s, s.end_s, s.status, s.error, s.frames, s.faces_found)
+                for s in (segments["vd"], segments["vn"], segments["vf"])
+            ] == [
+                (0, 0.0, 15.0, "done", None, 16, 12),
+                (0, 0.0, 9.5, "no_face", None, 16, 0),
+                (0, 0.0, 0.0, "failed", "cannot decode", None, None),
+            ]
+            assert (segments["vd"].faces_ready, segments["vd"].flow_ready) == (True, True)
+            assert (segments["vn"].faces_ready, segments["vn"].flow_ready) == (False, True)
+            assert (segments["vd"].deliveries, segments["vd"].timings) == ({}, {"sample": 1.0})
+
+            (person,) = session.scalars(select(SegmentPerson)).all()
+            assert (person.segment_id, person.index, person.person, person.face_frames) == (
+                segments["vd"].id,
+                0,
+                0,
+                12,
+            )
+            timeline = {
+                model: repo.video_timeline(session=session, video_id="vd", model_version=model)
+                for model in ("m-untrained", "m-trained")
+            }
+            assert [r.traits for r in timeline["m-untrained"]] == [
+                dict(zip(TRAITS, SCORES_A, strict=True))
+            ]
+            assert [r.traits for r in timeline["m-trained"]] == [
+                dict(zip(TRAITS, SCORES_B, strict=True))
+            ]
+            with_map, without = (timeline[m][0].prediction_id for m in ("m-untrained", "m-trained"))
+            assert with_map is not None and without is not None
+            loaded = repo.load_segment_attention(session=session, segment_prediction_id=with_map)
+            assert loaded is not None
+            np.testing.assert_allclose(loaded, attention, atol=1e-3)
+            assert (
+                repo.load_segment_attention(session=session, segment_prediction_id=without) is None
+            )
+
+            for model, scores, trained in (
+                ("m-untrained", SCORES_A, False),
+                ("m-trained", SCORES_B, True),
+            ):
+                (aggregate,) = repo.video_persons(
+                    session=session, video_id="vd", model_version=model
+                )
+                assert aggregate.scores == scores and aggregate.spread == [0.0] * 5
+                assert (
+                    aggregate.person,
+                    aggregate.face_frames,
+                    aggregate.segments,
+                    aggregate.first_s,
+                    aggregate.last_s,
+                    aggregate.main,
+                    aggregate.model_trained,
+                ) == (0, 12, 1, 0.0, 15.0, True, trained)
+            assert (
+                repo.video_persons(session=session, video_id="vn", model_version="m-trained") == []
+            )
+            # Final videos are never aggregated again.
+            assert (
+                repo.aggregate_video(
+                    session=session,
+                    video_id="vd",
+                    model_version="m-trained",
+                    linker=ContinuityLinker(),
+                )
+                is None
+            )
+
+        downgrade_database(empty_database_url, "0002")
+        assert table_names(empty_database_url) == TABLES_0002
+        assert schema_drift(empty_database_url, metadata_of(TABLES_0002)) == []
+        with engine.connect() as connection:
+            kept = connection.execute(text("SELECT count(*) FROM predictions")).scalar()
+            maps = connection.execute(text("SELECT count(*) FROM attention_maps")).scalar()
+            assert (kept, maps) == (2, 1)
+        upgrade_database(empty_database_url)
+        assert schema_drift(empty_database_url) == []
+        with factory() as session:
+            assert len(session.scalars(select(Segment)).all()) == 3
+            assert len(session.scalars(select(SegmentPrediction)).all()) == 2
     finally:
         engine.dispose()

@@ -1,0 +1,342 @@
+"""A video's result from its segments: persons linked across segments, their aggregates, the
+video's headline prediction and its final status, computed exactly once.
+
+Exactly once: `aggregate_video` locks the video row (`SELECT ... FOR UPDATE`; SQLite's write
+lock, taken at `BEGIN IMMEDIATE`, does the same) and acts only when every segment is final and
+the video is not. Called in the same transaction as the `finish_segment` that made a segment
+final, of two last segments finishing at once the second to take the lock sees the first's
+commit and aggregates, the first sees a segment still running and does nothing; a redelivered
+call finds the video final and does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from core.person_links import PersonLinker, PersonSummary, number_persons
+from core.status import FINAL_STATUSES, VideoStatus
+from core.traits import TRAITS
+from db.models import ModelVersion, Person, Segment, SegmentPerson, SegmentPrediction, Video
+from db.repository._common import FETCH, NotFoundError
+from db.repository.predictions import save_prediction
+from db.repository.segments import load_segment_attention
+from db.types import utcnow
+
+
+@dataclass(frozen=True)
+class ScoredSegment:
+    """One person's result in one segment: what its aggregate is made of."""
+
+    segment: int
+    start_s: float
+    end_s: float
+    face_frames: int
+    scores: tuple[float, ...]
+    prediction_id: int
+
+
+@dataclass(frozen=True)
+class PersonAggregate:
+    """One video-level person over the segments it was scored in.
+
+    `scores` are the segment scores' means weighted by face frames, `spread` their
+    population standard deviations across those segments (0 for one), both in `TRAITS` order.
+    """
+
+    person: int
+    scores: tuple[float, ...]
+    spread: tuple[float, ...]
+    face_frames: int
+    segments: int
+    first_s: float
+    last_s: float
+    main: bool = False
+
+    @property
+    def traits(self) -> dict[str, float]:
+        return dict(zip(TRAITS, self.scores, strict=True))
+
+
+@dataclass(frozen=True)
+class AggregateOutcome:
+    """What `aggregate_video` decided: the video's final status, its persons, the main one."""
+
+    status: VideoStatus
+    error: str | None
+    persons: tuple[PersonAggregate, ...]
+    main: int | None
+
+
+def aggregate_video(
+    *, session: Session, video_id: str, model_version: str, linker: PersonLinker
+) -> AggregateOutcome | None:
+    """Finish the video from its segments, once; None when it is not time (or already done).
+
+    With the video row locked, and only if the video is not final and has segments that all
+    are: number the persons across segments with `linker` (in segment order) and store the
+    numbers, store one aggregate per scored person, store the main person's aggregate as the
+    video's `predictions` row (with the attention of its segment with most face frames), and
+    move the video to its final status. Decisions: `done` when some segment has a
+    prediction (failed segments listed in the error), `no_face` when every segment found no
+    face, otherwise `failed` (with every failed segment listed), since a failed segment may
+    have held a face.
+    """
+    video = session.execute(
+        select(Video.status).where(Video.id == video_id).with_for_update()
+    ).first()
+    if video is None or VideoStatus(video.status).is_final:
+        return None
+    segments = list(
+        session.execute(
+            select(Segment).where(Segment.video_id == video_id).order_by(Segment.index)
+        ).scalars()
+    )
+    if not segments or any(VideoStatus(s.status) not in FINAL_STATUSES for s in segments):
+        return None
+    rows = _segment_persons(session, [s.id for s in segments], model_version)
+    numbers = _number(segments, rows, linker)
+    if numbers:
+        session.execute(
+            update(SegmentPerson),
+            [{"id": row_id, "person": person} for row_id, person in numbers.items()],
+        )
+    scored = _scored_by_person(segments, rows, numbers)
+    aggregates = mark_main([aggregate_person(person, scored[person]) for person in sorted(scored)])
+    main = next((a for a in aggregates if a.main), None)
+    _store_persons(session, video_id, model_version, aggregates)
+    if main is not None:
+        _store_headline(session, video_id, model_version, main, scored[main.person])
+    status, error = decide_status(segments, scored=bool(scored), model_version=model_version)
+    _finish_video(session, video_id, segments, status, error)
+    return AggregateOutcome(status, error, tuple(aggregates), None if main is None else main.person)
+
+
+def aggregate_person(person: int, scored: Sequence[ScoredSegment]) -> PersonAggregate:
+    """The aggregate of one person's scored segments (at least one)."""
+    if not scored:
+        raise ValueError(f"person {person} has no scored segment to aggregate")
+    scores = np.array([s.scores for s in scored], dtype=np.float64)
+    weights = np.array([s.face_frames for s in scored], dtype=np.float64)
+    # Segments all without face frames (not expected) count equally rather than divide by 0.
+    mean = np.average(scores, axis=0, weights=weights if weights.sum() > 0 else None)
+    return PersonAggregate(
+        person=person,
+        scores=tuple(float(v) for v in mean),
+        spread=tuple(float(v) for v in scores.std(axis=0)),
+        face_frames=int(weights.sum()),
+        segments=len(scored),
+        first_s=min(s.start_s for s in scored),
+        last_s=max(s.end_s for s in scored),
+    )
+
+
+def mark_main(aggregates: Sequence[PersonAggregate]) -> list[PersonAggregate]:
+    """The same aggregates with `main` set on the one with most face frames (ties: the
+    lowest person number)."""
+    if not aggregates:
+        return []
+    main = min(aggregates, key=lambda a: (-a.face_frames, a.person)).person
+    return [replace(a, main=a.person == main) for a in aggregates]
+
+
+def decide_status(
+    segments: Sequence[Segment], *, scored: bool, model_version: str
+) -> tuple[VideoStatus, str | None]:
+    """The video's final status and error from its final segments (see `aggregate_video`)."""
+    failures = "; ".join(
+        f"segment {s.index} ({s.start_s:g}-{s.end_s:g} s): {s.error or 'failed'}"
+        for s in segments
+        if s.status == VideoStatus.FAILED
+    )
+    if scored:
+        return VideoStatus.DONE, failures or None
+    if all(s.status == VideoStatus.NO_FACE for s in segments):
+        return VideoStatus.NO_FACE, None
+    return VideoStatus.FAILED, failures or f"no segment has a result from {model_version!r}"
+
+
+def link_segments(
+    segments: Sequence[Sequence[PersonSummary | None]], linker: PersonLinker
+) -> list[list[int]]:
+    """Video-level person numbers for each segment's persons, segment by segment.
+
+    Each segment is linked to the one just before; a person without boxes (`None`, as for
+    rows migrated from before segments) cannot be linked and is a new person. New persons
+    are numbered from 0 up in order of appearance.
+    """
+    numbered: list[list[int]] = []
+    previous: list[PersonSummary] = []
+    next_id = 0
+    for current in segments:
+        linkable = [(i, summary) for i, summary in enumerate(current) if summary is not None]
+        links: list[int | None] = [None] * len(current)
+        if previous and linkable:
+            found = linker.link(previous, [summary for _, summary in linkable])
+            given = [link for link in found if link is not None]
+            if len(set(given)) != len(given) or not set(given) <= {p.person for p in previous}:
+                raise ValueError(f"linker returned invalid links {found} for {previous}")
+            for (i, _), link in zip(linkable, found, strict=True):
+                links[i] = link
+        ids = number_persons(links, next_id)
+        next_id += links.count(None)
+        previous = [replace(summary, person=ids[i]) for i, summary in linkable]
+        numbered.append(ids)
+    return numbered
+
+
+def _segment_persons(session: Session, segment_ids: list[str], model_version: str) -> list[Any]:
+    stmt = (
+        select(
+            SegmentPerson.id,
+            SegmentPerson.segment_id,
+            SegmentPerson.face_frames,
+            SegmentPerson.first_box,
+            SegmentPerson.last_box,
+            SegmentPrediction.id.label("prediction_id"),
+            *(getattr(SegmentPrediction, name) for name in TRAITS),
+        )
+        .outerjoin(
+            SegmentPrediction,
+            (SegmentPrediction.segment_person_id == SegmentPerson.id)
+            & (SegmentPrediction.model_version == model_version),
+        )
+        .where(SegmentPerson.segment_id.in_(segment_ids))
+        .order_by(SegmentPerson.index)
+    )
+    return list(session.execute(stmt))
+
+
+def _number(
+    segments: Sequence[Segment], rows: Sequence[Any], linker: PersonLinker
+) -> dict[int, int]:
+    """Segment-person id -> video-level person number."""
+    by_segment: dict[str, list[Any]] = {s.id: [] for s in segments}
+    for row in rows:
+        by_segment[row.segment_id].append(row)
+    ordered = [by_segment[s.id] for s in segments]
+    summaries = [[_summary(row) for row in persons] for persons in ordered]
+    numbers = link_segments(summaries, linker)
+    return {
+        row.id: person
+        for persons, ids in zip(ordered, numbers, strict=True)
+        for row, person in zip(persons, ids, strict=True)
+    }
+
+
+def _summary(row: Any) -> PersonSummary | None:
+    if row.first_box is None or row.last_box is None:
+        return None
+    return PersonSummary(
+        first_box=np.asarray(row.first_box, np.float64),
+        last_box=np.asarray(row.last_box, np.float64),
+        face_frames=int(row.face_frames),
+    )
+
+
+def _scored_by_person(
+    segments: Sequence[Segment], rows: Sequence[Any], numbers: dict[int, int]
+) -> dict[int, list[ScoredSegment]]:
+    by_id = {s.id: s for s in segments}
+    scored: dict[int, list[ScoredSegment]] = {}
+    for row in rows:
+        if row.prediction_id is None:
+            continue
+        segment = by_id[row.segment_id]
+        scored.setdefault(numbers[row.id], []).append(
+            ScoredSegment(
+                segment=segment.index,
+                start_s=float(segment.start_s),
+                end_s=float(segment.end_s),
+                face_frames=int(row.face_frames),
+                scores=tuple(float(getattr(row, name)) for name in TRAITS),
+                prediction_id=int(row.prediction_id),
+            )
+        )
+    for results in scored.values():
+        results.sort(key=lambda s: s.segment)
+    return scored
+
+
+def _store_persons(
+    session: Session, video_id: str, model_version: str, aggregates: Sequence[PersonAggregate]
+) -> None:
+    # A video explicitly re-run with the same model replaces its earlier aggregates.
+    session.execute(
+        delete(Person).where(Person.video_id == video_id, Person.model_version == model_version)
+    )
+    if not aggregates:
+        return
+    trained = _trained(session, model_version)
+    session.execute(
+        insert(Person),
+        [
+            {
+                "video_id": video_id,
+                "person": a.person,
+                "model_version": model_version,
+                **a.traits,
+                "spread": list(a.spread),
+                "face_frames": a.face_frames,
+                "segments": a.segments,
+                "first_s": a.first_s,
+                "last_s": a.last_s,
+                "main": a.main,
+                "model_trained": trained,
+            }
+            for a in aggregates
+        ],
+    )
+
+
+def _store_headline(
+    session: Session,
+    video_id: str,
+    model_version: str,
+    main: PersonAggregate,
+    scored: Sequence[ScoredSegment],
+) -> None:
+    """The main person's aggregate as the video's prediction, with the attention of its
+    segment with most face frames (ties: the earliest)."""
+    best = min(scored, key=lambda s: (-s.face_frames, s.segment))
+    attention = load_segment_attention(session=session, segment_prediction_id=best.prediction_id)
+    save_prediction(
+        session=session,
+        video_id=video_id,
+        model_version=model_version,
+        scores=main.scores,
+        attention=attention,
+        model_trained=_trained(session, model_version),
+    )
+
+
+def _trained(session: Session, model_version: str) -> bool:
+    stored = session.get(ModelVersion, model_version)
+    if stored is None:
+        raise NotFoundError(f"no model version {model_version!r}")
+    return bool(stored.trained)
+
+
+def _finish_video(
+    session: Session,
+    video_id: str,
+    segments: Sequence[Segment],
+    status: VideoStatus,
+    error: str | None,
+) -> None:
+    values: dict[str, Any] = {"status": status.value, "error": error, "updated_at": utcnow()}
+    for column in ("frames", "faces_found"):
+        counts = [getattr(s, column) for s in segments if getattr(s, column) is not None]
+        if counts:
+            values[column] = sum(counts)
+    session.execute(
+        update(Video)
+        .where(Video.id == video_id, Video.status.not_in([s.value for s in FINAL_STATUSES]))
+        .values(values),
+        execution_options=FETCH,
+    )
