@@ -259,6 +259,12 @@ def _new_segment_id() -> sa.ColumnElement[str]:
     return sa.func.lower(sa.func.hex(sa.func.randomblob(16)))
 
 
+def _json(value: str) -> sa.ColumnElement[object]:
+    """A JSON constant in SQL (a bound JSON value cannot be rendered by `--sql`)."""
+    cast = "::json" if op.get_context().dialect.name == "postgresql" else ""
+    return sa.literal_column(f"'{value}'{cast}")
+
+
 def _map_existing_rows() -> None:
     duration = sa.func.coalesce(videos.c.duration_s, 0.0)
     faces = sa.func.coalesce(videos.c.faces_found, 0)
@@ -277,7 +283,7 @@ def _map_existing_rows() -> None:
                 videos.c.faces_found,
                 videos.c.faces_ready,
                 videos.c.flow_ready,
-                sa.literal({}, sa.JSON()),
+                _json("{}"),
                 videos.c.timings,
                 videos.c.created_at,
                 videos.c.updated_at,
@@ -321,7 +327,7 @@ def _map_existing_rows() -> None:
                 predictions.c.video_id,
                 sa.literal(0),
                 predictions.c.model_version,
-                sa.literal([0.0] * len(TRAITS), sa.JSON()),
+                _json("[0.0, 0.0, 0.0, 0.0, 0.0]"),
                 faces,
                 sa.literal(1),
                 sa.literal(0.0),
