@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     )
     broker_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     model: str | None = Field(default=None, description="Model bundle folder; none: built-in.")
+    backbones: Path | None = Field(
+        default=None, description="Installed pretrained backbones; none: home/backbones."
+    )
 
     flower_user: str = "admin"
     flower_password: SecretStr | None = None

@@ -139,4 +139,5 @@ def open_database(settings: Settings) -> sessionmaker:
     return make_session_factory(make_engine(url))
 
 
+from workers.cli import backbones as _backbones  # noqa: E402, F401  (registers its commands)
 from workers.cli import dead_letters as _dead_letters  # noqa: E402, F401  (registers its commands)
