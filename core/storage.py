@@ -198,19 +198,27 @@ class ArtifactStore:
         os.fchmod(descriptor, self.file_mode)
         return os.fdopen(descriptor, "wb")
 
-    def get_arrays(self, uri: str, names: Members | None = None) -> dict[str, np.ndarray]:
+    def get_arrays(
+        self,
+        uri: str,
+        names: Members | None = None,
+        *,
+        archive: Mapping[str, ArraySpec] | None = None,
+    ) -> dict[str, np.ndarray]:
         """The named arrays of an `.npz` artifact (all of them by default).
 
         Naming the members a stage needs skips copying the others out of the archive. Given
         as a mapping to `ArraySpec`s, each member's `.npy` header is checked before its data
         is read, and an archive larger than its specs allow is refused unread; either raises
-        `ArtifactError` with the spec's message.
+        `ArtifactError` with the spec's message. `archive` gives the specs of every member
+        the archive may hold, for that size bound, when only some are read (default: the
+        named ones).
         """
         specs = names if isinstance(names, Mapping) else None
         try:
             with self.fs.open(self._path(uri), "rb") as handle:
                 if specs is not None:
-                    _check_size(handle, specs)
+                    _check_size(handle, archive if archive is not None else specs)
                 data = handle.read()
         except FileNotFoundError as exc:
             raise ArtifactError(f"artifact {uri} is missing") from exc

@@ -23,7 +23,7 @@ from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 from kombu import Exchange, Queue
 
-from workers.broker.kombu_redis import TRANSPORT, dead_letter_message, redis_url
+from workers.broker.kombu_redis import dead_letter_message, dead_letter_redis_urls, redis_url
 from workers.time_limits import VISIBILITY_TIMEOUT_S, stage_time_limits
 
 if TYPE_CHECKING:
@@ -45,14 +45,14 @@ log = logging.getLogger("oceanstream.worker")
 def use_worker_transport(conf: Any) -> None:
     """Have a worker's consumer read a Redis broker through the dead-lettering transport.
 
-    Only workers: the transport's name replaces the URL scheme in kombu's `as_uri`, which
-    Flower reads to pick its broker client. Another broker keeps its own transport.
+    Only workers, and through kombu's URL schemes (`dead_letter_redis_urls`), so the broker
+    URL and the worker's banner keep `redis://`. Another broker keeps its own transport.
     """
     try:
         redis_url(str(conf.broker_url))
     except ValueError:
         return
-    conf.broker_transport = TRANSPORT
+    dead_letter_redis_urls()
 
 
 def create_app(settings: Settings) -> Celery:
@@ -65,7 +65,7 @@ def create_app(settings: Settings) -> Celery:
     )
     app.conf.update(
         # A worker consumer that dead-letters the messages Celery refuses (the module doc);
-        # a worker also sets `broker_transport` (`use_worker_transport`).
+        # a worker also reads Redis through the dead-lettering transport (`use_worker_transport`).
         worker_consumer=f"{__name__}:DeadLetteringConsumer",
         task_serializer="json",
         accept_content=["json"],

@@ -26,7 +26,7 @@ def _frames(ctx: StageContext, ref: VideoRef, num_frames: int, *names: str) -> l
     """The stored frames arrays `names`, each checked from its header before it is loaded."""
     specs = frames_specs(num_frames, ctx.config.frame_max_side)
     uri = ctx.store.uri(ctx.layout.frames(ref.id))
-    arrays = ctx.store.get_arrays(uri, {name: specs[name] for name in names})
+    arrays = ctx.store.get_arrays(uri, {name: specs[name] for name in names}, archive=specs)
     return [arrays[name] for name in names]
 
 

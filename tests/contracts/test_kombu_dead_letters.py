@@ -144,3 +144,14 @@ def test_the_celery_hooks_overridden_keep_their_signatures() -> None:
     request = inspect.signature(Request.__init__).parameters
     assert list(request)[:2] == ["self", "message"]
     assert {"args", "kwargs", "task"} <= {n for n, _ in inspect.getmembers(Request)}
+
+
+def test_kombu_maps_the_redis_schemes_to_its_redis_transport() -> None:
+    """`dead_letter_redis_urls` swaps these entries; a kombu that maps them elsewhere would be
+    left alone silently, so the mapping is pinned here."""
+    from kombu.transport import TRANSPORT_ALIASES
+
+    from workers.broker.kombu_redis import KOMBU_REDIS_SCHEMES, TRANSPORT
+
+    for scheme, original in KOMBU_REDIS_SCHEMES.items():
+        assert TRANSPORT_ALIASES[scheme] in (original, TRANSPORT)

@@ -134,7 +134,7 @@ def test_worker_child_killed_mid_task_still_one_prediction_each(
     assert children, "the prefork pool has no children"
     for pid in children:
         os.kill(pid, signal.SIGKILL)
-    assert cluster.wait_job(job_id) == {"done": 4}
+    assert cluster.wait_job(job_id) == {"done": 4}, cluster.query("SELECT name, error FROM videos")
     assert predictions_per_video(cluster) == [1] * 4
 
 

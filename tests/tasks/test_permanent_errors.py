@@ -97,6 +97,25 @@ def test_stored_frames_of_the_wrong_shape_fail_the_video_at_once(
     assert video.deliveries[stage] == 1  # failed on its first delivery, not by the cap
 
 
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_frames_at_the_largest_allowed_size_are_read(
+    ctx: StageContext, tmp_path: Path, stage: str
+) -> None:
+    """Frames and successors at 640x640 each: the archive holds both, though a stage may read
+    only one of them, so its size bound counts both (a 640x480 clip failed as "corrupt")."""
+    video_id = ingested(ctx, tmp_path)
+    stored = ctx.store.get_arrays(ctx.store.uri(LAYOUT.frames(video_id)))
+    side = ctx.config.frame_max_side
+    big = {
+        name: np.ascontiguousarray(np.resize(array, (T, side, side, 3)).astype(np.uint8))
+        for name, array in stored.items()
+    }
+    ctx.store.put_arrays(LAYOUT.frames(video_id), **big)
+    STAGES[stage](ctx, video_id)
+    video = row(ctx, video_id)
+    assert video.status != "failed", video.error
+
+
 def write_inflating_frames(path: Path, shape: tuple[int, ...]) -> None:
     """A compressed `frames.npz` whose frames inflate to `shape` uint8 (zeros, a small file)."""
     header = {"descr": "|u1", "fortran_order": False, "shape": shape}

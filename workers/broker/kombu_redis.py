@@ -200,6 +200,27 @@ return pushed
 
 #: Celery's `broker_transport`: kombu's Redis transport whose channel dead-letters poison.
 TRANSPORT = "workers.broker.kombu_redis:DeadLetteringTransport"
+#: The URL schemes kombu maps to its Redis transport (`kombu.transport.TRANSPORT_ALIASES`).
+KOMBU_REDIS_SCHEMES = {
+    "redis": "kombu.transport.redis:Transport",
+    "rediss": "kombu.transport.redis:Transport",
+}
+
+
+def dead_letter_redis_urls() -> None:
+    """In this process, have kombu open `redis://` and `rediss://` URLs with the
+    dead-lettering transport.
+
+    For worker processes (set before their consumer connects; pool children inherit it). The
+    broker URL keeps its scheme, so what kombu and Celery print of it stays `redis://...`;
+    Flower and producers, other processes, keep kombu's own transport. A scheme kombu maps
+    elsewhere than this module was checked against is left alone.
+    """
+    from kombu.transport import TRANSPORT_ALIASES
+
+    for scheme, original in KOMBU_REDIS_SCHEMES.items():
+        if TRANSPORT_ALIASES.get(scheme) in (original, TRANSPORT):
+            TRANSPORT_ALIASES[scheme] = TRANSPORT
 
 
 def envelope_problem(payload: Any) -> str | None:
