@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.video import _successor_indices, plan_sample_indices
+from core.video import plan_sample_indices, successor_indices
 
 DEFAULT_SEGMENT_SECONDS = 15.0
 # Timestamps a hair under a frame's time (29.97 fps arithmetic) still land on that frame.
@@ -131,4 +131,4 @@ def plan_segment_samples(frames: range, frame_count: int, num_frames: int) -> Se
     if frames.stop > frame_count:
         raise ValueError(f"frames {frames} run past the video's {frame_count} frames")
     indices = frames.start + plan_sample_indices(len(frames), num_frames)
-    return SegmentSamples(frames, indices, _successor_indices(indices, frame_count))
+    return SegmentSamples(frames, indices, successor_indices(indices, frame_count))

@@ -42,10 +42,10 @@ from core.video import (
     SampledFrames,
     VideoInfo,
     VideoLimits,
-    _check_file,
-    _overrun_allowance,
-    _stack,
+    check_file,
+    overrun_allowance,
     probe_video,
+    stack_frames,
 )
 
 # A packet whose timestamp is further than this (in frames) from the frame grid is off it.
@@ -286,7 +286,7 @@ def decode_frames(
     want = frozenset(int(i) for i in wanted)
     if not want or min(want) < 0:
         raise ValueError(f"wanted must hold frame indices >= 0, got {sorted(want)[:5]}")
-    _check_file(path, limits)
+    check_file(path, limits)
     with _open(path) as container:
         stream = _video_stream(container, path)
         stream.codec_context.thread_count = decode_threads
@@ -333,7 +333,7 @@ def sample_segment(
     )
     real = read.stream_frames
     short = real is not None and real < declared
-    overran = last and real is not None and real > declared - 1 + _overrun_allowance(declared)
+    overran = last and real is not None and real > declared - 1 + overrun_allowance(declared)
     if short:
         # Cut off or corrupt: its packets overstate its frames (a partial packet, B-frames
         # lost after their reference), so count the frames that decode.
@@ -360,8 +360,8 @@ def sample_segment(
         )
     shape = read.kept[int(samples.indices[0])].shape
     return SampledFrames(
-        frames=_stack(read.kept, samples.indices, shape),
-        successors=_stack(read.kept, samples.successors, shape),
+        frames=stack_frames(read.kept, samples.indices, shape),
+        successors=stack_frames(read.kept, samples.successors, shape),
         indices=samples.indices,
         info=info,
         decoded_frames=read.decoded,

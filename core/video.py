@@ -86,7 +86,7 @@ class SampledFrames:
     decoded_frames: int  # frames actually decoded
 
 
-def _check_file(path: Path, limits: VideoLimits) -> None:
+def check_file(path: Path, limits: VideoLimits) -> None:
     """The checks that need no decoder: existence, emptiness, byte size."""
     if not path.exists():
         raise VideoNotFoundError(f"video not found: {path}")
@@ -165,7 +165,7 @@ def probe_video(path: str | Path, limits: VideoLimits | None = None) -> VideoInf
     """
     path = Path(path)
     limits = limits or VideoLimits()
-    _check_file(path, limits)
+    check_file(path, limits)
     cap = _open(path)
     try:
         info = _read_info(cap, path)
@@ -188,7 +188,7 @@ def plan_sample_indices(frame_count: int, num_frames: int) -> np.ndarray:
     return np.round(np.linspace(0, frame_count - 1, num_frames)).astype(np.int64)
 
 
-def _successor_indices(indices: np.ndarray, frame_count: int) -> np.ndarray:
+def successor_indices(indices: np.ndarray, frame_count: int) -> np.ndarray:
     """Each sample's next frame; the clip's last frame is its own successor."""
     return np.minimum(indices + 1, frame_count - 1)
 
@@ -237,7 +237,7 @@ class _DecodeGuard:
         return "no duration in its header"
 
 
-def _overrun_allowance(declared: int) -> int:
+def overrun_allowance(declared: int) -> int:
     """Frames a stream may hold past its declared count before the count is taken as wrong."""
     return max(2, math.ceil(OVERRUN_FRACTION * declared))
 
@@ -263,7 +263,7 @@ def _read_forward(
     limits, where the stream runs on past its declared count.
     """
     last = max(wanted)
-    overrun_at = max(last, declared - 1) + _overrun_allowance(declared)
+    overrun_at = max(last, declared - 1) + overrun_allowance(declared)
     kept: dict[int, np.ndarray] = {}
     cap = _open(path, threads)
     try:
@@ -301,7 +301,9 @@ def _count_frames(path: Path, guard: _Guard) -> int:
         cap.release()
 
 
-def _stack(kept: dict[int, np.ndarray], order: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def stack_frames(
+    kept: dict[int, np.ndarray], order: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
     """Stack frames in ``order``; a stream that changes size mid-way is resized to ``shape``."""
     height, width = shape[:2]
     frames = [kept[int(i)] for i in order]
@@ -315,7 +317,7 @@ def _sample(
     path: Path, frame_count: int, num_frames: int, guard: _Guard, threads: int = 0
 ) -> _Pass:
     indices = plan_sample_indices(frame_count, num_frames)
-    wanted = set(indices.tolist()) | set(_successor_indices(indices, frame_count).tolist())
+    wanted = set(indices.tolist()) | set(successor_indices(indices, frame_count).tolist())
     return _read_forward(path, wanted, frame_count, guard, threads)
 
 
@@ -352,7 +354,7 @@ def sample_frames(
     if info is None:
         info = probe_video(path, limits)
     else:
-        _check_file(path, limits)
+        check_file(path, limits)
     known = info
 
     def guard(cap: cv2.VideoCapture) -> _DecodeGuard:
@@ -374,11 +376,11 @@ def sample_frames(
                 f"{read.decoded} on the next: {path}"
             )
     indices = plan_sample_indices(frame_count, num_frames)
-    successors = _successor_indices(indices, frame_count)
+    successors = successor_indices(indices, frame_count)
     shape = read.kept[int(indices[0])].shape
     return SampledFrames(
-        frames=_stack(read.kept, indices, shape),
-        successors=_stack(read.kept, successors, shape),
+        frames=stack_frames(read.kept, indices, shape),
+        successors=stack_frames(read.kept, successors, shape),
         indices=indices,
         info=info,
         decoded_frames=read.decoded,

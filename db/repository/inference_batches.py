@@ -22,7 +22,7 @@ from core.traits import TRAITS
 from db.attention import encode_attention
 from db.models import AttentionMap, ModelVersion, Prediction, Video
 from db.repository._common import NotFoundError, dialect_insert
-from db.repository.predictions import _checked_scores
+from db.repository.predictions import checked_scores
 from db.repository.stages import checked_timings
 from db.repository.videos import check_status
 from db.types import utcnow
@@ -162,7 +162,7 @@ def _save_predictions(session: Session, outcomes: Sequence[StageOutcome]) -> Non
             "model_version": o.model_version,
             "model_trained": bool(o.model_trained),
             "created_at": utcnow(),
-            **_checked_scores(o.scores if o.scores is not None else ()),
+            **checked_scores(o.scores if o.scores is not None else ()),
         }
         for o in outcomes
     ]

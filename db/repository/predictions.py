@@ -33,7 +33,7 @@ def save_prediction(
     The model version must exist (`ensure_model_version`) and `model_trained` must agree with
     it, so that untrained results are always labelled as such.
     """
-    values = _checked_scores(scores)
+    values = checked_scores(scores)
     stored = session.get(ModelVersion, model_version)
     if stored is None:
         raise NotFoundError(f"no model version {model_version!r}; call ensure_model_version first")
@@ -81,7 +81,7 @@ def load_attention(*, session: Session, prediction_id: int) -> np.ndarray | None
     return decode_attention(row.data, row.shape, row.dtype)
 
 
-def _checked_scores(scores: Sequence[float]) -> dict[str, float]:
+def checked_scores(scores: Sequence[float]) -> dict[str, float]:
     values = [float(score) for score in np.asarray(scores, dtype=np.float64).reshape(-1)]
     if len(values) != NUM_TRAITS:
         raise ValueError(f"expected {NUM_TRAITS} trait scores {TRAITS}, got {len(values)}")

@@ -35,8 +35,8 @@ from db.models import (
     new_id,
 )
 from db.repository._common import FETCH, NotFoundError, dialect_insert
-from db.repository.predictions import _checked_scores
-from db.repository.stages import StageUpdate, _stage_values
+from db.repository.predictions import checked_scores
+from db.repository.stages import StageUpdate, stage_values
 from db.repository.videos import check_status
 from db.types import utcnow
 
@@ -189,7 +189,7 @@ def finish_segment(
     ).first()
     if row is None or row.status not in allowed:
         return False
-    values = _stage_values(row.timings, changes)
+    values = stage_values(row.timings, changes)
     if isinstance(changes, SegmentUpdate) and changes.persons is not None:
         values["persons"] = _non_negative("persons", changes.persons)
     moves = True
@@ -266,7 +266,7 @@ def save_segment_prediction(
     inference updates the row. `attention=None` keeps a stored map; `model_trained` must
     agree with the model version.
     """
-    values: dict[str, Any] = _checked_scores(scores)
+    values: dict[str, Any] = checked_scores(scores)
     check_model_trained(session, model_version, model_trained)
     if attention is not None:
         data, shape, dtype = encode_attention(attention)

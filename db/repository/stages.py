@@ -78,7 +78,7 @@ def finish_stage(
     ).first()
     if row is None or row.status not in allowed:
         return False
-    values = _stage_values(row.timings, changes)
+    values = stage_values(row.timings, changes)
     moves = True
     if changes.ready is not None:
         if changes.ready not in FEATURE_STAGES:
@@ -101,9 +101,7 @@ def finish_stage(
     return session.execute(stmt, execution_options=FETCH).first() is not None and moves
 
 
-def _stage_values(
-    current_timings: Mapping[str, Any] | None, changes: StageUpdate
-) -> dict[str, Any]:
+def stage_values(current_timings: Mapping[str, Any] | None, changes: StageUpdate) -> dict[str, Any]:
     timings = {**(current_timings or {}), **checked_timings(changes.timings)}
     values: dict[str, Any] = {"timings": timings}
     if changes.probe is not None:

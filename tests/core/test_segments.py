@@ -14,7 +14,7 @@ from core.segments import (
     plan_segments,
     segment_frame_ranges,
 )
-from core.video import _successor_indices, plan_sample_indices
+from core.video import plan_sample_indices, successor_indices
 
 # --- plan_segments ---------------------------------------------------------------------------
 
@@ -132,7 +132,7 @@ def test_one_segment_samples_exactly_as_before(frame_count: int, num_frames: int
     samples = plan_segment_samples(range(frame_count), frame_count, num_frames)
     before = plan_sample_indices(frame_count, num_frames)
     np.testing.assert_array_equal(samples.indices, before)
-    np.testing.assert_array_equal(samples.successors, _successor_indices(before, frame_count))
+    np.testing.assert_array_equal(samples.successors, successor_indices(before, frame_count))
     assert samples.indices.dtype == np.int64
 
 
