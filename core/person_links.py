@@ -13,8 +13,9 @@ sit behind `PersonLinker`, and `PersonSummary` already carries an optional embed
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -114,3 +115,113 @@ def _corners(boxes: Sequence[np.ndarray]) -> np.ndarray:
     """x, y, w, h boxes as x1, y1, x2, y2."""
     xywh = np.asarray(boxes, np.float64).reshape(-1, 4)
     return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+
+
+# Linking by identity.
+
+# Cosine similarity of two track embeddings above which they are one person: midway in the
+# gap between the same-person and different-person similarities measured by
+# `python -m tests.benchmarks.identity` (docs/backbones.md, "Identity across segments").
+IDENTITY_THRESHOLD = 0.67
+
+
+@dataclass(frozen=True)
+class EmbeddingLinker:
+    """Links persons whose identity embeddings agree, wherever and whenever they were seen.
+
+    Each current person goes to the most similar of ``previous`` with cosine similarity at
+    least ``threshold``, one to one (`assign`, best pair first); the rest are new. It sets
+    ``links_known_persons``, so `link_video` gives it every person seen so far in the video
+    (a person back after a cut or a faceless stretch is found again), each with the mean of
+    its segments' embeddings. A person without an embedding is never linked: without a face
+    network there is nothing to compare, and a wrong link is worse than a split.
+    """
+
+    threshold: float = IDENTITY_THRESHOLD
+    links_known_persons: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}")
+
+    def link(
+        self, previous: Sequence[PersonSummary], current: Sequence[PersonSummary]
+    ) -> list[int | None]:
+        ids = [summary.person for summary in previous]
+        if any(person_id is None for person_id in ids) or len(set(ids)) != len(ids):
+            raise ValueError(f"previous persons need distinct video-level ids, got {ids}")
+        scores = np.full((len(previous), len(current)), -np.inf)
+        for row, known in enumerate(previous):
+            for col, summary in enumerate(current):
+                if known.embedding is None or summary.embedding is None:
+                    continue
+                similarity = _cosine(known.embedding, summary.embedding)
+                if similarity >= self.threshold:
+                    scores[row, col] = similarity
+        links: list[int | None] = [None] * len(current)
+        for row, col in assign(scores):
+            links[col] = ids[row]
+        return links
+
+
+def linker_for(backbones_folder: Path) -> PersonLinker:
+    """`EmbeddingLinker` when FaceRes is installed in ``backbones_folder``, else continuity."""
+    from core.backbones.registry import read_record
+
+    if read_record(backbones_folder, "faceres") is None:
+        return ContinuityLinker()
+    return EmbeddingLinker()
+
+
+def link_video(
+    segments: Sequence[Sequence[PersonSummary | None]], linker: PersonLinker
+) -> list[list[int]]:
+    """Video-level person numbers for each segment's persons, segment by segment.
+
+    A linker is given the persons of the segment before, or, when it sets
+    ``links_known_persons``, every person seen so far: the latest summary of each, with the
+    mean of all its embeddings. A person without boxes (`None`, as for rows from before
+    segments) is a new person. New persons are numbered from 0 up in order of appearance.
+    """
+    remembers = bool(getattr(linker, "links_known_persons", False))
+    numbered: list[list[int]] = []
+    previous: list[PersonSummary] = []
+    known: dict[int, tuple[PersonSummary, list[np.ndarray]]] = {}
+    next_id = 0
+    for current in segments:
+        linkable = [(i, summary) for i, summary in enumerate(current) if summary is not None]
+        candidates = [_known_summary(*entry) for entry in known.values()] if remembers else previous
+        links: list[int | None] = [None] * len(current)
+        if candidates and linkable:
+            found = linker.link(candidates, [summary for _, summary in linkable])
+            given = [link for link in found if link is not None]
+            if len(set(given)) != len(given) or not set(given) <= {p.person for p in candidates}:
+                raise ValueError(f"linker returned invalid links {found} for {candidates}")
+            for (i, _), link in zip(linkable, found, strict=True):
+                links[i] = link
+        ids = number_persons(links, next_id)
+        next_id += links.count(None)
+        previous = [replace(summary, person=ids[i]) for i, summary in linkable]
+        for summary in previous:
+            assert summary.person is not None
+            embeddings = known.get(summary.person, (summary, []))[1]
+            if summary.embedding is not None:
+                embeddings.append(summary.embedding)
+            known[summary.person] = (summary, embeddings)
+        numbered.append(ids)
+    return numbered
+
+
+def _known_summary(latest: PersonSummary, embeddings: list[np.ndarray]) -> PersonSummary:
+    if not embeddings:
+        return replace(latest, embedding=None)
+    unit = [np.asarray(e, np.float64) / max(float(np.linalg.norm(e)), 1e-12) for e in embeddings]
+    mean = np.mean(unit, axis=0)
+    return replace(latest, embedding=mean / max(float(np.linalg.norm(mean)), 1e-12))
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"embeddings of different sizes: {a.shape} and {b.shape}")
+    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
