@@ -299,6 +299,9 @@ class SegmentPerson(Base):
     first_box: Mapped[list[float] | None] = mapped_column(JSON)
     last_box: Mapped[list[float] | None] = mapped_column(JSON)
     region: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The identity embedding (float32, L2-normalised; `core.identity`), when a face
+    # backbone was installed: what links the person across cuts.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     segment: Mapped[Segment] = relationship(back_populates="segment_persons")
     predictions: Mapped[list[SegmentPrediction]] = relationship(

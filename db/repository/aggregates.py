@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from core.person_links import PersonLinker, PersonSummary, number_persons
+from core.person_links import PersonLinker, PersonSummary, link_video
 from core.status import FINAL_STATUSES, VideoStatus
 from core.traits import TRAITS
 from db.models import ModelVersion, Person, Segment, SegmentPerson, SegmentPrediction, Video
@@ -161,35 +161,6 @@ def decide_status(
     return VideoStatus.FAILED, failures or f"no segment has a result from {model_version!r}"
 
 
-def link_segments(
-    segments: Sequence[Sequence[PersonSummary | None]], linker: PersonLinker
-) -> list[list[int]]:
-    """Video-level person numbers for each segment's persons, segment by segment.
-
-    Each segment is linked to the one just before; a person without boxes (`None`, as for
-    rows migrated from before segments) cannot be linked and is a new person. New persons
-    are numbered from 0 up in order of appearance.
-    """
-    numbered: list[list[int]] = []
-    previous: list[PersonSummary] = []
-    next_id = 0
-    for current in segments:
-        linkable = [(i, summary) for i, summary in enumerate(current) if summary is not None]
-        links: list[int | None] = [None] * len(current)
-        if previous and linkable:
-            found = linker.link(previous, [summary for _, summary in linkable])
-            given = [link for link in found if link is not None]
-            if len(set(given)) != len(given) or not set(given) <= {p.person for p in previous}:
-                raise ValueError(f"linker returned invalid links {found} for {previous}")
-            for (i, _), link in zip(linkable, found, strict=True):
-                links[i] = link
-        ids = number_persons(links, next_id)
-        next_id += links.count(None)
-        previous = [replace(summary, person=ids[i]) for i, summary in linkable]
-        numbered.append(ids)
-    return numbered
-
-
 def _segment_persons(session: Session, segment_ids: list[str], model_version: str) -> list[Any]:
     stmt = (
         select(
@@ -198,6 +169,7 @@ def _segment_persons(session: Session, segment_ids: list[str], model_version: st
             SegmentPerson.face_frames,
             SegmentPerson.first_box,
             SegmentPerson.last_box,
+            SegmentPerson.embedding,
             SegmentPrediction.id.label("prediction_id"),
             *(getattr(SegmentPrediction, name) for name in TRAITS),
         )
@@ -221,7 +193,7 @@ def _number(
         by_segment[row.segment_id].append(row)
     ordered = [by_segment[s.id] for s in segments]
     summaries = [[_summary(row) for row in persons] for persons in ordered]
-    numbers = link_segments(summaries, linker)
+    numbers = link_video(summaries, linker)
     return {
         row.id: person
         for persons, ids in zip(ordered, numbers, strict=True)
@@ -236,6 +208,7 @@ def _summary(row: Any) -> PersonSummary | None:
         first_box=np.asarray(row.first_box, np.float64),
         last_box=np.asarray(row.last_box, np.float64),
         face_frames=int(row.face_frames),
+        embedding=None if row.embedding is None else np.frombuffer(row.embedding, np.float32),
     )
 
 

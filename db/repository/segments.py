@@ -64,9 +64,13 @@ class SegmentPersonRecord:
     first_box: Sequence[float]
     last_box: Sequence[float]
     region: Mapping[str, int] | None = None
+    # The identity embedding (`core.identity.identity_embedding`), when one was computed.
+    embedding: np.ndarray | None = None
 
     @classmethod
-    def of(cls, index: int, person: tracks.Person) -> SegmentPersonRecord:
+    def of(
+        cls, index: int, person: tracks.Person, embedding: np.ndarray | None = None
+    ) -> SegmentPersonRecord:
         """The record of the segment's `index`-th person (`core.tracks` order)."""
         summary = PersonSummary.of(person)
         return cls(
@@ -75,6 +79,7 @@ class SegmentPersonRecord:
             first_box=[float(v) for v in summary.first_box],
             last_box=[float(v) for v in summary.last_box],
             region=person.region.as_dict(),
+            embedding=embedding,
         )
 
 
@@ -390,7 +395,18 @@ def _person_row(segment_id: str, record: SegmentPersonRecord) -> dict[str, Any]:
         "first_box": _box("first_box", record.first_box),
         "last_box": _box("last_box", record.last_box),
         "region": None if record.region is None else {k: int(v) for k, v in record.region.items()},
+        "embedding": _embedding_bytes(record.embedding),
     }
+
+
+def _embedding_bytes(embedding: np.ndarray | None) -> bytes | None:
+    """An embedding as stored: float32 bytes of a finite 1-d vector."""
+    if embedding is None:
+        return None
+    vector = np.asarray(embedding, dtype=np.float32)
+    if vector.ndim != 1 or not vector.size or not np.isfinite(vector).all():
+        raise ValueError(f"an embedding must be a finite 1-d vector, got shape {vector.shape}")
+    return vector.tobytes()
 
 
 def _box(name: str, box: Sequence[float]) -> list[float]:

@@ -4,6 +4,7 @@ computed exactly once, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.faces import FaceCrops
-from core.person_links import ContinuityLinker
+from core.person_links import ContinuityLinker, EmbeddingLinker, link_video
 from core.segments import Segment as PlannedSegment
 from core.segments import plan_segments
 from core.status import VideoStatus
@@ -29,7 +30,7 @@ from db.models import (
     SegmentPrediction,
     Video,
 )
-from db.repository.aggregates import PersonAggregate, link_segments, mark_main
+from db.repository.aggregates import PersonAggregate, mark_main
 from tests.db.helpers import add_model, attention_map, new_video, run_together
 
 Factory = sessionmaker[Session]
@@ -496,13 +497,45 @@ def test_continuity_links_persons_across_segments(session_factory: Factory) -> N
         np.testing.assert_allclose(headline, attention_map(2), atol=1e-3)  # B's 16-frame segment
 
 
-def test_link_segments_numbers_in_order_of_appearance() -> None:
+def test_stored_embeddings_find_a_person_again_after_a_faceless_segment(
+    session_factory: Factory,
+) -> None:
+    """A, then B in A's place, then no face, then A: identity embeddings stored with the
+    persons link across the cut and the gap, where continuity cannot."""
+    video_id, ids, model = planned(session_factory, "identity", 60.0)
+    face_a, face_b = np.eye(8, dtype=np.float32)[0], np.eye(8, dtype=np.float32)[1]
+
+    def seen(face: np.ndarray) -> repo.SegmentPersonRecord:
+        return replace(person(0, 16, LEFT), embedding=face)
+
+    with session_factory.begin() as session:
+        score(session, ids[0], [(seen(face_a), [0.2] * 5, None)], model)
+        score(session, ids[1], [(seen(face_b), [0.6] * 5, None)], model)
+        score(session, ids[3], [(seen(face_a), [0.4] * 5, None)], model)
+        for segment_id in (ids[0], ids[1], ids[3]):
+            assert finish(session, segment_id, "done")
+        assert finish(session, ids[2], "no_face", faces_found=0, persons=0)
+    with session_factory.begin() as session:
+        outcome = repo.aggregate_video(
+            session=session, video_id=video_id, model_version=model, linker=EmbeddingLinker()
+        )
+    assert outcome is not None
+    assert [(p.person, p.segments, p.first_s, p.last_s) for p in outcome.persons] == [
+        (0, 2, 0.0, 60.0),
+        (1, 1, 15.0, 30.0),
+    ]
+    with session_factory() as session:
+        timeline = repo.video_timeline(session=session, video_id=video_id, model_version=model)
+        assert [(r.segment, r.person) for r in timeline] == [(0, 0), (1, 1), (2, None), (3, 0)]
+
+
+def test_link_video_numbers_in_order_of_appearance() -> None:
     from core.person_links import PersonSummary
 
     def at(box: Sequence[float]) -> PersonSummary:
         return PersonSummary(np.array(box, float), np.array(box, float), 8)
 
-    numbers = link_segments([[at(LEFT)], [], [at(LEFT), None], [at(RIGHT), at(LEFT)]], LINKER)
+    numbers = link_video([[at(LEFT)], [], [at(LEFT), None], [at(RIGHT), at(LEFT)]], LINKER)
     # After a segment without persons everyone is new; a person without boxes is new.
     assert numbers == [[0], [], [1, 2], [3, 1]]
 

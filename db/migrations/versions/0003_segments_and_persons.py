@@ -79,6 +79,7 @@ def _create_tables() -> None:
         sa.Column("first_box", sa.JSON(), nullable=True),
         sa.Column("last_box", sa.JSON(), nullable=True),
         sa.Column("region", sa.JSON(), nullable=True),
+        sa.Column("embedding", sa.LargeBinary(), nullable=True),
         sa.ForeignKeyConstraint(
             ["segment_id"],
             ["segments.id"],
