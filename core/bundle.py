@@ -23,6 +23,7 @@ import numpy as np
 from core.encoders import build_face_encoder, build_flow_encoder
 from core.errors import ModelBundleError
 from core.model import CompletePersonalityModel
+from core.model_card import untrained_card
 from core.runtime import InferenceFn, compile_inference
 from core.traits import TRAITS
 
@@ -35,6 +36,9 @@ WEIGHT_FILES = {
 }
 # Fields that describe a save, not the content: left out of the content version.
 _UNVERSIONED = ("version", "created_at")
+# Fields added after format 1, hashed only when set: a bundle saved before they existed (the
+# key absent from its bundle.json) keeps the version it was saved with.
+_ADDED_LATER = ("card",)
 # Upper bounds on the shapes a bundle may declare. Metadata is input: a typo or a hostile file
 # asking for T=10**6 or a 10**9-wide layer must be refused here, not by the allocator after
 # minutes of building. Each bound is several times the shipped default (T=16, crops of 112,
@@ -76,6 +80,9 @@ class BundleMetadata:
     training: dict[str, Any] = field(default_factory=dict)
     dataset: str | None = None
     format_version: int = FORMAT_VERSION
+    # The model card (`core.model_card`): training data, split, accuracy against the mean
+    # baseline, backbone, intended use and limits. None in bundles saved before cards.
+    card: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,6 +135,8 @@ class BundleMetadata:
             )
         if not isinstance(self.trained, bool):
             raise ModelBundleError(f"bundle 'trained' must be true or false, got {self.trained!r}")
+        if self.card is not None and not isinstance(self.card, dict):
+            raise ModelBundleError(f"bundle card must be a JSON object, got {type(self.card)}")
 
 
 class ModelBundle:
@@ -259,7 +268,11 @@ def content_version(bundle: ModelBundle) -> str:
             digest.update(array.tobytes())
     if not bundle.metadata.trained:
         return "untrained-" + digest.hexdigest()[:12]
-    metadata = {k: v for k, v in bundle.metadata.to_dict().items() if k not in _UNVERSIONED}
+    metadata = {
+        k: v
+        for k, v in bundle.metadata.to_dict().items()
+        if k not in _UNVERSIONED and not (k in _ADDED_LATER and v is None)
+    }
     digest.update(json.dumps(metadata, sort_keys=True).encode())
     return "v-" + digest.hexdigest()[:12]
 
@@ -271,7 +284,9 @@ def build_default_bundle(num_frames: int = 16, seed: int = 1234) -> ModelBundle:
     `keras.utils.set_random_seed`, which every initializer draws from.
     """
     keras.utils.set_random_seed(seed)
-    metadata = BundleMetadata(version="", trained=False, num_frames=num_frames, seed=seed)
+    metadata = BundleMetadata(
+        version="", trained=False, num_frames=num_frames, seed=seed, card=untrained_card()
+    )
     bundle = ModelBundle(metadata, *build_models(metadata))
     metadata.version = content_version(bundle)
     return bundle

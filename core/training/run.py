@@ -22,6 +22,7 @@ from typing import Any
 import keras
 
 from core.bundle import ModelBundle, load_bundle, save_bundle
+from core.model_card import SCRATCH, training_card
 from core.training.data import ClipBatches, ClipRef, clip_bytes
 from core.training.evaluation import evaluate_bundle
 from core.training.extraction import DatasetLayout, ExtractionConfig
@@ -119,7 +120,8 @@ def run_training(
     verbose: int | str = "auto",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train, evaluate on validation and test, save the bundle; returns the report."""
+    """Train, evaluate on validation and test, save the bundle with its model card; returns
+    the report."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     extraction = ExtractionConfig.from_dict(manifest["config"])
@@ -168,6 +170,14 @@ def run_training(
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
     }
+    metadata.card = training_card(
+        dataset,
+        metadata.training["split"],
+        person_disjoint=not shared_groups(split, groups),
+        metrics=metrics,
+        backbone=str(getattr(config, "face_backbone", SCRATCH)),
+        person_rule=manifest.get("group_rule"),
+    )
     bundle_dir = save_bundle(bundle, run_dir / "bundle")
     _check_round_trip(bundle, bundle_dir)
     report = {
@@ -176,6 +186,7 @@ def run_training(
         "run_dir": str(run_dir.absolute()),
         "metrics": metrics,
         "training": metadata.training,
+        "card": metadata.card,
     }
     _write_json(run_dir / "report.json", report)
     return report

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from workers.services.errors import UsageError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from core.bundle import ModelBundle
+    from db.models import ModelVersion
     from workers.settings import Settings
 
 UNTRAINED_WARNING = (
@@ -166,3 +169,60 @@ def activate_version(session_factory: object, version: str) -> None:
     load_registered_bundle(session_factory, version)
     with session_factory.begin() as session:  # type: ignore[attr-defined]
         repo.activate_model_version(session=session, version=version)
+
+
+class UnknownModelVersion(UsageError):
+    """No registered version (nor the built-in one) is, or starts with, the given text."""
+
+
+def find_version(*, session: Session, ref: str) -> ModelVersion | None:
+    """The registered version `ref` names, in full or by a unique prefix; None if none.
+
+    An ambiguous prefix raises `UnknownModelVersion` listing the candidates.
+    """
+    from db.repository.model_catalog import list_model_versions
+
+    rows = list_model_versions(session=session)
+    exact = [row for row in rows if row.version == ref]
+    matches = exact or [row for row in rows if ref and row.version.startswith(ref)]
+    if len(matches) > 1:
+        names = ", ".join(sorted(row.version for row in matches))
+        raise UnknownModelVersion(f"model version {ref!r} is ambiguous; it matches {names}")
+    return matches[0] if matches else None
+
+
+def model_card(session_factory: object, ref: str, num_frames: int = 16) -> dict[str, Any]:
+    """The card of a registered version (or of the built-in bundle), with a short header.
+
+    The card is the bundle's own (`BundleMetadata.card`), or for bundles saved before cards
+    one derived from their metadata, gaps left as None.
+    """
+    from core.model_card import card_of
+
+    with session_factory() as session:  # type: ignore[operator]
+        row = find_version(session=session, ref=ref)
+        if row is not None:
+            meta = dict(row.meta or {})
+            return {
+                "version": row.version,
+                "trained": row.trained,
+                "created": meta.get("created_at") or row.created_at.isoformat(timespec="seconds"),
+                "active": row.active,
+                "uri": row.uri,
+                "card": card_of(meta),
+            }
+    if ref.startswith("untrained"):  # the built-in bundle, before anything registered it
+        bundle = resolve_bundle(None, num_frames)
+        meta = bundle.metadata.to_dict()
+        if bundle.metadata.version.startswith(ref):
+            return {
+                "version": bundle.metadata.version,
+                "trained": False,
+                "created": None,
+                "active": False,
+                "uri": None,
+                "card": card_of(meta),
+            }
+    raise UnknownModelVersion(
+        f"no model version {ref!r}; see oceanstream models list for the registered ones"
+    )
