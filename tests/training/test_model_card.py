@@ -82,8 +82,10 @@ def test_models_show_prints_the_card_and_json_round_trips(trained: dict) -> None
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
     assert report["version"] in text and "trained yes" in text and "person-disjoint: yes" in text
+    rows = [line.strip("│ ") for line in text.splitlines() if line.startswith("│")]
+    assert [row.split()[0] for row in rows] == [*TRAITS, "mean"]  # O, C, E, A, N
     for trait, figures in report["card"]["evaluation"]["traits"].items():
-        row = next(line for line in text.splitlines() if line.strip().startswith(trait))
+        row = next(row for row in rows if row.startswith(trait))
         assert f"{figures['accuracy']:.4f}" in row and f"{figures['baseline']:.4f}" in row
     for limit in LIMITS:
         assert limit in text

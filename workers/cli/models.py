@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from core.traits import TRAITS
 from workers.cli.app import EXIT_FAILED, EXIT_USAGE, app, err, load_settings, out
 
 if TYPE_CHECKING:
@@ -228,7 +229,9 @@ def _print_evaluation(evaluation: dict[str, Any] | None, trained: bool) -> None:
         f"{_known(evaluation.get('accuracy'))}; baseline: {_known(evaluation.get('baseline'))}",
     )
     table = Table("trait", "accuracy", "mean baseline", "difference")
-    rows = [*(evaluation.get("traits") or {}).items(), ("mean", evaluation.get("mean") or {})]
+    traits = evaluation.get("traits") or {}
+    order = [*TRAITS, *sorted(set(traits) - set(TRAITS))]  # JSON stores keys sorted
+    rows = [*((t, traits[t]) for t in order if t in traits), ("mean", evaluation.get("mean") or {})]
     for trait, figures in rows:
         accuracy, baseline = figures.get("accuracy"), figures.get("baseline")
         both = isinstance(accuracy, int | float) and isinstance(baseline, int | float)
