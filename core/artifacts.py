@@ -22,7 +22,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from core.storage import ArraySpec
+from core.npz import ArraySpec
 
 # Characters kept in a clip id's key; anything else becomes "_".
 _UNSAFE = re.compile(r"[^A-Za-z0-9._/-]+")

@@ -19,7 +19,8 @@ import pytest
 
 from core.artifacts import dynamic_specs, frames_specs, static_specs
 from core.errors import ArtifactError, ContentMismatchError
-from core.storage import ArtifactStore, read_npz
+from core.npz import read_npz
+from core.storage import ArtifactStore
 
 
 @pytest.fixture
