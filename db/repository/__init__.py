@@ -22,21 +22,23 @@ from db.repository.results import (
     query_results,
     video_ids_with_prefix,
 )
-from db.repository.segments import (
+from db.repository.segment_persons import (
     SegmentPersonRecord,
-    SegmentUpdate,
     TimelineRow,
+    load_segment_attention,
+    save_segment_persons,
+    save_segment_prediction,
+    video_persons,
+    video_timeline,
+)
+from db.repository.segments import (
+    SegmentUpdate,
     count_segment_delivery,
     create_segments,
     finish_segment,
     get_segment,
     get_segments,
-    load_segment_attention,
     release_segment_delivery,
-    save_segment_persons,
-    save_segment_prediction,
-    video_persons,
-    video_timeline,
 )
 from db.repository.stages import (
     PROBE_FIELDS,

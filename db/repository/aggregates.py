@@ -25,7 +25,7 @@ from core.traits import TRAITS
 from db.models import ModelVersion, Person, Segment, SegmentPerson, SegmentPrediction, Video
 from db.repository._common import FETCH, NotFoundError
 from db.repository.predictions import save_prediction
-from db.repository.segments import load_segment_attention
+from db.repository.segment_persons import load_segment_attention
 from db.types import utcnow
 
 
