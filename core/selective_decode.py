@@ -15,45 +15,37 @@ The kept frames are bit-identical to a full decode (the skipped frames are, by d
 never read by the ones decoded). Content without B-frames has no non-reference frames, and
 simply decodes every frame of the window.
 
-Frame ``i`` is the frame presented at ``start_time + i / rate`` (the stream's own rate), which
-is the i-th frame a sequential decode outputs on a constant-rate stream. A stream whose
-timestamps are missing or off that grid (variable frame rate) is decoded from its start
-without skipping, counting frames as they come out: slower, and still exact.
+Frames are indexed by their timestamps on the stream's frame grid (`core.frame_grid`). A
+stream whose timestamps are missing or off that grid (variable frame rate) is decoded from its
+start without skipping, counting frames as they come out: slower, and still exact.
 
-Limits hold on what is read, as in `core.video`: reading stops with `VideoLimitError` as soon
-as a frame's index passes `max_frames` or its time passes `max_duration_s`.
+Limits hold on what is read (`core.decode_limits`): reading stops with `VideoLimitError` as
+soon as a frame's index passes `max_frames` or its time passes `max_duration_s`.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-from core.errors import VideoDecodeError, VideoLimitError
-from core.segments import SegmentSamples, plan_segment_samples
-from core.video import (
+from core.decode_limits import (
     MIN_DECODED_FRACTION,
-    SampledFrames,
-    VideoInfo,
+    IndexGuard,
     VideoLimits,
     check_file,
     overrun_allowance,
-    probe_video,
-    stack_frames,
 )
+from core.errors import VideoDecodeError
+from core.frame_grid import FrameGrid, OffGrid, check_contiguous, seek_packets, stream_grid
+from core.segments import SegmentSamples, plan_segment_samples
+from core.video import SampledFrames, VideoInfo, probe_video, stack_frames
 
-# A packet whose timestamp is further than this (in frames) from the frame grid is off it.
-_GRID_TOLERANCE = Fraction(1, 4)
 # H.264 reorders at most 16 frames: past that many packets after a frame, none comes before it.
 _REORDER_DEPTH = 16
-# Seeks that land after the wanted frame step back by this much more each time (seconds).
-_SEEK_BACKOFF_S = (1, 4, 16)
 
 
 @dataclass(frozen=True)
@@ -63,56 +55,6 @@ class DecodedFrames:
     kept: dict[int, np.ndarray]  # the wanted frames found, RGB uint8, by frame index
     decoded: int  # frames the decoder produced (skipped frames excluded)
     stream_frames: int | None  # frames in the stream, when it was read to its end
-
-
-class _OffGrid(Exception):
-    """The stream's timestamps do not index its frames; decode it sequentially instead."""
-
-
-class _Grid:
-    """Maps presentation timestamps to frame indices on a constant-rate stream."""
-
-    def __init__(self, origin: int, time_base: Fraction, rate: Fraction) -> None:
-        self._origin = origin
-        self._frames_per_tick = time_base * rate  # frames per timestamp unit
-        self.rate = rate
-
-    def index(self, pts: int | None) -> int:
-        if pts is None:
-            raise _OffGrid("a packet has no timestamp")
-        position = (pts - self._origin) * self._frames_per_tick
-        index = round(position)
-        if abs(position - index) > _GRID_TOLERANCE:
-            raise _OffGrid(f"timestamp {pts} is off the {float(self.rate):g} fps grid")
-        return index
-
-    def pts(self, index: int) -> int:
-        """The timestamp of frame ``index`` (rounded down onto the stream's time base)."""
-        return self._origin + int(index / self._frames_per_tick)
-
-
-class _Limits:
-    """Stops a read once a frame lies past the limits, whatever the header declared."""
-
-    def __init__(self, limits: VideoLimits, rate: float, path: Path) -> None:
-        self._limits = limits
-        self._rate = rate
-        self._path = path
-
-    def check(self, index: int) -> None:
-        limits = self._limits
-        if index + 1 > limits.max_frames:
-            raise VideoLimitError(
-                f"video runs past the limit of {limits.max_frames} frames "
-                f"({limits.max_duration_s:g} s at up to {limits.max_fps:g} fps; reached frame "
-                f"{index + 1}): {self._path}"
-            )
-        seconds = (index + 1) / self._rate if self._rate > 0 else 0.0
-        if seconds > limits.max_duration_s:
-            raise VideoLimitError(
-                f"video runs past the {limits.max_duration_s:g} s limit (reached "
-                f"{seconds:.1f} s): {self._path}"
-            )
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -135,37 +77,6 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.Vide
     return container.streams.video[0]
 
 
-def _grid(stream: av.VideoStream) -> _Grid | None:
-    rate = stream.guessed_rate or stream.average_rate
-    if stream.start_time is None or stream.time_base is None or not rate:
-        return None
-    return _Grid(stream.start_time, Fraction(stream.time_base), Fraction(rate))
-
-
-def _seek(
-    container: av.container.InputContainer, stream: av.VideoStream, grid: _Grid, first: int
-) -> Iterator[av.Packet]:
-    """Packets from the keyframe at or before frame ``first``, in decode order.
-
-    Demuxers seek on decode or presentation time depending on the format; a seek that lands
-    on a keyframe presented after ``first`` steps further back until it does not.
-    """
-    if first == 0:
-        return container.demux(stream)
-    target = grid.pts(first)
-    for back_s in (0, *_SEEK_BACKOFF_S):
-        pts = max(grid.pts(first - int(back_s * grid.rate)), grid.pts(0))
-        container.seek(pts, stream=stream, backward=True, any_frame=False)
-        packets = container.demux(stream)
-        head = next((p for p in packets if p.is_keyframe or p.size == 0), None)
-        if head is None or head.size == 0:
-            break
-        if head.pts is not None and head.pts <= target:
-            return itertools.chain([head], packets)
-    container.seek(grid.pts(0), stream=stream, backward=True, any_frame=False)
-    return container.demux(stream)
-
-
 def _decode(context: av.VideoCodecContext, packet: av.Packet | None) -> list[av.VideoFrame]:
     """Decode one packet; a packet the decoder refuses yields no frame, as in OpenCV.
 
@@ -181,9 +92,9 @@ def _decode(context: av.VideoCodecContext, packet: av.Packet | None) -> list[av.
 def _read_selectively(
     container: av.container.InputContainer,
     stream: av.VideoStream,
-    grid: _Grid,
+    grid: FrameGrid,
     wanted: frozenset[int],
-    limits: _Limits,
+    limits: IndexGuard,
     to_end: bool,
 ) -> DecodedFrames:
     context = stream.codec_context
@@ -200,13 +111,13 @@ def _read_selectively(
             if index in wanted:
                 kept[index] = frame.to_ndarray(format="rgb24")
 
-    for packet in _seek(container, stream, grid, min(wanted)):
+    for packet in seek_packets(container, stream, grid, min(wanted)):
         if packet.size == 0:
             continue  # the demuxer's end-of-stream marker
         index = grid.index(packet.pts)
         limits.check(index)
         if index in seen:
-            raise _OffGrid(f"two frames at index {index}")
+            raise OffGrid(f"two frames at index {index}")
         seen.add(index)
         if not pending:
             # Read on (without decoding) past the reordering window, or to the end to
@@ -222,26 +133,16 @@ def _read_selectively(
             take(_decode(context, None))  # the decoder holds back frames to reorder them
     if pending:
         take(_decode(context, None))
-    _check_contiguous(seen, None if to_end or pending else max(wanted))
+    check_contiguous(seen, None if to_end or pending else max(wanted))
     stream_frames = max(seen) + 1 if seen and (to_end or pending) else None
     return DecodedFrames(kept, decoded, stream_frames)
-
-
-def _check_contiguous(seen: set[int], up_to: int | None) -> None:
-    """Frames on a constant-rate grid leave no gaps; a stream that drops frames does."""
-    if not seen:
-        return
-    first = min(seen)
-    last = max(seen) if up_to is None else up_to
-    if sum(1 for i in seen if i <= last) != last - first + 1:
-        raise _OffGrid(f"frames {first}-{last} have gaps in their timestamps")
 
 
 def _read_sequentially(
     container: av.container.InputContainer,
     stream: av.VideoStream,
     wanted: frozenset[int],
-    limits: _Limits,
+    limits: IndexGuard,
     to_end: bool,
 ) -> DecodedFrames:
     """Every frame from the start, counted as it comes out: for streams without a time grid."""
@@ -290,14 +191,14 @@ def decode_frames(
     with _open(path) as container:
         stream = _video_stream(container, path)
         stream.codec_context.thread_count = decode_threads
-        grid = _grid(stream)
+        grid = stream_grid(stream)
         rate = float(grid.rate) if grid else float(stream.guessed_rate or 0)
-        check = _Limits(limits, rate, path)
+        check = IndexGuard(limits, rate, path)
         try:
             if grid is not None and not sequential:
                 try:
                     return _read_selectively(container, stream, grid, want, check, to_end)
-                except _OffGrid:
+                except OffGrid:
                     stream.codec_context.flush_buffers()
             return _read_sequentially(container, stream, want, check, to_end)
         except av.FFmpegError as error:

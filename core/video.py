@@ -9,15 +9,12 @@ stream ends early it re-plans over the frames that exist, and a stream that yiel
 half the declared frames is reported as truncated. A stream that runs on past its declared end
 is read to its real end and re-planned too.
 
-The limits hold on what is decoded, not only on what the header says: every pass stops with a
-`VideoLimitError` as soon as the decoded timestamps pass `max_duration_s` (frames / fps where
-the stream has no timestamps) or the frame count passes `max_frames`. A Matroska file written
-through a pipe declares no duration at all, and a header can declare 10 s for a 2-hour stream.
+Every pass is held to `VideoLimits` by what it decodes, whatever the header declared
+(`core.decode_limits`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,35 +22,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.errors import EmptyVideoError, VideoDecodeError, VideoLimitError, VideoNotFoundError
-
-# A stream that decodes fewer than this fraction of its declared frames is truncated.
-MIN_DECODED_FRACTION = 0.5
-# A stream that goes on past its declared frame count by more than this fraction (or two
-# frames) declared less than it holds; within it, the difference is the container's rounding.
-OVERRUN_FRACTION = 0.1
-
-
-@dataclass(frozen=True)
-class VideoLimits:
-    """Inputs over these limits are refused: by the header before any decoding, and again by
-    what is decoded, whatever the header said.
-
-    Resolution limits describe a landscape box and apply to either orientation, so a portrait
-    phone video of the same size passes too. `max_fps` bounds the frame count
-    (`max_frames` = duration limit × fps limit), which caps the decoding work on a stream
-    whose timestamps do not advance or whose frame rate is absurd.
-    """
-
-    max_bytes: int = 2 * 1024**3
-    max_duration_s: float = 20 * 60
-    max_width: int = 3840
-    max_height: int = 2160
-    max_fps: float = 240.0
-
-    @property
-    def max_frames(self) -> int:
-        return math.ceil(self.max_duration_s * self.max_fps)
+from core.decode_limits import (  # VideoLimits stays importable from here (INTERFACES.md)
+    DecodeGuard,
+    VideoLimits,
+    check_decoded,
+    check_file,
+    overrun_allowance,
+)
+from core.errors import VideoDecodeError, VideoLimitError
 
 
 @dataclass(frozen=True)
@@ -72,7 +48,7 @@ class VideoInfo:
 
 
 # Builds the limit check for one opened capture.
-_Guard = Callable[[cv2.VideoCapture], "_DecodeGuard"]
+_Guard = Callable[[cv2.VideoCapture], DecodeGuard]
 
 
 @dataclass(frozen=True)
@@ -84,21 +60,6 @@ class SampledFrames:
     indices: np.ndarray  # [T] int64, decoded frame index of each sampled frame
     info: VideoInfo
     decoded_frames: int  # frames actually decoded
-
-
-def check_file(path: Path, limits: VideoLimits) -> None:
-    """The checks that need no decoder: existence, emptiness, byte size."""
-    if not path.exists():
-        raise VideoNotFoundError(f"video not found: {path}")
-    if not path.is_file():
-        raise VideoNotFoundError(f"expected a video file, got a directory or device: {path}")
-    size = path.stat().st_size
-    if size == 0:
-        raise EmptyVideoError(f"video file is empty (0 bytes): {path}")
-    if size > limits.max_bytes:
-        raise VideoLimitError(
-            f"video is {size} bytes, over the limit of {limits.max_bytes} bytes: {path}"
-        )
 
 
 def _open(path: Path, threads: int = 0) -> cv2.VideoCapture:
@@ -193,55 +154,6 @@ def successor_indices(indices: np.ndarray, frame_count: int) -> np.ndarray:
     return np.minimum(indices + 1, frame_count - 1)
 
 
-class _DecodeGuard:
-    """Stops a decoding pass once it runs past the limits, whatever the header declared.
-
-    Checked after every grabbed frame: the frame count against `max_frames`, and the decoded
-    span (the frame's timestamp plus one frame, or frames / fps without timestamps) against
-    `max_duration_s`.
-    """
-
-    def __init__(
-        self, cap: cv2.VideoCapture, info: VideoInfo, limits: VideoLimits, path: Path
-    ) -> None:
-        self._cap = cap
-        self._info = info
-        self._limits = limits
-        self._path = path
-        self._frame_s = 1.0 / info.fps if info.fps > 0 else 0.0
-
-    def check(self, decoded: int) -> None:
-        limits = self._limits
-        if decoded > limits.max_frames:
-            raise VideoLimitError(
-                f"video runs past the limit of {limits.max_frames} frames "
-                f"({limits.max_duration_s:g} s at up to {limits.max_fps:g} fps; decoded "
-                f"{decoded} frames, {self._declared()}): {self._path}"
-            )
-        seconds = self._decoded_s(decoded)
-        if seconds > limits.max_duration_s:
-            raise VideoLimitError(
-                f"video runs past the {limits.max_duration_s:g} s limit (decoded "
-                f"{seconds:.1f} s, {self._declared()}): {self._path}"
-            )
-
-    def _decoded_s(self, decoded: int) -> float:
-        position = self._cap.get(cv2.CAP_PROP_POS_MSEC)
-        if np.isfinite(position) and position > 0:
-            return position / 1000 + self._frame_s
-        return decoded * self._frame_s  # no timestamps (or the first frame)
-
-    def _declared(self) -> str:
-        if self._info.duration_s > 0:
-            return f"its header declares {self._info.duration_s:.1f} s"
-        return "no duration in its header"
-
-
-def overrun_allowance(declared: int) -> int:
-    """Frames a stream may hold past its declared count before the count is taken as wrong."""
-    return max(2, math.ceil(OVERRUN_FRACTION * declared))
-
-
 @dataclass(frozen=True)
 class _Pass:
     """What one forward read found."""
@@ -321,17 +233,6 @@ def _sample(
     return _read_forward(path, wanted, frame_count, guard, threads)
 
 
-def _check_decoded(decoded: int, declared: int, path: Path) -> None:
-    """Refuse a stream that ended far before its declared length: it is cut off or corrupt."""
-    if decoded == 0:
-        raise VideoDecodeError(f"video has no decodable frames (declares {declared}): {path}")
-    if decoded < MIN_DECODED_FRACTION * declared:
-        raise VideoDecodeError(
-            f"video is truncated or corrupt: decoded {decoded} of {declared} declared "
-            f"frames: {path}"
-        )
-
-
 def sample_frames(
     path: str | Path,
     num_frames: int = 16,
@@ -357,8 +258,8 @@ def sample_frames(
         check_file(path, limits)
     known = info
 
-    def guard(cap: cv2.VideoCapture) -> _DecodeGuard:
-        return _DecodeGuard(cap, known, limits, path)
+    def guard(cap: cv2.VideoCapture) -> DecodeGuard:
+        return DecodeGuard(cap, known.fps, known.duration_s, limits, path)
 
     declared = info.frame_count if info.frame_count > 0 else _count_frames(path, guard)
     if declared < 1:
@@ -367,7 +268,7 @@ def sample_frames(
     frame_count = declared
     if read.ended_early or read.overran:
         if read.ended_early:
-            _check_decoded(read.decoded, declared, path)
+            check_decoded(read.decoded, declared, path)
         frame_count = read.decoded
         read = _sample(path, frame_count, num_frames, guard, decode_threads)
         if read.ended_early or read.overran:
