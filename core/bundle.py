@@ -4,7 +4,8 @@ A bundle directory holds `bundle.json` and one `.weights.h5` file per model. Its
 derived from its content (SHA-256 over the weights, and for trained bundles the metadata too),
 so two bundles with the same version make the same predictions, and a file changed after
 saving is caught at load. Without a trained bundle, `build_default_bundle` makes a seeded,
-reproducible one flagged `trained=False`.
+reproducible one flagged `trained=False`. What a bundle must satisfy before anything is built
+from it (format, shapes, files kept in its folder) is `core.bundle_checks`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from core.bundle_checks import FORMAT_VERSION, check_inside, check_metadata, read_metadata
 from core.encoders import build_face_encoder, build_flow_encoder
 from core.errors import ModelBundleError
 from core.model import CompletePersonalityModel
@@ -27,7 +29,6 @@ from core.model_card import untrained_card
 from core.runtime import InferenceFn, compile_inference
 from core.traits import TRAITS
 
-FORMAT_VERSION = 1
 METADATA_FILE = "bundle.json"
 WEIGHT_FILES = {
     "face_encoder": "face_encoder.weights.h5",
@@ -39,19 +40,6 @@ _UNVERSIONED = ("version", "created_at")
 # Fields added after format 1, hashed only when set: a bundle saved before they existed (the
 # key absent from its bundle.json) keeps the version it was saved with.
 _ADDED_LATER = ("card",)
-# Upper bounds on the shapes a bundle may declare. Metadata is input: a typo or a hostile file
-# asking for T=10**6 or a 10**9-wide layer must be refused here, not by the allocator after
-# minutes of building. Each bound is several times the shipped default (T=16, crops of 112,
-# 512/256/128-wide tokens, 4 heads); T matches the settings' bound on frames per video.
-MAX_DIMENSIONS = {
-    "num_frames": 256,
-    "crop_size": 512,
-    "flow_size": 512,
-    "static_dim": 4096,
-    "dynamic_dim": 4096,
-    "fusion_dim": 4096,
-    "num_heads": 64,
-}
 
 
 def _now_iso() -> str:
@@ -109,34 +97,7 @@ class BundleMetadata:
 
     def validate(self) -> None:
         """Reject metadata this code cannot serve, with what was expected and what was found."""
-        if self.format_version != FORMAT_VERSION:
-            raise ModelBundleError(
-                f"unsupported bundle format_version {self.format_version!r}; "
-                f"this version of OceanStream reads {FORMAT_VERSION}"
-            )
-        if list(self.traits) != list(TRAITS):
-            raise ModelBundleError(f"bundle trait order {self.traits} != expected {list(TRAITS)}")
-        for name, bound in MAX_DIMENSIONS.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ModelBundleError(f"bundle {name} must be a positive integer, got {value!r}")
-            if value > bound:
-                raise ModelBundleError(
-                    f"bundle {name} is {value}, over the limit of {bound}: refused before "
-                    "building any model"
-                )
-        rate = self.dropout_rate
-        if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate < 1:
-            raise ModelBundleError(f"bundle dropout_rate must be in [0, 1), got {rate!r}")
-        if self.fusion_dim % 2 or self.fusion_dim % self.num_heads:
-            raise ModelBundleError(
-                f"bundle fusion_dim {self.fusion_dim} must be even and divisible by num_heads "
-                f"({self.num_heads})"
-            )
-        if not isinstance(self.trained, bool):
-            raise ModelBundleError(f"bundle 'trained' must be true or false, got {self.trained!r}")
-        if self.card is not None and not isinstance(self.card, dict):
-            raise ModelBundleError(f"bundle card must be a JSON object, got {type(self.card)}")
+        check_metadata(self)
 
 
 class ModelBundle:
@@ -318,8 +279,8 @@ def load_bundle(path: str | Path) -> ModelBundle:
     if not directory.is_dir():
         raise ModelBundleError(f"model bundle {str(path)!r} is not an existing directory")
     for filename in (METADATA_FILE, *WEIGHT_FILES.values()):
-        _check_inside(directory, filename)
-    metadata = BundleMetadata.from_dict(_read_json(directory / METADATA_FILE))
+        check_inside(directory, filename)
+    metadata = BundleMetadata.from_dict(read_metadata(directory / METADATA_FILE))
     metadata.validate()
     models = build_models(metadata)
     for model, (name, filename) in zip(models, WEIGHT_FILES.items(), strict=True):
@@ -338,32 +299,3 @@ def load_bundle(path: str | Path) -> ModelBundle:
             f"to {expected!r}: a file was changed after saving"
         )
     return bundle
-
-
-def _check_inside(directory: Path, filename: str) -> None:
-    """Refuse a bundle file that is a link leading out of the bundle's folder.
-
-    A bundle is one artifact: its version covers the files in its folder, and whoever may
-    replace that folder decides what it serves. A link to a file elsewhere would let that
-    file change under the registered version, or read a file the bundle's owner never
-    shipped. Links inside the folder (and the folder itself being a link) are fine.
-    """
-    path = directory / filename
-    if not path.is_symlink():
-        return
-    root = directory.resolve()
-    target = path.resolve()
-    if not target.is_relative_to(root):
-        raise ModelBundleError(
-            f"model bundle {str(directory)!r}: {filename} is a link to {str(target)!r}, outside "
-            "the bundle folder; copy the file into the bundle instead"
-        )
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise ModelBundleError(f"model bundle {str(path.parent)!r} lacks {path.name}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelBundleError(f"cannot read bundle metadata {path}: {exc}") from exc

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from core.bundle import (
-    MAX_DIMENSIONS,
     METADATA_FILE,
     WEIGHT_FILES,
     BundleMetadata,
@@ -22,6 +21,7 @@ from core.bundle import (
     load_bundle,
     save_bundle,
 )
+from core.bundle_checks import MAX_DIMENSIONS
 from core.errors import ModelBundleError
 from core.traits import TRAITS
 

@@ -10,18 +10,14 @@ import pytest
 
 from core.faces import FaceDetection, FaceDetector
 from core.flow import compute_flow
+from core.regions import Region, RegionGrowth, crop_pair, crop_region, flow_region
 from core.tracks import (
-    Region,
-    RegionGrowth,
     Track,
     TrackingConfig,
     assign,
     box_iou,
-    crop_pair,
-    crop_region,
     detect_persons,
     find_persons,
-    flow_region,
     link_tracks,
     match_scores,
     select_persons,

@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.faces import FaceCrops
 from core.person_links import ContinuityLinker, EmbeddingLinker, link_video
+from core.regions import Region
 from core.segments import Segment as PlannedSegment
 from core.segments import plan_segments
 from core.status import VideoStatus
 from core.tracks import Person as TrackedPerson
-from core.tracks import Region, Track
+from core.tracks import Track
 from core.traits import TRAITS
 from db import repository as repo
 from db.models import (
