@@ -33,7 +33,7 @@ class SegmentPersonRecord:
     """One person of a segment as `save_segment_persons` stores it.
 
     Boxes are x, y, w, h in frame pixels (first and last sampled frame the face was seen
-    in, as `PersonSummary`); `region` is the flow region (`core.tracks.Region.as_dict()`).
+    in, as `PersonSummary`); `region` is the flow region (`core.regions.Region.as_dict()`).
     """
 
     index: int
