@@ -34,14 +34,7 @@ def save_prediction(
     it, so that untrained results are always labelled as such.
     """
     values = checked_scores(scores)
-    stored = session.get(ModelVersion, model_version)
-    if stored is None:
-        raise NotFoundError(f"no model version {model_version!r}; call ensure_model_version first")
-    if stored.trained != bool(model_trained):
-        raise ValueError(
-            f"model_trained={bool(model_trained)} contradicts model version {model_version!r} "
-            f"(trained={stored.trained})"
-        )
+    check_model_trained(session, model_version, model_trained)
     insert = dialect_insert(session, Prediction).values(
         video_id=video_id,
         model_version=model_version,
@@ -102,3 +95,15 @@ def _save_attention(session: Session, prediction_id: int, attention: np.ndarray)
             set_={name: insert.excluded[name] for name in ("shape", "dtype", "data")},
         )
     )
+
+
+def check_model_trained(session: Session, model_version: str, model_trained: bool) -> None:
+    """Refuse an unknown model version, or a `model_trained` flag that contradicts it."""
+    stored = session.get(ModelVersion, model_version)
+    if stored is None:
+        raise NotFoundError(f"no model version {model_version!r}; call ensure_model_version first")
+    if stored.trained != bool(model_trained):
+        raise ValueError(
+            f"model_trained={bool(model_trained)} contradicts model version {model_version!r} "
+            f"(trained={stored.trained})"
+        )

@@ -21,9 +21,9 @@ from core import tracks
 from core.person_links import PersonSummary
 from core.traits import TRAITS
 from db.attention import decode_attention, encode_attention
-from db.models import ModelVersion, Person, Segment, SegmentPerson, SegmentPrediction
+from db.models import Person, Segment, SegmentPerson, SegmentPrediction
 from db.repository._common import NotFoundError, dialect_insert
-from db.repository.predictions import checked_scores
+from db.repository.predictions import check_model_trained, checked_scores
 from db.repository.segments import _non_negative
 from db.types import utcnow
 
@@ -203,18 +203,6 @@ def video_persons(*, session: Session, video_id: str, model_version: str) -> lis
         .order_by(Person.person)
     )
     return list(session.scalars(stmt))
-
-
-def check_model_trained(session: Session, model_version: str, model_trained: bool) -> None:
-    """Refuse an unknown model version, or a `model_trained` flag that contradicts it."""
-    stored = session.get(ModelVersion, model_version)
-    if stored is None:
-        raise NotFoundError(f"no model version {model_version!r}; call ensure_model_version first")
-    if stored.trained != bool(model_trained):
-        raise ValueError(
-            f"model_trained={bool(model_trained)} contradicts model version {model_version!r} "
-            f"(trained={stored.trained})"
-        )
 
 
 def _person_row(segment_id: str, record: SegmentPersonRecord) -> dict[str, Any]:

@@ -18,10 +18,9 @@ from sqlalchemy.orm import Session
 
 from core import segments as plan
 from core.status import VideoStatus
-from db.models import FEATURE_STAGES, VIDEO_STATUSES, Segment, Video, new_id
+from db.models import Segment, Video, new_id
 from db.repository._common import FETCH, NotFoundError, dialect_insert
-from db.repository.stages import StageUpdate, stage_values
-from db.repository.videos import check_status
+from db.repository.stages import StageUpdate, guarded_finish
 from db.types import utcnow
 
 
@@ -100,42 +99,12 @@ def finish_segment(
     segment on; a segment found in another status, or a feature flag already set, is left
     untouched and gives False. `SegmentUpdate.persons` stores the persons count.
     """
-    check_status(changes.status)
     if changes.probe is not None:
         raise ValueError("a segment has no probe data; store the probe on its video")
-    allowed = list(VIDEO_STATUSES if from_statuses is None else from_statuses)
-    for status in allowed:
-        check_status(status)
-    row = session.execute(
-        select(Segment.status, Segment.timings, Segment.faces_ready, Segment.flow_ready)
-        .where(Segment.id == segment_id)
-        .with_for_update()
-    ).first()
-    if row is None or row.status not in allowed:
-        return False
-    values = stage_values(row.timings, changes)
+    extra: dict[str, int] = {}
     if isinstance(changes, SegmentUpdate) and changes.persons is not None:
-        values["persons"] = _non_negative("persons", changes.persons)
-    moves = True
-    if changes.ready is not None:
-        if changes.ready not in FEATURE_STAGES:
-            raise ValueError(f"ready must be one of {FEATURE_STAGES}, got {changes.ready!r}")
-        own, other = "faces_ready", "flow_ready"
-        if changes.ready == "flow":
-            own, other = other, own
-        if getattr(row, own):
-            return False
-        values[own] = True
-        moves = bool(getattr(row, other))
-    if moves:
-        values.update(status=str(changes.status), error=changes.error)
-    stmt = (
-        update(Segment)
-        .where(Segment.id == segment_id, Segment.status.in_(allowed))
-        .values({**values, "updated_at": utcnow()})
-        .returning(Segment.id)
-    )
-    return session.execute(stmt, execution_options=FETCH).first() is not None and moves
+        extra["persons"] = _non_negative("persons", changes.persons)
+    return guarded_finish(session, Segment, segment_id, changes, from_statuses, extra)
 
 
 def count_segment_delivery(*, session: Session, segment_id: str, stage: str) -> int:

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.status import VideoStatus
-from db.models import FEATURE_STAGES, VIDEO_STATUSES, ModelVersion, Video
+from db.models import FEATURE_STAGES, VIDEO_STATUSES, ModelVersion, Segment, Video
 from db.repository._common import FETCH, NotFoundError
 from db.repository.videos import check_status
 from db.types import utcnow
@@ -67,18 +67,34 @@ def finish_stage(
     caller alone enqueues inference. A video found elsewhere (a duplicate delivery finished
     it), or a feature stage whose flag is already set, is left untouched and gives False.
     """
+    return guarded_finish(session, Video, video_id, changes, from_statuses)
+
+
+def guarded_finish(
+    session: Session,
+    table: type[Video] | type[Segment],
+    row_id: str,
+    changes: StageUpdate,
+    from_statuses: Collection[str] | None,
+    extra: Mapping[str, Any] | None = None,
+) -> bool:
+    """`finish_stage` for a row of `table` (a video or a segment); `extra` adds columns.
+
+    The row is locked first (`SELECT ... FOR UPDATE`; SQLite's write lock does the same), so
+    the merged timings and the other feature stage's flag are read as they are now.
+    """
     check_status(changes.status)
     allowed = list(VIDEO_STATUSES if from_statuses is None else from_statuses)
     for status in allowed:
         check_status(status)
     row = session.execute(
-        select(Video.status, Video.timings, Video.faces_ready, Video.flow_ready)
-        .where(Video.id == video_id)
+        select(table.status, table.timings, table.faces_ready, table.flow_ready)
+        .where(table.id == row_id)
         .with_for_update()
     ).first()
     if row is None or row.status not in allowed:
         return False
-    values = stage_values(row.timings, changes)
+    values = {**stage_values(row.timings, changes), **(extra or {})}
     moves = True
     if changes.ready is not None:
         if changes.ready not in FEATURE_STAGES:
@@ -93,10 +109,10 @@ def finish_stage(
     if moves:
         values.update(status=str(changes.status), error=changes.error)
     stmt = (
-        update(Video)
-        .where(Video.id == video_id, Video.status.in_(allowed))
+        update(table)
+        .where(table.id == row_id, table.status.in_(allowed))
         .values({**values, "updated_at": utcnow()})
-        .returning(Video.id)
+        .returning(table.id)
     )
     return session.execute(stmt, execution_options=FETCH).first() is not None and moves
 
