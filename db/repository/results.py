@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +11,28 @@ from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.traits import TRAITS
-from db.models import VIDEO_STATUSES, Job, JobVideo, Prediction, Video
+from db.models import VIDEO_STATUSES, Job, JobVideo, Prediction, Segment, Video
+from db.repository.result_details import (
+    NO_DETAILS,
+    PersonResult,
+    SegmentPersonResult,
+    SegmentResult,
+    load_result_details,
+)
+
+__all__ = [
+    "PersonResult",
+    "ResultRow",
+    "SegmentPersonResult",
+    "SegmentResult",
+    "job_failures",
+    "job_segment_counts",
+    "job_status_counts",
+    "name_matches",
+    "query_results",
+    "video_ids_with_prefix",
+    "with_details",
+]
 
 
 @dataclass(frozen=True)
@@ -22,6 +43,10 @@ class ResultRow:
     `created_at` is when the prediction was stored or, without one, when the video last
     changed state. `job_id` is the job asked about or, without a job filter, the latest job
     that included the video.
+
+    `persons` (by person number) and `segments` (by index, each with its persons) are read
+    for the model version of the prediction shown or, without one, the version pinned on the
+    video; both are empty for a video without segment rows.
     """
 
     video: str
@@ -36,9 +61,19 @@ class ResultRow:
     job_id: str | None
     prediction_id: int | None
     created_at: datetime
+    duration_s: float | None = None
+    persons: tuple[PersonResult, ...] = ()
+    segments: tuple[SegmentResult, ...] = ()
+    #: The model version `persons` and `segments` were read for.
+    details_version: str | None = None
+
+    @property
+    def main_person(self) -> PersonResult | None:
+        return next((person for person in self.persons if person.main), None)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON result object of the project contract (`--json`)."""
+        """The JSON result object of the project contract (`--json`); the keys up to `error`
+        are the original contract's, in its order."""
         return {
             "video": self.video,
             "video_id": self.video_id,
@@ -49,6 +84,9 @@ class ResultRow:
             "model_version": self.model_version,
             "model_trained": self.model_trained,
             "error": self.error,
+            "duration_s": self.duration_s,
+            "persons": [person.to_dict() for person in self.persons],
+            "segments": [segment.to_dict() for segment in self.segments],
         }
 
 
@@ -69,6 +107,9 @@ def query_results(
     * `model_version`: only results made by that model version.
     * none: every (video, path given) pair, oldest video first, named by the latest job that
       gave that path, with the video's latest prediction.
+
+    Three queries whatever the number of rows (the rows, then every listed video's persons
+    and segments at once; see `db.repository.result_details`).
     """
     if model_version is not None:
         prediction_on: ColumnElement[bool] = (Prediction.video_id == Video.id) & (
@@ -97,7 +138,21 @@ def query_results(
         stmt = stmt.where(Prediction.id.is_not(None))
     if video is not None:
         stmt = stmt.where(or_(Video.id == video, name_matches(name, video)))
-    return [_to_row(row) for row in session.execute(stmt)]
+    return with_details(session, [_to_row(row) for row in session.execute(stmt)])
+
+
+def with_details(session: Session, rows: Sequence[ResultRow]) -> list[ResultRow]:
+    """`rows` with their persons and segments filled in, for all of them at once."""
+    versions = {row.video_id: row.details_version for row in rows}
+    details = load_result_details(session=session, versions=versions)
+    return [
+        replace(
+            row,
+            persons=details.get(row.video_id, NO_DETAILS).persons,
+            segments=details.get(row.video_id, NO_DETAILS).segments,
+        )
+        for row in rows
+    ]
 
 
 def name_matches(column: ColumnElement[str], video: str) -> ColumnElement[bool]:
@@ -120,6 +175,21 @@ def job_status_counts(*, session: Session, job_id: str) -> dict[str, int]:
         .join(JobVideo, JobVideo.video_id == Video.id)
         .where(JobVideo.job_id == job_id)
         .group_by(Video.status)
+    )
+    for status, count in rows:
+        counts[status] = int(count)
+    return counts
+
+
+def job_segment_counts(*, session: Session, job_id: str) -> dict[str, int]:
+    """Number of segments in each status over the job's distinct videos (a video given twice
+    counts once); every status is present, zeros included. Videos without segments add none."""
+    counts = dict.fromkeys(VIDEO_STATUSES, 0)
+    videos = select(JobVideo.video_id).where(JobVideo.job_id == job_id).distinct()
+    rows = session.execute(
+        select(Segment.status, func.count())
+        .where(Segment.video_id.in_(videos))
+        .group_by(Segment.status)
     )
     for status, count in rows:
         counts[status] = int(count)
@@ -150,6 +220,8 @@ def _columns() -> tuple[Any, ...]:
         Video.error,
         Video.faces_found,
         Video.frames,
+        Video.duration_s,
+        Video.model_version.label("pinned_version"),
         Video.updated_at,
         Prediction.id.label("prediction_id"),
         Prediction.model_version,
@@ -210,4 +282,6 @@ def _to_row(row: Any) -> ResultRow:
         job_id=row.job_id,
         prediction_id=row.prediction_id,
         created_at=row.predicted_at if predicted else row.updated_at,
+        duration_s=None if row.duration_s is None else float(row.duration_s),
+        details_version=row.model_version if predicted else row.pinned_version,
     )

@@ -21,6 +21,7 @@ def main() -> None:
         distributed,
         extract,
         models,
+        plot,
         processes,
         results,
         training,

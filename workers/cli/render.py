@@ -1,4 +1,5 @@
-"""Tables and CSV for result rows in the JSON contract's shape."""
+"""Tables and CSV for result rows in the JSON contract's shape, and for timeline rows
+(`workers.services.timeline.timeline_rows`)."""
 
 from __future__ import annotations
 
@@ -72,13 +73,17 @@ def print_results_table(console: Console, rows: Sequence[dict[str, Any]]) -> Non
     """
     models = {_plain_model(row) for row in rows if row.get("model_version")}
     model_width = max(map(len, models)) if len(models) > 1 else 0
-    video_width = _video_width(console, rows, model_width)
+    # A persons column only where some video shows more than one person.
+    several = any(len(row.get("persons") or ()) > 1 for row in rows)
+    video_width = _video_width(console, rows, model_width + (9 if several else 0))
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("video", no_wrap=True, max_width=video_width)
     table.add_column("status", no_wrap=True)
     for trait in TRAITS:
         table.add_column(trait[0].upper(), justify="right", no_wrap=True)
     table.add_column("faces", justify="right", no_wrap=True)
+    if several:
+        table.add_column("persons", justify="right", no_wrap=True)
     if model_width:
         table.add_column("model", no_wrap=True)
     table.add_column("error", overflow="fold", ratio=1)
@@ -93,6 +98,8 @@ def print_results_table(console: Console, rows: Sequence[dict[str, Any]]) -> Non
             *scores,
             faces,
         ]
+        if several:
+            cells.append(str(len(row.get("persons") or ())))
         if model_width:
             cells.append(_model_cell(row))
         table.add_row(*cells, escape(row.get("error") or ""))
@@ -128,6 +135,66 @@ def results_csv(rows: Sequence[dict[str, Any]]) -> str:
         "frames",
         "model_version",
         "model_trained",
+        "error",
+    ]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        flat = {k: v for k, v in row.items() if k in fields}
+        flat.update(row.get("traits") or {})
+        writer.writerow({key: neutralise_cell(value) for key, value in flat.items()})
+    return buffer.getvalue()
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def print_timeline_table(console: Console, rows: Sequence[dict[str, Any]]) -> None:
+    """A table per video: a line per segment and person (`-` where a segment has none)."""
+    videos: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        videos.setdefault(f"{row['video']} ({row['video_id'][:8]})", []).append(row)
+    for heading, video_rows in videos.items():
+        table = Table(
+            box=box.SIMPLE_HEAD, pad_edge=False, title=escape(heading), title_justify="left"
+        )
+        for name in ("segment", "start", "end", "status", "person"):
+            table.add_column(name, justify="left" if name == "status" else "right", no_wrap=True)
+        for trait in TRAITS:
+            table.add_column(trait[0].upper(), justify="right", no_wrap=True)
+        table.add_column("faces", justify="right", no_wrap=True)
+        table.add_column("error", overflow="fold", ratio=1)
+        for row in video_rows:
+            traits = row.get("traits")
+            status = row["status"]
+            faces = row.get("faces_found")
+            table.add_row(
+                str(row["segment"]),
+                _seconds(row["start_s"]),
+                _seconds(row["end_s"]),
+                f"[{_STATUS_STYLE.get(status, 'white')}]{escape(status)}[/]",
+                "-" if row.get("person") is None else str(row["person"]),
+                *(f"{traits[t]:.3f}" if traits else "-" for t in TRAITS),
+                "-" if faces is None else str(faces),
+                escape(row.get("error") or ""),
+            )
+        console.print(table)
+
+
+def timeline_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """Timeline rows as CSV, the traits flattened; text cells neutralised as in `results_csv`."""
+    fields = [
+        "video",
+        "video_id",
+        "segment",
+        "start_s",
+        "end_s",
+        "status",
+        "person",
+        *TRAITS,
+        "faces_found",
         "error",
     ]
     buffer = io.StringIO()

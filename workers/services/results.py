@@ -12,12 +12,14 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from db.repository.results import ResultRow
+from db.repository.results import ResultRow, SegmentPersonResult, SegmentResult
 from workers.services.errors import AmbiguousVideoId, UnknownJob, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
     from sqlalchemy.orm import Session, sessionmaker
+
+    from workers.services.jobs import JobProgress
 
 MIN_ID_PREFIX = 8
 _ID_PREFIX = re.compile(rf"[0-9a-f]{{{MIN_ID_PREFIX},32}}")
@@ -27,9 +29,12 @@ __all__ = [
     "ResultRow",
     "StoredAttention",
     "job_results",
+    "job_segment_progress",
     "query_rows",
     "resolve_video",
     "stored_attention",
+    "stored_segment_attention",
+    "video_result",
 ]
 
 
@@ -51,6 +56,33 @@ def query_rows(
         return repo.query_results(session=session, job_id=job_id, video=ref)
 
 
+def video_result(session_factory: sessionmaker, video: str) -> ResultRow:
+    """The one stored video `video` names (path, file name, id or id prefix), with its
+    persons and segments; raises `UsageError` when it names none, or several videos."""
+    rows = query_rows(session_factory, video=video)
+    if not rows:
+        raise UsageError(f"no stored video {video!r}")
+    distinct = sorted({row.video_id for row in rows})
+    if len(distinct) > 1:
+        raise UsageError(
+            f"{video!r} names {len(distinct)} videos ({', '.join(distinct)}); give one by id"
+        )
+    return max(rows, key=lambda row: row.created_at)
+
+
+def job_segment_progress(session_factory: sessionmaker, job_id: str) -> JobProgress:
+    """The job's segments per state (every state present), over its distinct videos."""
+    from core.status import FINAL_STATUSES, VideoStatus
+    from db.repository.results import job_segment_counts
+    from workers.services.jobs import JobProgress
+
+    with session_factory() as session:
+        raw = job_segment_counts(session=session, job_id=job_id)
+    counts = {status: raw.get(status.value, 0) for status in VideoStatus}
+    finished = sum(counts[status] for status in FINAL_STATUSES)
+    return JobProgress(counts=counts, total=sum(counts.values()), finished=finished)
+
+
 def resolve_video(session: Session, ref: str) -> str:
     """A full video id for an id prefix of >= 8 hex characters; anything else unchanged."""
     from db.repository.results import video_ids_with_prefix
@@ -67,9 +99,13 @@ def resolve_video(session: Session, ref: str) -> str:
 class StoredAttention:
     row: ResultRow
     weights: np.ndarray[Any, Any]
+    #: Set for one (segment, person)'s map: what it is the map of.
+    segment_title: str | None = None
 
     @property
     def title(self) -> str:
+        if self.segment_title is not None:
+            return self.segment_title
         suffix = "" if self.row.model_trained else ", untrained"
         return f"{self.row.video} ({self.row.model_version}{suffix})"
 
@@ -89,3 +125,75 @@ def stored_attention(session_factory: sessionmaker, video: str) -> StoredAttenti
     if weights is None:
         raise UsageError(f"prediction for {video!r} has no attention map stored")
     return StoredAttention(row=row, weights=weights)
+
+
+def stored_segment_attention(
+    session_factory: sessionmaker, video: str, *, segment: int | None, person: int | None
+) -> StoredAttention:
+    """The attention map of one (segment, person) of `video`; raises `UsageError`.
+
+    `person` is the video-level person number (as `results --timeline` shows it). Without
+    `person`, the segment's person with most face frames; without `segment`, the person's
+    segment with most face frames (the earliest on a tie), as the headline map is chosen.
+    """
+    from db.repository.segment_persons import load_segment_attention
+
+    row = video_result(session_factory, video)
+    found = _segment_person(row, segment, person)
+    where = f"segment {found[0].index} of {row.video!r}, person {_person_name(found[1])}"
+    if found[1].prediction_id is None:
+        raise UsageError(f"{where} has no prediction from model {row.details_version!r}")
+    with session_factory() as session:
+        weights = load_segment_attention(
+            session=session, segment_prediction_id=found[1].prediction_id
+        )
+    if weights is None:
+        raise UsageError(f"{where} has no attention map stored")
+    trained = found[1].model_trained
+    suffix = "" if trained else ", untrained"
+    title = (
+        f"{row.video}, segment {found[0].index} ({found[0].start_s:g}-{found[0].end_s:g} s), "
+        f"person {_person_name(found[1])} ({row.details_version}{suffix})"
+    )
+    return StoredAttention(row=row, weights=weights, segment_title=title)
+
+
+def _segment_person(
+    row: ResultRow, segment: int | None, person: int | None
+) -> tuple[SegmentResult, SegmentPersonResult]:
+    """The (segment, person) asked for; `UsageError` naming what exists when it does not."""
+    if not row.segments:
+        raise UsageError(f"video {row.video!r} has no segments (analysed as a whole)")
+    segments = list(row.segments)
+    if segment is not None:
+        segments = [s for s in row.segments if s.index == segment]
+        if not segments:
+            last = row.segments[-1].index
+            raise UsageError(f"video {row.video!r} has no segment {segment} (segments 0-{last})")
+    pairs = [(s, p) for s in segments for p in s.persons]
+    if person is not None:
+        pairs = [(s, p) for s, p in pairs if p.person == person]
+    if not pairs:
+        raise UsageError(_no_person(row, segments[0] if segment is not None else None, person))
+    scored = [pair for pair in pairs if pair[1].prediction_id is not None] or pairs
+    return min(scored, key=lambda pair: (-pair[1].faces_found, pair[0].index, pair[1].index))
+
+
+def _no_person(row: ResultRow, segment: SegmentResult | None, person: int | None) -> str:
+    if segment is None:
+        known = sorted({p.person for s in row.segments for p in s.persons if p.person is not None})
+        return f"video {row.video!r} has no person {person} (persons: {_listed(known)})"
+    known = sorted({p.person for p in segment.persons if p.person is not None})
+    wanted = "no person" if person is None else f"no person {person}"
+    return (
+        f"segment {segment.index} of {row.video!r} has {wanted} "
+        f"(status {segment.status}; persons there: {_listed(known)})"
+    )
+
+
+def _listed(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers)) or "none"
+
+
+def _person_name(person: SegmentPersonResult) -> str:
+    return str(person.person) if person.person is not None else f"#{person.index} (not linked)"
