@@ -26,6 +26,9 @@ CONTRACT_KEYS = [
     "model_version",
     "model_trained",
     "error",
+    "duration_s",
+    "persons",
+    "segments",
 ]
 
 

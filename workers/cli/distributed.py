@@ -33,8 +33,16 @@ if TYPE_CHECKING:
     from workers.settings import Settings
 
 
-def _summary(progress: JobProgress) -> str:
-    return " ".join(f"{status} {n}" for status, n in progress.counts.items() if n)
+def progress_line(videos: JobProgress, segments: JobProgress) -> str:
+    """`videos 1/3 final, segments 7/12 final` (segments only once some are planned)."""
+    line = f"videos {videos.finished}/{videos.total} final"
+    if segments.total:
+        line += f", segments {segments.finished}/{segments.total} final"
+    return line
+
+
+def _counts(progress: JobProgress) -> dict[str, int]:
+    return {status.value: n for status, n in progress.counts.items()}
 
 
 @app.command()
@@ -50,6 +58,7 @@ def submit(
 ) -> None:
     """Register a job, store its videos and queue them for the workers."""
     from workers.services import jobs
+    from workers.services.results import job_segment_progress
 
     settings = load_settings()
     inputs = collect_inputs(paths)
@@ -65,8 +74,9 @@ def submit(
         task = bar.add_task("waiting", total=None)
 
         def show(progress: JobProgress) -> None:
+            segments = job_segment_progress(session_factory, registration.job_id)
             bar.update(task, total=progress.total, completed=progress.finished)
-            bar.update(task, description=_summary(progress))
+            bar.update(task, description=progress_line(progress, segments))
 
         final, rows = jobs.follow_job(
             session_factory, registration.job_id, timeout_s=timeout or None, on_progress=show
@@ -88,17 +98,25 @@ def status(
     job: str = typer.Argument(..., help="The job id printed by submit."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Per-state counts of a job's videos and the failures with their messages."""
+    """Per-state counts of a job's videos and of their segments, and the failures with their
+    messages."""
     from workers.services import jobs
+    from workers.services.results import job_segment_progress
 
     session_factory = open_database(load_settings())
     progress = jobs.job_progress(session_factory, job)
+    segments = job_segment_progress(session_factory, job)
     failures = jobs.job_failures(session_factory, job)
     report = {
         "job": job,
         "total": progress.total,
         "finished": progress.done,
-        "counts": {status.value: n for status, n in progress.counts.items()},
+        "counts": _counts(progress),
+        "segments": {
+            "total": segments.total,
+            "finished": segments.finished,
+            "counts": _counts(segments),
+        },
         "failures": [{"video": name, "error": error} for name, error in failures],
     }
     if as_json:
@@ -108,6 +126,11 @@ def status(
     for state, count in progress.counts.items():
         if count:
             out.print(f"  {state.value:<11} {count}", highlight=False)
+    if segments.total:
+        out.print(f"segments: {segments.finished}/{segments.total} finished", highlight=False)
+        for state, count in segments.counts.items():
+            if count:
+                out.print(f"  {state.value:<11} {count}", highlight=False)
     for name, error in failures:
         out.print(f"  [red]failed[/] {escape(name)}: {escape(error)}", highlight=False)
 
