@@ -98,8 +98,8 @@ def print_results_table(console: Console, rows: Sequence[dict[str, Any]]) -> Non
             *scores,
             faces,
         ]
-        if several:
-            cells.append(str(len(row.get("persons") or ())))
+        if several:  # "-": analysed as a whole, no persons to count
+            cells.append(str(len(row["persons"])) if row.get("segments") else "-")
         if model_width:
             cells.append(_model_cell(row))
         table.add_row(*cells, escape(row.get("error") or ""))
