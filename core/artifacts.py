@@ -6,6 +6,10 @@ Keys are relative to the store's root (`ArtifactStore.uri(key)` makes the URI):
     work/<video id>/frames.npz               sampled frames and their successors (ingest)
     work/<video id>/static.npz               face tokens [T, 512] and face mask [T] (faces)
     work/<video id>/dynamic.npz              flow tokens [T, 256] (flow)
+    work/<video id>/segments/<i>/frames.npz  segment i's sampled frames and successors
+    work/<video id>/segments/<i>/static.npz  its persons' face tokens [P, T, 512], masks [P, T]
+    work/<video id>/segments/<i>/dynamic.npz their flow tokens [P, T, 256] ([1, T, 256] for a
+                                             bundle trained on whole frames)
     <data set>/manifest.npz                  a training data set's labels and clip keys
     <data set>/clips/<clip id>.npz           one extracted training clip
     <data set>/clips/<clip id>.failed.npz    why that clip could not be extracted
@@ -56,6 +60,16 @@ class ArtifactLayout:
     def dynamic_features(self, video_id: str) -> str:
         return self.key(f"work/{video_id}/dynamic.npz")
 
+    # Per-segment work: a segment's files live under its video's, erased with them.
+    def segment_frames(self, video_id: str, index: int) -> str:
+        return self.key(f"work/{video_id}/segments/{int(index)}/frames.npz")
+
+    def segment_static(self, video_id: str, index: int) -> str:
+        return self.key(f"work/{video_id}/segments/{int(index)}/static.npz")
+
+    def segment_dynamic(self, video_id: str, index: int) -> str:
+        return self.key(f"work/{video_id}/segments/{int(index)}/dynamic.npz")
+
     # Training data sets (the prefix is the data set's folder).
     @property
     def manifest(self) -> str:
@@ -103,6 +117,27 @@ def static_specs(num_frames: int, static_dim: int) -> dict[str, ArraySpec]:
 def dynamic_specs(num_frames: int, dynamic_dim: int) -> dict[str, ArraySpec]:
     """`dynamic.npz`: flow tokens [T', dynamic_dim], T' at most the bundle's T."""
     return {"tokens": ArraySpec("flow tokens", (("T", num_frames), dynamic_dim), _TOKEN_DTYPES)}
+
+
+#: The most persons one segment's features hold (`core.segment_analysis.MAX_PERSONS`).
+MAX_PERSONS = 16
+
+
+@functools.cache
+def segment_static_specs(num_frames: int, static_dim: int) -> dict[str, ArraySpec]:
+    """A segment's `static.npz`: per person face tokens [P, T', static_dim] and masks [P, T']."""
+    persons, frames = ("P", MAX_PERSONS), ("T", num_frames)
+    return {
+        "tokens": ArraySpec("face tokens", (persons, frames, static_dim), _TOKEN_DTYPES),
+        "mask": ArraySpec("face masks", (persons, frames), ("bool", "uint8")),
+    }
+
+
+@functools.cache
+def segment_dynamic_specs(num_frames: int, dynamic_dim: int) -> dict[str, ArraySpec]:
+    """A segment's `dynamic.npz`: flow tokens [P, T', dynamic_dim] (P = 1: whole frame)."""
+    persons, frames = ("P", MAX_PERSONS), ("T", num_frames)
+    return {"tokens": ArraySpec("flow tokens", (persons, frames, dynamic_dim), _TOKEN_DTYPES)}
 
 
 #: The layout of the store's root: uploads and per-video work.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,13 @@ from typing import Any
 import keras
 import numpy as np
 
+from core.backbones.transfer import (
+    architecture_file,
+    backbone_architectures,
+    backbone_embeddings,
+    build_backbone_face_encoder_for,
+    check_backbone_entry,
+)
 from core.bundle_checks import FORMAT_VERSION, check_inside, check_metadata, read_metadata
 from core.encoders import build_face_encoder, build_flow_encoder
 from core.errors import ModelBundleError
@@ -39,7 +47,7 @@ WEIGHT_FILES = {
 _UNVERSIONED = ("version", "created_at")
 # Fields added after format 1, hashed only when set: a bundle saved before they existed (the
 # key absent from its bundle.json) keeps the version it was saved with.
-_ADDED_LATER = ("card",)
+_ADDED_LATER = ("card", "flow_region", "backbone")
 
 
 def _now_iso() -> str:
@@ -71,6 +79,20 @@ class BundleMetadata:
     # The model card (`core.model_card`): training data, split, accuracy against the mean
     # baseline, backbone, intended use and limits. None in bundles saved before cards.
     card: dict[str, Any] | None = None
+    # What each person's optical flow is computed over (`FLOW_REGIONS`): "person", the head
+    # and shoulders around their face (`core.regions`), or "frame", the whole frame. None in
+    # bundles saved before persons existed, which were all trained on whole frames.
+    flow_region: str | None = None
+
+    @property
+    def region_mode(self) -> str:
+        """The flow region inference must use: what the bundle was trained with."""
+        return self.flow_region or "frame"
+
+    # The pretrained backbone of the face CNN (`core.backbones.transfer`): its name, feature
+    # width, fine-tuned layers, and each part's package, version and licence. None: the face
+    # CNN was trained from scratch (every bundle saved before backbones).
+    backbone: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -98,6 +120,11 @@ class BundleMetadata:
     def validate(self) -> None:
         """Reject metadata this code cannot serve, with what was expected and what was found."""
         check_metadata(self)
+        if self.backbone is not None:
+            try:
+                check_backbone_entry(self.backbone)
+            except ValueError as exc:
+                raise ModelBundleError(f"bundle backbone: {exc}") from None
 
 
 class ModelBundle:
@@ -193,10 +220,20 @@ def _mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def build_models(
-    metadata: BundleMetadata,
+    metadata: BundleMetadata, embeddings: Mapping[str, keras.Model] | None = None
 ) -> tuple[keras.Model, keras.Model, CompletePersonalityModel]:
-    """Fresh, built (randomly initialised) models for the shapes `metadata` describes."""
-    face = build_face_encoder(metadata.static_dim, metadata.crop_size)
+    """Fresh, built (randomly initialised) models for the shapes `metadata` describes.
+
+    A bundle with a backbone needs each backbone's embedding model (`embeddings`: installed
+    ones when training, the bundle's own architecture files when loading); its face encoder
+    uses them as they are, weights included.
+    """
+    if metadata.backbone is None:
+        face = build_face_encoder(metadata.static_dim, metadata.crop_size)
+    else:
+        face = build_backbone_face_encoder_for(
+            metadata.backbone, embeddings or {}, metadata.crop_size, metadata.static_dim
+        )
     flow = build_flow_encoder(metadata.dynamic_dim, metadata.flow_size)
     fusion = CompletePersonalityModel(
         metadata.static_dim,
@@ -227,6 +264,9 @@ def content_version(bundle: ModelBundle) -> str:
             array = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
             digest.update(f"{index}:{array.dtype.str}:{array.shape}".encode())
             digest.update(array.tobytes())
+    if bundle.metadata.backbone is not None:
+        for part, text in backbone_architectures(bundle.face_encoder).items():
+            digest.update(f"{part}:{text}".encode())
     if not bundle.metadata.trained:
         return "untrained-" + digest.hexdigest()[:12]
     metadata = {
@@ -267,6 +307,9 @@ def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
         raise ModelBundleError(f"bundle metadata is not JSON-serialisable: {exc}") from exc
     for name, filename in WEIGHT_FILES.items():
         getattr(bundle, name).save_weights(directory / filename)
+    if bundle.metadata.backbone is not None:
+        for part, architecture in backbone_architectures(bundle.face_encoder).items():
+            (directory / architecture_file(part)).write_text(architecture, encoding="utf-8")
     (directory / METADATA_FILE).write_text(text + "\n", encoding="utf-8")
     return directory
 
@@ -282,7 +325,7 @@ def load_bundle(path: str | Path) -> ModelBundle:
         check_inside(directory, filename)
     metadata = BundleMetadata.from_dict(read_metadata(directory / METADATA_FILE))
     metadata.validate()
-    models = build_models(metadata)
+    models = build_models(metadata, _bundled_embeddings(directory, metadata))
     for model, (name, filename) in zip(models, WEIGHT_FILES.items(), strict=True):
         weights = directory / filename
         if not weights.is_file():
@@ -299,3 +342,24 @@ def load_bundle(path: str | Path) -> ModelBundle:
             f"to {expected!r}: a file was changed after saving"
         )
     return bundle
+
+
+def _bundled_embeddings(directory: Path, metadata: BundleMetadata) -> dict[str, keras.Model]:
+    """The backbone architectures a bundle carries (weights come with its face encoder)."""
+    if metadata.backbone is None:
+        return {}
+    texts = {}
+    for part in metadata.backbone["parts"]:
+        filename = architecture_file(part["name"])
+        check_inside(directory, filename)
+        path = directory / filename
+        if not path.is_file():
+            raise ModelBundleError(
+                f"model bundle {str(directory)!r} lacks {filename}, the architecture of the "
+                f"{part['name']} backbone it was trained with"
+            )
+        texts[part["name"]] = path.read_text(encoding="utf-8")
+    try:
+        return backbone_embeddings(texts)
+    except Exception as exc:  # Keras raises ValueError, TypeError, KeyError... on bad configs
+        raise ModelBundleError(f"cannot rebuild the backbone of {directory}: {exc}") from exc

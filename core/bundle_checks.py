@@ -34,6 +34,10 @@ MAX_DIMENSIONS = {
 }
 
 
+#: What a bundle's flow may be computed over: one person's region, or the whole frame.
+FLOW_REGIONS = ("person", "frame")
+
+
 def check_metadata(metadata: BundleMetadata) -> None:
     """Reject metadata this code cannot serve, with what was expected and what was found."""
     if metadata.format_version != FORMAT_VERSION:
@@ -62,6 +66,10 @@ def check_metadata(metadata: BundleMetadata) -> None:
         )
     if not isinstance(metadata.trained, bool):
         raise ModelBundleError(f"bundle 'trained' must be true or false, got {metadata.trained!r}")
+    if metadata.flow_region is not None and metadata.flow_region not in FLOW_REGIONS:
+        raise ModelBundleError(
+            f"bundle flow_region must be one of {list(FLOW_REGIONS)}, got {metadata.flow_region!r}"
+        )
     if metadata.card is not None and not isinstance(metadata.card, dict):
         raise ModelBundleError(f"bundle card must be a JSON object, got {type(metadata.card)}")
 

@@ -55,19 +55,31 @@ SCRATCH_TRAINING_DATA = (
 )
 
 
-def backbone_entry(name: str) -> dict[str, Any]:
-    """The backbone a face CNN was built on (`scratch`, `faceres`, `faceres+emotion`...)."""
+def backbone_entry(name: str, fine_tune_layers: int = 0) -> dict[str, Any]:
+    """The backbone a face CNN was built on (`scratch`, `faceres`, `faceres+emotion`...).
+
+    A pretrained one is named with what it was trained on, its package and its licence, and
+    how many of its last layers were fine-tuned (0: frozen, only the projection trained).
+    """
     if name == SCRATCH:
         return {"name": SCRATCH, "training_data": SCRATCH_TRAINING_DATA}
     from core.backbones.registry import BACKBONES
 
-    parts = []
+    parts, licences = [], []
     for part in name.split("+"):
         source = BACKBONES.get(part)
         parts.append(
-            f"{part}: {source.summary} ({source.spec}; {source.licence})" if source else part
+            f"{part}: {source.summary} ({source.spec}; licence {source.licence})"
+            if source
+            else part
         )
-    return {"name": name, "training_data": "; ".join(parts)}
+        licences.append(f"{part}: {source.licence}" if source else f"{part}: {UNKNOWN}")
+    return {
+        "name": name,
+        "training_data": "; ".join(parts),
+        "licence": "; ".join(licences),
+        "fine_tune_layers": fine_tune_layers,
+    }
 
 
 def _fixed(trained: bool) -> dict[str, Any]:
@@ -95,6 +107,7 @@ def training_card(
     metrics: Mapping[str, Any],
     backbone: str = SCRATCH,
     person_rule: str | None = None,
+    fine_tune_layers: int = 0,
 ) -> dict[str, Any]:
     """The card of a trained bundle, from what the run recorded.
 
@@ -121,7 +134,7 @@ def training_card(
             "persons": groups or None,
         },
         "evaluation": evaluation_entry(metrics),
-        "backbone": backbone_entry(backbone),
+        "backbone": backbone_entry(backbone, fine_tune_layers),
         **_fixed(trained=True),
     }
 
@@ -168,6 +181,7 @@ def card_of(metadata: Mapping[str, Any]) -> dict[str, Any]:
         True if split.get("method") == "grouped" else None,
         metadata.get("metrics") or {},
         backbone=str(settings.get("face_backbone") or UNKNOWN),
+        fine_tune_layers=int(settings.get("fine_tune_layers") or 0),
     )
     if not split:
         card["split"] = None

@@ -40,6 +40,8 @@ class PipelineConfig:
     # processes set it to their thread budget.
     decode_threads: int = 0
     limits: VideoLimits = field(default_factory=VideoLimits)
+    # The length of the windows a video is analysed in (`core.segments.plan_segments`).
+    segment_seconds: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class VideoResult:
         return None if self.scores is None else traits_dict(list(self.scores))
 
 
-class _Timer:
+class Timer:
     """Collects wall-clock seconds per stage into a dict."""
 
     def __init__(self, timings: dict[str, float]) -> None:
@@ -150,7 +152,7 @@ def extract_static(
     timings: dict[str, float] | None = None,
 ) -> StaticFeatures:
     """Detect, align and encode faces; raises `NoFaceError` when no frame has one."""
-    timer = _Timer(timings if timings is not None else {})
+    timer = Timer(timings if timings is not None else {})
     with timer("faces"):
         faces = detector.detect(frames)
     if faces.faces_found == 0:
@@ -172,7 +174,7 @@ def extract_dynamic(
     """Optical flow from each frame to its successor, encoded to dynamic tokens [T, D]."""
     from core.flow import compute_flow
 
-    timer = _Timer(timings if timings is not None else {})
+    timer = Timer(timings if timings is not None else {})
     with timer("flow"):
         flow = compute_flow(frames, successors, method=method, size=bundle.metadata.flow_size)
     with timer("flow_cnn"):
@@ -267,7 +269,7 @@ class Analyzer:
             return self._result(path, VideoStatus.NO_FACE, error=str(exc), **base)
         except InputError as exc:
             return self._result(path, VideoStatus.FAILED, error=str(exc), **base)
-        with _Timer(timings)("inference"):
+        with Timer(timings)("inference"):
             scores, attention = predict_one(self.bundle, static, dynamic)
         timings["total"] = sum(timings.values())
         problem = scores_problem(scores, self.bundle.metadata.version)

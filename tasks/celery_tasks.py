@@ -1,12 +1,13 @@
 """Celery tasks: thin adapters that decode ids, run a stage and enqueue the next ones.
 
-Messages carry video ids only. A task retries only outages (`tasks.context.is_outage`:
-storage, database or broker unreachable), with a growing pause: 1, 2, 4 ... 32 s, then every
-60 s, for `MAX_RETRIES` retries, so a stage rides out an outage of about a quarter of an hour
-(at least 10 minutes with the jitter). A programming error is not retried: the task fails
-at once with its traceback in the worker's log. When the retries do run out the message is
-gone, and the reconciler (`tasks.reconcile`) sends the video's stage again.
-Input problems are recorded on the video by the stage itself.
+Messages carry ids only: ingest's a video id, every later stage's a segment id. A task
+retries only outages (`tasks.context.is_outage`: storage, database or broker unreachable),
+with a growing pause: 1, 2, 4 ... 32 s, then every 60 s, for `MAX_RETRIES` retries, so a
+stage rides out an outage of about a quarter of an hour (at least 10 minutes with the
+jitter). A programming error is not retried: the task fails at once with its traceback in
+the worker's log. When the retries do run out the message is gone, and the reconciler
+(`tasks.reconcile`) sends the stage again. Input problems are recorded on the segment (or,
+before its segments are planned, the video) by the stage itself.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from core.errors import RetryableError
 from tasks import stages
 from tasks.context import StageContext, is_outage
+from tasks.queues import STAGE_QUEUES, task_name
 
 log = logging.getLogger(__name__)
 
@@ -88,27 +90,33 @@ def retried_through_outages(task: Task) -> Iterator[None]:
 def register_tasks(app: Celery, get_context: Callable[[], StageContext]) -> None:
     """Define the pipeline's tasks on `app`; `get_context` gives the process's context."""
 
+    def send(stages_next: list[str], row_id: str) -> None:
+        for stage in stages_next:
+            app.send_task(task_name(stage), args=[row_id], queue=STAGE_QUEUES[stage])
+
     @app.task(name="oceanstream.ingest", bind=True)
     def ingest(self: Task, video_id: str) -> None:
         with retried_through_outages(self):
-            if stages.run_ingest(get_context(), video_id):
-                app.send_task("oceanstream.faces", args=[video_id], queue="faces")
-                app.send_task("oceanstream.flow", args=[video_id], queue="flow")
+            for segment_id in stages.run_ingest(get_context(), video_id):
+                send(["sample"], segment_id)
+
+    @app.task(name="oceanstream.sample", bind=True)
+    def sample(self: Task, segment_id: str) -> None:
+        with retried_through_outages(self):
+            send(stages.run_sample(get_context(), segment_id), segment_id)
 
     @app.task(name="oceanstream.faces", bind=True)
-    def faces(self: Task, video_id: str) -> None:
+    def faces(self: Task, segment_id: str) -> None:
         with retried_through_outages(self):
-            if stages.run_faces(get_context(), video_id):
-                app.send_task("oceanstream.inference", args=[video_id], queue="inference")
+            send(stages.run_faces(get_context(), segment_id), segment_id)
 
     @app.task(name="oceanstream.flow", bind=True)
-    def flow(self: Task, video_id: str) -> None:
+    def flow(self: Task, segment_id: str) -> None:
         with retried_through_outages(self):
-            if stages.run_flow(get_context(), video_id):
-                app.send_task("oceanstream.inference", args=[video_id], queue="inference")
+            send(stages.run_flow(get_context(), segment_id), segment_id)
 
     @app.task(name="oceanstream.inference", bind=True)
-    def inference(self: Task, video_id: str) -> None:
+    def inference(self: Task, segment_id: str) -> None:
         # A batch of one; an outage raises RetryableError, which retries the task.
         with retried_through_outages(self):
-            stages.run_inference(get_context(), video_id)
+            stages.run_inference(get_context(), segment_id)

@@ -21,10 +21,13 @@ from core.pipeline import PipelineConfig
 from core.storage import ArtifactStore
 
 if TYPE_CHECKING:
+    import numpy as np
     from sqlalchemy.orm import Session, sessionmaker
 
     from core.bundle import ModelBundle
     from core.faces import FaceDetector
+    from core.person_links import PersonLinker
+    from core.tracks import Person
 
 
 class VersionSource(Protocol):
@@ -32,6 +35,12 @@ class VersionSource(Protocol):
     is given, else in a transaction of its own."""
 
     def __call__(self, session: Session | None = None) -> str: ...
+
+
+def _continuity() -> PersonLinker:
+    from core.person_links import ContinuityLinker
+
+    return ContinuityLinker()
 
 
 @dataclass
@@ -48,6 +57,10 @@ class StageContext:
     # past this the video is failed, not looped. A start that met an outage is not counted.
     max_deliveries: int = 6
     layout: ArtifactLayout = LAYOUT
+    # Links a video's persons across its segments (`core.person_links.linker_for`).
+    linker: PersonLinker = field(default_factory=_continuity)
+    # A person's identity embedding from the segment's frames, when a backbone is installed.
+    embed: Callable[[Person, np.ndarray], np.ndarray] | None = None
     _detectors: dict[int, FaceDetector] = field(default_factory=dict)
 
     def detector(self, crop_size: int) -> FaceDetector:

@@ -112,6 +112,8 @@ def get_context() -> StageContext:
 
 
 def _build_context() -> StageContext:
+    from core.backbones.registry import backbones_dir
+    from core.segment_analysis import identity_for
     from core.storage import ArtifactStore
     from db.engine import make_engine, make_session_factory
     from tasks.context import StageContext
@@ -135,12 +137,15 @@ def _build_context() -> StageContext:
     def load(version: str) -> ModelBundle:
         return _checked_bundle(settings.effective_database_url, version)
 
+    linker, embed = identity_for(backbones_dir(settings.home_dir, settings.backbones))
     return StageContext(
         session_factory=session_factory,
         store=ArtifactStore(settings.effective_storage_url, settings.storage_mode),
         config=replace(settings.pipeline_config(), decode_threads=_threads),
         load_bundle=load,
         active_version=active_version,
+        linker=linker,
+        embed=embed,
     )
 
 

@@ -23,6 +23,7 @@ from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 from kombu import Exchange, Queue
 
+from tasks.queues import STAGE_QUEUES, task_name
 from workers.broker.kombu_redis import dead_letter_message, dead_letter_redis_urls, redis_url
 from workers.time_limits import VISIBILITY_TIMEOUT_S, stage_time_limits
 
@@ -86,7 +87,7 @@ def create_app(settings: Settings) -> Celery:
         broker_transport_options=dict(BROKER_TRANSPORT_OPTIONS),
         task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
         task_default_queue="ingest",
-        task_routes={f"oceanstream.{name}": {"queue": name} for name in QUEUES},
+        task_routes={task_name(stage): {"queue": q} for stage, q in STAGE_QUEUES.items()},
         task_annotations={
             f"oceanstream.{name}": {"soft_time_limit": soft, "time_limit": hard}
             for name, (soft, hard) in stage_time_limits(settings.stage_time_limits).items()

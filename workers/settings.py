@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     flower_password: SecretStr | None = None
 
     num_frames: int = Field(default=16, ge=1, le=256)
+    segment_seconds: float = Field(
+        default=15.0,
+        ge=1.0,
+        le=3600.0,
+        description="Length of the windows a video is analysed in, seconds (a video up to 1.5 "
+        "windows long is one segment).",
+    )
     flow_method: Literal["dis", "farneback"] = "dis"
     detect_width: int = Field(default=256, ge=64)
     min_face_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
@@ -104,6 +111,38 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often the pool checks for a newly active model."
     )
 
+    # The HTTP API (`oceanstream serve`) and erasure.
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Erase jobs and videos older than this many days (by the reconciler "
+        "loop and the API process); none: keep them until deleted.",
+    )
+    api_max_file_bytes: int = Field(
+        default=2 * 1024**3, ge=1, description="Largest file one upload may hold (413 past it)."
+    )
+    api_max_request_bytes: int = Field(
+        default=8 * 1024**3, ge=1, description="Largest upload request body (413 past it)."
+    )
+    api_max_files: int = Field(default=100, ge=1, description="Most files in one upload.")
+    api_rate_limit: int = Field(
+        default=600, ge=1, description="Requests one API key may make per rate window."
+    )
+    api_rate_window_s: int = Field(default=60, ge=1, description="The rate window, seconds.")
+    api_cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS, as JSON; empty: CORS off."
+    )
+    api_upload_dir: Path | None = Field(
+        default=None, description="Where uploads are spooled before storage; none: temp dir."
+    )
+    callback_max_attempts: int = Field(
+        default=8, ge=1, le=50, description="Deliveries tried per completion callback."
+    )
+    callback_backoff_s: float = Field(
+        default=2.0, gt=0, description="Pause before the 2nd attempt; doubles, up to 10 min."
+    )
+    callback_timeout_s: float = Field(default=10.0, gt=0, description="One attempt's timeout.")
+
     @cached_property
     def home_dir(self) -> Path:
         return self.home.expanduser()
@@ -123,6 +162,7 @@ class Settings(BaseSettings):
 
     def pipeline_config(self) -> PipelineConfig:
         return PipelineConfig(
+            segment_seconds=self.segment_seconds,
             num_frames=self.num_frames,
             flow_method=self.flow_method,
             detect_width=self.detect_width,

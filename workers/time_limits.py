@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-STAGES = ("ingest", "faces", "flow", "inference")
+STAGES = ("ingest", "sample", "faces", "flow", "inference")
 
-# (soft, hard) seconds per stage. Decoding a long video is the slowest step; the Redis
+# (soft, hard) seconds per stage. Ingest only probes; decoding a segment's window is the
+# slowest step; the Redis
 # visibility timeout below must stay above the longest hard limit, or a message still being
 # worked on would be handed to a second worker.
 TIME_LIMITS: dict[str, tuple[float | None, float]] = {
-    "ingest": (300, 360),
+    "ingest": (120, 180),
+    "sample": (300, 360),
     "faces": (180, 240),
     "flow": (180, 240),
     "inference": (120, 180),

@@ -42,16 +42,29 @@ def fill_missing_crops(crops: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return crops[nearest]
 
 
-def read_clip(layout: DatasetLayout, ref: ClipRef, config: ExtractionConfig) -> dict[str, Any]:
-    """One stored clip as model inputs (crops filled, flow float32) after a shape check."""
+FaceFeatures = Callable[[ClipRef], np.ndarray]
+
+
+def read_clip(
+    layout: DatasetLayout,
+    ref: ClipRef,
+    config: ExtractionConfig,
+    features: FaceFeatures | None = None,
+) -> dict[str, Any]:
+    """One stored clip as model inputs (crops filled, flow float32) after a shape check.
+
+    With `features` (a frozen backbone's stored features, `core.training.features`), the
+    clip carries them [T, D] in place of its crops.
+    """
     arrays = layout.store.get_arrays(layout.store.uri(ref.key))
     check_clip_arrays(arrays, config)
     mask = arrays["mask"].astype(bool)
-    return {
-        "crops": fill_missing_crops(arrays["crops"], mask),
-        "mask": mask,
-        "flow": arrays["flow"].astype(np.float32),
-    }
+    face: dict[str, np.ndarray] = (
+        {"crops": fill_missing_crops(arrays["crops"], mask)}
+        if features is None
+        else {"features": np.asarray(features(ref), np.float32)}
+    )
+    return {**face, "mask": mask, "flow": arrays["flow"].astype(np.float32)}
 
 
 def clip_bytes(config: ExtractionConfig) -> int:
@@ -64,7 +77,8 @@ class ClipBatches(keras.utils.PyDataset):
     """Batches `({"crops", "mask", "flow"}, labels)` of clips, reshuffled every epoch.
 
     With `cache=True` every clip is read once and kept (flow as float16); otherwise each
-    batch is read from the store when it is asked for.
+    batch is read from the store when it is asked for. With `features`, batches carry a
+    frozen backbone's features `"features"` [B, T, D] instead of `"crops"`.
     """
 
     def __init__(
@@ -77,6 +91,7 @@ class ClipBatches(keras.utils.PyDataset):
         seed: int = 0,
         cache: bool = True,
         on_read: Callable[[int], None] | None = None,
+        features: FaceFeatures | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,6 +99,7 @@ class ClipBatches(keras.utils.PyDataset):
             raise ValueError("no clips to make batches of")
         self.layout, self.refs, self.config = layout, list(refs), config
         self.batch_size, self.shuffle = batch_size, shuffle
+        self.features = features
         self._rng = np.random.default_rng(seed)
         self._order = np.arange(len(self.refs))
         self.labels = np.asarray([r.labels for r in self.refs], np.float32)
@@ -91,7 +107,7 @@ class ClipBatches(keras.utils.PyDataset):
         if cache:
             self._cache = []
             for index, ref in enumerate(self.refs):
-                clip = read_clip(layout, ref, config)
+                clip = read_clip(layout, ref, config, features)
                 clip["flow"] = clip["flow"].astype(np.float16)
                 self._cache.append(clip)
                 if on_read is not None:
@@ -109,13 +125,14 @@ class ClipBatches(keras.utils.PyDataset):
     def _clip(self, index: int) -> dict[str, Any]:
         if self._cache is not None:
             return self._cache[index]
-        return read_clip(self.layout, self.refs[index], self.config)
+        return read_clip(self.layout, self.refs[index], self.config, self.features)
 
     def batch_at(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
         """The stacked inputs of the clips at `indices` (in the given order)."""
         clips = [self._clip(int(i)) for i in indices]
+        face = "crops" if self.features is None else "features"
         return {
-            "crops": np.stack([c["crops"] for c in clips]),
+            face: np.stack([c[face] for c in clips]),
             "mask": np.stack([c["mask"] for c in clips]),
             "flow": np.stack([c["flow"] for c in clips]).astype(np.float32),
         }

@@ -6,6 +6,12 @@ tokens of frames without a face (as serving does) and runs the fusion model with
 mask. Training uses MSE, Adam with a warm-up and cosine learning-rate schedule, gradient
 clipping by global norm, early stopping on the validation loss, checkpoints that a later run
 resumes from, a fixed seed and, only when an accelerator is present, mixed precision.
+
+With a pretrained backbone (`TrainingConfig.face_backbone`), the face CNN is the backbone plus
+a trainable projection (`core.backbones.transfer`). A frozen backbone is not run during
+training at all: batches carry its stored features (`core.training.features`) and only the
+projection sees them. With `fine_tune_layers` N > 0 batches carry crops, and the backbone's
+last N layers train with the rest.
 """
 
 from __future__ import annotations
@@ -21,6 +27,16 @@ import keras
 import numpy as np
 from keras import ops
 
+from core.backbones.transfer import (
+    FACE_BACKBONES,
+    FEATURES,
+    PROJECTION,
+    SCRATCH,
+    adapt_projection,
+    backbone_architectures,
+    backbone_embeddings,
+    set_fine_tuning,
+)
 from core.bundle import BundleMetadata, build_models
 from core.event_log import ScalarEventLog
 from core.model import CompletePersonalityModel
@@ -48,8 +64,19 @@ class TrainingConfig:
     num_heads: int = 4
     dropout_rate: float = 0.3
     mixed_precision: str = "auto"
+    face_backbone: str = SCRATCH
+    fine_tune_layers: int = 0
 
     def __post_init__(self) -> None:
+        if self.face_backbone not in FACE_BACKBONES:
+            raise ValueError(
+                f"face_backbone must be one of {', '.join(FACE_BACKBONES)}, "
+                f"got {self.face_backbone!r}"
+            )
+        if self.fine_tune_layers < 0:
+            raise ValueError(f"fine_tune_layers must be 0 or more, got {self.fine_tune_layers}")
+        if self.fine_tune_layers and self.face_backbone == SCRATCH:
+            raise ValueError("--fine-tune-layers needs a pretrained --face-backbone")
         if self.mixed_precision not in MIXED_PRECISION_CHOICES:
             raise ValueError(
                 f"mixed_precision must be one of {MIXED_PRECISION_CHOICES}, "
@@ -72,26 +99,38 @@ class TrainingConfig:
 
 @keras.saving.register_keras_serializable(package="oceanstream")
 class EndToEndModel(keras.Model):
-    """`{"crops" [B,T,S,S,3], "mask" [B,T], "flow" [B,T,S,S,2]}` -> scores [B, 5]."""
+    """`{"crops" [B,T,S,S,3], "mask" [B,T], "flow" [B,T,S,S,2]}` -> scores [B, 5].
+
+    With a backbone's `face_projection`, inputs may carry `"features"` [B,T,D] (the frozen
+    backbone's stored output) instead of crops: only the projection runs on them.
+    """
 
     def __init__(
         self,
         face_encoder: keras.Model,
         flow_encoder: keras.Model,
         fusion_model: CompletePersonalityModel,
+        face_projection: keras.Model | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.face_encoder = face_encoder
         self.flow_encoder = flow_encoder
         self.fusion_model = fusion_model
+        self.face_projection = face_projection
 
     def call(self, inputs: dict[str, Any], training: Any = None) -> Any:
-        crops = ops.cast(inputs["crops"], "float32")
         flow = ops.cast(inputs["flow"], "float32")
         mask = ops.cast(inputs["mask"], "bool")
-        batch, frames = ops.shape(crops)[0], ops.shape(crops)[1]
-        faces = self.face_encoder(ops.reshape(crops, (-1, *crops.shape[2:])), training=training)
+        batch, frames = ops.shape(flow)[0], ops.shape(flow)[1]
+        if "features" in inputs and self.face_projection is not None:
+            features = ops.cast(inputs["features"], "float32")
+            faces = self.face_projection(
+                ops.reshape(features, (-1, features.shape[-1])), training=training
+            )
+        else:
+            crops = ops.cast(inputs["crops"], "float32")
+            faces = self.face_encoder(ops.reshape(crops, (-1, *crops.shape[2:])), training=training)
         static = ops.reshape(faces, (batch, frames, faces.shape[-1]))
         static = static * ops.expand_dims(ops.cast(mask, static.dtype), -1)
         motion = self.flow_encoder(ops.reshape(flow, (-1, *flow.shape[2:])), training=training)
@@ -144,7 +183,20 @@ def use_mixed_precision(choice: str) -> bool:
     return choice == "on" or (choice == "auto" and present)
 
 
-def bundle_shapes(extraction: ExtractionConfig, config: TrainingConfig) -> BundleMetadata:
+@dataclass
+class FaceBackbone:
+    """An installed backbone to train with: the bundle's `backbone` metadata, each part's
+    embedding model (installed weights), and the training set's features of frames with a
+    face (to standardise the projection's input)."""
+
+    entry: dict[str, Any]
+    embeddings: dict[str, keras.Model]
+    adapt_features: np.ndarray
+
+
+def bundle_shapes(
+    extraction: ExtractionConfig, config: TrainingConfig, backbone: dict[str, Any] | None = None
+) -> BundleMetadata:
     """Metadata with the shapes the models are built for (version and metrics come later)."""
     return BundleMetadata(
         version="",
@@ -157,6 +209,7 @@ def bundle_shapes(extraction: ExtractionConfig, config: TrainingConfig) -> Bundl
         dropout_rate=config.dropout_rate,
         flow_method=extraction.flow_method,
         seed=config.seed,
+        backbone=backbone,
     )
 
 
@@ -192,8 +245,14 @@ def _callbacks(run_dir: Path, checkpoint: TrainingCheckpoint, resume: bool) -> l
 
 
 def _export(metadata: BundleMetadata, trained: Sequence[keras.Model]) -> list[keras.Model]:
-    """Fresh float32 models holding the trained weights: what a bundle saves and serves."""
-    fresh = build_models(metadata)
+    """Fresh float32 models holding the trained weights: what a bundle saves and serves.
+
+    A backbone is rebuilt from its architecture, as loading the bundle will rebuild it.
+    """
+    embeddings = None
+    if metadata.backbone is not None:
+        embeddings = backbone_embeddings(backbone_architectures(trained[0]))
+    fresh = build_models(metadata, embeddings)
     for target, source in zip(fresh, trained, strict=True):
         target.set_weights(source.get_weights())
     return list(fresh)
@@ -207,20 +266,30 @@ def train_models(
     run_dir: str | Path,
     resume: bool = False,
     verbose: int | str = "auto",
+    backbone: FaceBackbone | None = None,
 ) -> TrainingResult:
-    """Train all three models on `train`, stop early on `validation`; best weights returned."""
+    """Train all three models on `train`, stop early on `validation`; best weights returned.
+
+    With `backbone`, `train` and `validation` carry its features (frozen) or crops
+    (`config.fine_tune_layers` > 0).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     mixed = use_mixed_precision(config.mixed_precision)
-    metadata = bundle_shapes(extraction, config)
+    metadata = bundle_shapes(extraction, config, None if backbone is None else backbone.entry)
     previous_policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("mixed_float16" if mixed else "float32")
     try:
-        models = build_models(metadata)
+        models = build_models(metadata, None if backbone is None else backbone.embeddings)
         _prepare(models, config, train.labels.mean(axis=0))
-        model = EndToEndModel(*models)
+        projection = None
+        if backbone is not None:
+            projection = models[0].get_layer(PROJECTION)
+            adapt_projection(projection, backbone.adapt_features)
+            set_fine_tuning(models[0].get_layer(FEATURES), config.fine_tune_layers)
+        model = EndToEndModel(*models, face_projection=projection)
         model.compile(optimizer=_optimizer(config, train.num_batches), loss="mse", metrics=["mae"])
         model(train.batch_at([0]), training=False)  # builds the wrapper before any restore
         checkpoint = TrainingCheckpoint(run_dir / "checkpoints", patience=config.patience)

@@ -33,6 +33,8 @@ class RunOptions:
     split_method: str = "grouped"
     validation_fraction: float = 0.2
     test_fraction: float = 0.2
+    face_backbone: str | None = None
+    fine_tune_layers: int | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The training settings given explicitly, by `TrainingConfig` field name."""
@@ -42,6 +44,8 @@ class RunOptions:
             "learning_rate": self.learning_rate,
             "patience": self.patience,
             "seed": self.seed,
+            "face_backbone": self.face_backbone,
+            "fine_tune_layers": self.fine_tune_layers,
         }
         return {name: value for name, value in given.items() if value is not None}
 

@@ -22,12 +22,12 @@ from typing import Any
 import keras
 
 from core.bundle import ModelBundle, load_bundle, save_bundle
-from core.model_card import SCRATCH, training_card
-from core.training.data import ClipBatches, ClipRef, clip_bytes
+from core.model_card import training_card
+from core.training.data import ClipBatches, ClipRef, FaceFeatures, clip_bytes
 from core.training.evaluation import evaluate_bundle
 from core.training.extraction import DatasetLayout, ExtractionConfig
 from core.training.labels import SPLITS, DatasetError
-from core.training.loop import TrainingConfig, bundle_shapes, train_models
+from core.training.loop import SCRATCH, TrainingConfig, bundle_shapes, train_models
 from core.training.splits import DataSplit, grouped_split, official_split, shared_groups
 
 RUN_FILE = "run.json"
@@ -90,9 +90,17 @@ def _batches(
     config: TrainingConfig,
     cache: bool,
     shuffle: bool = False,
+    features: FaceFeatures | None = None,
 ) -> ClipBatches:
     return ClipBatches(
-        layout, refs, extraction, config.batch_size, shuffle=shuffle, seed=config.seed, cache=cache
+        layout,
+        refs,
+        extraction,
+        config.batch_size,
+        shuffle=shuffle,
+        seed=config.seed,
+        cache=cache,
+        features=features,
     )
 
 
@@ -119,9 +127,16 @@ def run_training(
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     verbose: int | str = "auto",
     log: Callable[[str], None] = print,
+    backbones_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on validation and test, save the bundle with its model card; returns
-    the report."""
+    the report.
+
+    A pretrained `config.face_backbone` is loaded from `backbones_dir`; its features are
+    computed once per clip and stored (`core.training.features`). Frozen, the training
+    batches carry those features; fine-tuned, they carry crops. Evaluation always runs the
+    saved bundle on crops, backbone included, as serving does.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     extraction = ExtractionConfig.from_dict(manifest["config"])
@@ -143,10 +158,26 @@ def run_training(
     cache = total <= cache_bytes
     log(f"reading {sum(len(r) for r in refs.values())} clips ({total / 1e9:.2f} GB, "
         f"{'in memory' if cache else 'from storage each epoch'})")  # fmt: skip
-    train = _batches(layout, refs["train"], extraction, config, cache, shuffle=True)
-    validation = _batches(layout, refs["validation"], extraction, config, cache)
-    result = train_models(train, validation, extraction, config, run_dir, resume, verbose)
-    metadata = bundle_shapes(extraction, config)
+    backbone, features, backbone_costs = None, None, None
+    if config.face_backbone != SCRATCH:
+        from core.training.backbone import prepare_backbone
+
+        if backbones_dir is None:
+            raise ValueError(f"--face-backbone {config.face_backbone} needs a backbones folder")
+        every = [ref for name in SPLITS for ref in refs[name]]
+        backbone, feature_cache, counts = prepare_backbone(
+            layout, every, refs["train"], extraction, config, backbones_dir, log
+        )
+        backbone_costs = counts.to_dict()
+        features = feature_cache.read if config.fine_tune_layers == 0 else None
+    train = _batches(layout, refs["train"], extraction, config, cache, True, features)
+    validation = _batches(layout, refs["validation"], extraction, config, cache, False, features)
+    result = train_models(
+        train, validation, extraction, config, run_dir, resume, verbose, backbone=backbone
+    )
+    if features is not None:  # evaluation runs the bundle on crops, as serving does
+        validation = _batches(layout, refs["validation"], extraction, config, cache)
+    metadata = bundle_shapes(extraction, config, None if backbone is None else backbone.entry)
     metadata.dataset = manifest["name"]
     bundle = ModelBundle(metadata, result.face_encoder, result.flow_encoder, result.fusion_model)
     baseline = train.labels.mean(axis=0)
@@ -170,12 +201,15 @@ def run_training(
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
     }
+    if backbone_costs is not None:
+        metadata.training["backbone_features"] = backbone_costs
     metadata.card = training_card(
         dataset,
         metadata.training["split"],
         person_disjoint=not shared_groups(split, groups),
         metrics=metrics,
-        backbone=str(getattr(config, "face_backbone", SCRATCH)),
+        backbone=config.face_backbone,
+        fine_tune_layers=config.fine_tune_layers,
         person_rule=manifest.get("group_rule"),
     )
     bundle_dir = save_bundle(bundle, run_dir / "bundle")

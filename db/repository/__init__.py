@@ -35,10 +35,12 @@ from db.repository.segments import (
     SegmentUpdate,
     count_segment_delivery,
     create_segments,
+    find_stuck_segments,
     finish_segment,
     get_segment,
     get_segments,
     release_segment_delivery,
+    touch_segment,
 )
 from db.repository.stages import (
     PROBE_FIELDS,
@@ -75,6 +77,7 @@ __all__ = [
     "create_job",
     "create_segments",
     "ensure_model_version",
+    "find_stuck_segments",
     "find_stuck_videos",
     "finish_segment",
     "finish_stage",
@@ -98,6 +101,7 @@ __all__ = [
     "save_segment_persons",
     "save_segment_prediction",
     "set_storage_uri",
+    "touch_segment",
     "touch_video",
     "transition_video",
     "video_ids_with_prefix",

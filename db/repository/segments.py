@@ -12,16 +12,17 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core import segments as plan
-from core.status import VideoStatus
+from core.status import FINAL_STATUSES, VideoStatus
 from db.models import Segment, Video, new_id
 from db.repository._common import FETCH, NotFoundError, dialect_insert
 from db.repository.stages import StageUpdate, guarded_finish
-from db.types import utcnow
+from db.types import as_utc, utcnow
 
 
 @dataclass
@@ -116,6 +117,35 @@ def count_segment_delivery(*, session: Session, segment_id: str, stage: str) -> 
 def release_segment_delivery(*, session: Session, segment_id: str, stage: str) -> int:
     """Take back one start of `stage` (never below 0) after an outage; returns the count."""
     return _bump_delivery(session, segment_id, stage, -1)
+
+
+def find_stuck_segments(
+    *, session: Session, older_than: datetime, statuses: Collection[str]
+) -> list[Segment]:
+    """Segments in one of `statuses`, of videos not final, with no update since `older_than`.
+
+    `find_stuck_videos` for segments: every write to a segment touches `updated_at`.
+    """
+    final = [s.value for s in FINAL_STATUSES]
+    stmt = (
+        select(Segment)
+        .join(Video, Video.id == Segment.video_id)
+        .where(
+            Segment.status.in_([str(s) for s in statuses]),
+            Segment.updated_at < as_utc(older_than),
+            Video.status.not_in(final),
+        )
+        .order_by(Segment.updated_at, Segment.id)
+    )
+    return list(session.execute(stmt).scalars())
+
+
+def touch_segment(*, session: Session, segment_id: str) -> None:
+    """Bump `updated_at`, so that `find_stuck_segments` waits a full deadline again."""
+    session.execute(
+        update(Segment).where(Segment.id == segment_id).values(updated_at=utcnow()),
+        execution_options=FETCH,
+    )
 
 
 def _check_plan(segments: Sequence[plan.Segment]) -> None:

@@ -1,13 +1,16 @@
 """The pipeline stages as plain functions over ids: what each Celery task runs.
 
-Each stage is idempotent and guarded by the video's state in the database, so a message
-delivered twice, late, or after the video moved on does nothing harmful. Every stage is
+Each stage is idempotent and guarded by its row's state in the database, so a message
+delivered twice, late, or after the row moved on does nothing harmful. Every stage is
 guard -> run -> finish (`tasks.stages.skeleton`); the return value says what to enqueue
 next, and the caller (the task) does the enqueueing after the commit.
 
-    ingest      probe and sample the stored video          (`tasks.stages.ingest`)
-    faces/flow  the two feature extractors, side by side   (`tasks.stages.features`)
-    inference   the fusion model over batches of videos    (`tasks.stages.inference`)
+    ingest      probe the stored video, plan its segments   (`tasks.stages.ingest`)
+    sample      decode one segment's window, sample frames   (`tasks.stages.ingest`)
+    faces/flow  a segment's persons and their features      (`tasks.stages.features`)
+    inference   the fusion model over batches of segments   (`tasks.stages.inference`)
+
+The last segment to become final aggregates its video (`tasks.stages.segment_rows`).
 """
 
 from tasks.stages.features import run_faces, run_flow
@@ -17,7 +20,7 @@ from tasks.stages.inference import (
     run_inference,
     run_inference_batch,
 )
-from tasks.stages.ingest import run_ingest
+from tasks.stages.ingest import run_ingest, run_sample
 
 __all__ = [
     "RETRY",
@@ -27,4 +30,5 @@ __all__ = [
     "run_inference",
     "run_inference_batch",
     "run_ingest",
+    "run_sample",
 ]

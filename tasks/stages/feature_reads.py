@@ -6,8 +6,9 @@ use and shared by the inference pool's runner threads. From a local store the re
 work and run one after another in the caller's thread.
 
 Each archive's headers are checked against the pinned bundle's T and feature sizes before its
-data is read (`core.artifacts.static_specs`, `dynamic_specs`): a set of the wrong shape fails
-its own video with that message, instead of reaching (and growing) the batch's model call.
+data is read (`core.artifacts.segment_static_specs`, `segment_dynamic_specs`): a set of the
+wrong shape fails its own segment with that message, instead of reaching (and growing) the
+batch's model call.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from core.artifacts import dynamic_specs, static_specs
+from core.artifacts import segment_dynamic_specs, segment_static_specs
+from core.batching import FeatureSet
 from core.errors import ArtifactError
-from core.pipeline import StaticFeatures
+from core.segment_analysis import person_rows
 from tasks.context import StageContext
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 
 REMOTE_READS = 16
 
-Features = tuple[StaticFeatures, np.ndarray]
+#: One segment's features: a set per person.
+Features = list[FeatureSet]
 
 
 class FeatureReaders:
@@ -50,38 +52,54 @@ class FeatureReaders:
 READERS = FeatureReaders()
 
 
-def load_features(ctx: StageContext, video_id: str, meta: BundleMetadata) -> Features:
-    """The stored static tokens, face mask and dynamic tokens of one video, for `meta`'s model.
+@dataclass(frozen=True)
+class SegmentKey:
+    """Where a segment's features are stored: its video and index."""
+
+    video_id: str
+    index: int
+
+
+def load_features(ctx: StageContext, key: SegmentKey, meta: BundleMetadata) -> Features:
+    """Each person's static tokens, face mask and dynamic tokens of one segment, for `meta`.
 
     Raises `ArtifactError` for a set that does not fit the model: more frames than its T,
-    other feature sizes, or streams of different lengths.
+    other feature sizes, or arrays that disagree on the persons or frames.
     """
-    static_uri = ctx.store.uri(ctx.layout.static_features(video_id))
-    static = ctx.store.get_arrays(static_uri, static_specs(meta.num_frames, meta.static_dim))
-    dynamic_uri = ctx.store.uri(ctx.layout.dynamic_features(video_id))
-    dynamic = ctx.store.get_arrays(dynamic_uri, dynamic_specs(meta.num_frames, meta.dynamic_dim))
-    tokens, mask, flow = static["tokens"], static["mask"].astype(bool), dynamic["tokens"]
-    if not len(tokens) == len(mask) == len(flow):
+    static_uri = ctx.store.uri(ctx.layout.segment_static(key.video_id, key.index))
+    static = ctx.store.get_arrays(
+        static_uri, segment_static_specs(meta.num_frames, meta.static_dim)
+    )
+    dynamic_uri = ctx.store.uri(ctx.layout.segment_dynamic(key.video_id, key.index))
+    dynamic = ctx.store.get_arrays(
+        dynamic_uri, segment_dynamic_specs(meta.num_frames, meta.dynamic_dim)
+    )
+    tokens, masks, flow = static["tokens"], static["mask"], dynamic["tokens"]
+    try:
+        persons = person_rows(tokens, masks, flow)
+    except ValueError as exc:
+        raise ArtifactError(f"stored features do not fit together: {exc}") from exc
+    if not (tokens.shape[1] == masks.shape[1] == flow.shape[1]) or not persons:
         raise ArtifactError(
-            f"stored features have shapes {tokens.shape}, {mask.shape} and {flow.shape}; "
-            "expected [T, static_dim], [T] and [T, dynamic_dim] with the same T"
+            f"stored features have shapes {tokens.shape}, {masks.shape} and {flow.shape}; "
+            "expected [P, T, static_dim], [P, T] and [P or 1, T, dynamic_dim], P >= 1"
         )
-    return StaticFeatures(tokens=tokens, mask=mask), flow
+    return [FeatureSet(p.tokens, p.mask, d) for p, d in persons]
 
 
 def load_many(
-    ctx: StageContext, videos: Mapping[str, BundleMetadata]
+    ctx: StageContext, segments: Mapping[str, tuple[SegmentKey, BundleMetadata]]
 ) -> dict[str, Features | Exception]:
-    """Each video's features for its model, or the error reading them raised (for the
+    """Each segment's features for its model, or the error reading them raised (for the
     caller to sort)."""
 
-    def read(video_id: str) -> Features | Exception:
+    def read(segment_id: str) -> Features | Exception:
         try:
-            return load_features(ctx, video_id, videos[video_id])
+            return load_features(ctx, *segments[segment_id])
         except Exception as exc:  # re-raised by the caller, in the batch's thread
             return exc
 
-    ids = list(videos)
+    ids = list(segments)
     if ctx.store.is_local:
-        return {video_id: read(video_id) for video_id in ids}
+        return {segment_id: read(segment_id) for segment_id in ids}
     return dict(zip(ids, READERS.pool().map(read, ids), strict=True))

@@ -1,66 +1,133 @@
-"""Faces and flow: the two feature stages that run side by side after ingest.
+"""Faces and flow: the two feature stages of a segment.
 
-Each writes its tokens to storage and sets its flag; the one that finds the other's flag
-already set moves the video to `inference` and alone sends the inference message.
+Faces finds the segment's persons (every face, linked into tracks) and writes each person's
+face tokens and mask; the persons themselves (boxes, flow region, identity embedding) are
+stored with its finish. Flow writes each person's dynamic tokens: over the person's region
+for a bundle trained that way, else one set over the whole frame that every person shares.
+Whole-frame flow runs beside faces; person flow needs the regions faces stored, so faces
+sends it (`next_after_faces`). The stage that finds the other's flag set moves the segment
+to `inference` and alone sends the inference message.
 
-Permanent problems fail the video at once, with their message: a pinned model version whose
-bundle fails its check, stored frames of the wrong shape or type (checked from the archive's
-headers against the bundle's T and the frame size limit, before the data is read). Outages
-raise `RetryableError` for the task to retry.
+A segment where no face is found is final (`no_face`) at once. Permanent problems fail the
+segment with their message: a pinned model version whose bundle fails its check, stored
+frames of the wrong shape or type (checked from the archive's headers against the bundle's
+T and the frame size limit, before the data is read). Outages raise for the task to retry.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from core.artifacts import frames_specs
 from core.errors import InputError, NoFaceError
-from core.pipeline import extract_dynamic, extract_static
+from core.regions import Region
+from core.segment_analysis import (
+    extract_person_dynamic,
+    extract_persons,
+    faces_seen,
+    stack_static,
+)
 from core.status import VideoStatus
+from db import repository as repo
+from db.models import SegmentPerson
+from db.repository.segment_persons import SegmentPersonRecord
+from db.repository.segments import SegmentUpdate
 from db.repository.stages import StageUpdate
 from tasks.context import StageContext
+from tasks.stages.ingest import needs_persons
+from tasks.stages.segment_rows import SEGMENT_ROWS
 from tasks.stages.skeleton import StageSpec, VideoRef, run_stage
 
 
+@dataclass
+class PersonsUpdate(SegmentUpdate):
+    """Faces' finish: the persons to store with it."""
+
+    records: list[SegmentPersonRecord] = field(default_factory=list)
+
+
 def _frames(ctx: StageContext, ref: VideoRef, num_frames: int, *names: str) -> list[np.ndarray]:
-    """The stored frames arrays `names`, each checked from its header before it is loaded."""
+    """The segment's stored frames arrays `names`, each checked from its header first."""
+    assert ref.index is not None
     specs = frames_specs(num_frames, ctx.config.frame_max_side)
-    uri = ctx.store.uri(ctx.layout.frames(ref.id))
+    uri = ctx.store.uri(ctx.layout.segment_frames(ref.video_id, ref.index))
     arrays = ctx.store.get_arrays(uri, {name: specs[name] for name in names}, archive=specs)
     return [arrays[name] for name in names]
 
 
 def _faces(ctx: StageContext, ref: VideoRef) -> StageUpdate:
-    """Faces and face CNN; writes static tokens and the face mask."""
-    assert ref.model_version is not None  # the guard checked it
+    """Persons, their face tokens and masks; the persons go with the finish."""
+    assert ref.model_version is not None and ref.index is not None  # the guard checked
     timings: dict[str, float] = {}
     try:
         bundle = ctx.load_bundle(ref.model_version)
         [frames] = _frames(ctx, ref, bundle.metadata.num_frames, "frames")
         detector = ctx.detector(bundle.metadata.crop_size)
-        static = extract_static(frames, detector, bundle, timings)
+        persons = extract_persons(frames, detector, bundle, timings, embed=ctx.embed)
     except NoFaceError as exc:
-        return StageUpdate(VideoStatus.NO_FACE, error=str(exc), timings=timings, faces_found=0)
+        return SegmentUpdate(
+            VideoStatus.NO_FACE, error=str(exc), timings=timings, faces_found=0, persons=0
+        )
     except InputError as exc:
-        return StageUpdate(VideoStatus.FAILED, error=str(exc), timings=timings)
-    ctx.store.put_arrays(ctx.layout.static_features(ref.id), tokens=static.tokens, mask=static.mask)
-    return StageUpdate(
-        VideoStatus.INFERENCE, timings=timings, faces_found=static.faces_found, ready="faces"
+        return SegmentUpdate(VideoStatus.FAILED, error=str(exc), timings=timings)
+    ctx.store.put_arrays(
+        ctx.layout.segment_static(ref.video_id, ref.index), **stack_static(persons)
+    )
+    return PersonsUpdate(
+        VideoStatus.INFERENCE,
+        timings=timings,
+        faces_found=faces_seen(persons, len(frames)),
+        ready="faces",
+        persons=len(persons),
+        records=[
+            SegmentPersonRecord.of(index, p.person, p.embedding) for index, p in enumerate(persons)
+        ],
     )
 
 
-def _flow(ctx: StageContext, ref: VideoRef) -> StageUpdate:
-    """Optical flow and flow CNN; writes dynamic tokens."""
-    assert ref.model_version is not None  # the guard checked it
+def _store_persons(
+    ctx: StageContext, session: Session, ref: VideoRef, changes: StageUpdate
+) -> None:
+    if isinstance(changes, PersonsUpdate):
+        repo.save_segment_persons(session=session, segment_id=ref.id, persons=changes.records)
+
+
+def person_regions(session: Session, segment_id: str) -> list[Region] | None:
+    """The stored flow regions of the segment's persons, in order; None before faces."""
+    rows = session.execute(
+        select(SegmentPerson.region)
+        .where(SegmentPerson.segment_id == segment_id)
+        .order_by(SegmentPerson.index)
+    ).all()
+    if not rows or any(row.region is None for row in rows):
+        return None
+    return [Region.from_dict(row.region) for row in rows]
+
+
+def _flow(ctx: StageContext, ref: VideoRef) -> StageUpdate | None:
+    """Optical flow and flow CNN per person (or over the whole frame); None: faces first."""
+    assert ref.model_version is not None and ref.index is not None  # the guard checked
     timings: dict[str, float] = {}
     try:
         bundle = ctx.load_bundle(ref.model_version)
+        regions = None
+        if bundle.metadata.region_mode == "person":
+            with ctx.session_factory() as session:
+                regions = person_regions(session, ref.id)
+            if regions is None:
+                return None  # faces has not stored the persons yet; it sends flow when it has
         frames, successors = _frames(ctx, ref, bundle.metadata.num_frames, "frames", "successors")
-        dynamic = extract_dynamic(frames, successors, bundle, ctx.config.flow_method, timings)
+        dynamic = extract_person_dynamic(
+            frames, successors, regions, bundle, ctx.config.flow_method, timings
+        )
     except InputError as exc:
-        return StageUpdate(VideoStatus.FAILED, error=str(exc), timings=timings)
-    ctx.store.put_arrays(ctx.layout.dynamic_features(ref.id), tokens=dynamic)
-    return StageUpdate(VideoStatus.INFERENCE, timings=timings, ready="flow")
+        return SegmentUpdate(VideoStatus.FAILED, error=str(exc), timings=timings)
+    ctx.store.put_arrays(ctx.layout.segment_dynamic(ref.video_id, ref.index), tokens=dynamic)
+    return SegmentUpdate(VideoStatus.INFERENCE, timings=timings, ready="flow")
 
 
 FACES = StageSpec(
@@ -69,6 +136,8 @@ FACES = StageSpec(
     leads_to=VideoStatus.INFERENCE,
     work=_faces,
     finishes_from=(VideoStatus.EXTRACTING,),
+    rows=SEGMENT_ROWS,
+    store=_store_persons,
 )
 FLOW = StageSpec(
     name="flow",
@@ -76,14 +145,30 @@ FLOW = StageSpec(
     leads_to=VideoStatus.INFERENCE,
     work=_flow,
     finishes_from=(VideoStatus.EXTRACTING,),
+    rows=SEGMENT_ROWS,
 )
 
 
-def run_faces(ctx: StageContext, video_id: str) -> bool:
-    """Faces and face CNN for one video; True: enqueue inference."""
-    return run_stage(ctx, video_id, FACES)
+def run_faces(ctx: StageContext, segment_id: str) -> list[str]:
+    """Persons and face CNN for one segment; the stages to send it to next."""
+    if run_stage(ctx, segment_id, FACES):
+        return ["inference"]
+    return next_after_faces(ctx, segment_id)
 
 
-def run_flow(ctx: StageContext, video_id: str) -> bool:
-    """Optical flow and flow CNN for one video; True: enqueue inference."""
-    return run_stage(ctx, video_id, FLOW)
+def next_after_faces(ctx: StageContext, segment_id: str) -> list[str]:
+    """["flow"] when faces stored the persons a person-region flow waits for, else []."""
+    with ctx.session_factory() as session:
+        segment = repo.get_segment(session=session, segment_id=segment_id)
+        waiting = (
+            segment is not None
+            and segment.status == VideoStatus.EXTRACTING
+            and segment.faces_ready
+            and not segment.flow_ready
+        )
+    return ["flow"] if waiting and needs_persons(ctx, segment_id) else []
+
+
+def run_flow(ctx: StageContext, segment_id: str) -> list[str]:
+    """Optical flow and flow CNN for one segment; ["inference"] when it completed the pair."""
+    return ["inference"] if run_stage(ctx, segment_id, FLOW) else []

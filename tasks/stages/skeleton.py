@@ -18,8 +18,9 @@ steps, a batch at a time (`tasks.stages.inference`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
@@ -34,15 +35,71 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VideoRef:
-    """A detached snapshot of the fields a stage needs."""
+    """A detached snapshot of the fields a stage needs: of a video, or of one of its segments."""
 
-    id: str
+    id: str  # the id the stage's message carries: the video's, or the segment's
     storage_uri: str | None
     model_version: str | None
     # The file as its user submitted it: what messages about the file name.
     source: str
-    # The video already reached the state this stage's success leads to (see `guard`).
+    # The row already reached the state this stage's success leads to (see `guard`).
     moved_on: bool = False
+    # A segment's video and index (for a video: its own id, and None).
+    video_id: str = ""
+    index: int | None = None
+
+
+class StageRow(Protocol):
+    """What the guard reads of a video or segment row."""
+
+    status: str
+    faces_ready: bool
+    flow_ready: bool
+
+
+@dataclass(frozen=True)
+class Rows:
+    """How a stage loads, counts and moves the rows its messages name: videos or segments.
+
+    `finish` applies a `StageUpdate` with one guarded UPDATE, in the caller's transaction,
+    and does whatever that move entails (a segment's last one aggregates its video).
+    """
+
+    kind: str
+    load: Callable[[Session, str], tuple[StageRow, VideoRef] | None]
+    count: Callable[[Session, str, str], int]
+    release: Callable[[Session, str, str], int]
+    finish: Callable[[StageContext, Session, str, StageUpdate, Sequence[VideoStatus]], bool]
+
+
+def _load_video(session: Session, video_id: str) -> tuple[StageRow, VideoRef] | None:
+    video = repo.get_video(session=session, video_id=video_id)
+    return None if video is None else (video, _ref(video, video.model_version))
+
+
+def _finish_video(
+    ctx: StageContext,
+    session: Session,
+    video_id: str,
+    changes: StageUpdate,
+    from_statuses: Sequence[VideoStatus],
+) -> bool:
+    return repo.finish_stage(
+        session=session, video_id=video_id, changes=changes, from_statuses=from_statuses
+    )
+
+
+VIDEO_ROWS = Rows(
+    kind="video",
+    load=_load_video,
+    count=lambda session, video_id, stage: repo.count_delivery(
+        session=session, video_id=video_id, stage=stage
+    ),
+    release=lambda session, video_id, stage: repo.release_delivery(
+        session=session, video_id=video_id, stage=stage
+    ),
+    finish=_finish_video,
+)
 
 
 @dataclass(frozen=True)
@@ -55,15 +112,23 @@ class StageSpec:
     # Where success leads; a video found there gets the next stage's messages again.
     leads_to: VideoStatus
     # The stage's work, outside any transaction: what to write when it finishes.
-    work: Callable[[StageContext, VideoRef], StageUpdate]
+    work: Callable[[StageContext, VideoRef], StageUpdate | None]
     # States `finish` moves the video from (the guard may have moved it on already).
     finishes_from: tuple[VideoStatus, ...]
     # Extra guarded work inside the guard's transaction (ingest pins the model version).
     claim: Callable[[StageContext, Session, Video], str | None] | None = None
+    # The rows the stage's messages name.
+    rows: Rows = VIDEO_ROWS
+    # Writes that go with the finish, in its transaction, before it (ingest's segments).
+    store: Callable[[StageContext, Session, VideoRef, StageUpdate], None] | None = None
 
 
 def run_stage(ctx: StageContext, video_id: str, spec: StageSpec) -> bool:
-    """Guard, run and finish `spec` for one video; True: send the next stage's messages."""
+    """Guard, run and finish `spec` for one row; True: send the next stage's messages.
+
+    A `work` that returns None found nothing to do yet (a person-region flow stage whose
+    segment's persons are not stored yet): its start is taken back.
+    """
     ref = guard(ctx, video_id, spec)
     if ref is None:
         return False
@@ -71,16 +136,16 @@ def run_stage(ctx: StageContext, video_id: str, spec: StageSpec) -> bool:
         return True
     try:
         changes = spec.work(ctx, ref)
+        if changes is None:
+            _release(ctx, video_id, spec)
+            return False
         with ctx.session_factory.begin() as session:
-            moved = repo.finish_stage(
-                session=session,
-                video_id=video_id,
-                changes=changes,
-                from_statuses=spec.finishes_from,
-            )
+            if spec.store is not None:
+                spec.store(ctx, session, ref, changes)
+            moved = spec.rows.finish(ctx, session, video_id, changes, spec.finishes_from)
     except Exception as exc:
         if is_outage(exc):
-            _release(ctx, video_id, spec.name)
+            _release(ctx, video_id, spec)
         raise
     return moved and changes.status == spec.leads_to
 
@@ -99,41 +164,49 @@ def guard(ctx: StageContext, video_id: str, spec: StageSpec) -> VideoRef | None:
     the next messages again; the stages are idempotent, so a duplicate costs nothing but the
     check, and nothing is left waiting for the reconciler.
     """
+    kind = spec.rows.kind
     with ctx.session_factory.begin() as session:
-        video = repo.get_video(session=session, video_id=video_id)
-        if video is None:
-            log.info("%s stage: no video %s; the message does nothing", spec.name, video_id)
+        loaded = spec.rows.load(session, video_id)
+        if loaded is None:
+            log.info("%s stage: no %s %s; the message does nothing", spec.name, kind, video_id)
             return None
-        if video.status == spec.leads_to:
-            return _ref(video, video.model_version, moved_on=True)
-        if video.status not in spec.runs_from or _part_done(video, spec.name):
+        row, ref = loaded
+        if row.status == spec.leads_to:
+            return replace(ref, moved_on=True)
+        if row.status not in spec.runs_from or _part_done(row, spec.name):
             log.info(
-                "%s stage: video %s %s; the message does nothing",
+                "%s stage: %s %s %s; the message does nothing",
                 spec.name,
+                kind,
                 video_id,
-                _why_idle(video, spec.name),
+                _why_idle(row, spec.name),
             )
             return None
-        starts = repo.count_delivery(session=session, video_id=video_id, stage=spec.name)
+        starts = spec.rows.count(session, video_id, spec.name)
         if starts > ctx.max_deliveries:
             error = gave_up(spec.name, starts)
-            log.warning("video %s failed: %s", video_id, error)
-            repo.finish_stage(
-                session=session,
-                video_id=video_id,
-                changes=StageUpdate(VideoStatus.FAILED, error=error),
-                from_statuses=spec.runs_from,
+            log.warning("%s %s failed: %s", kind, video_id, error)
+            spec.rows.finish(
+                ctx,
+                session,
+                video_id,
+                StageUpdate(VideoStatus.FAILED, error=error),
+                spec.runs_from,
             )
             return None
-        version = video.model_version
+        version = ref.model_version
         if spec.claim is not None:
-            version = spec.claim(ctx, session, video)
+            assert isinstance(row, Video)  # claims are video stages'
+            version = spec.claim(ctx, session, row)
         if version is None:
             log.info(
-                "%s stage: video %s has no model version pinned; nothing to do", spec.name, video_id
+                "%s stage: %s %s has no model version pinned; nothing to do",
+                spec.name,
+                kind,
+                video_id,
             )
             return None
-        return _ref(video, version)
+        return replace(ref, model_version=version)
 
 
 def gave_up(stage: str, starts: int) -> str:
@@ -144,12 +217,12 @@ def gave_up(stage: str, starts: int) -> str:
     )
 
 
-def _part_done(video: Video, stage: str) -> bool:
+def _part_done(video: StageRow, stage: str) -> bool:
     """A feature stage whose result is stored already (the other one is still running)."""
     return stage in FEATURE_STAGES and bool(getattr(video, f"{stage}_ready"))
 
 
-def _why_idle(video: Video, stage: str) -> str:
+def _why_idle(video: StageRow, stage: str) -> str:
     status = VideoStatus(video.status)
     if status.is_final:
         return f"is already final ({status})"
@@ -158,14 +231,20 @@ def _why_idle(video: Video, stage: str) -> str:
     return f"is in state {status}"
 
 
-def _release(ctx: StageContext, video_id: str, stage: str) -> None:
+def _release(ctx: StageContext, row_id: str, spec: StageSpec) -> None:
     """Take back this start; in the outage itself that may fail too, and the start stays."""
     try:
         with ctx.session_factory.begin() as session:
-            repo.release_delivery(session=session, video_id=video_id, stage=stage)
+            spec.rows.release(session, row_id, spec.name)
     except Exception as exc:
-        log.warning("%s stage: could not take back a start of video %s: %s", stage, video_id, exc)
+        log.warning(
+            "%s stage: could not take back a start of %s %s: %s",
+            spec.name,
+            spec.rows.kind,
+            row_id,
+            exc,
+        )
 
 
-def _ref(video: Video, version: str | None, moved_on: bool = False) -> VideoRef:
-    return VideoRef(video.id, video.storage_uri, version, video.source_path, moved_on)
+def _ref(video: Video, version: str | None) -> VideoRef:
+    return VideoRef(video.id, video.storage_uri, version, video.source_path, video_id=video.id)

@@ -24,7 +24,7 @@ from workers.cli.app import (
 from workers.cli.render import print_results_table
 
 if TYPE_CHECKING:
-    from core.pipeline import VideoResult
+    from core.video_analysis import SegmentedResult
 
 
 @app.command()
@@ -61,7 +61,7 @@ def analyze(
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task("analyzing", total=len(inputs))
 
-        def advance(path: Path, result: VideoResult) -> None:
+        def advance(path: Path, result: SegmentedResult) -> None:
             progress.update(task, advance=1, description=f"{escape(path.name)}: {result.status}")
 
         analysis = analyze_inputs(

@@ -206,9 +206,11 @@ class _Reconciler:
             def in_flight() -> set[tuple[str, str]]:
                 return self._in_flight(older_than)
 
+        from tasks.queues import STAGE_QUEUES, task_name
+
         work = find_lost_work(bootstrap.get_context(), older_than, in_flight)
-        for stage, video_id in work:
-            self.celery.send_task(f"oceanstream.{stage}", args=[video_id], queue=stage)
+        for stage, row_id in work:
+            self.celery.send_task(task_name(stage), args=[row_id], queue=STAGE_QUEUES[stage])
         return len(work)
 
     def _connect(self) -> Celery:
@@ -239,22 +241,25 @@ class _Reconciler:
         return celery
 
     def _in_flight(self, older_than: float) -> set[tuple[str, str]]:
-        """(stage, video id) of each stage message waiting on its queue, or held by a worker
-        for less than `older_than` seconds.
+        """(stage, video or segment id) of each stage message waiting on its queue, or held
+        by a worker for less than `older_than` seconds.
 
         A message held longer is taken as lost with its worker (killed, its node gone): kombu
         would put it back only after the visibility timeout (12 minutes), so it is resent,
         and the stage's guard makes the late copy harmless.
         """
+        from tasks.queues import STAGE_QUEUES, task_name
         from workers.broker.queued_messages import queued_messages
         from workers.celery_app import QUEUES
 
         assert self._layout is not None
+        stage_of = {task_name(stage): stage for stage in STAGE_QUEUES}
         now = time.time()
         return {
-            (message.queue, str(message.args[0]))
+            (stage_of[message.task], str(message.args[0]))
             for message in queued_messages(self._redis, self._layout, QUEUES)
-            if message.task == f"oceanstream.{message.queue}"
+            if message.task in stage_of
+            and message.queue == STAGE_QUEUES[stage_of[message.task]]
             and message.args
             and (not message.held or now - (message.held_since or 0.0) < older_than)
         }

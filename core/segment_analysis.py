@@ -1,0 +1,201 @@
+"""One segment's features, person by person: what the faces and flow stages compute.
+
+A segment's sampled frames hold zero or more persons (`core.tracks`). Each person gets its
+own static tokens and face mask (the face CNN over that person's crops), and its own dynamic
+tokens: optical flow over that person's region (`core.regions`) when the bundle was trained
+that way (`flow_region: "person"`), or one flow over the whole frame shared by every person
+(`"frame"`, every bundle made before persons existed). Stored per segment as arrays with a
+leading person axis: static tokens [P, T, static_dim], masks [P, T], dynamic tokens
+[P, T, dynamic_dim] (or [1, T, dynamic_dim] for a whole-frame bundle).
+
+For a segment with one person and a whole-frame bundle, the tokens are exactly those of
+`core.pipeline.extract_static` and `extract_dynamic`: the person's crops are the ones
+`FaceDetector.detect` cuts, and the flow is the same call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from core.artifacts import MAX_PERSONS as MAX_STORED_PERSONS
+from core.errors import NoFaceError
+from core.pipeline import StaticFeatures, Timer
+from core.regions import Region, crop_pair
+from core.tracks import Person, TrackingConfig, find_persons
+
+if TYPE_CHECKING:
+    from core.bundle import ModelBundle
+    from core.faces import FaceDetector
+    from core.person_links import PersonLinker
+
+
+#: The most persons a segment is scored for: those with most face frames (`core.tracks`).
+MAX_PERSONS = MAX_STORED_PERSONS
+
+
+@dataclass(frozen=True)
+class PersonFeatures:
+    """One person of a segment: where they were seen, and their static tokens."""
+
+    person: Person
+    static: StaticFeatures
+    # The identity embedding (`core.identity`), when an identity backbone is installed.
+    embedding: np.ndarray | None = None
+
+
+def faces_seen(persons: Sequence[PersonFeatures], num_frames: int) -> int:
+    """Sampled frames in which some person's face was seen (one person: their face frames)."""
+    seen = np.zeros(num_frames, bool)
+    for person in persons:
+        seen |= person.static.mask
+    return int(seen.sum())
+
+
+def extract_persons(
+    frames: np.ndarray,
+    detector: FaceDetector,
+    bundle: ModelBundle,
+    timings: dict[str, float] | None = None,
+    *,
+    tracking: TrackingConfig | None = None,
+    embed: Callable[[Person, np.ndarray], np.ndarray] | None = None,
+) -> list[PersonFeatures]:
+    """Every person of a segment's sampled frames, with their face tokens and mask.
+
+    One batched detection, tracks linked across the frames, then one face-CNN call over
+    every person's crops. `embed`, when given, computes each person's identity embedding.
+    Raises `NoFaceError` when no face was found, or none was seen often enough to be a person.
+    """
+    timer = Timer(timings if timings is not None else {})
+    tracking = tracking or TrackingConfig()
+    with timer("faces"):
+        detections = detector.detect_all(frames)
+    found = sum(1 for faces in detections if faces)
+    if found == 0:
+        raise NoFaceError(f"no face found in any of the {len(frames)} sampled frames")
+    with timer("faces"):
+        persons = find_persons(frames, detections, detector, tracking)[:MAX_PERSONS]
+    if not persons:
+        raise NoFaceError(
+            f"faces were found in {found} of the {len(frames)} sampled frames, but no face "
+            f"was seen in at least {tracking.min_frames(len(frames))} of them"
+        )
+    with timer("face_cnn"):
+        static = _encode_faces(persons, bundle)
+    embeddings: list[np.ndarray | None] = [None] * len(persons)
+    if embed is not None:
+        with timer("identity"):
+            embeddings = [embed(person, frames) for person in persons]
+    return [
+        PersonFeatures(person, features, embedding)
+        for person, features, embedding in zip(persons, static, embeddings, strict=True)
+    ]
+
+
+def _encode_faces(persons: Sequence[Person], bundle: ModelBundle) -> list[StaticFeatures]:
+    """The face CNN over every person's face crops in one call, split back per person."""
+    crops = np.concatenate([p.faces.crops[p.faces.mask] for p in persons])
+    encoded = bundle.encode_faces(crops)
+    features, start = [], 0
+    for person in persons:
+        mask = person.faces.mask.copy()
+        tokens = np.zeros((len(mask), bundle.metadata.static_dim), dtype=np.float32)
+        # Only frames with this person's face are encoded: a zero crop would look like data.
+        tokens[mask] = encoded[start : start + int(mask.sum())]
+        start += int(mask.sum())
+        features.append(StaticFeatures(tokens=tokens, mask=mask))
+    return features
+
+
+def extract_person_dynamic(
+    frames: np.ndarray,
+    successors: np.ndarray,
+    regions: Sequence[Region] | None,
+    bundle: ModelBundle,
+    method: str = "dis",
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Dynamic tokens per person [P, T, D], or [1, T, D] over the whole frame (`regions` None).
+
+    Each region's flow is computed on the frames cut to it, then all are encoded in one call.
+    """
+    from core.flow import compute_flow
+
+    timer = Timer(timings if timings is not None else {})
+    size = bundle.metadata.flow_size
+    with timer("flow"):
+        if regions is None:
+            flows = [compute_flow(frames, successors, method=method, size=size)]
+        else:
+            if not regions:
+                raise ValueError("person flow needs at least one region")
+            flows = [
+                compute_flow(*crop_pair(frames, successors, region), method=method, size=size)
+                for region in regions
+            ]
+    with timer("flow_cnn"):
+        encoded = np.asarray(bundle.encode_flow(np.concatenate(flows)), dtype=np.float32)
+    return encoded.reshape(len(flows), len(frames), -1)
+
+
+def stack_static(persons: Sequence[PersonFeatures]) -> dict[str, np.ndarray]:
+    """The arrays a segment's static archive holds: tokens [P, T, D] and masks [P, T]."""
+    return {
+        "tokens": np.stack([p.static.tokens for p in persons]),
+        "mask": np.stack([p.static.mask for p in persons]),
+    }
+
+
+def person_rows(
+    static_tokens: np.ndarray, masks: np.ndarray, dynamic: np.ndarray
+) -> list[tuple[StaticFeatures, np.ndarray]]:
+    """Each person's (static features, dynamic tokens) from a segment's stored arrays.
+
+    A whole-frame dynamic array [1, T, D] is shared by every person.
+    """
+    count = len(static_tokens)
+    if len(masks) != count or len(dynamic) not in (1, count):
+        raise ValueError(
+            f"a segment's arrays disagree on its persons: {static_tokens.shape}, {masks.shape} "
+            f"and {dynamic.shape}"
+        )
+    return [
+        (
+            StaticFeatures(tokens=static_tokens[i], mask=masks[i].astype(bool)),
+            dynamic[0 if len(dynamic) == 1 else i],
+        )
+        for i in range(count)
+    ]
+
+
+class IdentityEmbed:
+    """A person's identity embedding with FaceRes, loaded on first use (`ctx.embed`)."""
+
+    def __init__(self, backbones_folder: Path) -> None:
+        self.folder = backbones_folder
+        self._embedder: Any = None
+
+    def __call__(self, person: Person, frames: np.ndarray) -> np.ndarray:
+        from core.identity import FaceResEmbedder, identity_embedding
+
+        if self._embedder is None:
+            self._embedder = FaceResEmbedder.load(self.folder)
+        return identity_embedding(person, self._embedder, frames=frames)
+
+
+def identity_for(backbones_folder: Path) -> tuple[PersonLinker, IdentityEmbed | None]:
+    """How persons are linked across segments, and embedded for it, with what is installed.
+
+    With FaceRes installed: by identity embedding, across cuts; else by continuity.
+    """
+    from core.person_links import EmbeddingLinker, linker_for
+
+    linker = linker_for(backbones_folder)
+    if isinstance(linker, EmbeddingLinker):
+        return linker, IdentityEmbed(backbones_folder)
+    return linker, None

@@ -1,0 +1,246 @@
+"""A whole video analysed in this process, segment by segment and person by person.
+
+The `oceanstream analyze` path. It runs the same functions as the distributed stages, in the
+same order, with the frames and features kept in memory instead of storage:
+
+    probe, plan segments                    (`core.segment_sampling.plan_video`)
+    per segment: sample its window          (`sample_video_segment`)
+                 persons, face tokens       (`core.segment_analysis.extract_persons`)
+                 flow per person or frame   (`extract_person_dynamic`)
+                 the model, per person      (`core.pipeline.predict_one`)
+
+What a video's persons are across segments, their aggregates and the video's final status
+are decided where the results are stored (`db.repository.aggregate_video`), as for the
+distributed path. While one segment is computed the next one is decoded in a thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from core.errors import InputError, NoFaceError
+from core.pipeline import PipelineConfig, Timer, predict_one, scores_problem
+from core.segment_analysis import (
+    PersonFeatures,
+    extract_person_dynamic,
+    extract_persons,
+    faces_seen,
+)
+from core.segment_sampling import plan_video, sample_video_segment
+from core.segments import Segment
+from core.status import VideoStatus
+from core.video import SampledFrames, VideoInfo, probe_video
+
+if TYPE_CHECKING:
+    from core.bundle import ModelBundle
+    from core.faces import FaceDetector
+    from core.tracks import Person
+
+
+@dataclass
+class PersonResult:
+    """One person of a segment: where they were seen and what the model made of them."""
+
+    person: Person
+    embedding: np.ndarray | None
+    scores: np.ndarray  # [5] in TRAITS order
+    attention: np.ndarray  # [2, heads, T, T]
+    faces_found: int
+
+
+@dataclass
+class SegmentResult:
+    """What became of one segment: `done` with its persons, `no_face`, or `failed`."""
+
+    segment: Segment
+    status: VideoStatus
+    frames: int = 0
+    faces_found: int = 0
+    persons: list[PersonResult] = field(default_factory=list)
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SegmentedResult:
+    """What became of one input video: its probe and segments, or why it has none."""
+
+    path: str
+    model_version: str
+    model_trained: bool
+    info: VideoInfo | None = None
+    segments: list[SegmentResult] = field(default_factory=list)
+    error: str | None = None  # the video failed before any segment (unreadable, too long)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def status(self) -> VideoStatus:
+        """The video's status as its segments decide it (`db.repository.aggregates`)."""
+        if self.error is not None or not self.segments:
+            return VideoStatus.FAILED
+        statuses = {s.status for s in self.segments}
+        if VideoStatus.DONE in statuses:
+            return VideoStatus.DONE
+        if statuses == {VideoStatus.NO_FACE}:
+            return VideoStatus.NO_FACE
+        return VideoStatus.FAILED
+
+
+Sampled = SampledFrames | InputError
+
+
+class VideoAnalyzer:
+    """Every stage of one video in this process, segment by segment."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        config: PipelineConfig | None = None,
+        detector: FaceDetector | None = None,
+        embed: Callable[[Person, np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        from core.faces import FaceDetector
+
+        self.bundle = bundle
+        self.config = config or PipelineConfig(num_frames=bundle.metadata.num_frames)
+        self.detector = detector or FaceDetector(
+            detect_width=self.config.detect_width,
+            min_confidence=self.config.min_face_confidence,
+            crop_size=bundle.metadata.crop_size,
+        )
+        self.embed = embed
+
+    def analyze(self, path: str | Path) -> SegmentedResult:
+        """Analyze one file; input problems become failed or no_face results, never raise."""
+        return next(self.analyze_many([path]))
+
+    def analyze_many(
+        self,
+        paths: Iterable[str | Path],
+        on_segment: Callable[[str, SegmentResult], None] | None = None,
+    ) -> Iterator[SegmentedResult]:
+        """Analyze videos in order; the next segment decodes while the current one computes.
+
+        Decoding (FFmpeg) and the models (TensorFlow) both release the GIL, so on a
+        multi-core machine the overlap hides most of the decode time.
+        """
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+            for path in paths:
+                yield self._analyze(pool, str(path), on_segment)
+
+    def _analyze(
+        self,
+        pool: ThreadPoolExecutor,
+        path: str,
+        on_segment: Callable[[str, SegmentResult], None] | None,
+    ) -> SegmentedResult:
+        meta = self.bundle.metadata
+        result = SegmentedResult(path, meta.version, meta.trained)
+        start = time.perf_counter()
+        try:
+            result.info = probe_video(path, self.config.limits)
+        except InputError as exc:
+            result.error = str(exc)
+            return result
+        result.timings["probe"] = time.perf_counter() - start
+        plan = plan_video(result.info, self.config.segment_seconds)
+        upcoming = pool.submit(self._sample, path, plan, 0, result.info)
+        for segment in plan:
+            sampled, seconds = _result_of(upcoming)
+            if segment.index + 1 < len(plan):
+                upcoming = pool.submit(self._sample, path, plan, segment.index + 1, result.info)
+            outcome = self._segment(segment, sampled, seconds)
+            result.segments.append(outcome)
+            if on_segment is not None:
+                on_segment(path, outcome)
+        return result
+
+    def _sample(
+        self, path: str, plan: list[Segment], index: int, info: VideoInfo
+    ) -> tuple[Sampled, float]:
+        start = time.perf_counter()
+        try:
+            sampled: Sampled = sample_video_segment(
+                path,
+                plan,
+                index,
+                self.bundle.metadata.num_frames,
+                info=info,
+                limits=self.config.limits,
+                max_side=self.config.frame_max_side,
+                decode_threads=self.config.decode_threads,
+                name=path,
+            )
+        except InputError as exc:
+            sampled = exc
+        return sampled, time.perf_counter() - start
+
+    def _segment(self, segment: Segment, sampled: Sampled, seconds: float) -> SegmentResult:
+        """One segment's persons and their scores, from its sampled frames."""
+        timings = {"sample": seconds}
+        if isinstance(sampled, InputError):
+            return SegmentResult(segment, VideoStatus.FAILED, error=str(sampled), timings=timings)
+        frames = len(sampled.frames)
+        try:
+            persons = extract_persons(
+                sampled.frames, self.detector, self.bundle, timings, embed=self.embed
+            )
+            regions = None
+            if self.bundle.metadata.region_mode == "person":
+                regions = [p.person.region for p in persons]
+            dynamic = extract_person_dynamic(
+                sampled.frames,
+                sampled.successors,
+                regions,
+                self.bundle,
+                self.config.flow_method,
+                timings,
+            )
+        except NoFaceError as exc:
+            return SegmentResult(
+                segment, VideoStatus.NO_FACE, frames=frames, error=str(exc), timings=timings
+            )
+        except InputError as exc:
+            return SegmentResult(
+                segment, VideoStatus.FAILED, frames=frames, error=str(exc), timings=timings
+            )
+        with Timer(timings)("inference"):
+            scored = [
+                self._predict(p, dynamic[0 if len(dynamic) == 1 else i])
+                for i, p in enumerate(persons)
+            ]
+        problems = [scores_problem(p.scores, self.bundle.metadata.version) for p in scored]
+        problem = next((p for p in problems if p is not None), None)
+        if problem is not None:
+            return SegmentResult(
+                segment, VideoStatus.FAILED, frames=frames, error=problem, timings=timings
+            )
+        return SegmentResult(
+            segment,
+            VideoStatus.DONE,
+            frames=frames,
+            faces_found=faces_seen(persons, frames),
+            persons=scored,
+            timings=timings,
+        )
+
+    def _predict(self, person: PersonFeatures, dynamic: np.ndarray) -> PersonResult:
+        scores, attention = predict_one(self.bundle, person.static, dynamic)
+        return PersonResult(
+            person=person.person,
+            embedding=person.embedding,
+            scores=scores,
+            attention=attention,
+            faces_found=person.static.faces_found,
+        )
+
+
+def _result_of(future: Future[tuple[Sampled, float]]) -> tuple[Sampled, float]:
+    return future.result()
