@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from workers.cli.app import EXIT_OK, EXIT_USAGE, app, err, load_settings, out
+from workers.cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, app, err, load_settings, out
 
 if TYPE_CHECKING:
     from core.training.run import ExtractedClips
@@ -92,6 +92,18 @@ def train(
     register: bool = typer.Option(False, "--register", help="Record the bundle in the database."),
     activate: bool = typer.Option(False, "--activate", help="Register and activate it."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    face_backbone: str | None = typer.Option(
+        None,
+        "--face-backbone",
+        help="scratch (default), faceres, emotion or faceres+emotion: an installed pretrained "
+        "backbone as the face CNN, with a trainable projection.",
+    ),
+    fine_tune_layers: int | None = typer.Option(
+        None,
+        "--fine-tune-layers",
+        min=0,
+        help="Train the backbone's last N layers too (default 0: frozen, features cached).",
+    ),
 ) -> None:
     """Train the face CNN, flow CNN and fusion model together; save an evaluated bundle."""
     from core.training.labels import DatasetError
@@ -109,6 +121,8 @@ def train(
         split_method=split_method,
         validation_fraction=validation_fraction,
         test_fraction=test_fraction,
+        face_backbone=face_backbone,
+        fine_tune_layers=fine_tune_layers,
     )
     if resume and output is None:
         raise _fail("--resume needs --output, the folder of the run to continue")
@@ -129,6 +143,7 @@ def train(
             plan = plan_new_run(clips, options, manifest["group_rule"])
     except (DatasetError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    backbones = _backbones_folder(settings, plan.config.face_backbone)
     _describe_split(plan.split, clips, plan.shared_groups)
     run_dir = output or default_run_dir(runs_root(settings), manifest["name"])
     err.print(
@@ -147,6 +162,7 @@ def train(
             resume=resume,
             cache_bytes=int(cache_gb * 1024**3),
             log=lambda line: err.print(line, markup=False),
+            backbones_dir=backbones,
         )
     if as_json:
         out.print_json(json.dumps(report))
@@ -162,6 +178,19 @@ def train(
             markup=False,
         )
     raise typer.Exit(EXIT_OK)
+
+
+def _backbones_folder(settings: Any, face_backbone: str) -> Path:
+    """The installed backbones folder, once each part of `face_backbone` is found there."""
+    from core.backbones.registry import BackboneMissingError, backbones_dir
+    from core.training.backbone import check_installed
+
+    folder = backbones_dir(settings.home_dir, settings.backbones)
+    try:
+        check_installed(face_backbone, folder)
+    except BackboneMissingError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    return folder
 
 
 def _register(bundle_dir: Path, activate: bool) -> None:
