@@ -99,15 +99,63 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+#: The tenant that owns what the CLI makes, and every row older than tenants.
+DEFAULT_TENANT_ID = "default"
+#: Where a job's completion callback is (`workers.services.callbacks`).
+CALLBACK_STATES: tuple[str, ...] = ("waiting", "queued", "delivered", "gave_up")
+
+
+class Tenant(Base):
+    """A customer of the HTTP API: every job and video belongs to one.
+
+    `webhook_secret` signs its completion callbacks (HMAC-SHA256); it must be readable to
+    sign, so it is stored as is, unlike API keys.
+    """
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    webhook_secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key of a tenant, stored only as its SHA-256 hash; `prefix` names it in lists."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Job(Base):
     """One `analyze`, `submit` or `extract` request over a list of videos."""
 
     __tablename__ = "jobs"
+    __table_args__ = (
+        # A repeated request with the same Idempotency-Key finds the job it made.
+        Index("uq_jobs_tenant_id_idempotency_key", "tenant_id", "idempotency_key", unique=True),
+        Index("ix_jobs_tenant_id_created_at", "tenant_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The owning tenant's id; no foreign key, so the default tenant needs no row.
+    tenant_id: Mapped[str] = mapped_column(
+        String(32), default=DEFAULT_TENANT_ID, server_default=text(f"'{DEFAULT_TENANT_ID}'")
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    # None without a callback_url; else one of CALLBACK_STATES.
+    callback_state: Mapped[str | None] = mapped_column(String(16), index=True)
 
     entries: Mapped[list[JobVideo]] = relationship(
         back_populates="job", order_by="JobVideo.position", passive_deletes=True
@@ -118,10 +166,19 @@ class Video(Base):
     """One distinct video file (by content hash) and where it is in the pipeline."""
 
     __tablename__ = "videos"
-    __table_args__ = (CheckConstraint(f"status IN ({_quoted(VIDEO_STATUSES)})", name="status"),)
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_quoted(VIDEO_STATUSES)})", name="status"),
+        # One row per content within a tenant: erasing one tenant's video never touches
+        # another's.
+        UniqueConstraint("tenant_id", "content_hash"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The owning tenant's id; no foreign key, so the default tenant needs no row.
+    tenant_id: Mapped[str] = mapped_column(
+        String(32), default=DEFAULT_TENANT_ID, server_default=text(f"'{DEFAULT_TENANT_ID}'")
+    )
+    content_hash: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(Text)
     source_path: Mapped[str] = mapped_column(Text)
     storage_uri: Mapped[str | None] = mapped_column(Text)
@@ -362,3 +419,16 @@ class Person(TraitScores, Base):
     def spreads(self) -> dict[str, float]:
         """Trait name -> standard deviation across segments."""
         return {name: float(value) for name, value in zip(TRAITS, self.spread, strict=True)}
+
+
+class CallbackAttempt(Base):
+    """One try at delivering a job's completion callback: what the receiver answered."""
+
+    __tablename__ = "callback_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -11,11 +11,11 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from core.status import VideoStatus
-from db.models import VIDEO_STATUSES, Video, new_id
+from db.models import DEFAULT_TENANT_ID, VIDEO_STATUSES, Video, new_id
 from db.repository._common import FETCH, dialect_insert
 from db.types import as_utc, utcnow
 
@@ -34,13 +34,14 @@ def get_or_create_video(
     name: str,
     source_path: str,
     size_bytes: int,
+    tenant_id: str = DEFAULT_TENANT_ID,
 ) -> tuple[Video, bool]:
-    """The video whose file bytes hash to `content_hash` (SHA-256 hex), creating it if new.
+    """The tenant's video whose file bytes hash to `content_hash` (SHA-256 hex), made if new.
 
     Returns (video, created). The same file submitted twice, under any name and from any
     number of processes at once, is one row: the insert is `ON CONFLICT DO NOTHING` and the
     row is read back afterwards. An existing row keeps its first name and path; the name a
-    job used is stored by `attach_video`.
+    job used is stored by `attach_video`. Two tenants' same bytes are two rows.
     """
     digest = content_hash.strip().lower()
     if not _SHA256_HEX.match(digest):
@@ -52,6 +53,7 @@ def get_or_create_video(
         dialect_insert(session, Video)
         .values(
             id=new_id(),
+            tenant_id=tenant_id,
             content_hash=digest,
             name=name,
             source_path=str(source_path),
@@ -62,12 +64,59 @@ def get_or_create_video(
             created_at=now,
             updated_at=now,
         )
-        .on_conflict_do_nothing(index_elements=[Video.content_hash])
+        .on_conflict_do_nothing(index_elements=[Video.tenant_id, Video.content_hash])
         .returning(Video.id)
     )
     created = session.execute(stmt).first() is not None
-    video = session.execute(select(Video).where(Video.content_hash == digest)).scalar_one()
+    video = session.execute(
+        select(Video).where(Video.tenant_id == tenant_id, Video.content_hash == digest)
+    ).scalar_one()
     return video, created
+
+
+def get_tenant_video(*, session: Session, video_id: str, tenant_id: str) -> Video | None:
+    """The video with `video_id` if it belongs to `tenant_id`, else None (as if unknown)."""
+    video = session.get(Video, video_id)
+    return video if video is not None and video.tenant_id == tenant_id else None
+
+
+def videos_older_than(*, session: Session, older_than: datetime) -> list[str]:
+    """Ids of videos created before `older_than` (naive: UTC), oldest first."""
+    stmt = (
+        select(Video.id)
+        .where(Video.created_at < as_utc(older_than))
+        .order_by(Video.created_at, Video.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def delete_videos(*, session: Session, video_ids: Collection[str]) -> list[str]:
+    """Delete the videos' rows; entries, segments, persons, predictions and attention cascade.
+
+    Returns the storage URIs of their uploads that no remaining video refers to (another
+    tenant's, or a video of the same tenant uploaded under the same key), for the caller to
+    erase from storage once the transaction commits.
+    """
+    ids = list(video_ids)
+    if not ids:
+        return []
+    uris = set(
+        session.scalars(
+            select(Video.storage_uri).where(Video.id.in_(ids), Video.storage_uri.is_not(None))
+        )
+    )
+    session.execute(delete(Video).where(Video.id.in_(ids)), execution_options=FETCH)
+    if not uris:
+        return []
+    still_used = set(
+        session.scalars(
+            select(Video.storage_uri)
+            .where(Video.storage_uri.in_(list(uris)))
+            .group_by(Video.storage_uri)
+            .having(func.count() > 0)
+        )
+    )
+    return sorted(uri for uri in uris if uri is not None and uri not in still_used)
 
 
 def transition_video(

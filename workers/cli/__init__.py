@@ -17,13 +17,17 @@ def main() -> None:
     # Commands register themselves on import.
     from workers.cli import (  # noqa: F401
         analyze,
+        callbacks,
         database,
         distributed,
         extract,
+        keys,
         models,
         plot,
         processes,
+        purge,
         results,
+        serve,
         training,
     )
 

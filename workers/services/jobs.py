@@ -14,12 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.status import FINAL_STATUSES, VideoStatus
+from db.models import DEFAULT_TENANT_ID
 from workers.services.errors import UnknownJob, Unreachable, hide_password, masked_url
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.orm import Session, sessionmaker
 
+    from core.artifacts import ArtifactLayout
     from core.storage import ArtifactStore
+    from db.models import Job
     from workers.services.results import ResultRow
     from workers.settings import Settings
 
@@ -86,7 +91,13 @@ def _noun(count: int, noun: str) -> str:
 
 
 def register_video(
-    *, session: Session, job_id: str, path: Path, position: int, refusal: str | None = None
+    *,
+    session: Session,
+    job_id: str,
+    path: Path,
+    position: int,
+    refusal: str | None = None,
+    tenant_id: str = DEFAULT_TENANT_ID,
 ) -> RegisteredVideo:
     """One video row per distinct file content, and one job entry per path given.
 
@@ -103,6 +114,7 @@ def register_video(
         name=path.name,
         source_path=str(path.absolute()),
         size_bytes=size,
+        tenant_id=tenant_id,
     )
     repo.attach_video(
         session=session, job_id=job_id, video_id=video.id, name=str(path), position=position
@@ -128,6 +140,7 @@ def register_inputs(
     *,
     kind: str,
     store: ArtifactStore | None = None,
+    tenant_id: str = DEFAULT_TENANT_ID,
 ) -> Registration:
     """Create the job and its entries; with `store`, upload each new file once (by content).
 
@@ -140,7 +153,7 @@ def register_inputs(
     from db import repository as repo
 
     with session_factory.begin() as session:
-        job = repo.create_job(session=session, kind=kind, options={})
+        job = repo.create_job(session=session, kind=kind, options={}, tenant_id=tenant_id)
         registration = Registration(job_id=job.id, video_ids=[])
         seen: set[str] = set()
         for position, path in enumerate(inputs):
@@ -150,6 +163,7 @@ def register_inputs(
                 path=path,
                 position=position,
                 refusal=refusal(inputs, path),
+                tenant_id=tenant_id,
             )
             registration.video_ids.append(video.video_id)
             if video.video_id in seen:
@@ -223,6 +237,137 @@ def submit(
     return registration
 
 
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file, spooled to a local file the server named (`path`).
+
+    `name` is the name the client gave: shown and stored as the entry's name, never used as
+    a path; `suffix` is its extension when that is short and alphanumeric, else empty.
+    """
+
+    path: Path
+    name: str
+    sha256: str
+    size: int
+    suffix: str
+
+
+@dataclass(frozen=True)
+class UploadedJob:
+    job_id: str
+    created: bool  # False: an earlier request with the same Idempotency-Key made it
+    video_ids: list[str] = field(default_factory=list)
+
+
+def tenant_layout(tenant_id: str) -> ArtifactLayout:
+    """Where a tenant's uploads go: the default tenant's as before, others' under their id."""
+    from core.artifacts import LAYOUT, ArtifactLayout
+
+    if tenant_id == DEFAULT_TENANT_ID:
+        return LAYOUT
+    return ArtifactLayout(prefix=f"tenants/{tenant_id}")
+
+
+def submit_uploads(
+    settings: Settings,
+    session_factory: sessionmaker,
+    uploads: Sequence[Upload],
+    *,
+    tenant_id: str,
+    callback_url: str | None = None,
+    idempotency_key: str | None = None,
+) -> UploadedJob:
+    """Register a job of uploaded files for `tenant_id`, store new content, queue it for ingest.
+
+    A repeated `idempotency_key` of the tenant returns the job the first request made and
+    stores nothing. Nothing is stored when the broker cannot be reached.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    from core.storage import ArtifactStore
+    from workers.celery_app import create_app
+
+    check_broker(settings.broker_url.get_secret_value())
+    if idempotency_key is not None:
+        earlier = _job_for_key(session_factory, tenant_id, idempotency_key)
+        if earlier is not None:
+            return UploadedJob(earlier, created=False)
+    store = ArtifactStore(settings.effective_storage_url, settings.storage_mode)
+    try:
+        job_id, video_ids, to_process = _register_uploads(
+            session_factory, store, uploads, tenant_id, callback_url, idempotency_key
+        )
+    except IntegrityError:
+        # Another request with the same key made its job first: that one is the answer.
+        earlier = (
+            None
+            if idempotency_key is None
+            else _job_for_key(session_factory, tenant_id, idempotency_key)
+        )
+        if earlier is None:
+            raise
+        return UploadedJob(earlier, created=False)
+    celery = create_app(settings)
+    for video_id in to_process:
+        celery.send_task("oceanstream.ingest", args=[video_id], queue="ingest")
+    return UploadedJob(job_id, created=True, video_ids=video_ids)
+
+
+def _job_for_key(session_factory: sessionmaker, tenant_id: str, key: str) -> str | None:
+    from db.repository.jobs import job_by_idempotency_key
+
+    with session_factory() as session:
+        job = job_by_idempotency_key(session=session, tenant_id=tenant_id, key=key)
+        return None if job is None else job.id
+
+
+def _register_uploads(
+    session_factory: sessionmaker,
+    store: ArtifactStore,
+    uploads: Sequence[Upload],
+    tenant_id: str,
+    callback_url: str | None,
+    idempotency_key: str | None,
+) -> tuple[str, list[str], list[str]]:
+    from db import repository as repo
+    from db.repository.jobs import create_job
+
+    layout = tenant_layout(tenant_id)
+    with session_factory.begin() as session:
+        job = create_job(
+            session=session,
+            kind="submit",
+            options={"source": "api"},
+            tenant_id=tenant_id,
+            idempotency_key=idempotency_key,
+            callback_url=callback_url,
+        )
+        video_ids: list[str] = []
+        to_process: list[str] = []
+        for position, upload in enumerate(uploads):
+            video, created = repo.get_or_create_video(
+                session=session,
+                content_hash=upload.sha256,
+                name=upload.name,
+                source_path=upload.name,
+                size_bytes=upload.size,
+                tenant_id=tenant_id,
+            )
+            repo.attach_video(
+                session=session,
+                job_id=job.id,
+                video_id=video.id,
+                name=upload.name,
+                position=position,
+            )
+            video_ids.append(video.id)
+            if created:
+                uri = store.put_file(upload.path, layout.video_upload(upload.sha256, upload.suffix))
+                repo.set_storage_uri(session=session, video_id=video.id, uri=uri)
+                to_process.append(video.id)
+        return job.id, video_ids, to_process
+
+
 def job_progress(session_factory: sessionmaker, job_id: str) -> JobProgress:
     """Entries per state (every state present); raises `UnknownJob`."""
     from db import repository as repo
@@ -234,6 +379,81 @@ def job_progress(session_factory: sessionmaker, job_id: str) -> JobProgress:
     counts = {status: raw.get(status.value, 0) for status in VideoStatus}
     finished = sum(counts[status] for status in FINAL_STATUSES)
     return JobProgress(counts=counts, total=sum(counts.values()), finished=finished)
+
+
+@dataclass(frozen=True)
+class JobEntry:
+    position: int
+    name: str  # the path or file name given (an uploaded file's name is only text)
+    video_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as the API shows it: who asked for it, its entries and its progress."""
+
+    id: str
+    kind: str
+    created_at: datetime
+    callback_url: str | None
+    callback_state: str | None
+    entries: list[JobEntry]
+    progress: JobProgress
+
+
+def job_view(session_factory: sessionmaker, job_id: str, tenant_id: str) -> JobView:
+    """The tenant's job; another tenant's raises `UnknownJob` exactly like an unknown id."""
+    from db.repository.jobs import get_tenant_job
+
+    with session_factory() as session:
+        job = get_tenant_job(session=session, job_id=job_id, tenant_id=tenant_id)
+        if job is None:
+            raise UnknownJob(job_id)
+        return _view(session, job)
+
+
+def list_job_views(
+    session_factory: sessionmaker,
+    tenant_id: str,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+) -> list[JobView]:
+    """The tenant's jobs, newest first, after the (created_at, id) cursor `after`."""
+    from db.repository.jobs import list_jobs
+
+    with session_factory() as session:
+        jobs = list_jobs(session=session, tenant_id=tenant_id, limit=limit, after=after)
+        return [_view(session, job) for job in jobs]
+
+
+def _view(session: Session, job: Job) -> JobView:
+    from db.repository.jobs import job_entries
+
+    entries = [JobEntry(*row) for row in job_entries(session=session, job_id=job.id)]
+    statuses = {entry.video_id: entry.status for entry in entries}
+    counts = {status: 0 for status in VideoStatus}
+    for entry in entries:
+        counts[VideoStatus(statuses[entry.video_id])] += 1
+    finished = sum(counts[status] for status in FINAL_STATUSES)
+    return JobView(
+        id=job.id,
+        kind=job.kind,
+        created_at=job.created_at,
+        callback_url=job.callback_url,
+        callback_state=job.callback_state,
+        entries=entries,
+        progress=JobProgress(counts=counts, total=len(entries), finished=finished),
+    )
+
+
+def owns_video(session_factory: sessionmaker, video_id: str, tenant_id: str) -> bool:
+    """Whether `video_id` (a full id) is one of the tenant's videos."""
+    from db.repository.videos import get_tenant_video
+
+    with session_factory() as session:
+        return get_tenant_video(session=session, video_id=video_id, tenant_id=tenant_id) is not None
 
 
 def job_failures(session_factory: sessionmaker, job_id: str) -> list[tuple[str, str]]:

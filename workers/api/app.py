@@ -1,0 +1,89 @@
+"""The FastAPI application factory (`oceanstream serve` runs what it returns).
+
+Nothing is built at import: `create_app(settings, session_factory)` makes the app with its
+rate limiter (Redis), metrics, middleware and routers, and its lifespan starts and stops the
+housekeeping thread (callbacks, retention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from workers.api.background import Housekeeper
+from workers.api.context import ApiContext
+from workers.api.metrics import ApiMetrics, MetricsMiddleware
+from workers.api.problems import install_problem_handlers
+from workers.api.routers import health, jobs, videos
+from workers.api.security import RateLimiter, SecurityHeaders
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import sessionmaker
+
+    from workers.settings import Settings
+
+DESCRIPTION = """Apparent Big Five (OCEAN) impressions of videos, with cross-attention maps.
+
+Every `/v1` route needs `Authorization: Bearer KEY` (`oceanstream keys create --tenant NAME`).
+A key sees only its tenant's jobs and videos; another tenant's id answers 404 like an unknown
+one. Scores made by an untrained model (`model_trained: false`) are no assessment of anyone.
+"""
+
+
+def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
+    import redis
+
+    from workers.broker.kombu_redis import redis_url
+    from workers.cli.app import package_version
+
+    try:
+        counter_url = redis_url(settings.broker_url.get_secret_value())
+    except ValueError:
+        counter_url = settings.broker_url.get_secret_value()
+    limiter = RateLimiter(
+        redis.Redis.from_url(counter_url, socket_timeout=2.0, socket_connect_timeout=2.0),
+        settings.api_rate_limit,
+        settings.api_rate_window_s,
+    )
+    metrics = ApiMetrics()
+    context = ApiContext(settings, session_factory, limiter, metrics)
+    housekeeper = Housekeeper(context)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        housekeeper.start()
+        try:
+            yield
+        finally:
+            housekeeper.stop()
+
+    app = FastAPI(
+        title="OceanStream",
+        version=package_version(),
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    install_problem_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.api_cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.api_cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Location", "Retry-After", "Idempotent-Replayed"],
+        )
+    app.add_middleware(SecurityHeaders)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(videos.router)
+    return app

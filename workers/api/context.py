@@ -1,0 +1,21 @@
+"""What every request of one API process shares: settings, database, rate limiter, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import sessionmaker
+
+    from workers.api.metrics import ApiMetrics
+    from workers.api.security import RateLimiter
+    from workers.settings import Settings
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    session_factory: sessionmaker
+    limiter: RateLimiter
+    metrics: ApiMetrics

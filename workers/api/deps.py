@@ -1,0 +1,49 @@
+"""FastAPI dependencies: the settings, the session factory, and the calling tenant."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import Depends, HTTPException, Request
+
+from workers.api.context import ApiContext
+from workers.services.tenants import Caller, authenticate
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import sessionmaker
+
+    from workers.settings import Settings
+
+BEARER = {"WWW-Authenticate": "Bearer"}
+
+
+def get_context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context
+
+
+def get_settings(context: ApiContext = Depends(get_context)) -> Settings:
+    return context.settings
+
+
+def get_session_factory(context: ApiContext = Depends(get_context)) -> sessionmaker:
+    return context.session_factory
+
+
+def get_caller(request: Request, context: ApiContext = Depends(get_context)) -> Caller:
+    """The key's tenant; 401 without a valid key, 429 past the key's rate limit."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(401, "send an API key as 'Authorization: Bearer KEY'", BEARER)
+    caller = authenticate(context.session_factory, token.strip())
+    if caller is None:
+        raise HTTPException(401, "the API key is unknown or revoked", BEARER)
+    verdict = context.limiter.check(caller.key_id)
+    if not verdict.allowed:
+        raise HTTPException(
+            429,
+            f"more than {context.limiter.limit} requests in {context.limiter.window_s} s",
+            {"Retry-After": str(verdict.retry_after_s)},
+        )
+    request.state.caller = caller
+    return caller

@@ -1,0 +1,104 @@
+"""`/v1/videos/{id}`: one video's result, its attention map (JSON or PNG), erasure."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from workers.api.context import ApiContext
+from workers.api.deps import get_caller, get_context
+from workers.api.problems import not_found
+from workers.services.errors import UsageError
+from workers.services.tenants import Caller
+
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+
+# Matplotlib's figure machinery is not thread-safe; routes run in a thread pool.
+_PLOT_LOCK = threading.Lock()
+
+
+def _owned_or_404(context: ApiContext, video_id: str, caller: Caller) -> None:
+    from workers.services.jobs import owns_video
+
+    if not owns_video(context.session_factory, video_id, caller.tenant_id):
+        raise not_found("video")
+
+
+@router.get("/{video_id}", summary="The video's result: the CLI's JSON result object")
+def get_video(
+    video_id: str, caller: Caller = Depends(get_caller), context: ApiContext = Depends(get_context)
+) -> dict[str, Any]:
+    from workers.services.results import query_rows
+
+    _owned_or_404(context, video_id, caller)
+    rows = [row for row in query_rows(context.session_factory, video=video_id)]
+    rows = [row for row in rows if row.video_id == video_id]
+    if not rows:
+        raise not_found("video")
+    return rows[0].to_dict()
+
+
+def _attention(context: ApiContext, video_id: str, caller: Caller) -> Any:
+    from workers.services.results import stored_attention
+
+    _owned_or_404(context, video_id, caller)
+    try:
+        return stored_attention(context.session_factory, video_id)
+    except UsageError:
+        raise not_found("attention map for a video") from None
+
+
+@router.get("/{video_id}/attention", summary="The stored cross-attention weights")
+def get_attention(
+    video_id: str, caller: Caller = Depends(get_caller), context: ApiContext = Depends(get_context)
+) -> dict[str, Any]:
+    """`weights[direction][head][query][key]`; direction 0: face frames query flow frames,
+    1: flow frames query face frames."""
+    stored = _attention(context, video_id, caller)
+    weights = stored.weights
+    return {
+        "video_id": video_id,
+        "model_version": stored.row.model_version,
+        "model_trained": stored.row.model_trained,
+        "shape": list(weights.shape),
+        "directions": ["face->flow", "flow->face"],
+        "weights": weights.astype(float).round(6).tolist(),
+    }
+
+
+@router.get(
+    "/{video_id}/attention.png",
+    summary="The attention map drawn: a row per direction, a panel per head",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def get_attention_png(
+    video_id: str, caller: Caller = Depends(get_caller), context: ApiContext = Depends(get_context)
+) -> Response:
+    from core.attention_plot import plot_attention_map
+
+    stored = _attention(context, video_id, caller)
+    with tempfile.TemporaryDirectory(prefix="attention-") as folder, _PLOT_LOCK:
+        paths = plot_attention_map(
+            stored.weights, save_path=Path(folder) / "attention.png", title=stored.title
+        )
+        image = paths[0].read_bytes()
+    return Response(image, media_type="image/png", headers={"Cache-Control": "private"})
+
+
+@router.delete("/{video_id}", status_code=204, summary="Erase the video and all derived data")
+def delete_video(
+    video_id: str, caller: Caller = Depends(get_caller), context: ApiContext = Depends(get_context)
+) -> Response:
+    from workers.services.erasure import UnknownVideo, erase_video
+
+    try:
+        erase_video(context.settings, context.session_factory, video_id, caller.tenant_id)
+    except UnknownVideo:
+        raise not_found("video") from None
+    return Response(status_code=204)

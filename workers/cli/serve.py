@@ -1,0 +1,31 @@
+"""`oceanstream serve`: the HTTP API (workers/api/) under uvicorn."""
+
+from __future__ import annotations
+
+import typer
+
+from workers.cli.app import app, load_settings, open_database
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to bind."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
+) -> None:
+    """Serve the HTTP API (OpenAPI at /docs and /openapi.json; every route under /v1)."""
+    import uvicorn
+
+    from workers.api.app import create_app
+
+    settings = load_settings()
+    api = create_app(settings, open_database(settings))
+    uvicorn.run(
+        api,
+        host=host,
+        port=port,
+        log_level=log_level,
+        server_header=False,
+        # The rate limit and logs see the peer; behind a proxy, set FORWARDED_ALLOW_IPS.
+        proxy_headers=True,
+    )

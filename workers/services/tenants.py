@@ -1,0 +1,128 @@
+"""Tenants and API keys: making, listing, revoking and checking keys.
+
+A key is `os_` and 43 URL-safe characters (256 random bits). It is shown once, when made;
+the database keeps only its SHA-256 hash (a fast hash is right for a random secret of this
+length: there is nothing to guess) and its first characters, to tell keys apart in lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from workers.services.errors import UsageError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import sessionmaker
+
+KEY_PREFIX = "os_"
+#: Characters of a key kept to name it (`os_` and six more).
+SHOWN_CHARS = 9
+
+
+@dataclass(frozen=True)
+class NewKey:
+    id: str
+    tenant_id: str
+    tenant: str
+    admin: bool
+    key: str  # the secret, shown once
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    tenant_id: str
+    tenant: str
+    prefix: str
+    admin: bool
+    revoked: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request comes from: its key and that key's tenant."""
+
+    key_id: str
+    tenant_id: str
+    admin: bool
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(session_factory: sessionmaker, tenant: str, *, admin: bool = False) -> NewKey:
+    """A new key for tenant `tenant` (made, with its webhook secret, when new)."""
+    from db.repository import tenants as repo
+
+    name = tenant.strip()
+    if not name or len(name) > 128:
+        raise UsageError("a tenant name is 1 to 128 characters")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with session_factory.begin() as session:
+        row = repo.get_or_create_tenant(
+            session=session, name=name, webhook_secret=secrets.token_hex(32)
+        )
+        stored = repo.add_api_key(
+            session=session,
+            tenant_id=row.id,
+            key_hash=hash_key(key),
+            prefix=key[:SHOWN_CHARS],
+            admin=admin,
+        )
+        return NewKey(id=stored.id, tenant_id=row.id, tenant=row.name, admin=admin, key=key)
+
+
+def list_keys(session_factory: sessionmaker) -> list[KeyInfo]:
+    from db.repository import tenants as repo
+
+    with session_factory() as session:
+        return [
+            KeyInfo(
+                id=key.id,
+                tenant_id=key.tenant_id,
+                tenant=name,
+                prefix=key.prefix,
+                admin=key.admin,
+                revoked=key.revoked,
+                created_at=key.created_at,
+            )
+            for key, name in repo.list_api_keys(session=session)
+        ]
+
+
+def revoke_key(session_factory: sessionmaker, key_id: str) -> None:
+    """Revoke the key; raises `UsageError` for an unknown id."""
+    from db.repository import tenants as repo
+
+    with session_factory.begin() as session:
+        if not repo.revoke_api_key(session=session, key_id=key_id):
+            raise UsageError(f"no API key {key_id!r}")
+
+
+def authenticate(session_factory: sessionmaker, key: str) -> Caller | None:
+    """The caller a presented key stands for; None for an unknown or revoked key."""
+    from db.repository import tenants as repo
+
+    if not key.startswith(KEY_PREFIX) or len(key) > 128:
+        return None
+    with session_factory() as session:
+        row = repo.key_by_hash(session=session, key_hash=hash_key(key))
+        if row is None or row.revoked:
+            return None
+        return Caller(key_id=row.id, tenant_id=row.tenant_id, admin=row.admin)
+
+
+def webhook_secret(session_factory: sessionmaker, tenant_id: str) -> str:
+    from db.repository import tenants as repo
+
+    with session_factory() as session:
+        tenant = repo.get_tenant(session=session, tenant_id=tenant_id)
+        if tenant is None:
+            raise UsageError(f"no tenant {tenant_id!r}")
+        return tenant.webhook_secret
