@@ -5,11 +5,11 @@ Pure: the data in (`TimelinePlotData`, plain numbers), a matplotlib figure or a 
 global backend and loads no TensorFlow.
 
 A panel per trait, time on the shared x axis. Each person's segment scores are a line
-through the segments' middles (broken where the person is absent), its aggregate a dashed
-line over the time it was seen with the spread (one standard deviation across its
-segments) shaded around it. Segments without a face, failed ones and unfinished ones are
-shaded bands across every panel. Scores from an untrained model carry a warning on the
-figure itself, so a copied image never passes for an assessment.
+through the segments' middles (broken where the person is absent) with a thin bar across
+each segment, its aggregate a dashed line over the time it was seen with the spread (one
+standard deviation across its segments) shaded around it. Segments without a face, failed
+ones and unfinished ones are shaded bands across every panel. Scores from an untrained model
+carry a warning on the figure itself, so a copied image never passes for an assessment.
 """
 
 from __future__ import annotations
@@ -197,6 +197,16 @@ def _draw_person(axis: Axes, series: PersonSeries, trait: int, colour: str) -> N
         markersize=4,
         linewidth=2.0 if series.main else 1.4,
         label=series.label,
+    )
+    # Each score holds for its whole segment: a thin bar across the segment under the point.
+    points = series.points
+    axis.hlines(
+        [p.scores[trait] for p in points],
+        [p.start_s for p in points],
+        [p.end_s for p in points],
+        color=colour,
+        linewidth=1.0,
+        alpha=0.5,
     )
     if series.scores is None or series.first_s is None or series.last_s is None:
         return

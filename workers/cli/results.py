@@ -61,8 +61,10 @@ def _print_timeline(found: list[ResultRow], fmt: Format) -> None:
     """Each video once (two paths with the same bytes share one timeline)."""
     from workers.services.timeline import timeline_rows
 
-    distinct = list({row.video_id: row for row in reversed(found)}.values())[::-1]
-    rows = timeline_rows(distinct)
+    first: dict[str, ResultRow] = {}
+    for row in found:
+        first.setdefault(row.video_id, row)
+    rows = timeline_rows(first.values())
     if fmt is Format.json:
         out.print_json(json.dumps(rows))
     elif fmt is Format.csv:
