@@ -256,3 +256,23 @@ def test_progress_line_counts_final_segments() -> None:
 
     assert progress_line(progress(3, 1), progress(12, 7)) == "videos 1/3 final, segments 7/12 final"
     assert progress_line(progress(2, 0), progress(0, 0)) == "videos 0/2 final"
+
+
+def test_a_video_given_twice_has_one_timeline(tmp_path: Path) -> None:
+    from db import repository as repo
+
+    factory = session_factory_for(f"sqlite:///{tmp_path / 'oceanstream.db'}")
+    stored = populate(factory)
+    with factory.begin() as session:
+        repo.attach_video(
+            session=session, job_id=stored.job_id, video_id=stored.interview, name="copy.mp4",
+            position=3,
+        )  # fmt: skip
+    text = ok(oceanstream(tmp_path, "results", "--job", stored.job_id, "--timeline", "--format",
+                          "json"))  # fmt: skip
+    rows = json.loads(text)
+    assert [(r["video"], r["segment"]) for r in rows if r["segment"] == 0] == [
+        ("talks/interview.mp4", 0),
+        ("clip.mp4", 0),
+    ]
+    assert len(rows) == 8 + 1
