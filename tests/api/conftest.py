@@ -1,0 +1,99 @@
+"""The API under test: a migrated PostgreSQL database, Redis, an API process, tenants' keys.
+
+Everything is session-scoped (an API process, and the workers the pipeline test starts,
+take seconds to start); each test makes its own jobs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.api.harness import ApiServer, create_key, key_id
+from tests.conftest import REDIS_URL, port_open
+from tests.db.postgres import POSTGRES_URL, open_postgres, service_unavailable
+from tests.integration.harness import Cluster
+
+pytestmark = pytest.mark.integration
+
+#: Small limits so the tests can pass them with small bodies.
+MAX_FILE_BYTES = 2_000_000
+MAX_REQUEST_BYTES = 3_000_000
+
+
+@dataclass
+class Keys:
+    alpha: str  # tenant "alpha"
+    beta: str  # tenant "beta"
+    revoked: str  # a revoked key of tenant "alpha"
+
+
+@pytest.fixture(scope="session")
+def api_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if not port_open("127.0.0.1", 6379):
+        service_unavailable("Redis on 127.0.0.1:6379 is not reachable")
+    import redis
+
+    broker = f"{REDIS_URL.rsplit('/', 1)[0]}/{random.randint(1, 15)}"
+    redis.Redis.from_url(broker).flushdb()
+    databases = open_postgres(POSTGRES_URL)
+    home = tmp_path_factory.mktemp("api") / "home"
+    home.mkdir()
+    try:
+        nodes = Cluster(
+            home=home,
+            database_url=databases.create("api").render_as_string(hide_password=False),
+            broker_url=broker,
+            extra_env={
+                "OCEANSTREAM_API_MAX_FILE_BYTES": str(MAX_FILE_BYTES),
+                "OCEANSTREAM_API_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+                "OCEANSTREAM_API_UPLOAD_DIR": str(home / "spool"),
+                "OCEANSTREAM_CALLBACK_BACKOFF_S": "0.5",
+            },
+        )
+        migrated = nodes.cli("db", "upgrade")
+        assert migrated.returncode == 0, migrated.stderr
+        try:
+            yield nodes
+        finally:
+            nodes.stop_workers()
+    finally:
+        databases.drop_all()
+
+
+@pytest.fixture(scope="session")
+def keys(api_cluster: Cluster) -> Keys:
+    revoked = create_key(api_cluster, "gamma")
+    gone = api_cluster.cli("keys", "revoke", key_id(api_cluster, "gamma"))
+    assert gone.returncode == 0, gone.stderr
+    return Keys(
+        alpha=create_key(api_cluster, "alpha"),
+        beta=create_key(api_cluster, "beta"),
+        revoked=revoked,
+    )
+
+
+@pytest.fixture(scope="session")
+def api(api_cluster: Cluster, keys: Keys) -> Iterator[ApiServer]:
+    server = ApiServer(api_cluster)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.clips import write_faceless, write_random_bytes, write_talking_head
+
+    folder = tmp_path_factory.mktemp("clips")
+    return {
+        "good": write_talking_head(folder / "good.mp4", seconds=1.5, seed=11),
+        "faceless": write_faceless(folder / "faceless.mp4", seconds=1.5, seed=12),
+        "broken": write_random_bytes(folder / "broken.mp4", n=50_000, seed=13),
+    }
