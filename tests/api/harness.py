@@ -149,3 +149,26 @@ def sse_events(client: httpx.Client, path: str, timeout: float) -> Iterator[tupl
             elif line == "" and data:
                 yield event, data
                 event, data = "message", ""
+
+
+def start_callback_worker(cluster: Cluster) -> subprocess.Popen[bytes]:
+    """`oceanstream callback-worker`, registered with the cluster's workers (stopped with them)."""
+    log = cluster.home / "callback-worker.log"
+    handle = open(log, "wb")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "callback-worker", "--concurrency", "2"],
+        env=cluster.env,
+        cwd=ROOT,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    cluster.workers.append(process)
+    wait_for(
+        lambda: b" ready." in log.read_bytes() or process.poll() is not None,
+        90,
+        "the callback worker to start",
+    )
+    if process.poll() is not None:
+        raise RuntimeError(f"callback-worker exited:\n{log.read_text()[-3000:]}")
+    return process

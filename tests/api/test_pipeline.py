@@ -1,0 +1,178 @@
+"""Upload to results through the API alone, with real workers; callbacks; erasure."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import Keys
+from tests.api.harness import (
+    ApiServer,
+    CallbackReceiver,
+    sse_events,
+    start_callback_worker,
+    stored_files,
+)
+from tests.integration.harness import Cluster, wait_for
+from workers.services.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+#: Tables holding a video's rows (directly or through its segments and predictions).
+VIDEO_ROWS = {
+    "videos": "SELECT count(*) FROM videos WHERE id = :video",
+    "job_videos": "SELECT count(*) FROM job_videos WHERE video_id = :video",
+    "predictions": "SELECT count(*) FROM predictions WHERE video_id = :video",
+    "attention_maps": "SELECT count(*) FROM attention_maps a JOIN predictions p "
+    "ON p.id = a.prediction_id WHERE p.video_id = :video",
+    "segments": "SELECT count(*) FROM segments WHERE video_id = :video",
+    "persons": "SELECT count(*) FROM persons WHERE video_id = :video",
+}
+
+
+def rows_of(cluster: Cluster, video_id: str) -> dict[str, int]:
+    return {table: cluster.query(sql, video=video_id)[0][0] for table, sql in VIDEO_ROWS.items()}
+
+
+def test_three_uploads_followed_to_results_callback_and_erasure(
+    api: ApiServer, api_cluster: Cluster, keys: Keys, clips: dict[str, Path]
+) -> None:
+    api_cluster.start_worker("ingest,faces,flow,inference")
+    start_callback_worker(api_cluster)
+    with CallbackReceiver(statuses=[503, 200]) as receiver, api.client(keys.alpha) as alpha:
+        files = [
+            ("files", (path.name, path.read_bytes(), "video/mp4"))
+            for path in (clips["good"], clips["faceless"], clips["broken"])
+        ]
+        made = alpha.post("/v1/jobs", files=files, data={"callback_url": receiver.url})
+        assert made.status_code == 202, made.text
+        job = made.json()
+        assert made.headers["location"] == f"/v1/jobs/{job['id']}"
+        assert job["total"] == 3 and job["callback_state"] == "waiting"
+
+        events = list(sse_events(alpha, f"/v1/jobs/{job['id']}/events", timeout=240))
+        assert events[-1][0] == "final"
+        assert json.loads(events[-1][1])["finished"] == 3
+
+        results = alpha.get(f"/v1/jobs/{job['id']}/results").json()
+        assert results["next_cursor"] is None
+        by_name = {row["video"]: row for row in results["items"]}
+        assert {name: row["status"] for name, row in by_name.items()} == {
+            "good.mp4": "done",
+            "faceless.mp4": "no_face",
+            "broken.mp4": "failed",
+        }
+        good = by_name["good.mp4"]
+        assert set(good["traits"]) == {
+            "openness",
+            "conscientiousness",
+            "extraversion",
+            "agreeableness",
+            "neuroticism",
+        }
+        assert good["model_trained"] is False  # the built-in bundle
+        assert by_name["broken.mp4"]["error"]
+        page = alpha.get(f"/v1/jobs/{job['id']}/results", params={"limit": 2}).json()
+        rest = alpha.get(
+            f"/v1/jobs/{job['id']}/results", params={"cursor": page["next_cursor"]}
+        ).json()
+        assert page["items"] + rest["items"] == results["items"]
+        table = list(
+            csv.DictReader(
+                io.StringIO(
+                    alpha.get(f"/v1/jobs/{job['id']}/results", params={"format": "csv"}).text
+                )
+            )
+        )
+        assert [row["status"] for row in table] == [r["status"] for r in results["items"]]
+
+        video = alpha.get(f"/v1/videos/{good['video_id']}").json()
+        assert video == good
+        attention = alpha.get(f"/v1/videos/{good['video_id']}/attention").json()
+        shape = attention["shape"]
+        assert len(shape) == 4 and shape[0] == 2 and shape[2] == shape[3]
+        assert len(attention["weights"]) == 2
+        png = alpha.get(f"/v1/videos/{good['video_id']}/attention.png")
+        assert png.headers["content-type"] == "image/png"
+        assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
+        no_map = alpha.get(f"/v1/videos/{by_name['faceless.mp4']['video_id']}/attention")
+        assert no_map.status_code == 404
+
+        # The callback: refused once (503), retried, delivered, signed.
+        wait_for(lambda: len(receiver.received) >= 2, 60, "the callback to be delivered")
+        secret = api_cluster.query("SELECT webhook_secret FROM tenants WHERE name = 'alpha'")[0][0]
+        for delivery in receiver.received:
+            headers = {k.lower(): v for k, v in delivery.headers.items()}
+            assert verify_signature(
+                secret,
+                headers[TIMESTAMP_HEADER.lower()],
+                headers[SIGNATURE_HEADER.lower()],
+                delivery.body,
+            )
+            assert not verify_signature(
+                "wrong",
+                headers[TIMESTAMP_HEADER.lower()],
+                headers[SIGNATURE_HEADER.lower()],
+                delivery.body,
+            )
+        summary = json.loads(receiver.received[-1].body)
+        assert summary["job"]["id"] == job["id"]
+        assert [row["status"] for row in summary["results"]] == [
+            r["status"] for r in results["items"]
+        ]
+
+        def delivered() -> bool:
+            return alpha.get(f"/v1/jobs/{job['id']}").json()["callback_state"] == "delivered"
+
+        wait_for(delivered, 30, "the callback to be marked delivered")
+        attempts = api_cluster.query(
+            "SELECT attempt, status_code FROM callback_attempts WHERE job_id = :job "
+            "ORDER BY attempt",
+            job=job["id"],
+        )
+        assert attempts == [(1, 503), (2, 200)]
+
+        # Erasure: a video, then the job; no row and no stored object is left.
+        video_ids = [row["video_id"] for row in results["items"]]
+        assert any(good["video_id"] in name for name in stored_files(api_cluster))
+        assert rows_of(api_cluster, good["video_id"])["predictions"] == 1
+        assert alpha.delete(f"/v1/videos/{good['video_id']}").status_code == 204
+        assert alpha.get(f"/v1/videos/{good['video_id']}").status_code == 404
+        assert set(rows_of(api_cluster, good["video_id"]).values()) == {0}
+        assert not any(good["video_id"] in name for name in stored_files(api_cluster))
+        assert alpha.delete(f"/v1/jobs/{job['id']}").status_code == 204
+        assert alpha.get(f"/v1/jobs/{job['id']}").status_code == 404
+        for video_id in video_ids:
+            assert set(rows_of(api_cluster, video_id).values()) == {0}
+        left = stored_files(api_cluster)
+        assert not any(video_id in name for video_id in video_ids for name in left)
+        uploads = api_cluster.query("SELECT storage_uri FROM videos WHERE storage_uri IS NOT NULL")
+        still_referenced = {uri.rsplit("/", 1)[-1] for (uri,) in uploads}
+        assert all(
+            name.rsplit("/", 1)[-1] in still_referenced for name in left if "/videos/" in f"/{name}"
+        ), left
+        assert api_cluster.query(
+            "SELECT count(*) FROM callback_attempts WHERE job_id = :job", job=job["id"]
+        ) == [(0,)]
+
+
+def test_purge_erases_from_the_cli(
+    api: ApiServer, api_cluster: Cluster, keys: Keys, clips: dict[str, Path]
+) -> None:
+    with api.client(keys.beta) as beta:
+        job = beta.post(
+            "/v1/jobs",
+            files=[("files", ("x.mp4", clips["broken"].read_bytes() + b"purge", "video/mp4"))],
+        ).json()
+        purged = api_cluster.cli("purge", "--job", job["id"])
+        assert purged.returncode == 0, purged.stderr
+        assert "erased 1 job(s), 1 video(s)" in purged.stdout
+        assert beta.get(f"/v1/jobs/{job['id']}").status_code == 404
+    usage = api_cluster.cli("purge", "--job", "a", "--older-than", "3")
+    assert usage.returncode == 2
+    unknown = api_cluster.cli("purge", "--video", "0" * 32)
+    assert unknown.returncode == 2 and "no video" in unknown.stderr
