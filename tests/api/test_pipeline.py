@@ -176,3 +176,24 @@ def test_purge_erases_from_the_cli(
     assert usage.returncode == 2
     unknown = api_cluster.cli("purge", "--video", "0" * 32)
     assert unknown.returncode == 2 and "no video" in unknown.stderr
+
+
+def test_the_reconciler_erases_what_is_past_retention(
+    api: ApiServer, api_cluster: Cluster, keys: Keys, clips: dict[str, Path]
+) -> None:
+    """Last: it erases every job of the session's database."""
+    with api.client(keys.beta) as beta:
+        job = beta.post(
+            "/v1/jobs",
+            files=[("files", ("old.mp4", clips["broken"].read_bytes() + b"old", "video/mp4"))],
+        ).json()
+        kept = dict(api_cluster.extra_env)
+        api_cluster.extra_env["OCEANSTREAM_RETENTION_DAYS"] = "0.00001"  # under a second
+        try:
+            swept = api_cluster.cli("reconcile", "--older-than", "3600")
+        finally:
+            api_cluster.extra_env = kept
+        assert swept.returncode == 0, swept.stderr
+        assert "retention: erased" in swept.stderr
+        assert beta.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert api_cluster.query("SELECT count(*) FROM videos") == [(0,)]

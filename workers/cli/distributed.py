@@ -211,7 +211,17 @@ class _Reconciler:
         work = find_lost_work(bootstrap.get_context(), older_than, in_flight)
         for stage, row_id in work:
             self.celery.send_task(task_name(stage), args=[row_id], queue=STAGE_QUEUES[stage])
+        self._apply_retention()
         return len(work)
+
+    def _apply_retention(self) -> None:
+        """Erase what is older than OCEANSTREAM_RETENTION_DAYS, when that is set."""
+        from workers import bootstrap
+        from workers.services.erasure import purge_expired
+
+        erased = purge_expired(self.settings, bootstrap.get_context().session_factory)
+        if erased.jobs or erased.videos:
+            err.print(f"reconcile: retention: {erased.summary()}", highlight=False)
 
     def _connect(self) -> Celery:
         from workers import bootstrap
