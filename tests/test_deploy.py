@@ -13,7 +13,18 @@ from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
-COMMANDS = {"worker", "flower", "reconcile", "db", "analyze", "submit", "status", "results"}
+COMMANDS = {
+    "worker",
+    "flower",
+    "reconcile",
+    "db",
+    "analyze",
+    "submit",
+    "status",
+    "results",
+    "serve",
+    "callback-worker",
+}
 
 
 def load_all(path: Path) -> list[dict]:
@@ -117,3 +128,50 @@ def test_every_metrics_exporter_sets_the_address_it_binds() -> None:
     for doc in docs:
         if doc["kind"] == "ConfigMap":
             assert "OCEANSTREAM_METRICS_ADDRESS" not in doc["data"]  # per pod, not shared
+
+
+def test_compose_serves_the_api_and_delivers_callbacks() -> None:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    api = services["api"]
+    assert api["command"][:1] == ["serve"] and "0.0.0.0" in api["command"]
+    port = api["command"][api["command"].index("--port") + 1]
+    assert any(mapping.endswith(f":{port}") for mapping in api["ports"])
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
+    assert services["callback-worker"]["command"][0] == "callback-worker"
+
+
+def test_kubernetes_api_has_probes_a_service_and_an_ingress() -> None:
+    docs = load_all(DEPLOY / "k8s" / "api.yaml")
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    assert "api.yaml" in kustomization["resources"]
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    deployment = by_kind[("Deployment", "api")]
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["args"][0] == "serve"
+    port = int(container["args"][container["args"].index("--port") + 1])
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert named["http"] == port
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    check_env([e["name"] for e in container.get("env", [])])
+    service = by_kind[("Service", "api")]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    ingress = by_kind[("Ingress", "api")]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == "api"
+    assert backend["port"]["name"] == service["spec"]["ports"][0]["name"]
+    worker = by_kind[("Deployment", "callback-worker")]
+    assert worker["spec"]["template"]["spec"]["containers"][0]["args"][0] == "callback-worker"
+
+
+def test_deploy_commands_are_oceanstream_commands() -> None:
+    """Every command the deploy files run is registered on the CLI."""
+    import workers.cli.callbacks
+    import workers.cli.serve  # noqa: F401
+    from workers.cli import app
+
+    names = {command.name or command.callback.__name__ for command in app.registered_commands}
+    names |= {group.name for group in app.registered_groups}
+    assert {"serve", "callback-worker"} <= names
