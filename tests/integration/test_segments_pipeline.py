@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -281,8 +282,13 @@ def test_faces_worker_killed_and_redis_restarted_mid_video(
         own_redis.kill()
         own_redis.start()
         time.sleep(2.0)  # the workers reconnect
+        waiting = [s for _, _, _, s, _ in segments_of(cluster, video) if s not in FINAL]
+        assert waiting, "every segment finished before Redis was restarted"
         swept = cluster.cli("reconcile", "--older-than", "0")
         assert swept.returncode == 0, swept.stderr
+        # Messages queued for the unfinished segments were lost with Redis: some are resent.
+        resent = re.search(r"resent (\d+)", swept.stderr)
+        assert resent and int(resent.group(1)) > 0, swept.stderr
         assert cluster.wait_job(second, timeout=120) == {"done": 1}, swept.stderr
         assert [s for _, _, _, s, _ in segments_of(cluster, video)] == ["done"] * 6
         assert_stored_once(cluster, video)
