@@ -181,7 +181,8 @@ def backbone_metadata(
                 "version": source.version,
                 "licence": source.licence,
                 "upstream": source.upstream,
-                "model_sha256": record.get("sha256"),
+                "model_sha256": record.get("model_sha256"),
+                "source_sha256": record.get("sha256"),
                 "feature_dim": FEATURE_DIMS[part],
             }
         )

@@ -63,7 +63,7 @@ def prepare_backbone(
     """The backbone to train with, its feature cache (complete for ``refs``), and what it cost."""
     embeddings, records = installed_embeddings(config.face_backbone, directory)
     entry = backbone_metadata(config.face_backbone, records, config.fine_tune_layers)
-    hashes = {part: record.get("sha256") for part, record in records.items()}
+    hashes = {part: record.get("model_sha256") for part, record in records.items()}
     cache = FeatureCache(layout, cache_name(config.face_backbone, hashes))
     encode = compile_inference(build_backbone_features(embeddings, extraction.crop_size))
     counts = cache.ensure(refs, extraction, encode)
