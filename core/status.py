@@ -13,6 +13,8 @@ class VideoStatus(StrEnum):
     """Every state a video can be in, in pipeline order."""
 
     PENDING = "pending"
+    # A live source still being watched: its segments arrive over time (`oceanstream watch`).
+    LIVE = "live"
     INGESTING = "ingesting"
     EXTRACTING = "extracting"
     INFERENCE = "inference"
@@ -40,6 +42,7 @@ FINAL_STATUSES: tuple[VideoStatus, ...] = (
 #: States of a video still on its way through the pipeline.
 UNFINISHED_STATUSES: tuple[VideoStatus, ...] = (
     VideoStatus.PENDING,
+    VideoStatus.LIVE,
     VideoStatus.INGESTING,
     VideoStatus.EXTRACTING,
     VideoStatus.INFERENCE,

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
         description="Length of the windows a video is analysed in, seconds (a video up to 1.5 "
         "windows long is one segment).",
     )
+    watch_reconnect_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=86400.0,
+        description="`oceanstream watch`: how long a dropped live source is tried again (with "
+        "backoff) before the watch ends; also how long a source is tried before it counts as "
+        "never opened.",
+    )
     flow_method: Literal["dis", "farneback"] = "dis"
     detect_width: int = Field(default=256, ge=64)
     min_face_confidence: float = Field(default=0.9, ge=0.0, le=1.0)

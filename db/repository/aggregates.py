@@ -92,6 +92,10 @@ def aggregate_video(
     ).first()
     if video is None or VideoStatus(video.status).is_final:
         return None
+    if video.status == VideoStatus.LIVE:
+        # A watched live source: more segments are on their way. The watcher moves the video
+        # on and aggregates when its source ends (`workers.services.watch`).
+        return None
     segments = list(
         session.execute(
             select(Segment).where(Segment.video_id == video_id).order_by(Segment.index)

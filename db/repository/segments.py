@@ -74,6 +74,48 @@ def create_segments(
     return _segment_ids(session, video_id)
 
 
+def append_segment(*, session: Session, video_id: str, start_s: float, end_s: float) -> str:
+    """Add the next segment of a video whose segments arrive over time (a live source).
+
+    The new segment takes the next index after the video's last one and starts `pending`;
+    it must not start before the last one ends (a gap between them is allowed: the source
+    was away). The video row is locked, so two appends never take the same index. Returns
+    the new segment's id.
+    """
+    if not (math.isfinite(start_s) and math.isfinite(end_s)) or not 0 <= start_s < end_s:
+        raise ValueError(f"a segment needs 0 <= start_s < end_s, got {start_s}, {end_s}")
+    locked = session.execute(select(Video.id).where(Video.id == video_id).with_for_update())
+    if locked.first() is None:
+        raise NotFoundError(f"no video with id {video_id!r}")
+    last = session.execute(
+        select(Segment.index, Segment.end_s)
+        .where(Segment.video_id == video_id)
+        .order_by(Segment.index.desc())
+        .limit(1)
+    ).first()
+    if last is not None and start_s < last.end_s - 1e-6:
+        raise ValueError(
+            f"segment starting at {start_s:g} s overlaps segment {last.index}, which ends at "
+            f"{last.end_s:g} s"
+        )
+    now = utcnow()
+    segment = Segment(
+        id=new_id(),
+        video_id=video_id,
+        index=0 if last is None else int(last.index) + 1,
+        start_s=float(start_s),
+        end_s=float(end_s),
+        status=VideoStatus.PENDING.value,
+        deliveries={},
+        timings={},
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(segment)
+    session.flush()
+    return segment.id
+
+
 def get_segments(*, session: Session, video_id: str) -> list[Segment]:
     """The video's segments in index order (none for a video not yet planned)."""
     return list(
