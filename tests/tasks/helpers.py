@@ -23,3 +23,36 @@ def submit(ctx: StageContext, path: Path) -> str:
         uri = ctx.store.put_file(path, LAYOUT.video_upload(video.content_hash, path.suffix))
         repo.set_storage_uri(session=session, video_id=video.id, uri=uri)
         return video.id
+
+
+def segment_ids(ctx: StageContext, video_id: str) -> list[str]:
+    """The video's segment ids in index order."""
+    with ctx.session_factory() as session:
+        return [s.id for s in repo.get_segments(session=session, video_id=video_id)]
+
+
+def prepare_segments(ctx: StageContext, video_id: str) -> list[str]:
+    """Ingest, sample, faces and flow for every segment of the video, as the queues would
+    run them; returns the segment ids (those with a face are then in `inference`)."""
+    from tasks import stages
+
+    ingested = stages.run_ingest(ctx, video_id)
+    for segment_id in ingested:
+        waiting = stages.run_sample(ctx, segment_id)
+        while waiting:
+            stage = waiting.pop(0)
+            if stage == "faces":
+                waiting += [s for s in stages.run_faces(ctx, segment_id) if s != "inference"]
+            elif stage == "flow":
+                stages.run_flow(ctx, segment_id)
+    return segment_ids(ctx, video_id)
+
+
+def analyze_with_stages(ctx: StageContext, video_id: str) -> list[str]:
+    """Every stage of the video in order, inference a segment at a time; the segment ids."""
+    from tasks import stages
+
+    ids = prepare_segments(ctx, video_id)
+    for segment_id in ids:
+        stages.run_inference(ctx, segment_id)
+    return ids

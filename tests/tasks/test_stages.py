@@ -1,7 +1,8 @@
 """The distributed stages, called as plain functions (no broker), against SQLite and storage.
 
 They must give exactly what `oceanstream analyze` gives for the same file, and stay
-idempotent when a message is delivered twice or late.
+idempotent when a message is delivered twice or late. Ingest takes a video; every later
+stage takes one of its segments.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from core.bundle import build_default_bundle
 from core.errors import StorageError
 from core.pipeline import Analyzer, PipelineConfig
 from core.storage import ArtifactStore
+from core.video_analysis import VideoAnalyzer
 from db import repository as repo
 from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_database
@@ -27,7 +29,7 @@ from tasks.context import StageContext
 from tasks.stages.features import FACES, FLOW
 from tasks.stages.skeleton import VideoRef, run_stage
 from tests.clips import write_faceless, write_random_bytes, write_talking_head, write_text
-from tests.tasks.helpers import submit
+from tests.tasks.helpers import analyze_with_stages, prepare_segments, submit
 
 T = 8
 
@@ -37,8 +39,7 @@ def bundle():
     return build_default_bundle(num_frames=T)
 
 
-@pytest.fixture
-def ctx(tmp_path: Path, bundle, face_detector) -> StageContext:
+def make_context(tmp_path: Path, bundle, face_detector, **config: object) -> StageContext:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     upgrade_database(url)
     session_factory = make_session_factory(make_engine(url))
@@ -50,7 +51,7 @@ def ctx(tmp_path: Path, bundle, face_detector) -> StageContext:
     context = StageContext(
         session_factory=session_factory,
         store=ArtifactStore(f"file://{tmp_path / 'storage'}"),
-        config=PipelineConfig(num_frames=T),
+        config=PipelineConfig(num_frames=T, **config),  # type: ignore[arg-type]
         load_bundle=lambda version: bundle,
         active_version=lambda session=None: meta.version,
     )
@@ -58,78 +59,161 @@ def ctx(tmp_path: Path, bundle, face_detector) -> StageContext:
     return context
 
 
+@pytest.fixture
+def ctx(tmp_path: Path, bundle, face_detector) -> StageContext:
+    return make_context(tmp_path, bundle, face_detector)
+
+
 def video_row(ctx: StageContext, video_id: str):
     with ctx.session_factory() as session:
         return repo.get_video(session=session, video_id=video_id)
 
 
+def segment_row(ctx: StageContext, segment_id: str):
+    with ctx.session_factory() as session:
+        return repo.get_segment(session=session, segment_id=segment_id)
+
+
+def stored_scores(ctx: StageContext, video_id: str, version: str) -> list[list[list[float]]]:
+    """Each segment's persons' stored scores, in order."""
+    with ctx.session_factory() as session:
+        rows = repo.video_timeline(session=session, video_id=video_id, model_version=version)
+    scores: dict[int, list[list[float]]] = {}
+    for row in rows:
+        people = scores.setdefault(row.segment, [])
+        if row.traits is not None:
+            people.append(list(row.traits.values()))
+    return [scores[index] for index in sorted(scores)]
+
+
 def test_stages_match_in_process_analysis(ctx: StageContext, bundle, tmp_path: Path) -> None:
     clip = write_talking_head(tmp_path / "a.mp4", seconds=1.5, seed=4)
     video_id = submit(ctx, clip)
-    assert stages.run_ingest(ctx, video_id) is True
+    [segment_id] = stages.run_ingest(ctx, video_id)
+    assert stages.run_sample(ctx, segment_id) == ["faces", "flow"]
     # Only the second feature stage to finish enqueues inference.
-    assert stages.run_flow(ctx, video_id) is False
-    assert stages.run_faces(ctx, video_id) is True
-    assert stages.run_inference(ctx, video_id) == "done"
+    assert stages.run_flow(ctx, segment_id) == []
+    assert stages.run_faces(ctx, segment_id) == ["inference"]
+    assert stages.run_inference(ctx, segment_id) == "done"
 
-    expected = Analyzer(bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
+    expected = VideoAnalyzer(bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
+    [segment] = expected.segments
+    [person] = segment.persons
     with ctx.session_factory() as session:
         prediction = repo.get_prediction(
             session=session, video_id=video_id, model_version=bundle.metadata.version
         )
         attention = repo.load_attention(session=session, prediction_id=prediction.id)
-    stored = [getattr(prediction, trait) for trait in expected.traits]
-    np.testing.assert_allclose(stored, expected.scores, atol=1e-6)
-    np.testing.assert_allclose(attention, expected.attention, atol=2e-3)  # float16 storage
+    stored = [getattr(prediction, trait) for trait in expected_traits()]
+    np.testing.assert_allclose(stored, person.scores, atol=1e-6)
+    np.testing.assert_allclose(attention, person.attention, atol=2e-3)  # float16 storage
     row = video_row(ctx, video_id)
-    assert row.status == "done" and row.faces_found == expected.faces_found
-    assert {"sample", "faces", "flow", "inference"} <= set(row.timings)
+    assert row.status == "done" and row.faces_found == person.faces_found
+    assert {"probe"} <= set(row.timings)
+    timings = segment_row(ctx, segment_id).timings
+    assert {"sample", "faces", "flow", "inference"} <= set(timings)
+
+
+def expected_traits() -> tuple[str, ...]:
+    from core.traits import TRAITS
+
+    return TRAITS
+
+
+def test_a_first_impressions_clip_scores_as_the_whole_video_analysis_did(
+    bundle, face_detector, tmp_path: Path
+) -> None:
+    """15 s, one person: one segment, and exactly the scores of the whole-video analysis
+    that came before segments (`core.pipeline.Analyzer`: one window, the first face)."""
+    ctx = make_context(tmp_path, bundle, face_detector)
+    clip = write_talking_head(tmp_path / "fi.mp4", seconds=15, fps=8, seed=3)
+    video_id = submit(ctx, clip)
+    assert len(analyze_with_stages(ctx, video_id)) == 1
+    before = Analyzer(bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
+    with ctx.session_factory() as session:
+        prediction = repo.get_prediction(
+            session=session, video_id=video_id, model_version=bundle.metadata.version
+        )
+    stored = [getattr(prediction, trait) for trait in expected_traits()]
+    np.testing.assert_allclose(stored, before.scores, atol=1e-6)
+    row = video_row(ctx, video_id)
+    assert (row.status, row.faces_found, row.frames) == ("done", before.faces_found, T)
+
+
+def test_segments_of_a_longer_video_match_the_in_process_analysis(
+    bundle, face_detector, tmp_path: Path
+) -> None:
+    ctx = make_context(tmp_path, bundle, face_detector, segment_seconds=1.0)
+    clip = write_talking_head(tmp_path / "long.mp4", seconds=3.4, fps=10, seed=12)
+    video_id = submit(ctx, clip)
+    ids = analyze_with_stages(ctx, video_id)
+    # 3.4 s in windows of 1 s: the last absorbs the 0.4 s remainder.
+    with ctx.session_factory() as session:
+        plan = [(s.start_s, s.end_s) for s in repo.get_segments(session=session, video_id=video_id)]
+    assert len(ids) == 3 and plan == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.4)]
+    expected = VideoAnalyzer(bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
+    expected_scores = [[list(p.scores) for p in s.persons] for s in expected.segments]
+    np.testing.assert_allclose(
+        stored_scores(ctx, video_id, bundle.metadata.version), expected_scores, atol=1e-6
+    )
+    assert video_row(ctx, video_id).status == "done"
 
 
 def test_duplicate_and_late_deliveries_change_nothing(ctx: StageContext, tmp_path: Path) -> None:
     video_id = submit(ctx, write_talking_head(tmp_path / "b.mp4", seconds=1.5, seed=5))
-    assert stages.run_ingest(ctx, video_id)
-    # A redelivered ingest finds the video extracting: it resends faces and flow (their
-    # messages may have died with the worker) without decoding again.
-    assert stages.run_ingest(ctx, video_id) is True
+    [segment_id] = stages.run_ingest(ctx, video_id)
+    # A redelivered ingest finds the video extracting: it resends the sampling message of
+    # every segment not sampled yet (their messages may have died with the worker).
+    assert stages.run_ingest(ctx, video_id) == [segment_id]
     assert video_row(ctx, video_id).deliveries == {"ingest": 1}
-    assert stages.run_faces(ctx, video_id) is False
-    assert stages.run_faces(ctx, video_id) is False  # duplicate: must not enqueue inference
-    assert stages.run_flow(ctx, video_id) is True
-    assert stages.run_flow(ctx, video_id) is True  # redelivered: resend inference
-    assert stages.run_inference(ctx, video_id) == "done"
-    assert stages.run_inference(ctx, video_id) is None
-    assert stages.run_ingest(ctx, video_id) is False  # done: nothing to resend
+    assert stages.run_sample(ctx, segment_id) == ["faces", "flow"]
+    assert stages.run_sample(ctx, segment_id) == ["faces", "flow"]  # redelivered: resend
+    assert stages.run_ingest(ctx, video_id) == []  # every segment is sampled
+    assert stages.run_faces(ctx, segment_id) == []
+    assert stages.run_faces(ctx, segment_id) == []  # duplicate: must not enqueue inference
+    assert stages.run_flow(ctx, segment_id) == ["inference"]
+    assert stages.run_flow(ctx, segment_id) == ["inference"]  # redelivered: resend inference
+    assert segment_row(ctx, segment_id).deliveries == {"sample": 1, "faces": 1, "flow": 1}
+    assert stages.run_inference(ctx, segment_id) == "done"
+    assert stages.run_inference(ctx, segment_id) is None
+    assert stages.run_ingest(ctx, video_id) == []  # done: nothing to resend
     with ctx.session_factory() as session:
         rows = repo.query_results(session=session, video=video_id)
+        persons = repo.video_persons(
+            session=session, video_id=video_id, model_version=rows[0].model_version
+        )
     assert len(rows) == 1 and rows[0].status == "done"
+    assert [p.person for p in persons] == [0]
 
 
 def test_faceless_and_broken_videos_end_final_with_messages(
     ctx: StageContext, tmp_path: Path
 ) -> None:
     faceless = submit(ctx, write_faceless(tmp_path / "c.mp4", seconds=1.5))
-    assert stages.run_ingest(ctx, faceless)
-    assert stages.run_faces(ctx, faceless) is False
-    assert stages.run_flow(ctx, faceless) is False  # no inference for a no_face video
+    [segment_id] = prepare_segments(ctx, faceless)
+    assert stages.run_flow(ctx, segment_id) == []  # no inference for a no_face segment
+    assert segment_row(ctx, segment_id).status == "no_face"
     row = video_row(ctx, faceless)
-    assert row.status == "no_face" and "no face" in row.error
+    assert row.status == "no_face" and row.error is None
 
     broken = submit(ctx, write_text(tmp_path / "d.mp4"))
-    assert stages.run_ingest(ctx, broken) is False
+    assert stages.run_ingest(ctx, broken) == []
     row = video_row(ctx, broken)
     assert row.status == "failed" and "not a video" in row.error
 
 
-def test_missing_features_fail_that_video_alone(ctx: StageContext, tmp_path: Path) -> None:
-    video_id = submit(ctx, write_talking_head(tmp_path / "e.mp4", seconds=1.5, seed=6))
-    assert stages.run_ingest(ctx, video_id)
-    stages.run_faces(ctx, video_id)
-    assert stages.run_flow(ctx, video_id)
-    ctx.store.delete_prefix(LAYOUT.dynamic_features(video_id))
-    assert stages.run_inference(ctx, video_id) == "failed"
+def test_missing_features_fail_that_segment_alone(ctx: StageContext, tmp_path: Path) -> None:
+    ctx.config = dataclasses.replace(ctx.config, segment_seconds=1.0)
+    video_id = submit(ctx, write_talking_head(tmp_path / "e.mp4", seconds=2.2, fps=10, seed=6))
+    first, second = prepare_segments(ctx, video_id)
+    ctx.store.delete_prefix(LAYOUT.segment_dynamic(video_id, 1))
+    assert stages.run_inference(ctx, second) == "failed"
+    assert "missing" in segment_row(ctx, second).error
+    assert video_row(ctx, video_id).status == "extracting"  # a segment is still running
+    assert stages.run_inference(ctx, first) == "done"
     row = video_row(ctx, video_id)
-    assert row.status == "failed" and "missing" in row.error
+    assert row.status == "done"
+    assert row.error.startswith("segment 1 (1-2.2 s): ") and "missing" in row.error
 
 
 def test_delivery_cap_fails_a_video_that_never_finishes(ctx: StageContext, tmp_path: Path) -> None:
@@ -137,7 +221,7 @@ def test_delivery_cap_fails_a_video_that_never_finishes(ctx: StageContext, tmp_p
     with ctx.session_factory.begin() as session:
         for _ in range(ctx.max_deliveries):
             repo.count_delivery(session=session, video_id=video_id, stage="ingest")
-    assert stages.run_ingest(ctx, video_id) is False
+    assert stages.run_ingest(ctx, video_id) == []
     row = video_row(ctx, video_id)
     assert row.status == "failed"
     assert row.error == (
@@ -150,22 +234,24 @@ def test_duplicates_of_a_finished_feature_stage_are_not_starts(
     ctx: StageContext, tmp_path: Path
 ) -> None:
     """Faces done, flow's worker stopped: the faces messages that pile up meanwhile (resent,
-    redelivered) do nothing, count nothing, and never fail the video."""
+    redelivered) do nothing, count nothing, and never fail the segment."""
     video_id = submit(ctx, write_talking_head(tmp_path / "dup.mp4", seconds=1.5, seed=8))
-    assert stages.run_ingest(ctx, video_id)
-    assert stages.run_faces(ctx, video_id) is False
+    [segment_id] = stages.run_ingest(ctx, video_id)
+    stages.run_sample(ctx, segment_id)
+    assert stages.run_faces(ctx, segment_id) == []
     for _ in range(2 * ctx.max_deliveries):
-        assert stages.run_faces(ctx, video_id) is False
-    row = video_row(ctx, video_id)
+        assert stages.run_faces(ctx, segment_id) == []
+    row = segment_row(ctx, segment_id)
     assert (row.status, row.deliveries["faces"], row.error) == ("extracting", 1, None)
-    assert stages.run_flow(ctx, video_id) is True
-    assert stages.run_inference(ctx, video_id) == "done"
+    assert stages.run_flow(ctx, segment_id) == ["inference"]
+    assert stages.run_inference(ctx, segment_id) == "done"
 
 
 def test_a_start_that_meets_an_outage_is_taken_back(ctx: StageContext, tmp_path: Path) -> None:
     """A storage outage of minutes retries the task many times; none of it uses up the count."""
     video_id = submit(ctx, write_talking_head(tmp_path / "out.mp4", seconds=1.5, seed=9))
-    assert stages.run_ingest(ctx, video_id)
+    [segment_id] = stages.run_ingest(ctx, video_id)
+    stages.run_sample(ctx, segment_id)
 
     def storage_down(ctx: StageContext, ref: VideoRef) -> StageUpdate:
         raise StorageError("cannot reach the artifact store")
@@ -173,18 +259,19 @@ def test_a_start_that_meets_an_outage_is_taken_back(ctx: StageContext, tmp_path:
     flow_in_outage = dataclasses.replace(FLOW, work=storage_down)
     for _ in range(3 * ctx.max_deliveries):
         with pytest.raises(StorageError):
-            run_stage(ctx, video_id, flow_in_outage)
-    row = video_row(ctx, video_id)
+            run_stage(ctx, segment_id, flow_in_outage)
+    row = segment_row(ctx, segment_id)
     assert (row.status, row.deliveries["flow"]) == ("extracting", 0)
-    assert stages.run_flow(ctx, video_id) is False  # the outage is over
-    assert video_row(ctx, video_id).deliveries["flow"] == 1
+    assert stages.run_flow(ctx, segment_id) == []  # the outage is over
+    assert segment_row(ctx, segment_id).deliveries["flow"] == 1
 
 
 def test_a_stage_that_keeps_failing_on_a_bug_gives_up_saying_so(
     ctx: StageContext, tmp_path: Path
 ) -> None:
     video_id = submit(ctx, write_talking_head(tmp_path / "bug.mp4", seconds=1.5, seed=10))
-    assert stages.run_ingest(ctx, video_id)
+    [segment_id] = stages.run_ingest(ctx, video_id)
+    stages.run_sample(ctx, segment_id)
 
     def bug(ctx: StageContext, ref: VideoRef) -> StageUpdate:
         raise TypeError("unsupported operand")
@@ -192,28 +279,32 @@ def test_a_stage_that_keeps_failing_on_a_bug_gives_up_saying_so(
     buggy_faces = dataclasses.replace(FACES, work=bug)
     for _ in range(ctx.max_deliveries):
         with pytest.raises(TypeError):
-            run_stage(ctx, video_id, buggy_faces)
-    assert video_row(ctx, video_id).status == "extracting"
-    assert run_stage(ctx, video_id, buggy_faces) is False
-    row = video_row(ctx, video_id)
+            run_stage(ctx, segment_id, buggy_faces)
+    assert segment_row(ctx, segment_id).status == "extracting"
+    assert run_stage(ctx, segment_id, buggy_faces) is False
+    row = segment_row(ctx, segment_id)
     assert row.status == "failed"
     assert row.error.startswith("faces stage started 7 times without finishing")
+    # Its only segment failed: the video is final, failed, and says which segment and why.
+    video = video_row(ctx, video_id)
+    assert video.status == "failed" and "faces stage started 7 times" in video.error
 
 
 def test_messages_with_nothing_to_do_are_logged_once_with_the_reason(
     ctx: StageContext, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     video_id = submit(ctx, write_talking_head(tmp_path / "noop.mp4", seconds=1.5, seed=11))
+    [segment_id] = stages.run_ingest(ctx, video_id)
     with caplog.at_level(logging.INFO, logger="tasks.stages.skeleton"):
-        assert stages.run_faces(ctx, video_id) is False  # still pending
-        assert stages.run_flow(ctx, "no-such-video") is False
+        assert stages.run_faces(ctx, segment_id) == []  # not sampled yet
+        assert stages.run_flow(ctx, "no-such-segment") == []
         with ctx.session_factory.begin() as session:
             repo.transition_video(session=session, video_id=video_id, to_status="no_face")
-        assert stages.run_ingest(ctx, video_id) is False
+        assert stages.run_ingest(ctx, video_id) == []
     lines = [r.getMessage() for r in caplog.records if r.name == "tasks.stages.skeleton"]
     assert lines == [
-        f"faces stage: video {video_id} is in state pending; the message does nothing",
-        "flow stage: no video no-such-video; the message does nothing",
+        f"faces stage: segment {segment_id} is in state pending; the message does nothing",
+        "flow stage: no segment no-such-segment; the message does nothing",
         f"ingest stage: video {video_id} is already final (no_face); the message does nothing",
     ]
 
@@ -224,13 +315,44 @@ def test_errors_name_the_users_file_never_the_stored_copy(
     empty = tmp_path / "holiday.mp4"
     empty.write_bytes(b"")
     garbage = write_random_bytes(tmp_path / "garbage.mp4", n=4096, seed=2)
-    analyzer = Analyzer(bundle, ctx.config, detector=ctx.detector(112))
+    analyzer = VideoAnalyzer(bundle, ctx.config, detector=ctx.detector(112))
     for clip, words in ((empty, "empty"), (garbage, "not a video")):
         video_id = submit(ctx, clip)
-        assert stages.run_ingest(ctx, video_id) is False
+        assert stages.run_ingest(ctx, video_id) == []
         error = video_row(ctx, video_id).error
         assert words in error and str(clip) in error, error
         assert "storage" not in error and "videos/" not in error, error
         assert "b'" not in error and 'b"' not in error and "\\x" not in error, error
         # `oceanstream analyze` says the same about the same file.
         assert analyzer.analyze(clip).error == error
+
+
+def test_a_person_region_bundle_runs_flow_after_faces_per_person(
+    face_detector, tmp_path: Path
+) -> None:
+    """Two people side by side, a bundle trained on person regions: flow waits for the
+    persons faces stores, then gives each person their own dynamic tokens."""
+    from tests.people_clips import write_side_by_side
+
+    bundle = build_default_bundle(num_frames=T)
+    bundle.metadata.flow_region = "person"
+    ctx = make_context(tmp_path, bundle, face_detector)
+    video_id = submit(ctx, write_side_by_side(tmp_path / "two.mp4", seconds=1.5))
+    [segment_id] = stages.run_ingest(ctx, video_id)
+    assert stages.run_sample(ctx, segment_id) == ["faces"]
+    assert stages.run_flow(ctx, segment_id) == []  # early (a resend): waits, counts nothing
+    assert segment_row(ctx, segment_id).deliveries.get("flow", 0) == 0
+    assert stages.run_faces(ctx, segment_id) == ["flow"]
+    assert stages.run_flow(ctx, segment_id) == ["inference"]
+    dynamic = ctx.store.get_arrays(ctx.store.uri(LAYOUT.segment_dynamic(video_id, 0)))["tokens"]
+    assert dynamic.shape == (2, T, bundle.metadata.dynamic_dim)
+    assert not np.allclose(dynamic[0], dynamic[1])
+    assert stages.run_inference(ctx, segment_id) == "done"
+    [[left, right]] = stored_scores(ctx, video_id, bundle.metadata.version)
+    assert not np.allclose(left, right)
+    analyzed = VideoAnalyzer(bundle, ctx.config, detector=ctx.detector(112)).analyze(
+        tmp_path / "two.mp4"
+    )
+    np.testing.assert_allclose(
+        [left, right], [p.scores for p in analyzed.segments[0].persons], atol=1e-6
+    )
