@@ -88,6 +88,16 @@ def api(api_cluster: Cluster, keys: Keys) -> Iterator[ApiServer]:
 
 
 @pytest.fixture(scope="session")
+def pipeline_workers(api_cluster: Cluster) -> Cluster:
+    """A worker for every pipeline queue and a callback worker, for the rest of the session."""
+    from tests.api.harness import start_callback_worker
+
+    api_cluster.start_worker("ingest,faces,flow,inference")
+    start_callback_worker(api_cluster)
+    return api_cluster
+
+
+@pytest.fixture(scope="session")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tests.clips import write_faceless, write_random_bytes, write_talking_head
 

@@ -14,7 +14,6 @@ from tests.api.harness import (
     ApiServer,
     CallbackReceiver,
     sse_events,
-    start_callback_worker,
     stored_files,
 )
 from tests.integration.harness import Cluster, wait_for
@@ -39,10 +38,9 @@ def rows_of(cluster: Cluster, video_id: str) -> dict[str, int]:
 
 
 def test_three_uploads_followed_to_results_callback_and_erasure(
-    api: ApiServer, api_cluster: Cluster, keys: Keys, clips: dict[str, Path]
+    api: ApiServer, pipeline_workers: Cluster, keys: Keys, clips: dict[str, Path]
 ) -> None:
-    api_cluster.start_worker("ingest,faces,flow,inference")
-    start_callback_worker(api_cluster)
+    api_cluster = pipeline_workers
     with CallbackReceiver(statuses=[503, 200]) as receiver, api.client(keys.alpha) as alpha:
         files = [
             ("files", (path.name, path.read_bytes(), "video/mp4"))

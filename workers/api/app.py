@@ -86,4 +86,24 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(videos.router)
+    _add_web_app(app)
     return app
+
+
+def _add_web_app(app: FastAPI) -> None:
+    from fastapi import Request
+    from fastapi.responses import RedirectResponse
+    from fastapi.staticfiles import StaticFiles
+
+    from workers.api import web
+
+    app.include_router(web.router)
+    app.mount("/app/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+
+    @app.exception_handler(web.SignInRequired)
+    async def sign_in(request: Request, exc: web.SignInRequired) -> RedirectResponse:
+        return RedirectResponse("/app/login", status_code=303)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/app/jobs", status_code=303)

@@ -35,7 +35,9 @@ DOCS_CONTENT_SECURITY_POLICY = (
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: a browser then sends a form post's Origin, which the web
+    # app checks (under no-referrer it sends "null").
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 

@@ -91,6 +91,28 @@ def get_attention_png(
     return Response(image, media_type="image/png", headers={"Cache-Control": "private"})
 
 
+@router.get(
+    "/{video_id}/timeline.png",
+    summary="The traits over time: a line per trait and person across the segments",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def get_timeline_png(
+    video_id: str, caller: Caller = Depends(get_caller), context: ApiContext = Depends(get_context)
+) -> Response:
+    """404 for a video without segments (analysed as a whole, or failed before them)."""
+    from workers.services.timeline import plot_video
+
+    _owned_or_404(context, video_id, caller)
+    with tempfile.TemporaryDirectory(prefix="timeline-") as folder, _PLOT_LOCK:
+        try:
+            path = plot_video(context.session_factory, video_id, Path(folder) / "timeline.png")
+        except UsageError:
+            raise not_found("timeline for a video") from None
+        image = path.read_bytes()
+    return Response(image, media_type="image/png", headers={"Cache-Control": "private"})
+
+
 @router.delete("/{video_id}", status_code=204, summary="Erase the video and all derived data")
 def delete_video(
     video_id: str, caller: Caller = Depends(get_caller), context: ApiContext = Depends(get_context)

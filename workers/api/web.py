@@ -1,0 +1,223 @@
+"""The web app: server-rendered pages over the same services as `/v1`, for people.
+
+Sign-in stores the API key in an HttpOnly, SameSite=Strict cookie (Secure over https); every
+form carries a CSRF token derived from the key (HMAC), checked on POST, and a POST whose
+Origin is another site is refused. Pages use no inline script or style (the CSP forbids
+them): `static/app.js` follows a job's events, bars are `<meter>` elements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from core.traits import TRAITS
+from workers.api.context import ApiContext
+from workers.api.deps import get_context
+from workers.api.problems import not_found
+from workers.api.uploads import UploadLimits, read_upload
+from workers.api.views import after_job, job_cursor, job_json
+from workers.services.errors import UnknownJob
+from workers.services.tenants import Caller, authenticate
+
+router = APIRouter(prefix="/app", include_in_schema=False)
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+STATIC_DIR = Path(__file__).with_name("static")
+COOKIE = "oceanstream_key"
+PAGE = 20
+
+
+class SignInRequired(Exception):
+    """No valid key in the cookie: the handler sends the browser to the sign-in page."""
+
+
+def csrf_token(key: str) -> str:
+    return hmac.new(key.encode(), b"oceanstream-csrf", hashlib.sha256).hexdigest()
+
+
+def web_caller(request: Request, context: ApiContext = Depends(get_context)) -> Caller:
+    key = request.cookies.get(COOKIE, "")
+    caller = authenticate(context.session_factory, key) if key else None
+    if caller is None:
+        raise SignInRequired
+    verdict = context.limiter.check(caller.key_id)
+    if not verdict.allowed:
+        raise HTTPException(429, "too many requests", {"Retry-After": str(verdict.retry_after_s)})
+    return caller
+
+
+def _same_site(request: Request) -> None:
+    origin = request.headers.get("origin")
+    if origin is not None and origin.rstrip("/") != str(request.base_url).rstrip("/"):
+        raise HTTPException(403, "cross-site form posts are refused")
+
+
+def _check_csrf(request: Request, token: str | None) -> None:
+    _same_site(request)
+    key = request.cookies.get(COOKIE, "")
+    if not token or not hmac.compare_digest(token, csrf_token(key)):
+        raise HTTPException(403, "the form's CSRF token is missing or wrong; reload the page")
+
+
+def _page(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
+    key = request.cookies.get(COOKIE, "")
+    values.setdefault("csrf", csrf_token(key) if key else "")
+    return TEMPLATES.TemplateResponse(request, name, values, status_code=status)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> HTMLResponse:
+    return _page(request, "login.html", error=None)
+
+
+@router.post("/login")
+async def login(request: Request, context: ApiContext = Depends(get_context)) -> Response:
+    _same_site(request)
+    form = await request.form(max_files=0, max_fields=4)
+    key = str(form.get("key", "")).strip()
+    caller = await run_in_threadpool(authenticate, context.session_factory, key) if key else None
+    if caller is None:
+        return _page(request, "login.html", status=401, error="That key is unknown or revoked.")
+    response = RedirectResponse("/app/jobs", status_code=303)
+    response.set_cookie(
+        COOKIE,
+        key,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/app",
+        max_age=12 * 3600,
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    form = await request.form(max_files=0, max_fields=4)
+    _check_csrf(request, str(form.get("csrf", "")))
+    response = RedirectResponse("/app/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/app")
+    return response
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs_page(
+    request: Request,
+    cursor: str | None = None,
+    caller: Caller = Depends(web_caller),
+    context: ApiContext = Depends(get_context),
+) -> HTMLResponse:
+    from workers.services.jobs import list_job_views
+
+    views = list_job_views(
+        context.session_factory, caller.tenant_id, limit=PAGE + 1, after=after_job(cursor)
+    )
+    page = views[:PAGE]
+    next_cursor = job_cursor(page[-1]) if len(views) > PAGE and page else None
+    return _page(
+        request,
+        "jobs.html",
+        jobs=[job_json(view) for view in page],
+        next_cursor=next_cursor,
+        max_files=context.settings.api_max_files,
+    )
+
+
+@router.post("/jobs")
+async def upload(
+    request: Request,
+    caller: Caller = Depends(web_caller),
+    context: ApiContext = Depends(get_context),
+) -> Response:
+    from workers.services.jobs import submit_uploads
+
+    _same_site(request)
+    settings = context.settings
+    form = await read_upload(
+        request.headers.get("content-type", ""),
+        request.headers.get("content-length"),
+        request.stream(),
+        UploadLimits(
+            settings.api_max_file_bytes, settings.api_max_request_bytes, settings.api_max_files
+        ),
+        settings.api_upload_dir,
+    )
+    try:
+        _check_csrf(request, form.fields.get("csrf"))
+        if not form.files:
+            raise HTTPException(400, "choose one or more videos")
+        made = await run_in_threadpool(
+            submit_uploads,
+            settings,
+            context.session_factory,
+            form.files,
+            tenant_id=caller.tenant_id,
+        )
+    finally:
+        form.cleanup()
+    return RedirectResponse(f"/app/jobs/{made.job_id}", status_code=303)
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(
+    request: Request,
+    job_id: str,
+    caller: Caller = Depends(web_caller),
+    context: ApiContext = Depends(get_context),
+) -> HTMLResponse:
+    from workers.services.jobs import job_view
+    from workers.services.results import job_results
+
+    try:
+        view = job_view(context.session_factory, job_id, caller.tenant_id)
+    except UnknownJob:
+        raise not_found("job") from None
+    rows = {row.video_id: row.to_dict() for row in job_results(context.session_factory, job_id)}
+    return _page(request, "job.html", job=job_json(view), rows=rows, traits=TRAITS)
+
+
+@router.get("/jobs/{job_id}/events")
+def job_page_events(
+    job_id: str, caller: Caller = Depends(web_caller), context: ApiContext = Depends(get_context)
+) -> StreamingResponse:
+    from workers.api.routers.jobs import job_events
+
+    return job_events(job_id, caller, context)
+
+
+@router.get("/videos/{video_id}", response_class=HTMLResponse)
+def video_page(
+    request: Request,
+    video_id: str,
+    caller: Caller = Depends(web_caller),
+    context: ApiContext = Depends(get_context),
+) -> HTMLResponse:
+    from workers.api.routers.videos import get_video
+
+    row = get_video(video_id, caller, context)
+    return _page(request, "video.html", row=row, traits=TRAITS)
+
+
+@router.get("/videos/{video_id}/attention.png")
+def video_attention(
+    video_id: str, caller: Caller = Depends(web_caller), context: ApiContext = Depends(get_context)
+) -> Response:
+    from workers.api.routers.videos import get_attention_png
+
+    return get_attention_png(video_id, caller, context)
+
+
+@router.get("/videos/{video_id}/timeline.png")
+def video_timeline(
+    video_id: str, caller: Caller = Depends(web_caller), context: ApiContext = Depends(get_context)
+) -> Response:
+    from workers.api.routers.videos import get_timeline_png
+
+    return get_timeline_png(video_id, caller, context)
