@@ -29,6 +29,7 @@ def main() -> None:
         results,
         serve,
         training,
+        watch,
     )
 
     try:
