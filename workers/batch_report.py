@@ -1,7 +1,10 @@
 """What the pool says about each batch it settles: a log line, metrics, Flower's events.
 
 One INFO line per batch, e.g. `batch of 12: 11 done, 1 failed in 0.084 s (model 0.031 s)`,
-gives its size, each outcome's count and its time (the model calls' share in brackets).
+gives its size in messages (segments), each outcome's count and its time (the model calls'
+share in brackets). The `oceanstream_inference_videos_total` counter keeps its name; it counts
+segment messages by outcome, and `oceanstream_inference_batch_size` counts model rows (one
+per person of each segment).
 """
 
 from __future__ import annotations
@@ -23,18 +26,21 @@ OUTCOMES = ("done", "failed", "skipped", "retried")
 
 
 def outcomes_of(batch: list[Delivery], report: InferenceBatchReport) -> list[str]:
-    """Each message's outcome: done, failed, retried, or skipped (nothing to do, a duplicate)."""
+    """Each message's outcome: done, failed, retried, or skipped (nothing to do, a duplicate).
+
+    Messages carry segment ids; a segment's outcome counts once, on its first message.
+    """
     outcomes = []
     seen: set[str] = set()
     for delivery in batch:
-        status = report.statuses.get(delivery.video_id)
-        if status == RETRY:  # every message of the video goes back
+        status = report.statuses.get(delivery.segment_id)
+        if status == RETRY:  # every message of the segment goes back
             outcomes.append("retried")
-        elif status in ("done", "failed") and delivery.video_id not in seen:
+        elif status in ("done", "failed") and delivery.segment_id not in seen:
             outcomes.append(str(status))
         else:
             outcomes.append("skipped")
-        seen.add(delivery.video_id)
+        seen.add(delivery.segment_id)
     return outcomes
 
 
@@ -59,13 +65,13 @@ class BatchReporter:
     def settled(
         self, batch: list[Delivery], report: InferenceBatchReport, began: float, seconds: float
     ) -> None:
-        """A batch that ran: its line, its metrics, each video's end event."""
+        """A batch that ran: its line, its metrics, each segment's end event."""
         outcomes = outcomes_of(batch, report)
         counts = {o: outcomes.count(o) for o in OUTCOMES}
         model_s = sum(call.seconds for call in report.calls)
         log.info(batch_line(len(batch), counts, seconds, model_s if report.calls else None))
-        for video_id, error in report.errors.items():
-            log.info("video %s: %s", video_id, error)
+        for segment_id, error in report.errors.items():
+            log.info("segment %s: %s", segment_id, error)
         if self.metrics is not None:
             self._observe(batch, report, began, seconds, counts)
         if self.events is not None:
@@ -75,7 +81,7 @@ class BatchReporter:
         """A batch that raised: every message goes back to the queue."""
         log.info(batch_line(len(batch), {"retried": len(batch)}, seconds, None))
         if self.events is not None:
-            errors = {d.video_id: f"{type(error).__name__}: {error}" for d in batch}
+            errors = {d.segment_id: f"{type(error).__name__}: {error}" for d in batch}
             self.events.batch_finished(batch, ["retried"] * len(batch), errors, seconds)
 
     def _observe(

@@ -40,16 +40,17 @@ class RunningBatch:
 
 
 def run_batch(context: StageContext, buckets: Sequence[int], batch: list[Delivery]) -> Outcome:
-    """The batch's work, in a runner thread: claim, features, model, commit.
+    """The batch's work, in a runner thread: claim its segments, read their persons'
+    features, run the model, commit.
 
     Returns the report (or the error, for the consumer thread to settle) and its seconds.
     """
-    sent = {d.video_id: d.sent_at for d in batch if d.sent_at is not None}
+    sent = {d.segment_id: d.sent_at for d in batch if d.sent_at is not None}
     started = time.perf_counter()
     try:
         report: InferenceBatchReport | BaseException = run_inference_batch(
             context,
-            [d.video_id for d in batch],
+            [d.segment_id for d in batch],
             buckets=buckets,
             sent_at=sent,
             started_at=time.time(),
@@ -77,13 +78,13 @@ class Settler:
             if isinstance(report, RETRYABLE):
                 log.warning("inference batch of %d hit an outage: %s", len(batch), report)
             else:
-                # Bounded: each delivery is counted, and a video delivered too often is failed.
+                # Bounded: each delivery is counted; a segment delivered too often is failed.
                 log.error("inference batch of %d failed", len(batch), exc_info=report)
             self.reporter.broke(batch, report, seconds)
             self.requeue(batch, inbox)
             return
-        retry = [d for d in batch if report.statuses.get(d.video_id) == RETRY]
-        inbox.ack([d.message for d in batch if report.statuses.get(d.video_id) != RETRY])
+        retry = [d for d in batch if report.statuses.get(d.segment_id) == RETRY]
+        inbox.ack([d.message for d in batch if report.statuses.get(d.segment_id) != RETRY])
         self.reporter.settled(batch, report, running.began, seconds)
         if retry:
             self.requeue(retry, inbox)

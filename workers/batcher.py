@@ -1,9 +1,10 @@
-"""The inference batcher: a consumer of the `inference` queue that runs videos in batches.
+"""The inference batcher: a consumer of the `inference` queue that runs segments in batches.
 
 Like Triton's dynamic batcher, it gathers messages until it holds `max_batch_size` of them
 or the oldest has waited `max_wait_ms`, then runs them through `run_inference_batch` (one
-claim, padded model calls, one commit) and only then acknowledges them. It reads the same
-messages the per-video Celery task does (`workers.inference_messages`), so producers and the
+claim, padded model calls over every person of every segment, one commit) and only then
+acknowledges them. Each message names one segment. It reads the same messages the
+per-segment Celery task does (`workers.inference_messages`), so producers and the
 reconciler do not know which one serves the queue. Each settled batch is logged, measured
 and announced to Flower by `workers.batch_report`.
 
@@ -18,9 +19,10 @@ Delivery guarantees are the broker's and the database's, as for every stage:
   being gathered);
 - a process killed mid-batch leaves its messages unacknowledged: they are restored to the
   queue after the visibility timeout (by any consumer of the broker, kombu's or this one),
-  and `oceanstream reconcile` resends any video still waiting in `inference` sooner;
-- a redelivered or duplicate message finds its video already `done` and changes nothing
-  (state moves are guarded, predictions are unique per video and model version);
+  and `oceanstream reconcile` resends any segment still waiting in `inference` sooner;
+- a redelivered or duplicate message finds its segment already `done` and changes nothing
+  (state moves are guarded, predictions are unique per segment person and model version,
+  and a video is aggregated once, by the finish that made its last segment final);
 - a graceful stop (SIGTERM) finishes the batches in hand and puts whatever was gathered for
   the next one back at the head of the queue.
 """
@@ -124,8 +126,9 @@ class InferenceBatcher:
     def refresh_models(self) -> str:
         """Make sure the active model version is loaded and warm; returns it.
 
-        Videos keep the version pinned at ingest, so this only moves the compile cost of a
-        newly activated version off the path of its first batch. Called between batches.
+        Segments keep their video's version pinned at ingest, so this only moves the compile
+        cost of a newly activated version off the path of its first batch. Called between
+        batches.
         """
         self._next_refresh = time.monotonic() + self.model_refresh_s
         version = self.context.active_version()
@@ -237,7 +240,8 @@ class InferenceBatcher:
     def collect(
         self, running: Future[Any] | None = None, *, slots_full: bool = True
     ) -> list[Delivery]:
-        """Messages until the batch is full or its oldest waited `max_wait_ms`.
+        """Messages (one segment each) until the batch is full or its oldest waited
+        `max_wait_ms`.
 
         `running` is the oldest batch still in hand. While it is at work and no slot is free
         for another (`slots_full`), gathering goes on past that deadline: the next batch

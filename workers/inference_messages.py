@@ -1,7 +1,7 @@
-"""What the inference pool reads from a message: the Celery task it names and its video.
+"""What the inference pool reads from a message: the Celery task it names and its segment.
 
-The pool reads the same messages the per-video Celery task does (Celery protocol 2, JSON,
-`args=[video_id]`), so producers and the reconciler do not know which one serves the queue.
+The pool reads the same messages the per-segment Celery task does (Celery protocol 2, JSON,
+`args=[segment_id]`), so producers and the reconciler do not know which one serves the queue.
 """
 
 from __future__ import annotations
@@ -22,14 +22,20 @@ class Delivery:
     """A received inference message and what the batcher needs from it."""
 
     message: Received
-    video_id: str
+    segment_id: str
     received: float  # monotonic seconds
     sent_at: float | None
     task_id: str | None = None  # the Celery task id, which Flower shows
 
+    @property
+    def video_id(self) -> str:
+        """The segment id, under the name messages gave it before segments existed."""
+        return self.segment_id
 
-def video_id_of(body: Any, headers: dict[str, Any]) -> str:
-    """The video id an `oceanstream.inference` message carries, or ValueError saying why not.
+
+def segment_id_of(body: Any, headers: dict[str, Any]) -> str:
+    """The segment id an `oceanstream.inference` message carries, or ValueError saying why
+    not.
 
     Celery protocol 2 puts the task name in the headers and `[args, kwargs, embed]` in the
     body; protocol 1 put everything in a dict body.
@@ -43,7 +49,7 @@ def video_id_of(body: Any, headers: dict[str, Any]) -> str:
     if task != TASK_NAME:
         raise ValueError(f"expected task {TASK_NAME!r}, got {task!r}")
     if not isinstance(args, list | tuple) or len(args) != 1 or not isinstance(args[0], str):
-        raise ValueError(f"expected args [video_id], got {args!r}")
+        raise ValueError(f"expected args [segment_id], got {args!r}")
     return args[0]
 
 
@@ -68,7 +74,7 @@ def delivery_of(message: Received, received: float) -> Delivery:
     headers = message.headers or {}
     if message.error is not None:
         raise ValueError(message.error)
-    video_id = video_id_of(message.body, headers)
+    segment_id = segment_id_of(message.body, headers)
     return Delivery(
-        message, video_id, received, sent_at_of(headers), task_id_of(message.body, headers)
+        message, segment_id, received, sent_at_of(headers), task_id_of(message.body, headers)
     )

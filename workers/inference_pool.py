@@ -1,7 +1,7 @@
 """Inference-pool processes: `oceanstream worker --queues inference [--devices 0,1]`.
 
 A pool process reports to Flower as `inference-pool-<pid>@<host>` (`workers.pool_events`)
-and logs one line per batch. It is stateless (the database holds every video's state,
+and logs one line per batch. It is stateless (the database holds every segment's state,
 storage its features), so adding processes, on one host or many, adds throughput. Each one
 serves one accelerator: `--devices` starts one child per listed device, pinned with
 `CUDA_VISIBLE_DEVICES`, and stops them all together.

@@ -1,7 +1,8 @@
 """The batcher's consumer loop against a real redis-server, with SQLite and file storage.
 
 The batcher runs in a thread of the test process (the worker processes are covered by
-tests/integration/test_inference_pool.py); messages are sent as producers send them.
+tests/integration/test_inference_pool.py); messages are sent as producers send them, one
+segment id each.
 """
 
 from __future__ import annotations
@@ -16,17 +17,14 @@ import pytest
 import redis
 
 from core.bundle import build_default_bundle
-from core.pipeline import PipelineConfig
 from db import repository as repo
-from db.engine import make_engine, make_session_factory
-from db.migrate import upgrade_database
 from tasks.context import StageContext
-from tests.inference.test_inference_stage import FlakyStore, add_video
+from tests.inference.helpers import FlakyStore, add_segment, feature_keys, make_context
 from tests.integration.harness import RedisServer, free_port, wait_for
 from tests.integration.pool_harness import scrape
 from workers.batcher import InferenceBatcher
 from workers.celery_app import create_app
-from workers.inference_messages import SENT_AT_HEADER, video_id_of
+from workers.inference_messages import SENT_AT_HEADER, segment_id_of
 from workers.metrics import InferenceMetrics, QueueLengthCollector, start_exporter
 from workers.services.dead_letters import dead_letter_key, parse_record
 from workers.settings import Settings
@@ -46,25 +44,13 @@ class Versions:
     def __init__(self, version: str) -> None:
         self.active = version
 
-    def __call__(self) -> str:
+    def __call__(self, session: object = None) -> str:
         return self.active
 
 
 @pytest.fixture
 def ctx(tmp_path: Path, bundles) -> StageContext:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    upgrade_database(url)
-    session_factory = make_session_factory(make_engine(url))
-    with session_factory.begin() as session:
-        for version in bundles:
-            repo.ensure_model_version(session=session, version=version, trained=False, metadata={})
-    return StageContext(
-        session_factory=session_factory,
-        store=FlakyStore(f"file://{tmp_path / 'storage'}"),
-        config=PipelineConfig(num_frames=T),
-        load_bundle=bundles.__getitem__,
-        active_version=Versions(next(iter(bundles))),
-    )
+    return make_context(tmp_path, bundles, Versions(next(iter(bundles))))
 
 
 class Running:
@@ -88,20 +74,20 @@ class Running:
         self.thread.join(30)
         assert not self.thread.is_alive()
 
-    def send(self, video_id: object, task: str = "oceanstream.inference") -> None:
+    def send(self, segment_id: object, task: str = "oceanstream.inference") -> None:
         self.app.send_task(
-            task, args=[video_id], queue="inference", headers={SENT_AT_HEADER: time.time()}
+            task, args=[segment_id], queue="inference", headers={SENT_AT_HEADER: time.time()}
         )
 
     def value(self, name: str, **labels: str) -> float:
         return float(self.metrics.registry.get_sample_value(name, labels) or 0.0)
 
-    def status(self, video_id: str) -> str:
+    def status(self, segment_id: str) -> str:
         with self.ctx.session_factory() as session:
-            return repo.get_video(session=session, video_id=video_id).status
+            return repo.get_segment(session=session, segment_id=segment_id).status
 
     def wait_done(self, ids: list[str], timeout: float = 30) -> None:
-        wait_for(lambda: all(self.status(v) == "done" for v in ids), timeout, "videos done")
+        wait_for(lambda: all(self.status(s) == "done" for s in ids), timeout, "segments done")
 
     def unacked(self) -> int:
         return int(self.redis.hlen("unacked"))
@@ -131,9 +117,9 @@ def test_batches_fill_under_load_and_the_rest_flushes_on_the_timer(
     broker: str, ctx: StageContext, running: list[Running]
 ) -> None:
     pool = Running(broker, ctx, max_batch_size=16, max_wait_ms=300)
-    ids = [add_video(ctx, f"load-{i}", version_of(ctx), seed=i) for i in range(40)]
-    for video_id in ids:
-        pool.send(video_id)  # a backlog before the batcher starts
+    ids = [add_segment(ctx, f"load-{i}", version_of(ctx), seed=i) for i in range(40)]
+    for segment_id in ids:
+        pool.send(segment_id)  # a backlog before the batcher starts
     running.append(pool.start())
     pool.wait_done(ids)
     wait_for(lambda: pool.value("oceanstream_inference_batches_total") == 3, 5, "3 batches")
@@ -141,14 +127,33 @@ def test_batches_fill_under_load_and_the_rest_flushes_on_the_timer(
     assert pool.value("oceanstream_inference_batch_size_sum") == 40
     assert pool.value("oceanstream_inference_batch_size_bucket", le="8.0") == 1  # the rest
     assert pool.value("oceanstream_inference_videos_total", outcome="done") == 40
-    sizes = sorted(stored_batch(ctx, v) for v in ids)
+    sizes = sorted(stored_batch(ctx, s) for s in ids)
     assert sizes == [8] * 8 + [16] * 32
     assert pool.redis.llen("inference") == 0 and pool.unacked() == 0
 
 
-def stored_batch(ctx: StageContext, video_id: str) -> int:
+def test_a_batch_is_counted_in_segments_and_its_model_calls_in_person_rows(
+    broker: str, ctx: StageContext, running: list[Running]
+) -> None:
+    """Eight two-person segments fill one batch of eight messages; their 16 person rows
+    run as two model calls of the largest bucket (8)."""
+    pool = Running(broker, ctx, max_batch_size=8, max_wait_ms=300)
+    ids = [add_segment(ctx, f"pair-{i}", version_of(ctx), seed=i, persons=2) for i in range(8)]
+    for segment_id in ids:
+        pool.send(segment_id)
+    running.append(pool.start())
+    pool.wait_done(ids)
+    wait_for(lambda: pool.value("oceanstream_inference_batches_total") == 1, 5, "1 batch")
+    assert pool.value("oceanstream_inference_batch_size_count") == 2
+    assert pool.value("oceanstream_inference_batch_size_sum") == 16
+    assert pool.value("oceanstream_inference_videos_total", outcome="done") == 8
+    assert {stored_batch(ctx, s) for s in ids} == {8}
+
+
+def stored_batch(ctx: StageContext, segment_id: str) -> int:
     with ctx.session_factory() as session:
-        return int(repo.get_video(session=session, video_id=video_id).timings["inference_batch"])
+        segment = repo.get_segment(session=session, segment_id=segment_id)
+        return int(segment.timings["inference_batch"])
 
 
 def test_a_lone_message_waits_max_wait_then_runs(
@@ -157,13 +162,13 @@ def test_a_lone_message_waits_max_wait_then_runs(
     pool = Running(broker, ctx, max_batch_size=32, max_wait_ms=250)
     running.append(pool.start())
     time.sleep(0.3)  # idle
-    video_id = add_video(ctx, "alone", version_of(ctx), seed=1)
+    segment_id = add_segment(ctx, "alone", version_of(ctx), seed=1)
     sent = time.monotonic()
-    pool.send(video_id)
-    pool.wait_done([video_id], timeout=10)
+    pool.send(segment_id)
+    pool.wait_done([segment_id], timeout=10)
     elapsed = time.monotonic() - sent
     assert 0.25 <= elapsed < 2.0
-    assert stored_batch(ctx, video_id) == 1
+    assert stored_batch(ctx, segment_id) == 1
     # The batch is settled (acknowledged, measured) just after its results are committed.
     wait_for(lambda: pool.value("oceanstream_inference_batches_total") == 1, 5, "1 batch")
     waited = pool.value("oceanstream_inference_batch_wait_seconds_sum")
@@ -177,7 +182,7 @@ def test_messages_that_are_not_inference_tasks_are_dropped(
 ) -> None:
     pool = Running(broker, ctx, max_batch_size=8, max_wait_ms=20)
     running.append(pool.start())
-    video_id = add_video(ctx, "real", version_of(ctx), seed=2)
+    segment_id = add_segment(ctx, "real", version_of(ctx), seed=2)
     pool.send("some-id", task="oceanstream.ingest")
     pool.send(12345)
     with pool.app.producer_or_acquire() as producer:
@@ -190,8 +195,8 @@ def test_messages_that_are_not_inference_tasks_are_dropped(
     poison = [b"\xff\xfe not UTF-8", b"not JSON", b'{"not": "an envelope"}']
     for raw in poison:
         pool.redis.lpush("inference", raw)
-    pool.send(video_id)
-    pool.wait_done([video_id])
+    pool.send(segment_id)
+    pool.wait_done([segment_id])
     wait_for(
         lambda: pool.value("oceanstream_inference_videos_total", outcome="rejected") == 6,
         5,
@@ -208,14 +213,14 @@ def test_messages_that_are_not_inference_tasks_are_dropped(
     assert pool.thread.is_alive()
 
 
-def test_protocol_one_and_two_bodies_carry_the_video_id() -> None:
+def test_protocol_one_and_two_bodies_carry_the_segment_id() -> None:
     embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-    assert video_id_of([["abc"], {}, embed], {"task": "oceanstream.inference"}) == "abc"
-    assert video_id_of({"task": "oceanstream.inference", "args": ["abc"]}, {}) == "abc"
+    assert segment_id_of([["abc"], {}, embed], {"task": "oceanstream.inference"}) == "abc"
+    assert segment_id_of({"task": "oceanstream.inference", "args": ["abc"]}, {}) == "abc"
     with pytest.raises(ValueError, match="expected task"):
-        video_id_of([["abc"], {}, embed], {"task": "oceanstream.faces"})
-    with pytest.raises(ValueError, match="expected args"):
-        video_id_of([["a", "b"], {}, embed], {"task": "oceanstream.inference"})
+        segment_id_of([["abc"], {}, embed], {"task": "oceanstream.faces"})
+    with pytest.raises(ValueError, match=r"expected args \[segment_id\]"):
+        segment_id_of([["a", "b"], {}, embed], {"task": "oceanstream.inference"})
 
 
 def test_a_newly_activated_version_is_served_without_restart(
@@ -231,23 +236,25 @@ def test_a_newly_activated_version_is_served_without_restart(
         20,
         "the new version to be loaded and warmed between batches",
     )
-    old = add_video(ctx, "old", first, seed=3)
-    new = add_video(ctx, "new", second, seed=4)
+    old = add_segment(ctx, "old", first, seed=3)
+    new = add_segment(ctx, "new", second, seed=4)
     pool.send(old)
     pool.send(new)
     pool.wait_done([old, new])
     with ctx.session_factory() as session:
-        assert repo.get_prediction(session=session, video_id=new, model_version=second)
-        assert repo.get_prediction(session=session, video_id=old, model_version=first)
+        for segment_id, version, other in ((new, second, first), (old, first, second)):
+            video_id = repo.get_segment(session=session, segment_id=segment_id).video_id
+            assert repo.get_prediction(session=session, video_id=video_id, model_version=version)
+            assert not repo.get_prediction(session=session, video_id=video_id, model_version=other)
 
 
 def test_an_outage_returns_the_message_and_it_is_served_later(
     broker: str, ctx: StageContext, running: list[Running]
 ) -> None:
     pool = Running(broker, ctx, max_batch_size=8, max_wait_ms=20)
-    fine = add_video(ctx, "fine", version_of(ctx), seed=5)
-    flaky = add_video(ctx, "flaky", version_of(ctx), seed=6)
-    ctx.store.down = {flaky}  # type: ignore[attr-defined]
+    fine = add_segment(ctx, "fine", version_of(ctx), seed=5)
+    flaky = add_segment(ctx, "flaky", version_of(ctx), seed=6)
+    ctx.store.down = set(feature_keys(ctx, flaky))  # type: ignore[attr-defined]
     running.append(pool.start())
     pool.send(fine)
     pool.send(flaky)
@@ -297,13 +304,13 @@ def test_the_pool_reconnects_after_the_broker_restarts(
 ) -> None:
     pool = Running(redis_server.url, ctx, max_batch_size=8, max_wait_ms=20)
     running.append(pool.start())
-    before = add_video(ctx, "before", version_of(ctx), seed=11)
+    before = add_segment(ctx, "before", version_of(ctx), seed=11)
     pool.send(before)
     pool.wait_done([before])
     redis_server.kill()  # every queued and unacknowledged message is gone with it
     time.sleep(0.5)
     redis_server.start()  # same port, empty
-    after = add_video(ctx, "after", version_of(ctx), seed=12)
+    after = add_segment(ctx, "after", version_of(ctx), seed=12)
     pool.send(after)
     pool.wait_done([after], timeout=60)
     pool.wait_settled()
@@ -318,13 +325,13 @@ class CountingStore(FlakyStore):
         self.active = 0
         self.most = 0
 
-    def get_arrays(self, uri: str, names: tuple[str, ...] | None = None):
+    def get_arrays(self, uri: str, *args, **kwargs):  # type: ignore[no-untyped-def,override]
         with self.lock:
             self.active += 1
             self.most = max(self.most, self.active)
         try:
             time.sleep(0.02)
-            return super().get_arrays(uri, names)
+            return super().get_arrays(uri, *args, **kwargs)
         finally:
             with self.lock:
                 self.active -= 1
@@ -335,10 +342,10 @@ def test_batches_in_flight_overlap_their_storage_and_database_work(
     broker: str, ctx: StageContext, running: list[Running], in_flight: int
 ) -> None:
     ctx = dataclasses.replace(ctx, store=CountingStore(ctx.store.url))
-    ids = [add_video(ctx, f"overlap-{i}", version_of(ctx), seed=i) for i in range(24)]
+    ids = [add_segment(ctx, f"overlap-{i}", version_of(ctx), seed=i) for i in range(24)]
     pool = Running(broker, ctx, max_batch_size=8, max_wait_ms=20, batches_in_flight=in_flight)
-    for video_id in ids:
-        pool.send(video_id)  # a backlog: three full batches
+    for segment_id in ids:
+        pool.send(segment_id)  # a backlog: three full batches
     running.append(pool.start())
     pool.wait_done(ids)
     assert ctx.store.most == in_flight  # type: ignore[attr-defined]
@@ -346,6 +353,6 @@ def test_batches_in_flight_overlap_their_storage_and_database_work(
     wait_for(
         lambda: pool.value("oceanstream_inference_videos_total", outcome="done") == 24,
         5,
-        "24 videos counted done",
+        "24 segments counted done",
     )
     assert pool.redis.llen("inference") == 0
