@@ -1,0 +1,172 @@
+"""`oceanstream watch` on a real live source: ffmpeg serving a generated talking head in real
+time as MPEG-TS over TCP, the watcher analysing it in its own process (`--in-process`)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from core.traits import TRAITS
+from tests.clips import write_h264
+from tests.integration.harness import ROOT, free_port
+from tests.live.streams import TcpStream, env_for, start_watch, wait_connected
+
+pytestmark = pytest.mark.slow
+
+#: Watcher start-up (Python, TensorFlow, the model warmed) on a busy two-core host.
+START_S = 180
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 s of a talking head at 15 fps: five windows of 2 s."""
+    path = tmp_path_factory.mktemp("live") / "talking.mp4"
+    return write_h264(path, seconds=10, fps=15, preset="veryfast")
+
+
+def _query(home: Path, sql: str, **params: object) -> list[tuple]:
+    engine = sa.create_engine(f"sqlite:///{home / 'oceanstream.db'}", poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(sa.text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def _scores(segment: dict) -> list[float]:
+    [person] = segment["persons"]
+    return [person["traits"][name] for name in TRAITS]
+
+
+def test_segments_arrive_while_the_stream_runs_and_match_the_file(
+    tmp_path: Path, clip: Path
+) -> None:
+    env = env_for(tmp_path / "home")
+    stream = TcpStream(clip).start()
+    try:
+        watch = start_watch(env, stream.url, "--name", "interview", "--in-process")
+        wait_connected(stream, START_S)
+        ended = stream.wait(60)
+        assert watch.finish(120) == 0, watch.stderr
+    finally:
+        stream.kill()
+    live = [line for _, line in watch.lines]
+    assert [s["index"] for s in live] == [0, 1, 2, 3, 4]
+    # Results come while the stream runs: the first well before its end.
+    assert watch.lines[0][0] < ended - 2.0
+    assert {s["video"] for s in live} == {"interview"} and len({s["video_id"] for s in live}) == 1
+
+    analyzed = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "analyze", str(clip), "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert analyzed.returncode == 0, analyzed.stderr
+    [result] = json.loads(analyzed.stdout)
+    from_file = result["segments"]
+    assert [(s["start_s"], s["end_s"], s["status"]) for s in live] == [
+        (s["start_s"], s["end_s"], s["status"]) for s in from_file
+    ]
+    # The stream carries the file's own packets (-c copy), so each segment decodes the same
+    # frames: only the float arithmetic of two model runs may differ.
+    for streamed, stored in zip(live, from_file, strict=True):
+        assert _scores(streamed) == pytest.approx(_scores(stored), abs=1e-4)
+    [(status, error)] = _query(
+        tmp_path / "home", "SELECT status, error FROM videos WHERE name = 'interview'"
+    )
+    assert (status, error) == ("done", None)
+
+
+def test_sigterm_mid_stream_leaves_the_video_final_with_the_segments_so_far(
+    tmp_path: Path, clip: Path
+) -> None:
+    home = tmp_path / "home"
+    stream = TcpStream(clip).start()
+    try:
+        watch = start_watch(env_for(home), stream.url, "--name", "cut", "--in-process")
+        watch.wait_lines(2, START_S)
+        watch.process.send_signal(signal.SIGTERM)
+        assert watch.finish(120) == 0, watch.stderr
+        assert stream.process is not None and stream.process.poll() is None  # still streaming
+    finally:
+        stream.kill()
+    [(video_id, status)] = _query(home, "SELECT id, status FROM videos WHERE name = 'cut'")
+    assert status == "done"
+    segments = _query(
+        home,
+        'SELECT "index", status, end_s FROM segments WHERE video_id = :v ORDER BY "index"',
+        v=video_id,
+    )
+    assert 2 <= len(segments) <= 4
+    assert all(s == "done" for _, s, _ in segments)
+    assert [index for index, _, _ in segments] == [s["index"] for _, s in watch.lines]
+
+
+def test_a_source_that_never_opens_fails_with_one_line_and_exit_1(tmp_path: Path) -> None:
+    from tests.conftest import REDIS_URL
+
+    home = tmp_path / "home"
+    env = env_for(home, OCEANSTREAM_WATCH_RECONNECT_S="1", OCEANSTREAM_BROKER_URL=REDIS_URL)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "watch", f"tcp://127.0.0.1:{free_port()}"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=START_S,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot open tcp://127.0.0.1:")
+    assert "Connection refused" in lines[0] and "tried for 1 s" in lines[0]
+    assert time.monotonic() - started < START_S
+    assert _query(home, "SELECT count(*) FROM videos") == [(0,)]
+
+
+def test_a_server_back_within_the_reconnect_window_gives_one_video_with_a_gap(
+    tmp_path: Path, clip: Path
+) -> None:
+    home = tmp_path / "home"
+    env = env_for(home, OCEANSTREAM_WATCH_RECONNECT_S="8")
+    first = TcpStream(clip).start()
+    second = TcpStream(clip, port=first.port)
+    try:
+        watch = start_watch(env, first.url, "--name", "flaky", "--in-process")
+        watch.wait_lines(1, START_S)
+        first.kill()  # mid-stream
+        time.sleep(1.0)
+        second.start()
+        wait_connected(second, 30)
+        second.wait(60)
+        assert watch.finish(120) == 0, watch.stderr
+    finally:
+        first.kill()
+        second.kill()
+    [(video_id, status, timings)] = _query(
+        home, "SELECT id, status, timings FROM videos WHERE name = 'flaky'"
+    )
+    assert status == "done"
+    timings = json.loads(timings)
+    assert timings["gaps"] == 1 and timings["gap_s"] > 0
+    segments = _query(
+        home,
+        'SELECT start_s, end_s, timings FROM segments WHERE video_id = :v ORDER BY "index"',
+        v=video_id,
+    )
+    after = [i for i, (_, _, t) in enumerate(segments) if "gap_before_s" in json.loads(t)]
+    assert len(after) == 1 and after[0] >= 1
+    gap = json.loads(segments[after[0]][2])["gap_before_s"]
+    assert segments[after[0]][0] == pytest.approx(segments[after[0] - 1][1] + gap)
+    # The second connection streamed the whole clip again: five more windows.
+    assert len(segments) - after[0] == 5
