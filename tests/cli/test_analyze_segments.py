@@ -1,0 +1,92 @@
+"""`oceanstream analyze` on videos of several segments and persons, end to end.
+
+The edit (`tests.people_clips`): the astronaut 0-2 s, the cameraman 2-4 s, no face 4-5 s,
+the astronaut again 5-7 s. With 1 s windows every shot is whole segments. Without an identity
+backbone persons are linked by continuity, which cannot bridge the faceless gap; with FaceRes
+installed they are linked by identity, across the gap and the cuts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.backbone_graph import installed_backbones
+from tests.cli.helpers import oceanstream
+from tests.people_clips import write_edit, write_side_by_side
+
+pytestmark = pytest.mark.slow
+
+ONE_SECOND = {"OCEANSTREAM_SEGMENT_SECONDS": "1"}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("people")
+    return {
+        "edit": write_edit(folder / "edit.mp4"),
+        "two": write_side_by_side(folder / "two.mp4", seconds=2.0),
+    }
+
+
+def analyze(home: Path, clip: Path, env: dict[str, str]) -> dict:
+    done = oceanstream(home, "analyze", str(clip), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)
+    return row
+
+
+def test_an_edit_gives_timed_segments_and_no_face_for_the_faceless_window_only(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    row = analyze(tmp_path / "home", clips["edit"], ONE_SECOND)
+    segments = row["segments"]
+    assert [(s["start_s"], s["end_s"]) for s in segments] == [(i, i + 1.0) for i in range(7)]
+    assert [s["status"] for s in segments] == ["done"] * 4 + ["no_face"] + ["done"] * 2
+    assert row["status"] == "done" and row["duration_s"] == pytest.approx(7.0)
+    shots = [[p["person"] for p in s["persons"]] for s in segments]
+    # One person per shot; the cut from the astronaut to the cameraman starts a new person,
+    # and continuity cannot link the astronaut across the faceless second.
+    assert shots == [[0], [0], [1], [1], [], [2], [2]]
+    persons = {p["person"]: p for p in row["persons"]}
+    assert [(p["first_s"], p["last_s"], p["segments"]) for p in persons.values()] == [
+        (0.0, 2.0, 2),
+        (2.0, 4.0, 2),
+        (5.0, 7.0, 2),
+    ]
+    # Ties in face frames go to the lowest number: the headline is person 0's aggregate.
+    assert row["traits"] == pytest.approx(persons[0]["traits"])
+
+
+def test_faceres_links_the_same_person_across_the_gap(
+    clips: dict[str, Path], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    backbones = installed_backbones(tmp_path_factory.getbasetemp(), ("faceres",))
+    env = {**ONE_SECOND, "OCEANSTREAM_BACKBONES": str(backbones)}
+    row = analyze(tmp_path / "home", clips["edit"], env)
+    shots = [[p["person"] for p in s["persons"]] for s in row["segments"]]
+    assert shots == [[0], [0], [1], [1], [], [0], [0]]
+    persons = {p["person"]: p for p in row["persons"]}
+    assert sorted(persons) == [0, 1]
+    assert (persons[0]["segments"], persons[0]["faces_found"]) == (4, 32)
+    assert row["traits"] == pytest.approx(persons[0]["traits"])
+
+
+def test_two_people_side_by_side_get_their_own_scores(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    row = analyze(home, clips["two"], {})
+    [segment] = row["segments"]
+    assert [p["person"] for p in segment["persons"]] == [0, 1]
+    left, right = (p["traits"] for p in row["persons"])
+    assert not np.allclose(list(left.values()), list(right.values()))
+    for person in (0, 1):
+        drawn = home / f"p{person}.png"
+        done = oceanstream(
+            home, "attention", str(clips["two"]), "--person", str(person), "--out", str(drawn)
+        )
+        assert done.returncode == 0 and drawn.stat().st_size > 0, done.stderr
