@@ -35,22 +35,10 @@ class TcpStream:
         return f"tcp://127.0.0.1:{self.port}"
 
     def start(self) -> TcpStream:
-        self.process = subprocess.Popen(
-            [
-                ffmpeg(),
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-re",
-                "-i",
-                str(self.clip),
-                "-c",
-                "copy",
-                "-f",
-                "mpegts",
-                f"{self.url}?listen=1",
-            ]  # fmt: skip
-        )
+        # Quiet: the watcher closing the connection at its end is a broken pipe here.
+        command = [ffmpeg(), "-nostdin", "-loglevel", "quiet", "-re", "-i", str(self.clip)]
+        command += ["-c", "copy", "-f", "mpegts", f"{self.url}?listen=1"]
+        self.process = subprocess.Popen(command)
         return self
 
     def wait(self, timeout: float) -> float:

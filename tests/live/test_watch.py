@@ -95,9 +95,9 @@ def test_sigterm_mid_stream_leaves_the_video_final_with_the_segments_so_far(
     try:
         watch = start_watch(env_for(home), stream.url, "--name", "cut", "--in-process")
         watch.wait_lines(2, START_S)
+        assert stream.process is not None and stream.process.poll() is None  # mid-stream
         watch.process.send_signal(signal.SIGTERM)
         assert watch.finish(120) == 0, watch.stderr
-        assert stream.process is not None and stream.process.poll() is None  # still streaming
     finally:
         stream.kill()
     [(video_id, status)] = _query(home, "SELECT id, status FROM videos WHERE name = 'cut'")
