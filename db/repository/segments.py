@@ -88,21 +88,21 @@ def append_segment(*, session: Session, video_id: str, start_s: float, end_s: fl
     if locked.first() is None:
         raise NotFoundError(f"no video with id {video_id!r}")
     last = session.execute(
-        select(Segment.index, Segment.end_s)
+        select(Segment.index.label("number"), Segment.end_s)
         .where(Segment.video_id == video_id)
         .order_by(Segment.index.desc())
         .limit(1)
     ).first()
     if last is not None and start_s < last.end_s - 1e-6:
         raise ValueError(
-            f"segment starting at {start_s:g} s overlaps segment {last.index}, which ends at "
+            f"segment starting at {start_s:g} s overlaps segment {last.number}, which ends at "
             f"{last.end_s:g} s"
         )
     now = utcnow()
     segment = Segment(
         id=new_id(),
         video_id=video_id,
-        index=0 if last is None else int(last.index) + 1,
+        index=0 if last is None else int(last.number) + 1,
         start_s=float(start_s),
         end_s=float(end_s),
         status=VideoStatus.PENDING.value,
