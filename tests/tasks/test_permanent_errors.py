@@ -1,9 +1,11 @@
-"""Errors that no retry can fix fail the video at once, with their own message.
+"""Errors that no retry can fix fail the segment (or the video, at ingest) at once, with
+their own message.
 
 The stages run with the context a worker process builds (`workers.bootstrap`), on SQLite and
 file storage, over real clips. Before, each of these made the stage raise: the message was
 dropped and the video cycled through `reconcile` until the delivery cap failed it as
-"worker died or timed out", 13-23 minutes later.
+"worker died or timed out", 13-23 minutes later. Each clip here is one segment, so a failed
+segment also makes its video final, failed, with the segment named in the error.
 """
 
 from __future__ import annotations
@@ -53,14 +55,31 @@ def row(ctx: StageContext, video_id: str):
         return repo.get_video(session=session, video_id=video_id)
 
 
-def ingested(ctx: StageContext, tmp_path: Path, seed: int = 3) -> str:
+def segment_row(ctx: StageContext, segment_id: str):
+    with ctx.session_factory() as session:
+        return repo.get_segment(session=session, segment_id=segment_id)
+
+
+def sampled(ctx: StageContext, tmp_path: Path, seed: int = 3) -> tuple[str, str]:
+    """A 1.5 s clip ingested (one segment) and its segment sampled: (video id, segment id)."""
     clip = write_talking_head(tmp_path / f"clip-{seed}.mp4", seconds=1.5, seed=seed)
     video_id = submit(ctx, clip)
-    assert stages.run_ingest(ctx, video_id) is True
-    return video_id
+    [segment_id] = stages.run_ingest(ctx, video_id)
+    assert stages.run_sample(ctx, segment_id) == ["faces", "flow"]
+    return video_id, segment_id
 
 
-STAGES: dict[str, Callable[[StageContext, str], bool]] = {
+def assert_failed_alone(ctx: StageContext, video_id: str, segment_id: str, words: str) -> None:
+    """The segment failed with `words`; its video (whose only segment it was) failed naming it."""
+    segment = segment_row(ctx, segment_id)
+    assert segment.status == "failed" and words in segment.error, segment.error
+    video = row(ctx, video_id)
+    assert video.status == "failed", video.status
+    assert video.error.startswith("segment 0 (0-"), video.error
+    assert video.error.endswith(f" s): {segment.error}"), video.error
+
+
+STAGES: dict[str, Callable[[StageContext, str], list[str]]] = {
     "faces": stages.run_faces,
     "flow": stages.run_flow,
 }
@@ -86,15 +105,15 @@ STAGES: dict[str, Callable[[StageContext, str], bool]] = {
     ],
     ids=["too-large", "too-many", "float64"],
 )
-def test_stored_frames_of_the_wrong_shape_fail_the_video_at_once(
+def test_stored_frames_of_the_wrong_shape_fail_the_segment_at_once(
     ctx: StageContext, tmp_path: Path, stage: str, frames: np.ndarray, words: str
 ) -> None:
-    video_id = ingested(ctx, tmp_path)
-    ctx.store.put_arrays(LAYOUT.frames(video_id), frames=frames, successors=frames)
-    assert STAGES[stage](ctx, video_id) is False  # returns: nothing raised, nothing to retry
-    video = row(ctx, video_id)
-    assert video.status == "failed" and words in video.error, video.error
-    assert video.deliveries[stage] == 1  # failed on its first delivery, not by the cap
+    video_id, segment_id = sampled(ctx, tmp_path)
+    ctx.store.put_arrays(LAYOUT.segment_frames(video_id, 0), frames=frames, successors=frames)
+    assert STAGES[stage](ctx, segment_id) == []  # returns: nothing raised, nothing to retry
+    assert_failed_alone(ctx, video_id, segment_id, words)
+    # Failed on its first delivery, not by the cap.
+    assert segment_row(ctx, segment_id).deliveries[stage] == 1
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -103,17 +122,19 @@ def test_frames_at_the_largest_allowed_size_are_read(
 ) -> None:
     """Frames and successors at 640x640 each: the archive holds both, though a stage may read
     only one of them, so its size bound counts both (a 640x480 clip failed as "corrupt")."""
-    video_id = ingested(ctx, tmp_path)
-    stored = ctx.store.get_arrays(ctx.store.uri(LAYOUT.frames(video_id)))
+    video_id, segment_id = sampled(ctx, tmp_path)
+    key = LAYOUT.segment_frames(video_id, 0)
+    stored = ctx.store.get_arrays(ctx.store.uri(key))
     side = ctx.config.frame_max_side
     big = {
         name: np.ascontiguousarray(np.resize(array, (T, side, side, 3)).astype(np.uint8))
         for name, array in stored.items()
     }
-    ctx.store.put_arrays(LAYOUT.frames(video_id), **big)
-    STAGES[stage](ctx, video_id)
-    video = row(ctx, video_id)
-    assert video.status != "failed", video.error
+    ctx.store.put_arrays(key, **big)
+    STAGES[stage](ctx, segment_id)
+    segment = segment_row(ctx, segment_id)
+    assert segment.status != "failed", segment.error
+    assert segment.faces_ready if stage == "faces" else segment.flow_ready
 
 
 def write_inflating_frames(path: Path, shape: tuple[int, ...]) -> None:
@@ -135,22 +156,23 @@ def write_inflating_frames(path: Path, shape: tuple[int, ...]) -> None:
 def test_compressed_frames_that_would_inflate_are_refused_from_the_header(
     ctx: StageContext, tmp_path: Path
 ) -> None:
-    video_id = ingested(ctx, tmp_path)
-    path = Path(ctx.store._path(ctx.store.uri(LAYOUT.frames(video_id))))
+    video_id, segment_id = sampled(ctx, tmp_path)
+    path = Path(ctx.store._path(ctx.store.uri(LAYOUT.segment_frames(video_id, 0))))
     write_inflating_frames(path, (T, 3000, 3000, 3))  # 216 MB of frames in a small file
     assert path.stat().st_size < 8 << 20
     tracemalloc.start()
     try:
-        assert stages.run_faces(ctx, video_id) is False
+        assert stages.run_faces(ctx, segment_id) == []
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    video = row(ctx, video_id)
-    assert video.status == "failed"
-    assert video.error == (
+    segment = segment_row(ctx, segment_id)
+    assert segment.status == "failed"
+    assert segment.error == (
         f"stored frames have shape ({T}, 3000, 3000, 3) uint8, expected at most "
         f"({T}, H<=640, W<=640, 3) uint8; not loaded"
     )
+    assert row(ctx, video_id).status == "failed"
     assert peak < 32 << 20, f"peak {peak / 2**20:.0f} MiB: the frames were inflated"
 
 
@@ -163,11 +185,30 @@ def test_a_stored_video_replaced_after_submit_fails_ingest_with_the_hash_message
     other = write_talking_head(tmp_path / "other.mp4", seconds=1.5, seed=4)
     stored.write_bytes(other.read_bytes())  # a decodable video, just not the one uploaded
 
-    assert stages.run_ingest(ctx, video_id) is False
+    assert stages.run_ingest(ctx, video_id) == []
     video = row(ctx, video_id)
     assert (video.status, video.error) == ("failed", CHANGED_AFTER_UPLOAD)
     assert video.frames is None and video.deliveries["ingest"] == 1
-    assert not ctx.store.exists(ctx.store.uri(LAYOUT.frames(video_id)))
+    with ctx.session_factory() as session:
+        assert repo.get_segments(session=session, video_id=video_id) == []  # none planned
+
+
+def test_a_stored_video_replaced_after_ingest_fails_sampling_with_the_hash_message(
+    ctx: StageContext, tmp_path: Path
+) -> None:
+    original = write_talking_head(tmp_path / "original.mp4", seconds=1.5, seed=3)
+    video_id = submit(ctx, original)
+    [segment_id] = stages.run_ingest(ctx, video_id)
+    stored = Path(ctx.store._path(row(ctx, video_id).storage_uri))
+    other = write_talking_head(tmp_path / "other.mp4", seconds=1.5, seed=4)
+    stored.write_bytes(other.read_bytes())
+
+    assert stages.run_sample(ctx, segment_id) == []
+    segment = segment_row(ctx, segment_id)
+    assert (segment.status, segment.error) == ("failed", CHANGED_AFTER_UPLOAD)
+    assert segment.frames is None and segment.deliveries["sample"] == 1
+    assert not ctx.store.exists(ctx.store.uri(LAYOUT.segment_frames(video_id, 0)))
+    assert_failed_alone(ctx, video_id, segment_id, CHANGED_AFTER_UPLOAD)
 
 
 def tampered_bundle(folder: Path) -> Path:
@@ -187,7 +228,7 @@ def tamper(folder: Path) -> None:
     path.write_text(json.dumps(data))
 
 
-def test_a_video_pinned_to_a_tampered_bundle_fails_at_once_and_warming_goes_on(
+def test_a_segment_pinned_to_a_tampered_bundle_fails_at_once_and_warming_goes_on(
     ctx: StageContext, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = tampered_bundle(tmp_path / "bundle")
@@ -197,11 +238,16 @@ def test_a_video_pinned_to_a_tampered_bundle_fails_at_once_and_warming_goes_on(
 
     clip = write_talking_head(tmp_path / "a.mp4", seconds=1.5, seed=3)
     video_id = submit(ctx, clip)
-    assert stages.run_ingest(ctx, video_id) is False
-    video = row(ctx, video_id)
-    assert video.status == "failed" and video.model_version == version
-    assert video.error.startswith(f"model version {version} failed its integrity check: ")
-    assert "a file was changed after saving" in video.error
+    # Ingest plans without the model; the first stage that loads it, sampling, fails the
+    # segment on its first delivery.
+    [segment_id] = stages.run_ingest(ctx, video_id)
+    assert row(ctx, video_id).model_version == version
+    assert stages.run_sample(ctx, segment_id) == []
+    segment = segment_row(ctx, segment_id)
+    assert segment.status == "failed" and segment.deliveries == {"sample": 1}
+    assert segment.error.startswith(f"model version {version} failed its integrity check: ")
+    assert "a file was changed after saving" in segment.error
+    assert_failed_alone(ctx, video_id, segment_id, "a file was changed after saving")
 
     # A process warming the active model warms the built-in one instead, and says so once.
     with caplog.at_level(logging.ERROR, logger="oceanstream.worker"):
