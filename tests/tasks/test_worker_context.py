@@ -43,11 +43,16 @@ def test_every_stage_runs_on_sqlite_without_waiting_on_itself(
     clip = write_talking_head(tmp_path / "a.mp4", seconds=1.5, seed=3)
     video_id = submit(worker_ctx, clip)
     began = time.monotonic()
-    assert stages.run_ingest(worker_ctx, video_id) is True
-    assert stages.run_faces(worker_ctx, video_id) is False
-    assert stages.run_flow(worker_ctx, video_id) is True
-    assert stages.run_inference(worker_ctx, video_id) == "done"
+    [segment_id] = stages.run_ingest(worker_ctx, video_id)
+    assert stages.run_sample(worker_ctx, segment_id) == ["faces", "flow"]
+    assert stages.run_faces(worker_ctx, segment_id) == []
+    assert stages.run_flow(worker_ctx, segment_id) == ["inference"]
+    # Inference's finish also aggregates the video, in the same transaction.
+    assert stages.run_inference(worker_ctx, segment_id) == "done"
     assert time.monotonic() - began < 20  # a self-wait costs the 30 s busy timeout
     with worker_ctx.session_factory() as session:
         row = repo.get_video(session=session, video_id=video_id)
         assert row.status == "done" and row.model_version is not None
+        assert repo.get_prediction(
+            session=session, video_id=video_id, model_version=row.model_version
+        )
