@@ -87,8 +87,7 @@ def watch(
         # A second signal ends the process at once.
         signal.signal(signum, signal.SIG_DFL)
 
-    if in_process:
-        watcher.warm()
+    watcher.prepare(warm=in_process)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:

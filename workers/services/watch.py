@@ -164,17 +164,23 @@ class Watcher:
         self._behind_said = False
         self._reading_said = False
         self._done = threading.Event()  # the watch is over: the poller reports and ends
+        self._active: str | None = None  # the version new videos are pinned to (`prepare`)
+        self._person_flow = False  # the model's flow covers each person (faces first)
 
     # --- the watch ---------------------------------------------------------------------
 
-    def warm(self) -> str:
-        """Load the active model and run it once, before the source is opened, so that the
-        first segment analysed in this process does not wait for it. Returns its version."""
-        from workers.signals import warm_models
+    def prepare(self, *, warm: bool) -> str:
+        """Find (and register) the model version new videos are pinned to, before the source
+        is opened; with `warm`, also load that model and run it once, so that the first
+        segment analysed in this process does not wait for it. Returns the version."""
+        with self.ctx.session_factory.begin() as session:
+            self._active = self.ctx.active_version(session)
+        if warm:
+            from workers.signals import warm_models
 
-        version = self.ctx.active_version()
-        warm_models(self.ctx, self.ctx.load_bundle(version))
-        return version
+            self._active = self.ctx.active_version()
+            warm_models(self.ctx, self.ctx.load_bundle(self._active))
+        return self._active
 
     def run(self, source: str, name: str | None = None, job_kind: str = "submit") -> WatchReport:
         """Open `source` (`NeverOpened` if it cannot be), watch it to its end or `stop`."""
@@ -234,7 +240,7 @@ class Watcher:
         base: float,
         gap: float,
     ) -> None:
-        num_frames = self._num_frames(version)
+        num_frames, self._person_flow = self._model_facts(version)
         max_side = self.ctx.config.frame_max_side
         cutter = SegmentCutter(self.segment_seconds, connection.fps, num_frames, max_side)
         end = base
@@ -309,7 +315,7 @@ class Watcher:
             version = repo.pin_model_version(
                 session=session,
                 video_id=video.id,
-                version=video.model_version or self.ctx.active_version(session),
+                version=video.model_version or self._active or self.ctx.active_version(session),
             )
             repo.transition_video(session=session, video_id=video.id, to_status=VideoStatus.LIVE)
             repo.finish_stage(
@@ -327,13 +333,16 @@ class Watcher:
             self._record_gap(video_id, gap)
         return video_id, version, base, gap
 
-    def _num_frames(self, version: str) -> int:
+    def _model_facts(self, version: str) -> tuple[int, bool]:
+        """The version's T and whether its flow covers persons, from its registration: the
+        watcher itself never needs the model when the workers analyse."""
         from db import repository as repo
 
         with self.ctx.session_factory() as session:
             row = repo.get_model_version(session=session, version=version)
             meta = {} if row is None else dict(row.meta or {})
-        return int(meta.get("num_frames") or self.ctx.config.num_frames)
+        num_frames = int(meta.get("num_frames") or self.ctx.config.num_frames)
+        return num_frames, meta.get("flow_region") == "person"
 
     def _hand_off(
         self, report: WatchReport, segment: LiveSegment, version: str, gap: float
@@ -378,9 +387,8 @@ class Watcher:
             self._analysis.put(segment_id)
             return
         from tasks.queues import STAGE_QUEUES, task_name
-        from tasks.stages.ingest import needs_persons
 
-        for stage in ["faces"] if needs_persons(self.ctx, segment_id) else ["faces", "flow"]:
+        for stage in ["faces"] if self._person_flow else ["faces", "flow"]:
             self.celery.send_task(task_name(stage), args=[segment_id], queue=STAGE_QUEUES[stage])
 
     def _next_index(self, video_id: str) -> int:
@@ -452,7 +460,6 @@ class Watcher:
     def _analyse(self) -> None:
         """Run faces, flow and inference of each handed-off segment, in order."""
         from tasks import stages
-        from tasks.stages.ingest import needs_persons
 
         runners: dict[str, Callable[[StageContext, str], Any]] = {
             "faces": stages.run_faces,
@@ -460,7 +467,7 @@ class Watcher:
             "inference": stages.run_inference,
         }
         while (segment_id := self._analysis.get()) is not None:
-            todo = ["faces"] if needs_persons(self.ctx, segment_id) else ["faces", "flow"]
+            todo = ["faces"] if self._person_flow else ["faces", "flow"]
             try:
                 while todo:
                     following = runners[todo.pop(0)](self.ctx, segment_id)
