@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from workers.api.background import Housekeeper
 from workers.api.context import ApiContext
+from workers.api.deps import KeyCache
 from workers.api.metrics import ApiMetrics, MetricsMiddleware
 from workers.api.problems import install_problem_handlers
 from workers.api.routers import health, jobs, videos
@@ -49,7 +50,7 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
         settings.api_rate_window_s,
     )
     metrics = ApiMetrics()
-    context = ApiContext(settings, session_factory, limiter, metrics)
+    context = ApiContext(settings, session_factory, limiter, metrics, KeyCache())
     housekeeper = Housekeeper(context)
 
     @asynccontextmanager

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
+    from workers.api.deps import KeyCache
     from workers.api.metrics import ApiMetrics
     from workers.api.security import RateLimiter
     from workers.settings import Settings
@@ -19,3 +20,4 @@ class ApiContext:
     session_factory: sessionmaker
     limiter: RateLimiter
     metrics: ApiMetrics
+    keys: KeyCache

@@ -44,7 +44,7 @@ def csrf_token(key: str) -> str:
 
 def web_caller(request: Request, context: ApiContext = Depends(get_context)) -> Caller:
     key = request.cookies.get(COOKIE, "")
-    caller = authenticate(context.session_factory, key) if key else None
+    caller = context.keys.authenticate(context.session_factory, key) if key else None
     if caller is None:
         raise SignInRequired
     verdict = context.limiter.check(caller.key_id)

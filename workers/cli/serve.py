@@ -26,6 +26,9 @@ def serve(
         port=port,
         log_level=log_level,
         server_header=False,
+        # Longer than uvicorn's 5 s: a client reusing a pooled connection the server has just
+        # closed gets a read error; proxies and load balancers keep theirs open longer too.
+        timeout_keep_alive=30,
         # The rate limit and logs see the peer; behind a proxy, set FORWARDED_ALLOW_IPS.
         proxy_headers=True,
     )

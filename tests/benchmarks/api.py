@@ -1,0 +1,165 @@
+"""Benchmark: uploads through the HTTP API against `oceanstream submit`, and result reads.
+
+    python -m tests.benchmarks.api [--clips 100] [--clients 50] [--reads 40]
+
+One small talking-head clip (1.5 s, 320x240) is copied into N files with distinct bytes (a
+counter appended), so content-hash de-duplication does not collapse them. On a fresh
+PostgreSQL database and a redis-server of its own, it times:
+
+1. `oceanstream submit FOLDER` (one process: start-up, hashing, copying into storage,
+   registering, queueing), as a user would run it;
+2. the API (`oceanstream serve`, one process), one file per `POST /v1/jobs`, from 1 client
+   and from 8 concurrent clients, and all N files in one request; each mode as a tenant of
+   its own, so none de-duplicates another's files.
+
+No worker runs: both paths stop at queueing, which is what they share. Then a clip is
+analysed (`oceanstream analyze`, the default tenant) and `--clients` concurrent clients read
+its stored result (`GET /v1/videos/{id}`) `--reads` times each, after a warm-up: reads per
+second and p50/p99 latency. Clients and server share the machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from tests.api.harness import ApiServer, create_key
+from tests.db.postgres import POSTGRES_URL, open_postgres
+from tests.integration.harness import Cluster, RedisServer
+
+
+def make_clips(folder: Path, count: int) -> list[Path]:
+    from tests.clips import write_talking_head
+
+    source = write_talking_head(folder / "source.mp4", seconds=1.5, seed=3)
+    data = source.read_bytes()
+    clips = []
+    for i in range(count):
+        clip = folder / "clips" / f"clip_{i:03d}.mp4"
+        clip.parent.mkdir(exist_ok=True)
+        clip.write_bytes(data + f"copy {i}".encode())
+        clips.append(clip)
+    return clips
+
+
+def upload_each(api: ApiServer, key: str, clips: list[Path], clients: int) -> float:
+    def send(clip: Path) -> None:
+        with api.client(key) as client:
+            answer = client.post(
+                "/v1/jobs", files=[("files", (clip.name, clip.read_bytes(), "video/mp4"))]
+            )
+            assert answer.status_code == 202, answer.text
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(send, clips))
+    return time.perf_counter() - start
+
+
+def upload_at_once(api: ApiServer, key: str, clips: list[Path]) -> float:
+    files = [("files", (clip.name, clip.read_bytes(), "video/mp4")) for clip in clips]
+    start = time.perf_counter()
+    with api.client(key, timeout=300) as client:
+        answer = client.post("/v1/jobs", files=files)
+    assert answer.status_code == 202, answer.text
+    return time.perf_counter() - start
+
+
+async def read_concurrently(url: str, key: str, path: str, clients: int, reads: int) -> list[float]:
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits) as client:
+        await asyncio.gather(*(client.get(path) for _ in range(clients)))  # warm-up
+
+        async def one_client() -> None:
+            for _ in range(reads):
+                start = time.perf_counter()
+                answer = await client.get(path)
+                latencies.append(time.perf_counter() - start)
+                assert answer.status_code == 200, answer.text
+
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+    return latencies
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--reads", type=int, default=40)
+    args = parser.parse_args(argv)
+    databases = open_postgres(POSTGRES_URL)
+    with tempfile.TemporaryDirectory(prefix="api-bench-") as tmp:
+        folder = Path(tmp)
+        clips = make_clips(folder, args.clips)
+        size_kib = clips[0].stat().st_size / 1024
+        home = folder / "home"
+        home.mkdir()
+        with RedisServer(folder) as redis_server:
+            cluster = Cluster(
+                home=home,
+                database_url=databases.create("bench").render_as_string(hide_password=False),
+                broker_url=redis_server.url,
+                extra_env={"OCEANSTREAM_API_RATE_LIMIT": "100000000"},
+            )
+            try:
+                assert cluster.cli("db", "upgrade").returncode == 0
+                start = time.perf_counter()
+                submitted = cluster.cli("submit", str(folder / "clips"))
+                submit_s = time.perf_counter() - start
+                assert submitted.returncode == 0, submitted.stderr
+                keys = {name: create_key(cluster, name) for name in ("one", "eight", "batch")}
+                api = ApiServer(cluster)
+                api.start()
+                try:
+                    one_s = upload_each(api, keys["one"], clips, clients=1)
+                    eight_s = upload_each(api, keys["eight"], clips, clients=8)
+                    batch_s = upload_at_once(api, keys["batch"], clips)
+                    analysed = cluster.cli("analyze", str(clips[0]), "--json")
+                    assert analysed.returncode == 0, analysed.stderr
+                    (video_id,) = cluster.query(
+                        "SELECT id FROM videos WHERE tenant_id = 'default' AND status = 'done'"
+                    )[0]
+                    reader = create_key(cluster, "default")
+                    try:
+                        latencies = asyncio.run(
+                            read_concurrently(
+                                api.url, reader, f"/v1/videos/{video_id}", args.clients, args.reads
+                            )
+                        )
+                    except httpx.HTTPError:
+                        print(api.log_path.read_text()[-4000:])
+                        raise
+                    read_s = sum(latencies) / args.clients
+                finally:
+                    api.stop()
+            finally:
+                databases.drop_all()
+    n = args.clips
+    print(f"{n} clips of {size_kib:.0f} KiB each")
+    print(
+        f"oceanstream submit FOLDER:             {n / submit_s:7.1f} uploads/s ({submit_s:.2f} s)"
+    )
+    print(f"API, one file per request, 1 client:   {n / one_s:7.1f} uploads/s ({one_s:.2f} s)")
+    print(f"API, one file per request, 8 clients:  {n / eight_s:7.1f} uploads/s ({eight_s:.2f} s)")
+    print(f"API, all files in one request:         {n / batch_s:7.1f} uploads/s ({batch_s:.2f} s)")
+    ordered = sorted(latencies)
+    p50 = statistics.median(ordered) * 1000
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
+    print(
+        f"GET /v1/videos/{{id}}, {args.clients} clients x {args.reads}: "
+        f"{len(latencies) / read_s:7.1f} reads/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
