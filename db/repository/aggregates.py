@@ -121,6 +121,43 @@ def aggregate_video(
     return AggregateOutcome(status, error, tuple(aggregates), None if main is None else main.person)
 
 
+def number_live_persons(
+    *, session: Session, video_id: str, model_version: str, linker: PersonLinker
+) -> int:
+    """Number the persons of a `live` video's segments so far; returns the segments numbered.
+
+    Persons are linked in segment order, so only the run of final segments from the first one
+    is numbered; numbers given here are those `aggregate_video` gives the same segments when
+    the video ends (with a linker that, like continuity, looks only backwards). So that a
+    live video's timeline and plot show persons while it is watched. A video not `live`
+    is left alone.
+    """
+    video = session.execute(
+        select(Video.status).where(Video.id == video_id).with_for_update()
+    ).first()
+    if video is None or video.status != VideoStatus.LIVE:
+        return 0
+    segments = list(
+        session.execute(
+            select(Segment).where(Segment.video_id == video_id).order_by(Segment.index)
+        ).scalars()
+    )
+    done = 0
+    while done < len(segments) and VideoStatus(segments[done].status) in FINAL_STATUSES:
+        done += 1
+    segments = segments[:done]
+    if not segments:
+        return 0
+    rows = _segment_persons(session, [s.id for s in segments], model_version)
+    numbers = _number(segments, rows, linker)
+    if numbers:
+        session.execute(
+            update(SegmentPerson),
+            [{"id": row_id, "person": person} for row_id, person in numbers.items()],
+        )
+    return done
+
+
 def aggregate_person(person: int, scored: Sequence[ScoredSegment]) -> PersonAggregate:
     """The aggregate of one person's scored segments (at least one)."""
     if not scored:

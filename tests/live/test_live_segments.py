@@ -98,3 +98,39 @@ def test_a_live_video_is_aggregated_only_once_it_leaves_live(
     outcome = aggregate(session_factory, video_id, model)
     assert outcome is not None and outcome.status == VideoStatus.DONE
     assert load_video(session_factory, video_id).status == "done"
+
+
+def test_persons_of_a_live_video_are_numbered_over_its_final_segments_so_far(
+    session_factory: Factory,  # noqa: F811
+) -> None:
+    from db.models import SegmentPerson
+    from db.repository.aggregates import number_live_persons
+    from tests.db.test_segments import LINKER
+
+    video_id, model = _live_video(session_factory)
+    with session_factory.begin() as session:
+        ids = [
+            append_segment(session=session, video_id=video_id, start_s=2.0 * i, end_s=2.0 * i + 2)
+            for i in range(4)
+        ]
+        for i in (0, 1, 3):  # segment 2 is still running
+            score(session, ids[i], [(person(0, 8, LEFT), [0.5] * 5, None)], model)
+            assert finish(session, ids[i], "done")
+    with session_factory.begin() as session:
+        numbered = number_live_persons(
+            session=session, video_id=video_id, model_version=model, linker=LINKER
+        )
+    assert numbered == 2
+    with session_factory() as session:
+        persons = dict(
+            session.execute(select(SegmentPerson.segment_id, SegmentPerson.person)).all()
+        )
+    assert [persons[i] for i in ids if i in persons] == [0, 0, None]
+    with session_factory.begin() as session:
+        repo.transition_video(session=session, video_id=video_id, to_status=VideoStatus.DONE)
+        assert (
+            number_live_persons(
+                session=session, video_id=video_id, model_version=model, linker=LINKER
+            )
+            == 0
+        )

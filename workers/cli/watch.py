@@ -42,6 +42,7 @@ def watch(
     """
     from dataclasses import replace
 
+    from core.live import SourceOptions
     from workers import bootstrap
     from workers.services.watch import NeverOpened, Watcher, WatchMetrics
 
@@ -73,8 +74,11 @@ def watch(
         else:
             err.print(_segment_line(segment), highlight=False, markup=False)
 
+    # A read that gets nothing for this long counts as a drop (and reopening gets as long).
+    wait_s = max(2.0, min(10.0, settings.watch_reconnect_s))
     watcher = Watcher(
         ctx,
+        source_options=SourceOptions(open_timeout_s=wait_s, read_timeout_s=wait_s),
         segment_seconds=settings.segment_seconds,
         reconnect_s=settings.watch_reconnect_s,
         celery=celery,

@@ -272,6 +272,11 @@ class Watcher:
             reopened = self._open(connection.url, since=away)
             if reopened is None:
                 return
+            if reopened.finite:
+                # A live source that comes back as a finished recording (an HLS playlist
+                # that got its end tag) holds what was watched already: the watch is over.
+                reopened.close()
+                return
             connection = reopened
             if connection.fps != cutter.fps:
                 cutter = SegmentCutter(self.segment_seconds, connection.fps, num_frames, max_side)
@@ -486,6 +491,7 @@ class Watcher:
         from sqlalchemy import select
 
         from db.models import Segment, Video
+        from db.repository.aggregates import number_live_persons
         from db.repository.result_details import load_result_details
 
         final = [s.value for s in FINAL_STATUSES]
@@ -497,11 +503,17 @@ class Watcher:
                 )
             ).all()
             new = [r for r in rows if r.status in final and r.id not in self._reported]
-            details = (
-                load_result_details(session=session, versions={report.video_id: version})
-                if new
-                else {}
-            )
+        details = {}
+        if new and version is not None:
+            with self.ctx.session_factory.begin() as session:
+                # Persons numbered across the segments so far, for the lines and the plot.
+                number_live_persons(
+                    session=session,
+                    video_id=report.video_id,
+                    model_version=version,
+                    linker=self.ctx.linker,
+                )
+                details = load_result_details(session=session, versions={report.video_id: version})
         by_index = {s.index: s for d in details.values() for s in d.segments}
         for row in sorted(new, key=lambda r: r.index):
             self._reported.add(row.id)
@@ -515,6 +527,7 @@ class Watcher:
                         "video_id": report.video_id,
                         "video": report.name,
                         **by_index[row.index].to_dict(),
+                        "latency_s": round(latency, 3),
                     }
                 )
         self._check_backlog(rows)
