@@ -267,7 +267,12 @@ class Watcher:
                 return
             if dropped is None and connection.finite:
                 return
-            log.warning("%s dropped (%s); reconnecting", connection.url, dropped or "ended")
+            log.warning(
+                "%s %s; opening it again for up to %g s",
+                connection.url,
+                f"dropped ({dropped})" if dropped else "stopped sending",
+                self.reconnect_s,
+            )
             away = time.monotonic()
             reopened = self._open(connection.url, since=away)
             if reopened is None:
