@@ -1,8 +1,9 @@
 """Helpers for the inference pool's integration tests and benchmark.
 
-Videos are made directly in state `inference` with feature sets in storage (no decoding),
-messages are sent the way the feature stages send them, from several producer processes,
-and pool workers are real `oceanstream worker --queues inference` processes.
+One-segment videos are made directly, their segments in state `inference` with feature sets
+in storage (no decoding); messages, one segment id each, are sent the way the feature stages
+send them, from several producer processes, and pool workers are real `oceanstream worker
+--queues inference` processes.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def register_version(database_url: str, metadata: Any) -> None:
         engine.dispose()
 
 
-def make_feature_videos(
+def make_feature_segments(
     database_url: str,
     storage_url: str,
     version: str,
@@ -52,59 +53,88 @@ def make_feature_videos(
     static_dim: int = 512,
     dynamic_dim: int = 256,
     seed: int = 0,
+    persons: int = 1,
 ) -> list[str]:
-    """`count` videos in state `inference`, pinned to `version`, with random feature sets.
+    """`count` one-segment videos pinned to `version`, each segment in state `inference` with
+    `persons` persons and random feature sets; returns the segment ids.
 
-    Names are `<prefix>-<index>`. Some frames have no face (mask False), as in real videos.
+    Videos are named `<prefix>-<index>` and are `extracting` (their segment is not final).
+    Some frames have no face (mask False), as in real videos. The flow tokens are one
+    whole-frame set shared by the persons, as the built-in bundle computes them.
     """
     from core.artifacts import LAYOUT
     from core.storage import ArtifactStore
+    from db.models import Segment, SegmentPerson, Video
 
     rng = np.random.default_rng(seed)
     store = ArtifactStore(storage_url)
     now = sa.func.now()
-    rows = []
+    videos, segments, people = [], [], []
     for index in range(count):
-        video_id = uuid.uuid4().hex
-        mask = rng.random(num_frames) > 0.2
-        mask[0] = True
+        video_id, segment_id = uuid.uuid4().hex, uuid.uuid4().hex
+        masks = rng.random((persons, num_frames)) > 0.2
+        masks[:, 0] = True
         store.put_arrays(
-            LAYOUT.static_features(video_id),
-            tokens=rng.standard_normal((num_frames, static_dim)).astype(np.float32),
-            mask=mask,
+            LAYOUT.segment_static(video_id, 0),
+            tokens=rng.standard_normal((persons, num_frames, static_dim)).astype(np.float32),
+            mask=masks,
         )
         store.put_arrays(
-            LAYOUT.dynamic_features(video_id),
-            tokens=rng.standard_normal((num_frames, dynamic_dim)).astype(np.float32),
+            LAYOUT.segment_dynamic(video_id, 0),
+            tokens=rng.standard_normal((1, num_frames, dynamic_dim)).astype(np.float32),
         )
-        rows.append(
+        videos.append(
             {
                 "id": video_id,
                 "content_hash": uuid.uuid4().hex + uuid.uuid4().hex,
                 "name": f"{prefix}-{index:05d}",
                 "source_path": f"/synthetic/{prefix}-{index:05d}.mp4",
                 "size_bytes": 0,
-                "status": "inference",
+                "status": "extracting",
                 "model_version": version,
+                "timings": {},
+                "deliveries": {},
+                "attempts": 0,
+                "duration_s": 15.0,
+            }
+        )
+        segments.append(
+            {
+                "id": segment_id,
+                "video_id": video_id,
+                "index": 0,
+                "start_s": 0.0,
+                "end_s": 15.0,
+                "status": "inference",
                 "timings": {},
                 "deliveries": {},
                 "faces_ready": True,
                 "flow_ready": True,
-                "attempts": 0,
                 "frames": num_frames,
-                "faces_found": int(mask.sum()),
+                "faces_found": int(masks.any(axis=0).sum()),
+                "persons": persons,
             }
         )
-    from db.models import Video
-
+        people.extend(
+            {
+                "segment_id": segment_id,
+                "index": person,
+                "face_frames": int(masks[person].sum()),
+                "first_box": [10.0 + 60 * person, 10.0, 50.0, 50.0],
+                "last_box": [10.0 + 60 * person, 10.0, 50.0, 50.0],
+            }
+            for person in range(persons)
+        )
     engine = sa.create_engine(database_url)
     try:
         with engine.begin() as connection:
-            table = Video.__table__
-            connection.execute(sa.insert(table).values(created_at=now, updated_at=now), rows)
+            for table, rows in ((Video, videos), (Segment, segments)):
+                insert = sa.insert(table.__table__).values(created_at=now, updated_at=now)
+                connection.execute(insert, rows)
+            connection.execute(sa.insert(SegmentPerson.__table__), people)
     finally:
         engine.dispose()
-    return [row["id"] for row in rows]
+    return [row["id"] for row in segments]
 
 
 def start_pool_worker(
@@ -134,9 +164,10 @@ def start_pool_worker(
 
 
 def send_from_producers(
-    broker_url: str, video_ids: Sequence[str], producers: int, rate: float | None = None
+    broker_url: str, segment_ids: Sequence[str], producers: int, rate: float | None = None
 ) -> tuple[float, float]:
-    """Send one inference message per id from `producers` processes, all starting together.
+    """Send one inference message per segment id from `producers` processes, all starting
+    together.
 
     `rate` (messages per second, all producers together) paces the sending; None sends as
     fast as each producer can. Returns (epoch second sending began, seconds it took).
@@ -149,7 +180,7 @@ def send_from_producers(
     processes = [
         context.Process(
             target=_produce_when_told,
-            args=(broker_url, list(video_ids[i::producers]), share, shared, ready[i]),
+            args=(broker_url, list(segment_ids[i::producers]), share, shared, ready[i]),
         )
         for i in range(producers)
     ]
@@ -168,7 +199,7 @@ def send_from_producers(
 
 
 def _produce_when_told(
-    broker_url: str, video_ids: list[str], rate: float | None, shared: Any, ready: Any
+    broker_url: str, segment_ids: list[str], rate: float | None, shared: Any, ready: Any
 ) -> None:
     from workers.celery_app import create_app
     from workers.inference_messages import SENT_AT_HEADER
@@ -182,14 +213,14 @@ def _produce_when_told(
         while time.time() < shared.value:
             time.sleep(0.0005)
         begin = float(shared.value)
-        for index, video_id in enumerate(video_ids):
+        for index, segment_id in enumerate(segment_ids):
             if rate:
                 delay = begin + index / rate - time.time()
                 if delay > 0:
                     time.sleep(delay)
             app.send_task(
                 "oceanstream.inference",
-                args=[video_id],
+                args=[segment_id],
                 queue="inference",
                 headers={SENT_AT_HEADER: time.time()},
                 producer=producer,
@@ -197,6 +228,7 @@ def _produce_when_told(
 
 
 def wait_finished(database_url: str, prefix: str, count: int, timeout: float) -> None:
+    """Wait until `count` segments of the videos named `<prefix>-*` are done or failed."""
     engine = sa.create_engine(database_url)
     try:
 
@@ -204,14 +236,14 @@ def wait_finished(database_url: str, prefix: str, count: int, timeout: float) ->
             with engine.connect() as connection:
                 done = connection.execute(
                     sa.text(
-                        "SELECT count(*) FROM videos WHERE name LIKE :p "
-                        "AND status IN ('done', 'failed')"
+                        "SELECT count(*) FROM segments s JOIN videos v ON v.id = s.video_id "
+                        "WHERE v.name LIKE :p AND s.status IN ('done', 'failed')"
                     ),
                     {"p": f"{prefix}-%"},
                 ).scalar_one()
             return int(done) >= count
 
-        wait_for(finished, timeout, f"{count} videos named {prefix}-* to finish", every=0.05)
+        wait_for(finished, timeout, f"{count} segments of videos {prefix}-* to finish", every=0.05)
     finally:
         engine.dispose()
 
