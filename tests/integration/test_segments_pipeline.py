@@ -142,7 +142,7 @@ def test_edit_of_two_people_and_a_faceless_shot(
     # astronaut 0-2 s (left), cameraman 2-4 s (right), no face 4-5 s, astronaut 5-7 s; 10 fps
     clip = write_edit(tmp_path / "edit.mp4")
     job = submit(cluster, clip)
-    assert cluster.wait_job(job, timeout=120) == {"done": 1}
+    assert cluster.wait_job(job, timeout=240) == {"done": 1}
     video = video_id(cluster, "edit.mp4")
     segments = segments_of(cluster, video)
     assert [(i, s, e) for i, s, e, _, _ in segments] == [(i, i, i + 1) for i in range(7)]
@@ -181,7 +181,7 @@ def test_two_people_side_by_side_get_their_own_scores_and_maps(
     # 1.5 s: at most 1.5 windows of 1 s, so one segment
     clip = write_side_by_side(tmp_path / "pair.mp4", seconds=1.5, seed=3)
     job = submit(cluster, clip)
-    assert cluster.wait_job(job, timeout=120) == {"done": 1}
+    assert cluster.wait_job(job, timeout=240) == {"done": 1}
     video = video_id(cluster, "pair.mp4")
     [segment] = segments_of(cluster, video)
     assert segment[3:] == ("done", 2)
@@ -262,7 +262,7 @@ def test_faces_worker_killed_and_redis_restarted_mid_video(
         assert killed, "the faces workers have no children"
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
-        assert cluster.wait_job(first, timeout=120) == {"done": 1}
+        assert cluster.wait_job(first, timeout=240) == {"done": 1}
         statuses = faces_deliveries(cluster, video)
         assert [s for s, _, _ in statuses] == ["done"] * 6
         # The killed delivery was counted, and the message came again to a new child.
@@ -289,7 +289,7 @@ def test_faces_worker_killed_and_redis_restarted_mid_video(
         # Messages queued for the unfinished segments were lost with Redis: some are resent.
         resent = re.search(r"resent (\d+)", swept.stderr)
         assert resent and int(resent.group(1)) > 0, swept.stderr
-        assert cluster.wait_job(second, timeout=120) == {"done": 1}, swept.stderr
+        assert cluster.wait_job(second, timeout=240) == {"done": 1}, swept.stderr
         assert [s for _, _, _, s, _ in segments_of(cluster, video)] == ["done"] * 6
         assert_stored_once(cluster, video)
 
@@ -327,7 +327,7 @@ def test_analyze_and_workers_give_the_same_segment_scores(
 
     sqlite_cluster.start_worker("ingest,faces,flow,inference")
     job = submit(sqlite_cluster, clip)
-    assert sqlite_cluster.wait_job(job, timeout=120) == {"done": 1}
+    assert sqlite_cluster.wait_job(job, timeout=240) == {"done": 1}
     distributed = scores_per_segment(sqlite_cluster, video_id(sqlite_cluster, "talk.mp4"))
     assert sorted(distributed) == sorted(in_process) == [(0, 0), (1, 0), (2, 0)]
     for key, scores in in_process.items():
