@@ -2,9 +2,10 @@
 
 A real `oceanstream worker --queues inference` process on PostgreSQL and its own Redis: the
 active version's bundle was changed after it was registered. The process says so in one
-line, serves the videos pinned to a healthy version, and fails those pinned to the tampered
-one at once with the integrity message. Before, the process exited at start, and had it
-run, those videos would have gone back to the queue on every delivery until the cap.
+line, serves the segments of videos pinned to a healthy version, and fails those pinned to
+the tampered one at once with the integrity message (and their videos with them). Before,
+the process exited at start, and had it run, those segments would have gone back to the
+queue on every delivery until the cap.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from core.bundle import build_default_bundle
 from tests.integration.harness import Cluster
 from tests.integration.pool_harness import (
     log_text,
-    make_feature_videos,
+    make_feature_segments,
     register_version,
     send_from_producers,
     start_pool_worker,
@@ -50,10 +51,10 @@ def test_pool_starts_with_a_tampered_active_bundle_and_serves_healthy_versions(
     healthy = build_default_bundle(num_frames=T).metadata
     register_version(cluster.database_url, healthy)
     storage = cluster.env["OCEANSTREAM_STORAGE_URL"]
-    served = make_feature_videos(
+    served = make_feature_segments(
         cluster.database_url, storage, healthy.version, 3, prefix="healthy", num_frames=T
     )
-    refused = make_feature_videos(
+    refused = make_feature_segments(
         cluster.database_url, storage, bad, 2, prefix="tampered", num_frames=T, seed=1
     )
 
@@ -62,17 +63,21 @@ def test_pool_starts_with_a_tampered_active_bundle_and_serves_healthy_versions(
     wait_finished(cluster.database_url, "healthy", 3, timeout=60)
     wait_finished(cluster.database_url, "tampered", 2, timeout=60)
 
-    rows = cluster.query("SELECT id, status, error, deliveries FROM videos")
-    found = {video_id: (status, error, deliveries) for video_id, status, error, deliveries in rows}
-    assert all(found[v][0] == "done" for v in served), found
-    for video_id in refused:
-        status, error, deliveries = found[video_id]
+    rows = cluster.query(
+        "SELECT s.id, s.status, s.error, s.deliveries, v.id, v.status, v.error "
+        "FROM segments s JOIN videos v ON v.id = s.video_id"
+    )
+    found = {row[0]: row[1:] for row in rows}
+    assert all(found[s][0] == "done" and found[s][4] == "done" for s in served), found
+    for segment_id in refused:
+        status, error, deliveries, _, video_status, video_error = found[segment_id]
         assert status == "failed"
         assert error.startswith(f"model version {bad} failed its integrity check: "), error
         assert "a file was changed after saving" in error
         assert deliveries["inference"] == 1  # at once, not after the delivery cap
+        assert video_status == "failed" and video_error.endswith(f" s): {error}"), video_error
     versions = dict(cluster.query("SELECT video_id, model_version FROM predictions"))
-    assert versions == dict.fromkeys(served, healthy.version)
+    assert versions == {found[s][3]: healthy.version for s in served}
 
     assert worker.poll() is None
     # One line at start (the batches' lines name each failed video, at INFO).
