@@ -77,14 +77,14 @@ def with_body(envelope: bytes, body: bytes) -> bytes:
 
 def poison_for(broker_url: str, queue: str) -> list[bytes]:
     task = f"oceanstream.{queue}"
-    valid = task_envelope(broker_url, queue, task, ["some-video"])
+    valid = task_envelope(broker_url, queue, task, ["some-id"])  # a video's or a segment's
     return [
         b"\xff\xfe\x00 not UTF-8 " + queue.encode(),
         b"not JSON [red]at all[/red] " + queue.encode(),
         json.dumps({"no": "envelope", "queue": queue}).encode(),
         with_body(valid, b"not JSON either"),
         task_envelope(broker_url, queue, task, ["a", "b"]),  # one argument too many
-        task_envelope(broker_url, queue, task, [12345]),  # not a video id
+        task_envelope(broker_url, queue, task, [12345]),  # not an id
     ]
 
 
