@@ -21,7 +21,8 @@ Then prints, in one run:
    from /proc) x segments / cores. The share is bound / time (the issue's target: at least
    85 % with two per queue). Redis and PostgreSQL run beside the workers and are not counted.
    On a shared host other processes take CPU too: the cores they used meanwhile (from
-   /proc/stat, less the workers' own time) are printed with each run.
+   /proc/stat, less the workers' own time) are printed with each run, and the share of the
+   bound recomputed on the cores they left free.
 """
 
 from __future__ import annotations
@@ -222,12 +223,15 @@ def main() -> None:
         )
         print(
             f"  {'per queue':>9} {'seconds':>8} {'CPU s/segment':>14} {'share of bound':>15} "
-            f"{'other cores busy':>17}"
+            f"{'other cores busy':>17} {'share of cores left':>20}"
         )
         for run in runs:
+            left = cores - run.other_cores
+            # The bound on the cores other processes left free: meaningful on a shared host.
+            share_left = f"{bound * cores / left / run.seconds:.0%}" if left > 0.05 else "-"
             print(
                 f"  {run.per_queue:>9} {run.seconds:8.1f} {run.cpu_per_segment:14.2f} "
-                f"{bound / run.seconds:15.0%} {run.other_cores:17.2f}"
+                f"{bound / run.seconds:15.0%} {run.other_cores:17.2f} {share_left:>20}"
             )
         print(f"  load average {os.getloadavg()[0]:.1f} at the end")
 
