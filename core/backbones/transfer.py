@@ -7,8 +7,8 @@ CNN by a face encoder built here:
                                        │ per backbone: BackboneInput (resize, grey, scale as the
                                        │ backbone expects) then its embedding model; the
                                        │ embeddings concatenated ([N, feature_dim])
-                                       └ face_projection: Normalization (adapted on the training
-                                         set's features) and Dense to the static tokens
+                                       └ face_projection: FeatureStandardization (fixed from the
+                                         training set's features) and Dense to the static tokens
 
 FaceRes takes 224x224 RGB in raw 0..255 (its 1024-d descriptor, before normalising); emotion
 64x64 grey scaled to -1..1 (its 128-d embedding): the same preprocessing as
@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 
 from core.backbones import emotion, faceres
 
@@ -85,6 +86,26 @@ class BackboneInput(keras.layers.Layer):
         return {**super().get_config(), "size": self.size, "grey": self.grey, "scale": self.scale}
 
 
+@keras.saving.register_keras_serializable(package="oceanstream")
+class FeatureStandardization(keras.layers.Layer):
+    """``(features - mean) * scale`` with fixed, non-trainable mean and scale per feature.
+
+    Set once from the training set (`adapt_projection`): the mean per feature, and one scale
+    per backbone, the inverse of that backbone's root-mean-square feature deviation. A scale
+    per feature would blow up FaceRes's many near-constant descriptor dimensions (a quarter
+    have a deviation under 1 % of the median one on a face set) into noise; one per backbone
+    keeps each descriptor's geometry and puts FaceRes and emotion on one footing.
+    """
+
+    def build(self, input_shape: tuple[Any, ...]) -> None:
+        width = (int(input_shape[-1]),)
+        self.mean = self.add_weight(width, initializer="zeros", trainable=False, name="mean")
+        self.scale = self.add_weight(width, initializer="ones", trainable=False, name="scale")
+
+    def call(self, features: Any) -> Any:
+        return (features - self.mean) * self.scale
+
+
 def embedding_model(part: str, installed: keras.Model) -> keras.Model:
     """The installed network cut to its embedding output (heads not on that path left out)."""
     return keras.Model(installed.inputs[0], installed.outputs[0], name=part)
@@ -110,12 +131,11 @@ def build_backbone_features(embeddings: Mapping[str, keras.Model], crop_size: in
 def build_projection(feature_dim: int, static_dim: int) -> keras.Model:
     """Backbone features [N, feature_dim] -> static tokens [N, static_dim]: standardise, Dense.
 
-    The Normalization layer is adapted once on the training set's features (`adapt_projection`)
-    and is not trained: it puts FaceRes's descriptor and the emotion embedding, whose scales
-    differ, on one footing for the Dense layer.
+    The standardisation is set once from the training set's features (`adapt_projection`) and
+    is not trained.
     """
     features = keras.Input((feature_dim,), name="backbone_features")
-    x = keras.layers.Normalization(axis=-1, name="feature_norm")(features)
+    x = FeatureStandardization(name="feature_norm")(features)
     tokens = keras.layers.Dense(static_dim, name="embedding")(x)
     return keras.Model(features, tokens, name=PROJECTION)
 
@@ -126,9 +146,20 @@ def build_backbone_face_encoder(features: keras.Model, projection: keras.Model) 
     return keras.Model(crops, projection(features(crops)), name="face_encoder")
 
 
-def adapt_projection(projection: keras.Model, features: Any) -> None:
-    """Standardise with the training set's features (mean and variance per feature)."""
-    projection.get_layer("feature_norm").adapt(features)
+def adapt_projection(projection: keras.Model, features: Any, parts: tuple[str, ...]) -> None:
+    """Set the standardisation from the training set's features [N, feature_dim]."""
+    features = np.asarray(features, np.float64)
+    mean = features.mean(axis=0)
+    scale = np.ones_like(mean)
+    start = 0
+    for part in parts:
+        end = start + FEATURE_DIMS[part]
+        rms = float(np.sqrt(features[:, start:end].var(axis=0).mean()))
+        scale[start:end] = 1.0 / max(rms, 1e-6)
+        start = end
+    layer = projection.get_layer("feature_norm")
+    layer.mean.assign(mean.astype("float32"))
+    layer.scale.assign(scale.astype("float32"))
 
 
 def fine_tunable_layers(model: keras.Model) -> list[keras.layers.Layer]:

@@ -7,6 +7,8 @@ Modules:
     extraction      per-clip extraction with the serving stages, storage keys and configuration
     extraction_run  the data set manifest and the extraction loop
     data            stored clips to batches
+    features        frozen backbone features, computed once per clip and stored
+    backbone        the installed backbone and its stored features, ready for a run
     loop            the end-to-end model and the training loop
     checkpoints     checkpoints and early stopping
     evaluation      metrics through the serving code

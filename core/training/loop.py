@@ -287,7 +287,8 @@ def train_models(
         projection = None
         if backbone is not None:
             projection = models[0].get_layer(PROJECTION)
-            adapt_projection(projection, backbone.adapt_features)
+            parts = tuple(part["name"] for part in backbone.entry["parts"])
+            adapt_projection(projection, backbone.adapt_features, parts)
             set_fine_tuning(models[0].get_layer(FEATURES), config.fine_tune_layers)
         model = EndToEndModel(*models, face_projection=projection)
         model.compile(optimizer=_optimizer(config, train.num_batches), loss="mse", metrics=["mae"])
