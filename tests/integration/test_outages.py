@@ -1,7 +1,7 @@
 """Outages of minutes, with real workers: a stopped stage, a stopped database.
 
 * A stage whose workers are stopped while `oceanstream reconcile --loop` sweeps with a tiny
-  deadline finds one message per video when it comes back (the reconciler resends only
+  deadline finds one message per segment when it comes back (the reconciler resends only
   what the broker lost), and the video ends `done`, not failed for "too many deliveries".
 * A PostgreSQL server of the test's own stopped for 45 s while a worker has work: the stage
   retries until it is back and the video ends `done`; the reconciler's loop reports one line
@@ -39,18 +39,36 @@ def submit(cluster: Cluster, path: Path) -> str:
 
 
 def video_of(cluster: Cluster, job_id: str) -> dict[str, object]:
-    ((video_id, status, error, faces_ready, deliveries),) = cluster.query(
-        "SELECT v.id, v.status, v.error, v.faces_ready, v.deliveries FROM videos v "
+    ((video_id, status, error, deliveries),) = cluster.query(
+        "SELECT v.id, v.status, v.error, v.deliveries FROM videos v "
         "JOIN job_videos j ON j.video_id = v.id WHERE j.job_id = :job",
         job=job_id,
     )
+    return {"id": video_id, "status": status, "error": error, "deliveries": deliveries}
+
+
+def segment_of(cluster: Cluster, job_id: str) -> dict[str, object] | None:
+    """The job's video's only segment, or None before ingest planned it."""
+    rows = cluster.query(
+        "SELECT s.id, s.status, s.error, s.faces_ready, s.deliveries FROM segments s "
+        "JOIN job_videos j ON j.video_id = s.video_id WHERE j.job_id = :job",
+        job=job_id,
+    )
+    if not rows:
+        return None
+    ((segment_id, status, error, faces_ready, deliveries),) = rows
     return {
-        "id": video_id,
+        "id": segment_id,
         "status": status,
         "error": error,
         "faces_ready": faces_ready,
         "deliveries": deliveries,
     }
+
+
+def segment_status(cluster: Cluster, job_id: str) -> object:
+    segment = segment_of(cluster, job_id)
+    return None if segment is None else segment["status"]
 
 
 class Reconciler:
@@ -100,15 +118,16 @@ def queue_length(broker_url: str, queue: str) -> int:
         client.close()
 
 
-def test_a_stopped_stage_gets_one_message_per_video_and_fails_none(
+def test_a_stopped_stage_gets_one_message_per_segment_and_fails_none(
     isolated_cluster: Cluster, own_redis: RedisServer, tmp_path: Path
 ) -> None:
     cluster = isolated_cluster
     clip = write_talking_head(tmp_path / "clip.mp4", seconds=1.5, seed=31)
-    cluster.start_worker("ingest")
+    cluster.start_worker("ingest")  # the ingest queue also carries sampling
     job_id = submit(cluster, clip)
     wait_for(lambda: video_of(cluster, job_id)["status"] != "pending", 60, "ingest", every=0.1)
     wait_for(lambda: video_of(cluster, job_id)["status"] == "extracting", 60, "ingest to finish")
+    wait_for(lambda: segment_status(cluster, job_id) == "extracting", 60, "sampling to finish")
     cluster.stop_workers()  # the faces and flow workers are down from here on
 
     reconciler = Reconciler(cluster, older_than=0.2, every=0.3)
@@ -130,18 +149,22 @@ def test_a_stopped_stage_gets_one_message_per_video_and_fails_none(
     cluster.start_worker("faces")
 
     def faces_settled() -> bool:
-        video = video_of(cluster, job_id)
-        return video["status"] in FINAL or (
-            bool(video["faces_ready"]) and queue_length(own_redis.url, "faces") == 0
+        segment = segment_of(cluster, job_id)
+        assert segment is not None
+        return segment["status"] in FINAL or (
+            bool(segment["faces_ready"]) and queue_length(own_redis.url, "faces") == 0
         )
 
     wait_for(faces_settled, 120, "the faces stage")
+    assert segment_status(cluster, job_id) == "extracting"
     assert video_of(cluster, job_id)["status"] == "extracting"
     cluster.start_worker("flow,inference")
     assert cluster.wait_job(job_id, timeout=180) == {"done": 1}
-    video = video_of(cluster, job_id)
-    assert video["error"] is None
-    assert video["deliveries"] == {"ingest": 1, "faces": 1, "flow": 1, "inference": 1}
+    video, segment = video_of(cluster, job_id), segment_of(cluster, job_id)
+    assert video["error"] is None and video["deliveries"] == {"ingest": 1}
+    assert segment is not None and segment["status"] == "done" and segment["error"] is None
+    assert segment["deliveries"] == {"sample": 1, "faces": 1, "flow": 1, "inference": 1}
+    assert cluster.query("SELECT count(*) FROM segment_predictions") == [(1,)]
     assert cluster.query("SELECT count(*) FROM predictions") == [(1,)]
 
 
