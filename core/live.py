@@ -292,10 +292,23 @@ class LiveSource:
         except av.error.EOFError:
             return
         except av.FFmpegError as exc:
+            # The frames the decoder still holds (it reorders) came before the drop: keep them.
+            for frame in _drained(self.stream):
+                if frame.pts is not None and first is not None:
+                    yield float((frame.pts - first) * time_base), frame
             raise SourceError(_reason(exc)) from exc
 
     def close(self) -> None:
         self.container.close()
+
+
+def _drained(stream: av.VideoStream) -> list[av.VideoFrame]:
+    import av
+
+    try:
+        return list(stream.codec_context.decode(None))
+    except av.FFmpegError:
+        return []
 
 
 def open_source(url: str, options: SourceOptions | None = None) -> LiveSource:

@@ -53,6 +53,86 @@ class TcpStream:
             self.process.wait(10)
 
 
+class UdpStream:
+    """`ffmpeg -re -i CLIP -c copy -f mpegts udp://127.0.0.1:PORT`: sent whether or not anyone
+    listens, so the watcher binds the port first (`wait_bound`)."""
+
+    def __init__(self, clip: Path) -> None:
+        self.clip = clip
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"udp://127.0.0.1:{self.port}"
+
+    def start(self) -> UdpStream:
+        command = [ffmpeg(), "-nostdin", "-loglevel", "quiet", "-re", "-i", str(self.clip)]
+        command += ["-c", "copy", "-f", "mpegts", f"{self.url}?pkt_size=1316"]
+        self.process = subprocess.Popen(command)
+        return self
+
+    def wait_bound(self, timeout: float) -> None:
+        """Until a receiver has bound the port (the watcher opening the source)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            listening = subprocess.run(
+                ["ss", "-ulnH", f"( sport = :{self.port} )"], capture_output=True, text=True
+            ).stdout
+            if listening.strip():
+                return
+            time.sleep(0.2)
+        raise AssertionError("the watcher never bound the UDP port")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class HlsStream:
+    """A live HLS playlist: ffmpeg encoding the clip in a loop, in real time, into 1 s
+    segments in a folder (the last six listed), served by `python -m http.server`."""
+
+    def __init__(self, clip: Path, folder: Path) -> None:
+        self.clip = clip
+        self.folder = folder
+        self.port = free_port()
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/live.m3u8"
+
+    def start(self, timeout: float = 30) -> HlsStream:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        command = [ffmpeg(), "-nostdin", "-loglevel", "quiet", "-re", "-stream_loop", "-1"]
+        command += ["-i", str(self.clip), "-c:v", "libx264", "-preset", "ultrafast", "-g", "15"]
+        command += ["-f", "hls", "-hls_time", "1", "-hls_list_size", "6"]
+        command += ["-hls_flags", "delete_segments", str(self.folder / "live.m3u8")]
+        self.processes.append(subprocess.Popen(command))
+        server = [sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1"]
+        self.processes.append(
+            subprocess.Popen(
+                [*server, "--directory", str(self.folder)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        deadline = time.monotonic() + timeout
+        while not (self.folder / "live.m3u8").exists():
+            if time.monotonic() > deadline:
+                raise AssertionError("ffmpeg wrote no playlist")
+            time.sleep(0.2)
+        return self
+
+    def kill(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+
 @dataclass
 class WatchProcess:
     """`oceanstream watch` running; its stdout lines (JSON) with the time each arrived."""

@@ -16,7 +16,14 @@ import sqlalchemy as sa
 from core.traits import TRAITS
 from tests.clips import write_h264
 from tests.integration.harness import ROOT, free_port
-from tests.live.streams import TcpStream, env_for, start_watch, wait_connected
+from tests.live.streams import (
+    HlsStream,
+    TcpStream,
+    UdpStream,
+    env_for,
+    start_watch,
+    wait_connected,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +94,7 @@ def test_segments_arrive_while_the_stream_runs_and_match_the_file(
     assert (status, error) == ("done", None)
 
 
-def test_sigterm_mid_stream_leaves_the_video_final_with_the_segments_so_far(
+def test_sigterm_mid_stream_leaves_the_video_final_and_a_restart_continues_it(
     tmp_path: Path, clip: Path
 ) -> None:
     home = tmp_path / "home"
@@ -170,3 +177,85 @@ def test_a_server_back_within_the_reconnect_window_gives_one_video_with_a_gap(
     assert segments[after[0]][0] == pytest.approx(segments[after[0] - 1][1] + gap)
     # The second connection streamed the whole clip again: five more windows.
     assert len(segments) - after[0] == 5
+
+    # Started again under the same name, the watch continues the video after a gap.
+    again = TcpStream(clip).start()
+    try:
+        watch = start_watch(env_for(home), again.url, "--name", "cut", "--in-process")
+        wait_connected(again, START_S)
+        again.wait(60)
+        assert watch.finish(120) == 0, watch.stderr
+    finally:
+        again.kill()
+    assert _query(home, "SELECT count(*) FROM videos") == [(1,)]
+    [(status, timings)] = _query(
+        home, "SELECT status, timings FROM videos WHERE id = :v", v=video_id
+    )
+    assert status == "done" and json.loads(timings)["gaps"] == 1
+    rows = _query(
+        home,
+        'SELECT "index", start_s, end_s, status, timings FROM segments WHERE video_id = :v '
+        'ORDER BY "index"',
+        v=video_id,
+    )
+    assert [r[0] for r in rows] == list(range(len(segments) + 5))
+    resumed = rows[len(segments)]
+    assert resumed[1] >= rows[len(segments) - 1][2] and resumed[1] % 2 == 0
+    assert json.loads(resumed[4])["gap_before_s"] == pytest.approx(
+        resumed[1] - rows[len(segments) - 1][2]
+    )
+    assert all(r[3] == "done" for r in rows)
+    # Persons are linked across both watches: one person, seen in every segment.
+    [(persons, segments_seen)] = _query(
+        home, "SELECT count(*), max(segments) FROM persons WHERE video_id = :v", v=video_id
+    )
+    assert (persons, segments_seen) == (1, len(rows))
+
+
+def test_an_mpegts_stream_over_udp_is_watched(tmp_path: Path, clip: Path) -> None:
+    home = tmp_path / "home"
+    # UDP has no end: the watch ends when it is stopped (here, once every window is in).
+    stream = UdpStream(clip)
+    watch = start_watch(
+        env_for(home, OCEANSTREAM_WATCH_RECONNECT_S="30"), stream.url, "--name", "udp",
+        "--in-process",
+    )  # fmt: skip
+    try:
+        stream.wait_bound(START_S)
+        stream.start()
+        watch.wait_lines(5, 120)
+        watch.process.send_signal(signal.SIGTERM)
+        assert watch.finish(120) == 0, watch.stderr
+    finally:
+        stream.kill()
+        if watch.process.poll() is None:
+            watch.process.kill()
+    lines = [line for _, line in watch.lines]
+    assert [(s["index"], s["start_s"]) for s in lines] == [(i, 2.0 * i) for i in range(5)]
+    assert [s["end_s"] for s in lines[:4]] == [2.0, 4.0, 6.0, 8.0]
+    # UDP has no end of stream: the last frames still in the sender's and the demuxer's
+    # buffers when it stops may never come, and the last window may end a frame or two short.
+    assert 10.0 - 3 / 15 <= lines[4]["end_s"] <= 10.0
+    assert all(s["status"] == "done" for s in lines)
+    assert _query(home, "SELECT status FROM videos WHERE name = 'udp'") == [("done",)]
+
+
+def test_a_live_hls_playlist_over_http_is_watched(tmp_path: Path, clip: Path) -> None:
+    home = tmp_path / "home"
+    stream = HlsStream(clip, tmp_path / "hls").start()
+    try:
+        watch = start_watch(
+            env_for(home, OCEANSTREAM_WATCH_RECONNECT_S="10"), stream.url, "--name", "hls",
+            "--in-process",
+        )  # fmt: skip
+        watch.wait_lines(3, START_S)
+        watch.process.send_signal(signal.SIGTERM)
+        assert watch.finish(120) == 0, watch.stderr
+    finally:
+        stream.kill()
+    lines = [line for _, line in watch.lines]
+    # The playlist is joined where it stands: its windows start at 0 on the video's timeline.
+    assert [(s["index"], s["start_s"]) for s in lines[:3]] == [(0, 0.0), (1, 2.0), (2, 4.0)]
+    assert all(s["status"] == "done" for s in lines)
+    [(status,)] = _query(home, "SELECT status FROM videos WHERE name = 'hls'")
+    assert status == "done"
