@@ -1,5 +1,6 @@
-"""Rolling out a bundle: a running worker scores the next videos with the newly activated
-version, without a restart, and earlier predictions keep the version that made them."""
+"""Rolling out a bundle: a running worker scores the next videos (their segments' persons and
+their headlines) with the newly activated version, without a restart, and earlier predictions
+keep the version that made them."""
 
 from __future__ import annotations
 
@@ -65,6 +66,13 @@ def test_running_worker_picks_up_an_activated_bundle(cluster: Cluster, tmp_path:
     found = predictions(cluster)
     assert found["after.mp4"] == [(new_version, True)]
     assert found["before.mp4"] == [(old_version, False)]  # old results keep their version
+    # Each segment's person was scored by its video's pinned version, as was the headline.
+    scored = cluster.query(
+        "SELECT v.name, sp.model_version FROM segment_predictions sp "
+        "JOIN segment_persons p ON p.id = sp.segment_person_id "
+        "JOIN segments s ON s.id = p.segment_id JOIN videos v ON v.id = s.video_id"
+    )
+    assert sorted(scored) == [("after.mp4", new_version), ("before.mp4", old_version)]
 
     rows = json.loads(cluster.cli("results", "--format", "json").stdout)
     versions = {Path(r["video"]).name: (r["model_version"], r["model_trained"]) for r in rows}
