@@ -256,6 +256,7 @@ def test_status_counts_cover_every_status(session_factory: Factory, job: dict[st
         empty = repo.job_status_counts(session=session, job_id="nope")
     assert counts == {
         "pending": 0,
+        "live": 0,
         "ingesting": 0,
         "extracting": 1,
         "inference": 0,
