@@ -1,23 +1,26 @@
-"""Benchmark: the inference pool against its offline ceiling and per-video inference.
+"""Benchmark: the inference pool against its offline ceiling and per-segment inference.
 
-    python -m tests.benchmarks.inference_pool [--videos 2000] [--producers 4]
-        [--max-batch-size 32] [--max-wait-ms 20] [--workers 1] [--per-video 400]
+    python -m tests.benchmarks.inference_pool [--segments 2000] [--persons 1] [--producers 4]
+        [--max-batch-size 32] [--max-wait-ms 20] [--workers 1] [--per-segment 400]
 
-Makes feature sets in storage and video rows in state `inference` directly (no decoding),
-on a fresh PostgreSQL database and a redis-server of its own, then measures in one run:
+Makes one-segment videos directly, each segment in state `inference` with `--persons`
+persons and their feature sets in storage (no decoding), on a fresh PostgreSQL database and
+a redis-server of its own, then measures in one run (`--videos` and `--per-video` are the
+old names of `--segments` and `--per-segment`):
 
 1. the model alone, offline: `ModelBundle.predict` (a compiled call) on ready arrays at the
    pool's batch size and at batch 1 (the ceiling);
 2. the inference stage offline: `run_inference_batch` called in this process on batches of
    that size (features from storage, claim and commit in PostgreSQL; no broker);
-3. per-video inference: the Celery task (`oceanstream worker --queues inference
+3. per-segment inference: the Celery task (`oceanstream worker --queues inference
    --no-batcher`), messages sent from the producers;
 4. the pool (`oceanstream worker --queues inference`), saturated: N messages sent from
    several producer processes as fast as they go;
 5. the pool at a paced load (half its saturated throughput by default), for queue delay.
 
-Prints throughput (videos/s), mean batch size (videos per model call, from the workers'
-Prometheus metrics), queue delay p50/p99 (message sent -> batch start, from each video's
+Prints throughput (segments/s; the model-alone rows are person rows/s, which is the same with
+one person per segment), mean batch size (person rows per model call, from the workers'
+Prometheus metrics), queue delay p50/p99 (message sent -> batch start, from each segment's
 stored timings) and the issue's targets. Runs with any Keras backend (`KERAS_BACKEND=jax`
 too); the model is built in this process's backend, as the workers build theirs.
 """
@@ -40,7 +43,7 @@ from db.engine import normalize_url
 from tests.db.postgres import POSTGRES_URL, PostgresDatabases
 from tests.integration.harness import Cluster, RedisServer, free_port
 from tests.integration.pool_harness import (
-    make_feature_videos,
+    make_feature_segments,
     register_version,
     scrape,
     send_from_producers,
@@ -52,7 +55,7 @@ T = 16
 
 
 def model_only(bundle: Any, batch_size: int, seconds: float = 2.0) -> float:
-    """Videos/s of compiled fusion-model calls at `batch_size`, on arrays already in memory."""
+    """Rows/s of compiled fusion-model calls at `batch_size`, on arrays already in memory."""
     from core.batching import FeatureSet, pad_batch
 
     rng = np.random.default_rng(1)
@@ -73,7 +76,7 @@ def model_only(bundle: Any, batch_size: int, seconds: float = 2.0) -> float:
 
 
 def offline_stage(cluster: Cluster, bundle: Any, ids: list[str], batch_size: int) -> float:
-    """Videos/s of `run_inference_batch` in this process, `batch_size` videos per call."""
+    """Segments/s of `run_inference_batch` in this process, `batch_size` segments per call."""
     from core.batching import bucket_sizes
     from core.pipeline import PipelineConfig
     from core.storage import ArtifactStore
@@ -87,7 +90,7 @@ def offline_stage(cluster: Cluster, bundle: Any, ids: list[str], batch_size: int
         store=ArtifactStore(cluster.env["OCEANSTREAM_STORAGE_URL"]),
         config=PipelineConfig(num_frames=T),
         load_bundle=lambda version: bundle,
-        active_version=lambda: bundle.metadata.version,
+        active_version=lambda session=None: bundle.metadata.version,
     )
     buckets = bucket_sizes(batch_size)
     run_inference_batch(ctx, ids[:batch_size], buckets=buckets)  # warm: connections, caches
@@ -110,7 +113,8 @@ def phase_figures(
     the pool draining its backlog with no producer competing for the CPU.
     """
     rows = cluster.query(
-        "SELECT status, timings, extract(epoch from updated_at) FROM videos WHERE name LIKE :p",
+        "SELECT s.status, s.timings, extract(epoch from s.updated_at) FROM segments s "
+        "JOIN videos v ON v.id = s.video_id WHERE v.name LIKE :p",
         p=f"{prefix}-%",
     )
     statuses = {status for status, _, _ in rows}
@@ -118,7 +122,11 @@ def phase_figures(
     ends = sorted(float(epoch) for _, _, epoch in rows)
     end = ends[-1]
     delays = sorted(float(t["inference_queue"]) for _, t, _ in rows if "inference_queue" in t)
-    figures = {"videos": len(rows), "seconds": end - begin, "throughput": len(rows) / (end - begin)}
+    figures = {
+        "segments": len(rows),
+        "seconds": end - begin,
+        "throughput": len(rows) / (end - begin),
+    }
     if sent is not None:
         after = [e for e in ends if e >= sent]
         if len(after) >= 64 and end - sent > 0.05:
@@ -179,7 +187,8 @@ def run(args: argparse.Namespace, root: Path) -> None:
     print(
         f"backend {backend}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
         f"accelerators: {', '.join(devices) or 'none (CPU only)'}\n"
-        f"{args.videos} videos from {args.producers} producers, max batch "
+        f"{args.segments} segments of {args.persons} person(s) from {args.producers} "
+        f"producers, max batch "
         f"{args.max_batch_size}, max wait {args.max_wait_ms:g} ms, {args.workers} pool "
         f"process(es) with {args.threads} compute thread(s) each"
     )
@@ -206,24 +215,31 @@ def run(args: argparse.Namespace, root: Path) -> None:
         register_version(url, meta)
         storage = cluster.env["OCEANSTREAM_STORAGE_URL"]
         made = time.perf_counter()
-        offline_ids = make_feature_videos(
-            url, storage, meta.version, args.offline, prefix="offline", seed=1
-        )
-        per_video_ids = make_feature_videos(
-            url, storage, meta.version, args.per_video, prefix="pervideo", seed=2
-        )
-        pool_ids = make_feature_videos(url, storage, meta.version, args.videos, prefix="pool")
-        paced_ids = make_feature_videos(
-            url, storage, meta.version, args.paced, prefix="paced", seed=3
-        )
+
+        def segments(count: int, prefix: str, seed: int = 0) -> list[str]:
+            return make_feature_segments(
+                url,
+                storage,
+                meta.version,
+                count,
+                prefix=prefix,
+                num_frames=T,
+                seed=seed,
+                persons=args.persons,
+            )
+
+        offline_ids = segments(args.offline, "offline", seed=1)
+        per_segment_ids = segments(args.per_segment, "persegment", seed=2)
+        pool_ids = segments(args.segments, "pool")
+        paced_ids = segments(args.paced, "paced", seed=3)
         print(
-            f"made {len(offline_ids) + len(per_video_ids) + len(pool_ids) + len(paced_ids)} "
-            f"feature sets in {time.perf_counter() - made:.1f} s"
+            f"made {len(offline_ids) + len(per_segment_ids) + len(pool_ids) + len(paced_ids)} "
+            f"segments' feature sets in {time.perf_counter() - made:.1f} s"
         )
 
-        # Per-video inference: the Celery task, one message at a time.
+        # Per-segment inference: the Celery task, one message at a time.
         worker = start_pool_worker(cluster, "--no-batcher", "--threads", str(args.threads))
-        per_video = _celery_phase(cluster, per_video_ids, "pervideo", args.producers)
+        per_segment = _celery_phase(cluster, per_segment_ids, "persegment", args.producers)
         cluster.stop_workers()
         del worker
 
@@ -246,18 +262,20 @@ def run(args: argparse.Namespace, root: Path) -> None:
 
         # Offline references at the batch size the pool actually used, in the same run.
         buckets = bucket_sizes(args.max_batch_size)
+        # The pool's model calls, in person rows; the offline stage gets as many segments
+        # per call as fill that many rows.
         bucket = choose_bucket(max(1, round(saturated["mean_batch"])), buckets)
         ceiling = model_only(bundle, bucket)
         ceiling_max = (
             ceiling if bucket == args.max_batch_size else model_only(bundle, args.max_batch_size)
         )
         single = model_only(bundle, 1)
-        stage = offline_stage(cluster, bundle, offline_ids, bucket)
+        stage = offline_stage(cluster, bundle, offline_ids, max(1, bucket // args.persons))
     finally:
         cluster.stop_workers(signal.SIGKILL)
         redis.kill()
         databases.drop_all()
-    _report(args, saturated, paced, per_video, ceiling, ceiling_max, single, stage, bucket, rate)
+    _report(args, saturated, paced, per_segment, ceiling, ceiling_max, single, stage, bucket, rate)
 
 
 def _celery_phase(
@@ -278,7 +296,7 @@ def _report(
     args: argparse.Namespace,
     saturated: dict[str, float],
     paced: dict[str, float],
-    per_video: dict[str, float],
+    per_segment: dict[str, float],
     ceiling: float,
     ceiling_max: float,
     single: float,
@@ -290,8 +308,17 @@ def _report(
         (f"model alone, compiled call, batch {bucket} (ceiling)", ceiling, ""),
         (f"model alone, compiled call, batch {args.max_batch_size}", ceiling_max, ""),
         ("model alone, compiled call, batch 1", single, ""),
-        (f"inference stage offline, batches of {bucket} (no broker)", stage, ""),
-        ("per-video Celery task (--no-batcher)", per_video["throughput"], _delays(per_video)),
+        (
+            f"inference stage offline, batches of {max(1, bucket // args.persons)} segments "
+            "(no broker)",
+            stage,
+            "",
+        ),
+        (
+            "per-segment Celery task (--no-batcher)",
+            per_segment["throughput"],
+            _delays(per_segment),
+        ),
         (
             f"pool, saturated ({args.producers} producers)",
             saturated["throughput"],
@@ -299,13 +326,13 @@ def _report(
         ),
         (f"pool, paced at {rate:.0f}/s", paced["throughput"], _delays(paced)),
     ]
-    print(f"\n{'run':<58} {'videos/s':>9}  queue delay p50 / p99")
+    print(f"\n{'run':<58} {'per s':>9}  queue delay p50 / p99")
     for label, value, delays in rows:
         print(f"{label:<58} {value:9.0f}  {delays}")
     pool = saturated["throughput"]
     bound = args.max_wait_ms + 2 * paced["batch_ms"]
     print(
-        f"\npool: mean batch {saturated['mean_batch']:.1f} videos per model call "
+        f"\npool: mean batch {saturated['mean_batch']:.1f} person rows per model call "
         f"(paced: {paced['mean_batch']:.1f}), batch processed in {saturated['batch_ms']:.1f} ms "
         f"(model call {saturated['call_ms']:.1f} ms), producers sent "
         f"{saturated['send_rate']:.0f} messages/s"
@@ -313,14 +340,16 @@ def _report(
     if "drain" in saturated:
         drain = saturated["drain"]
         print(
-            f"pool after the producers stopped (draining the backlog): {drain:.0f} videos/s, "
-            f"{drain / ceiling:.0%} of the model-alone ceiling, {drain / stage:.0%} of the "
+            f"pool after the producers stopped (draining the backlog): {drain:.0f} segments/s, "
+            f"{drain * args.persons / ceiling:.0%} of the model-alone ceiling (in rows), "
+            f"{drain / stage:.0%} of the "
             "offline stage"
         )
     print(
-        f"pool / model-alone ceiling at batch {bucket}: {pool / ceiling:.0%} (target 70%)\n"
-        f"pool / offline inference stage at batch {bucket}: {pool / stage:.0%}\n"
-        f"pool / per-video inference: {pool / per_video['throughput']:.1f}x (target 5x)\n"
+        f"pool / model-alone ceiling at batch {bucket}, in person rows: "
+        f"{pool * args.persons / ceiling:.0%} (target 70%)\n"
+        f"pool / offline inference stage: {pool / stage:.0%}\n"
+        f"pool / per-segment inference: {pool / per_segment['throughput']:.1f}x (target 5x)\n"
         f"paced p99 queue delay {paced['p99_ms']:.1f} ms vs max_wait + 2 batch times "
         f"= {bound:.1f} ms: {'within' if paced['p99_ms'] <= bound else 'over'}"
     )
@@ -334,15 +363,20 @@ def _delays(figures: dict[str, float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", type=int, default=2000, help="videos sent to the pool")
+    parser.add_argument(
+        "--segments", "--videos", type=int, default=2000, help="segments sent to the pool"
+    )
+    parser.add_argument("--persons", type=int, default=1, help="persons per segment")
     parser.add_argument("--producers", type=int, default=4)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=1, help="pool processes")
     parser.add_argument("--threads", type=int, default=1, help="compute threads per process")
-    parser.add_argument("--per-video", type=int, default=400, help="videos for the Celery task")
-    parser.add_argument("--offline", type=int, default=640, help="videos for the offline stage")
-    parser.add_argument("--paced", type=int, default=1000, help="videos in the paced phase")
+    parser.add_argument(
+        "--per-segment", "--per-video", type=int, default=400, help="segments for the Celery task"
+    )
+    parser.add_argument("--offline", type=int, default=640, help="segments for the offline stage")
+    parser.add_argument("--paced", type=int, default=1000, help="segments in the paced phase")
     parser.add_argument("--paced-fraction", type=float, default=0.5)
     parser.add_argument(
         "--postgres",
