@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -136,12 +137,15 @@ class CallbackReceiver:
 
 
 def sse_events(client: httpx.Client, path: str, timeout: float) -> Iterator[tuple[str, str]]:
-    """(event, data) pairs of a server-sent event stream."""
-    with client.stream("GET", path, timeout=timeout) as response:
+    """(event, data) pairs of a server-sent event stream, for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    with client.stream("GET", path, timeout=30) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         event, data = "message", ""
         for line in response.iter_lines():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{path} sent no final event within {timeout:.0f} s")
             if line.startswith("event:"):
                 event = line.partition(":")[2].strip()
             elif line.startswith("data:"):

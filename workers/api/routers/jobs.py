@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -165,11 +166,14 @@ def job_events(
     """`event: progress` with the job's JSON whenever it changes, then `event: final`."""
     _view_or_404(context, job_id, caller)
 
-    def stream() -> Iterator[str]:
+    async def stream() -> AsyncIterator[str]:
+        # Async, sleeping on the event loop: an open stream holds no worker thread.
         last, started, beat = "", time.monotonic(), time.monotonic()
         while time.monotonic() - started < EVENTS_MAX_S:
             try:
-                view = job_view(context.session_factory, job_id, caller.tenant_id)
+                view = await run_in_threadpool(
+                    job_view, context.session_factory, job_id, caller.tenant_id
+                )
             except UnknownJob:
                 yield "event: erased\ndata: {}\n\n"
                 return
@@ -183,7 +187,7 @@ def job_events(
             if time.monotonic() - beat > HEARTBEAT_S:
                 yield ": still working\n\n"
                 beat = time.monotonic()
-            time.sleep(EVENTS_POLL_S)
+            await asyncio.sleep(EVENTS_POLL_S)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
