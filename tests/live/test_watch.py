@@ -118,6 +118,39 @@ def test_sigterm_mid_stream_leaves_the_video_final_and_a_restart_continues_it(
     assert all(s == "done" for _, s, _ in segments)
     assert [index for index, _, _ in segments] == [s["index"] for _, s in watch.lines]
 
+    # Started again under the same name, the watch continues the video after a gap.
+    again = TcpStream(clip).start()
+    try:
+        watch = start_watch(env_for(home), again.url, "--name", "cut", "--in-process")
+        wait_connected(again, START_S)
+        again.wait(60)
+        assert watch.finish(120) == 0, watch.stderr
+    finally:
+        again.kill()
+    assert _query(home, "SELECT count(*) FROM videos") == [(1,)]
+    [(status, timings)] = _query(
+        home, "SELECT status, timings FROM videos WHERE id = :v", v=video_id
+    )
+    assert status == "done" and json.loads(timings)["gaps"] == 1
+    rows = _query(
+        home,
+        'SELECT "index", start_s, end_s, status, timings FROM segments WHERE video_id = :v '
+        'ORDER BY "index"',
+        v=video_id,
+    )
+    assert [r[0] for r in rows] == list(range(len(segments) + 5))
+    resumed = rows[len(segments)]
+    assert resumed[1] >= rows[len(segments) - 1][2] and resumed[1] % 2 == 0
+    assert json.loads(resumed[4])["gap_before_s"] == pytest.approx(
+        resumed[1] - rows[len(segments) - 1][2]
+    )
+    assert all(r[3] == "done" for r in rows)
+    # Persons are linked across both watches: one person, seen in every segment.
+    [(persons, segments_seen)] = _query(
+        home, "SELECT count(*), max(segments) FROM persons WHERE video_id = :v", v=video_id
+    )
+    assert (persons, segments_seen) == (1, len(rows))
+
 
 def test_a_source_that_never_opens_fails_with_one_line_and_exit_1(tmp_path: Path) -> None:
     from tests.conftest import REDIS_URL
@@ -177,39 +210,6 @@ def test_a_server_back_within_the_reconnect_window_gives_one_video_with_a_gap(
     assert segments[after[0]][0] == pytest.approx(segments[after[0] - 1][1] + gap)
     # The second connection streamed the whole clip again: five more windows.
     assert len(segments) - after[0] == 5
-
-    # Started again under the same name, the watch continues the video after a gap.
-    again = TcpStream(clip).start()
-    try:
-        watch = start_watch(env_for(home), again.url, "--name", "cut", "--in-process")
-        wait_connected(again, START_S)
-        again.wait(60)
-        assert watch.finish(120) == 0, watch.stderr
-    finally:
-        again.kill()
-    assert _query(home, "SELECT count(*) FROM videos") == [(1,)]
-    [(status, timings)] = _query(
-        home, "SELECT status, timings FROM videos WHERE id = :v", v=video_id
-    )
-    assert status == "done" and json.loads(timings)["gaps"] == 1
-    rows = _query(
-        home,
-        'SELECT "index", start_s, end_s, status, timings FROM segments WHERE video_id = :v '
-        'ORDER BY "index"',
-        v=video_id,
-    )
-    assert [r[0] for r in rows] == list(range(len(segments) + 5))
-    resumed = rows[len(segments)]
-    assert resumed[1] >= rows[len(segments) - 1][2] and resumed[1] % 2 == 0
-    assert json.loads(resumed[4])["gap_before_s"] == pytest.approx(
-        resumed[1] - rows[len(segments) - 1][2]
-    )
-    assert all(r[3] == "done" for r in rows)
-    # Persons are linked across both watches: one person, seen in every segment.
-    [(persons, segments_seen)] = _query(
-        home, "SELECT count(*), max(segments) FROM persons WHERE video_id = :v", v=video_id
-    )
-    assert (persons, segments_seen) == (1, len(rows))
 
 
 def test_an_mpegts_stream_over_udp_is_watched(tmp_path: Path, clip: Path) -> None:
