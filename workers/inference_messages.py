@@ -53,6 +53,10 @@ def segment_id_of(body: Any, headers: dict[str, Any]) -> str:
     return args[0]
 
 
+#: The name from before segments, when inference messages carried a video id.
+video_id_of = segment_id_of
+
+
 def task_id_of(body: Any, headers: dict[str, Any]) -> str | None:
     """The Celery task id (protocol 2: the `id` header; protocol 1: the body's `id`)."""
     value = body.get("id") if isinstance(body, dict) else headers.get("id")

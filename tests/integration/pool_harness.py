@@ -265,3 +265,8 @@ def scrape(url: str) -> dict[str, float]:
 def log_text(process: subprocess.Popen[bytes]) -> str:
     path: Path = process.log_path  # type: ignore[attr-defined]
     return path.read_text(errors="replace")
+
+
+#: The old name, from before segments: it makes one-segment videos and returns segment ids,
+#: which is what inference messages carry now.
+make_feature_videos = make_feature_segments
