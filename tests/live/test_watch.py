@@ -47,6 +47,17 @@ def _query(home: Path, sql: str, **params: object) -> list[tuple]:
         engine.dispose()
 
 
+def _scrape(port: int) -> dict[str, str]:
+    """The watcher's Prometheus metrics: name{labels} -> value."""
+    from urllib.request import urlopen
+
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+
+
 def _scores(segment: dict) -> list[float]:
     [person] = segment["persons"]
     return [person["traits"][name] for name in TRAITS]
@@ -55,15 +66,20 @@ def _scores(segment: dict) -> list[float]:
 def test_segments_arrive_while_the_stream_runs_and_match_the_file(
     tmp_path: Path, clip: Path
 ) -> None:
-    env = env_for(tmp_path / "home")
+    port = free_port()
+    env = env_for(tmp_path / "home", OCEANSTREAM_METRICS_PORT=str(port))
     stream = TcpStream(clip).start()
     try:
         watch = start_watch(env, stream.url, "--name", "interview", "--in-process")
-        wait_connected(stream, START_S)
+        watch.wait_lines(1, START_S)
+        metrics = _scrape(port)
         ended = stream.wait(60)
         assert watch.finish(120) == 0, watch.stderr
     finally:
         stream.kill()
+    # The latency histogram counts the first result while the stream still runs.
+    assert float(metrics["oceanstream_watch_segment_latency_seconds_count"]) >= 1
+    assert float(metrics['oceanstream_watch_segments_total{outcome="cut"}']) >= 1
     live = [line for _, line in watch.lines]
     assert [s["index"] for s in live] == [0, 1, 2, 3, 4]
     # Results come while the stream runs: the first well before its end.
