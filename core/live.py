@@ -127,7 +127,7 @@ class SegmentCutter:
             if index == window.frames.stop and index in window.wanted:
                 image = self._scaled(convert())
                 window.kept[index] = image
-            segment = self._close(window, ended=False)
+            segment = self._close(window)
             if segment is not None:
                 done.append(segment)
             window = self._window = None
@@ -147,7 +147,7 @@ class SegmentCutter:
         window, self._window = self._window, None
         if window is None:
             return None
-        return self._close(window, ended=True)
+        return self._close(window)
 
     def next_window_start(self, position_s: float) -> float:
         """The start of the first window at or after `position_s`: where a source that comes
@@ -168,12 +168,16 @@ class SegmentCutter:
 
         return downscale(image[None], self.max_side)[0]
 
-    def _close(self, window: _Window, *, ended: bool) -> LiveSegment | None:
+    def _close(self, window: _Window) -> LiveSegment | None:
         if window.first is None or window.last is None:
             return None
         length = len(window.frames)
-        whole = window.first == window.frames.start and window.last == window.frames.stop - 1
-        if whole or (not ended and window.first == window.frames.start):
+        # Whole: from its first frame to (about) its last; a few frames the source dropped
+        # take their nearest kept frame.
+        whole = window.first == window.frames.start and window.last >= window.frames.stop - 1 - (
+            length // 10
+        )
+        if whole:
             indices, successors = window.indices, window.successors
             partial = False
             end = window.frames.stop

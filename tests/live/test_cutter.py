@@ -79,3 +79,12 @@ def test_dropped_frames_take_the_nearest_earlier_frame() -> None:
     [segment] = done
     assert not segment.partial
     assert segment.frames[:, 0, 0, 0].tolist() == [0, 4, 8, 12, 13, 21, 25, 29]
+
+
+def test_a_window_the_timestamps_jump_out_of_is_cut_short() -> None:
+    cutter = SegmentCutter(SECONDS, FPS, T)
+    done = _feed(cutter, range(51))  # window 1 holds frames 30-50 of 30-59
+    done += cutter.add(75 / FPS, lambda: _frame(75))  # then the timestamps jump to window 2
+    assert [(s.start_s, s.partial) for s in done] == [(0.0, False), (2.0, True)]
+    assert done[1].end_s == 51 / FPS
+    assert set(done[1].frames[:, 0, 0, 0].tolist()) <= set(range(30, 51))
