@@ -134,3 +134,30 @@ def test_persons_of_a_live_video_are_numbered_over_its_final_segments_so_far(
             )
             == 0
         )
+
+
+def test_a_segment_whose_analysis_raised_in_the_watcher_fails_and_ends_its_video(
+    session_factory: Factory,  # noqa: F811
+) -> None:
+    from types import SimpleNamespace
+
+    from db.repository.stages import StageUpdate
+    from tests.db.test_segments import LINKER
+    from workers.services.watch import Watcher
+
+    video_id, _ = _live_video(session_factory)
+    with session_factory.begin() as session:
+        segment_id = append_segment(session=session, video_id=video_id, start_s=0.0, end_s=2.0)
+        repo.finish_segment(
+            session=session,
+            segment_id=segment_id,
+            changes=StageUpdate(VideoStatus.EXTRACTING),
+            from_statuses=None,
+        )
+        repo.transition_video(session=session, video_id=video_id, to_status=VideoStatus.EXTRACTING)
+    ctx = SimpleNamespace(session_factory=session_factory, linker=LINKER)
+    watcher = Watcher(ctx, segment_seconds=2.0, reconnect_s=1.0)  # type: ignore[arg-type]
+    watcher._fail_segment(segment_id, "faces failed in the watcher: boom")
+    video = load_video(session_factory, video_id)
+    assert video.status == "failed"
+    assert video.error == "segment 0 (0-2 s): faces failed in the watcher: boom"

@@ -45,6 +45,7 @@ from core.live import (
     open_source,
 )
 from core.status import FINAL_STATUSES, VideoStatus
+from tasks.context import is_outage
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -58,6 +59,8 @@ _LATENCY_BUCKETS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 300, 
 #: A watch is behind when a cut segment waits longer than this many windows for its result.
 BEHIND_WINDOWS = 2.0
 POLL_S = 0.25
+#: Tries again of a stage run in the watcher that met an outage (pauses 1, 2, 4, 8, 16 s).
+ANALYSIS_RETRIES = 5
 NO_SEGMENT = "the live source gave no window of at least half a segment to analyse"
 
 
@@ -478,12 +481,36 @@ class Watcher:
         }
         while (segment_id := self._analysis.get()) is not None:
             todo = ["faces"] if self._person_flow else ["faces", "flow"]
-            try:
-                while todo:
-                    following = runners[todo.pop(0)](self.ctx, segment_id)
-                    todo += following if isinstance(following, list) else []
-            except Exception:
-                log.exception("analysis of segment %s failed", segment_id)
+            retries = 0
+            while todo:
+                try:
+                    following = runners[todo[0]](self.ctx, segment_id)
+                except Exception as exc:
+                    if is_outage(exc) and retries < ANALYSIS_RETRIES:
+                        # The stages are idempotent: the same one runs again after a pause.
+                        log.warning("segment %s met an outage (%s); trying again", segment_id, exc)
+                        time.sleep(2.0**retries)
+                        retries += 1
+                        continue
+                    log.exception("analysis of segment %s failed", segment_id)
+                    self._fail_segment(segment_id, f"{todo[0]} failed in the watcher: {exc}")
+                    break
+                todo = todo[1:] + (following if isinstance(following, list) else [])
+
+    def _fail_segment(self, segment_id: str, error: str) -> None:
+        """Fail a segment whose analysis here raised: so that its video still ends (the
+        finish aggregates the video when it was the last segment)."""
+        from db.repository.stages import StageUpdate
+        from tasks.stages.segment_rows import finish_segment
+
+        with self.ctx.session_factory.begin() as session:
+            finish_segment(
+                self.ctx,
+                session,
+                segment_id,
+                StageUpdate(VideoStatus.FAILED, error=error),
+                [VideoStatus.EXTRACTING, VideoStatus.INFERENCE],
+            )
 
     def _poll(self, report: WatchReport) -> None:
         while not self._done.wait(POLL_S):
@@ -556,9 +583,12 @@ class Watcher:
         self._behind_said = behind or (self._behind_said and bool(waiting))
 
     def _wait_final(self, report: WatchReport) -> None:
+        """Until the workers have finished the video; a signal while waiting ends the wait
+        (the workers go on)."""
         from db import repository as repo
 
-        while True:
+        stopped = self.stop.is_set()
+        while stopped or not self.stop.is_set():
             with self.ctx.session_factory() as session:
                 video = repo.get_video(session=session, video_id=report.video_id)
                 if video is None or VideoStatus(video.status).is_final:
