@@ -99,6 +99,14 @@ def test_three_uploads_followed_to_results_callback_and_erasure(
         assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
         no_map = alpha.get(f"/v1/videos/{by_name['faceless.mp4']['video_id']}/attention")
         assert no_map.status_code == 404
+        # One (segment, person)'s map: the one-segment clip's person is the headline's.
+        segment_map = alpha.get(
+            f"/v1/videos/{good['video_id']}/attention", params={"segment": 0, "person": 0}
+        ).json()
+        assert segment_map["shape"] == shape
+        assert segment_map["weights"] == attention["weights"]
+        missing = alpha.get(f"/v1/videos/{good['video_id']}/attention", params={"segment": 9})
+        assert missing.status_code == 404
 
         # The callback: refused once (503), retried, delivered, signed.
         wait_for(lambda: len(receiver.received) >= 2, 60, "the callback to be delivered")

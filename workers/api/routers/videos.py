@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from workers.api.context import ApiContext
@@ -43,23 +43,44 @@ def get_video(
     return rows[0].to_dict()
 
 
-def _attention(context: ApiContext, video_id: str, caller: Caller) -> Any:
-    from workers.services.results import stored_attention
+def _attention(
+    context: ApiContext,
+    video_id: str,
+    caller: Caller,
+    segment: int | None = None,
+    person: int | None = None,
+) -> Any:
+    """The video's headline map, or with `segment` and/or `person` that (segment, person)'s
+    (`stored_segment_attention` picks the rest as the CLI does)."""
+    from workers.services.results import stored_attention, stored_segment_attention
 
     _owned_or_404(context, video_id, caller)
     try:
-        return stored_attention(context.session_factory, video_id)
+        if segment is None and person is None:
+            return stored_attention(context.session_factory, video_id)
+        return stored_segment_attention(
+            context.session_factory, video_id, segment=segment, person=person
+        )
     except UsageError:
         raise not_found("attention map for a video") from None
 
 
+_SEGMENT = Query(None, ge=0, description="A segment's index (`segments[].index`).")
+_PERSON = Query(None, ge=0, description="A person's number (`persons[].person`).")
+
+
 @router.get("/{video_id}/attention", summary="The stored cross-attention weights")
 def get_attention(
-    video_id: str, caller: Caller = Depends(get_caller), context: ApiContext = Depends(get_context)
+    video_id: str,
+    segment: int | None = _SEGMENT,
+    person: int | None = _PERSON,
+    caller: Caller = Depends(get_caller),
+    context: ApiContext = Depends(get_context),
 ) -> dict[str, Any]:
     """`weights[direction][head][query][key]`; direction 0: face frames query flow frames,
-    1: flow frames query face frames."""
-    stored = _attention(context, video_id, caller)
+    1: flow frames query face frames. Without `segment` and `person`: the video's headline
+    map (its main person's, from that person's segment with most face frames)."""
+    stored = _attention(context, video_id, caller, segment, person)
     weights = stored.weights
     return {
         "video_id": video_id,
@@ -78,11 +99,15 @@ def get_attention(
     responses={200: {"content": {"image/png": {}}}},
 )
 def get_attention_png(
-    video_id: str, caller: Caller = Depends(get_caller), context: ApiContext = Depends(get_context)
+    video_id: str,
+    segment: int | None = _SEGMENT,
+    person: int | None = _PERSON,
+    caller: Caller = Depends(get_caller),
+    context: ApiContext = Depends(get_context),
 ) -> Response:
     from core.attention_plot import plot_attention_map
 
-    stored = _attention(context, video_id, caller)
+    stored = _attention(context, video_id, caller, segment, person)
     with tempfile.TemporaryDirectory(prefix="attention-") as folder, _PLOT_LOCK:
         paths = plot_attention_map(
             stored.weights, save_path=Path(folder) / "attention.png", title=stored.title
