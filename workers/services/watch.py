@@ -169,6 +169,8 @@ class Watcher:
         self._done = threading.Event()  # the watch is over: the poller reports and ends
         self._active: str | None = None  # the version new videos are pinned to (`prepare`)
         self._person_flow = False  # the model's flow covers each person (faces first)
+        self._last_end: float | None = None  # where the video's last segment ends
+        self._gap_pending = False  # the source was away: the next segment records the gap
 
     # --- the watch ---------------------------------------------------------------------
 
@@ -191,7 +193,7 @@ class Watcher:
         if connection is None:
             raise NeverOpened(self._last_error)
         name = name or default_name(source)
-        video_id, version, base, gap = self._register(source, name, connection, job_kind)
+        video_id, version, base = self._register(source, name, connection, job_kind)
         report = WatchReport(video_id, name)
         poller = threading.Thread(target=self._poll, args=(report,), daemon=True)
         analyser = threading.Thread(target=self._analyse, daemon=True)
@@ -199,7 +201,7 @@ class Watcher:
         if self.celery is None:
             analyser.start()
         try:
-            self._watch(connection, report, version, base, gap)
+            self._watch(connection, report, version, base)
         finally:
             self._analysis.put(None)
         self._end(report)
@@ -241,7 +243,6 @@ class Watcher:
         report: WatchReport,
         version: str,
         base: float,
-        gap: float,
     ) -> None:
         num_frames, self._person_flow = self._model_facts(version)
         max_side = self.ctx.config.frame_max_side
@@ -253,8 +254,7 @@ class Watcher:
                 for offset, frame in connection.frames(self.stop.is_set):
                     end = base + offset + 1.0 / connection.fps
                     for segment in cutter.add(base + offset, _rgb(frame)):
-                        self._hand_off(report, segment, version, gap)
-                        gap = 0.0
+                        self._hand_off(report, segment)
                     self._check_reading(time.monotonic() - started - offset)
                 dropped = None
             except SourceError as exc:
@@ -263,8 +263,7 @@ class Watcher:
                 connection.close()
             last = cutter.flush()
             if last is not None:
-                self._hand_off(report, last, version, gap)
-                gap = 0.0
+                self._hand_off(report, last)
             if self.stop.is_set():
                 report.stopped = True
                 return
@@ -289,11 +288,10 @@ class Watcher:
             if connection.fps != cutter.fps:
                 cutter = SegmentCutter(self.segment_seconds, connection.fps, num_frames, max_side)
             base = cutter.next_window_start(end + (time.monotonic() - away))
-            gap = base - end
+            self._gap_pending = True  # recorded with the next segment
             report.gaps += 1
             self.metrics.gaps.inc()
-            self._record_gap(report.video_id, gap)
-            log.warning("%s is back after %.1f s; resuming at %.1f s", connection.url, gap, base)
+            log.warning("%s is back; resuming at %.1f s", connection.url, base)
 
     def _check_reading(self, lag: float) -> None:
         if lag > self.segment_seconds and not self._reading_said:
@@ -304,7 +302,7 @@ class Watcher:
 
     def _register(
         self, source: str, name: str, connection: LiveSource, job_kind: str
-    ) -> tuple[str, str, float, float]:
+    ) -> tuple[str, str, float]:
         """The live video (made, or found by name), its model version, where its timeline
         resumes and the gap before that."""
         from db import repository as repo
@@ -340,11 +338,10 @@ class Watcher:
                 ),
                 from_statuses=[VideoStatus.LIVE],
             )
-            base, gap = _resume_point(session, video.id, self.segment_seconds)
+            base, self._last_end = _resume_point(session, video.id, self.segment_seconds)
+            self._gap_pending = self._last_end is not None
             video_id = video.id
-        if gap > 0:
-            self._record_gap(video_id, gap)
-        return video_id, version, base, gap
+        return video_id, version, base
 
     def _model_facts(self, version: str) -> tuple[int, bool]:
         """The version's T and whether its flow covers persons, from its registration: the
@@ -357,9 +354,7 @@ class Watcher:
         num_frames = int(meta.get("num_frames") or self.ctx.config.num_frames)
         return num_frames, meta.get("flow_region") == "person"
 
-    def _hand_off(
-        self, report: WatchReport, segment: LiveSegment, version: str, gap: float
-    ) -> None:
+    def _hand_off(self, report: WatchReport, segment: LiveSegment) -> None:
         """Store the segment's frames and row, then send it on (or queue it here)."""
         from db.repository.segments import append_segment, finish_segment, get_segment
         from db.repository.stages import StageUpdate
@@ -368,7 +363,11 @@ class Watcher:
         index = self._next_index(report.video_id)
         self._store_frames(report.video_id, index, segment)
         timings = {"cut": 0.0}
-        if gap > 0:
+        # The first segment after a drop (or a restart) records the hole in the timeline
+        # between it and the segment before.
+        gap = None
+        if self._gap_pending and self._last_end is not None:
+            gap = max(0.0, segment.start_s - self._last_end)
             timings["gap_before_s"] = gap
         with self.ctx.session_factory.begin() as session:
             segment_id = append_segment(
@@ -393,6 +392,10 @@ class Watcher:
                 ),
                 from_statuses=[VideoStatus.PENDING],
             )
+        if gap is not None:
+            self._record_gap(report.video_id, gap)
+        self._gap_pending = False
+        self._last_end = segment.end_s
         self._closed_at[segment_id] = segment.closed_at
         report.segments += 1
         self.metrics.segments.labels("cut").inc()
@@ -596,19 +599,21 @@ class Watcher:
             time.sleep(POLL_S)
 
 
-def _resume_point(session: Session, video_id: str, segment_seconds: float) -> tuple[float, float]:
+def _resume_point(
+    session: Session, video_id: str, segment_seconds: float
+) -> tuple[float, float | None]:
     """Where a watch of an existing video resumes on its timeline (the next window start
-    after its last segment, plus the time since that segment was stored), and the gap."""
+    after its last segment, plus the time since that segment was stored), and where that
+    segment ends (None: the video has none)."""
     from db.repository.segments import get_segments
 
     segments = get_segments(session=session, video_id=video_id)
     if not segments:
-        return 0.0, 0.0
+        return 0.0, None
     last = segments[-1]
     away = max(0.0, time.time() - _epoch(last.created_at))
     k = -(-(last.end_s + away) // segment_seconds)
-    base = float(k * segment_seconds)
-    return base, base - float(last.end_s)
+    return float(k * segment_seconds), float(last.end_s)
 
 
 def _epoch(moment: datetime) -> float:
