@@ -11,14 +11,14 @@ Then prints, in one run:
 1. decode CPU time per 15 s segment, each segment sampling T=16 frames and their successors
    from its own window (`core.selective_decode`), against a full single-thread decode of the
    video shared out per segment (`tests.benchmarks.selective_decode.segmented`), and the ratio
-   (the issue's target: at most 0.75);
+   (the target: at most 0.75);
 2. the time to the result of the video, submitted once, with one and with two worker
    processes per queue (ingest, faces, flow, and the inference pool), each run on a fresh
    PostgreSQL database and its own redis-server, workers warmed (models loaded, then a 2 s
    clip through every process) before the clock starts; the clock stops when the video is
    final. Each run is set against the CPU bound of this host: the worker CPU seconds per
    segment measured in the one-process run (every worker process's user + system time,
-   from /proc) x segments / cores. The share is bound / time (the issue's target: at least
+   from /proc) x segments / cores. The share is bound / time (the target: at least
    85 % with two per queue). Redis and PostgreSQL run beside the workers and are not counted.
    On a shared host other processes take CPU too: the cores they used meanwhile (from
    /proc/stat, less the workers' own time) are printed with each run, and the share of the
