@@ -1,7 +1,8 @@
 """Extracting training inputs with the serving stages: face crops, face mask and flow per clip.
 
 Training must see what serving sees, so every clip goes through the same functions as a
-video being analysed: `sample_video`, `FaceDetector.detect` and `compute_flow`. What the
+video being analysed: `sample_video`, the persons of `core.tracks` (or, for a data set
+extracted with whole-frame flow, `FaceDetector.detect`) and `compute_flow`. What the
 encoders would consume (not their tokens: the encoders are trained) is stored per clip as one
 `.npz` in an `ArtifactStore`, under the data set's prefix:
 
@@ -43,17 +44,23 @@ class ExtractionConfig:
     frame_max_side: int = 640
     crop_size: int = 112
     flow_size: int = 112
+    # What each clip's flow covers: "person", the head and shoulders of the clip's main
+    # person (what serving computes for a bundle trained so), or "frame", the whole frame
+    # (every data set extracted before persons existed, whose settings lack the field).
+    flow_region: str = "frame"
 
     @classmethod
     def from_pipeline(
         cls, config: PipelineConfig, num_frames: int | None = None
     ) -> ExtractionConfig:
+        """The settings a new extraction uses: the serving pipeline's, person-region flow."""
         return cls(
             num_frames=num_frames or config.num_frames,
             flow_method=config.flow_method,
             detect_width=config.detect_width,
             min_face_confidence=config.min_face_confidence,
             frame_max_side=config.frame_max_side,
+            flow_region="person",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,18 +134,30 @@ def extract_clip_arrays(
 ) -> dict[str, np.ndarray]:
     """Crops, mask and flow of one clip, through the serving stages.
 
+    With `flow_region` "person" the clip's main person (most face frames, as serving's first
+    person) gives the crops and mask, and the flow is computed on that person's region;
+    with "frame", the most prominent face per frame and the whole frame's flow.
+
     Raises the stages' `InputError`s (a clip that cannot be decoded, or `NoFaceError` when
     no sampled frame has a face: serving would give such a clip no score either).
     """
     from core.flow import compute_flow
+    from core.regions import crop_pair
+    from core.tracks import find_persons
 
     sampled = sample_video(path, config.num_frames, limits, config.frame_max_side, decode_threads)
-    faces = detector.detect(sampled.frames)
-    if faces.faces_found == 0:
-        raise NoFaceError(f"no face found in any of the {len(sampled.frames)} sampled frames")
-    flow = compute_flow(
-        sampled.frames, sampled.successors, method=config.flow_method, size=config.flow_size
-    )
+    frames, successors = sampled.frames, sampled.successors
+    if config.flow_region == "person":
+        persons = find_persons(frames, detector.detect_all(frames), detector)
+        if not persons:
+            raise NoFaceError(f"no person found in the {len(frames)} sampled frames")
+        faces = persons[0].faces
+        frames, successors = crop_pair(frames, successors, persons[0].region)
+    else:
+        faces = detector.detect(frames)
+        if faces.faces_found == 0:
+            raise NoFaceError(f"no face found in any of the {len(frames)} sampled frames")
+    flow = compute_flow(frames, successors, method=config.flow_method, size=config.flow_size)
     return {
         "crops": faces.crops,
         "mask": faces.mask,

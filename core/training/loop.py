@@ -210,6 +210,8 @@ def bundle_shapes(
         flow_method=extraction.flow_method,
         seed=config.seed,
         backbone=backbone,
+        # Serving computes flow as the clips were: per person region, or (None) whole frames.
+        flow_region="person" if extraction.flow_region == "person" else None,
     )
 
 

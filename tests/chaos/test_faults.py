@@ -128,7 +128,7 @@ def kill_mid_batch(cluster: Cluster, pool: subprocess.Popen[bytes]) -> bool:
         os.killpg(pool.pid, signal.SIGSTOP)
         caught = bool(
             cluster.query(
-                "SELECT id FROM videos WHERE status = 'inference' "
+                "SELECT id FROM segments WHERE status = 'inference' "
                 "AND coalesce((deliveries::jsonb ->> 'inference')::int, 0) > 0"
             )
         )
@@ -158,10 +158,28 @@ def job_statuses(cluster: Cluster, job_id: str) -> list[str]:
     return [status for (status,) in rows]
 
 
+def segment_statuses(cluster: Cluster, job_id: str) -> list[str]:
+    """The statuses of the segments of the job's videos (one each: the clips are short)."""
+    rows = cluster.query(
+        "SELECT s.status FROM segments s JOIN job_videos j ON j.video_id = s.video_id "
+        "WHERE j.job_id = :j",
+        j=job_id,
+    )
+    return [status for (status,) in rows]
+
+
 def safe_statuses(cluster: Cluster, job_id: str) -> list[str]:
     """The job's statuses, or none while the database is down."""
     try:
         return job_statuses(cluster, job_id)
+    except Exception:
+        return []
+
+
+def safe_segment_statuses(cluster: Cluster, job_id: str) -> list[str]:
+    """The job's segments' statuses, or none while the database is down."""
+    try:
+        return segment_statuses(cluster, job_id)
     except Exception:
         return []
 
@@ -204,7 +222,7 @@ def test_a_job_survives_every_fault(
     postgres.start()
     restart.cleared = time.monotonic()
     restart.recovered = poll_until(
-        lambda: safe_statuses(cluster, job_a) == ["inference"] * CLIPS_PER_JOB,
+        lambda: safe_segment_statuses(cluster, job_a) == ["inference"] * CLIPS_PER_JOB,
         300,
         "job A's feature stages to finish after the database restart",
     )
@@ -225,8 +243,8 @@ def test_a_job_survives_every_fault(
 
     def waiting_on_flow() -> bool:
         rows = cluster.query(
-            "SELECT v.status, v.faces_ready FROM videos v JOIN job_videos j "
-            "ON j.video_id = v.id WHERE j.job_id = :j",
+            "SELECT s.status, s.faces_ready FROM segments s JOIN job_videos j "
+            "ON j.video_id = s.video_id WHERE j.job_id = :j",
             j=job_b,
         )
         settled = len(rows) == CLIPS_PER_JOB and all(s == "extracting" and f for s, f in rows)

@@ -12,7 +12,13 @@ from core.pipeline import PipelineConfig, sample_video
 from core.storage import ArtifactStore
 from core.training.data import ClipBatches, ClipRef, fill_missing_crops
 from core.training.datasets import load_labelled_set
-from core.training.extraction import DatasetLayout, ExtractionConfig, clip_config, failure_key
+from core.training.extraction import (
+    DatasetLayout,
+    ExtractionConfig,
+    clip_config,
+    extract_clip_arrays,
+    failure_key,
+)
 from core.training.extraction_run import (
     EXTRACTED,
     FAILED,
@@ -144,7 +150,9 @@ def test_queue_task_body_extracts_a_stored_video_and_records_a_lost_one(
     key = "datasets/q/clips/anna.seg0.mp4.npz"
     assert run_extract_clip(ctx, uri, key) == EXTRACTED
     assert run_extract_clip(ctx, uri, key) == SKIPPED
-    assert clip_config(store.get_arrays(store.uri(key))) == ExtractionConfig(num_frames=T)
+    # A queued extraction uses the serving pipeline's settings: flow over the main person.
+    expected = ExtractionConfig(num_frames=T, flow_region="person")
+    assert clip_config(store.get_arrays(store.uri(key))) == expected
     by_path = "datasets/q/clips/anna.seg1.mp4.npz"
     assert run_extract_clip(ctx, str(labelled_folder / "anna.seg1.mp4"), by_path) == EXTRACTED
     lost = "datasets/q/clips/lost.npz"
@@ -181,3 +189,24 @@ def test_batches_hold_model_inputs_and_labels(
         assert inputs["crops"].shape == (2, T, 112, 112, 3)
         assert inputs["flow"].dtype == np.float32 and inputs["mask"].shape == (2, T)
         assert labels.shape == (2, 5) and labels.dtype == np.float32
+
+
+def test_person_flow_covers_the_main_persons_region_not_the_frame(
+    labelled_folder: Path, face_detector
+) -> None:
+    """A person-region extraction keeps serving's first person's crops and computes the flow
+    on that person's region; a whole-frame one differs only in the flow."""
+    from core.regions import crop_pair
+    from core.tracks import detect_persons
+
+    clip = labelled_folder / "anna.seg0.mp4"
+    person = extract_clip_arrays(
+        clip, face_detector, ExtractionConfig(num_frames=T, flow_region="person")
+    )
+    frame = extract_clip_arrays(clip, face_detector, ExtractionConfig(num_frames=T))
+    np.testing.assert_array_equal(person["crops"], frame["crops"])
+    sampled = sample_video(clip, T, max_side=640)
+    [main] = detect_persons(sampled.frames, face_detector)
+    expected = compute_flow(*crop_pair(sampled.frames, sampled.successors, main.region))
+    np.testing.assert_allclose(person["flow"], expected.astype(np.float16))
+    assert not np.allclose(person["flow"], frame["flow"])
