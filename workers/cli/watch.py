@@ -44,7 +44,8 @@ def watch(
 
     from core.live import SourceOptions
     from workers import bootstrap
-    from workers.services.watch import NeverOpened, Watcher, WatchMetrics
+    from workers.services.watch import NeverOpened, Watcher
+    from workers.services.watch_metrics import WatchMetrics
 
     settings = load_settings()
     celery = None

@@ -23,17 +23,13 @@ says so in its log.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from core.live import (
     LiveSegment,
@@ -46,6 +42,9 @@ from core.live import (
 )
 from core.status import FINAL_STATUSES, VideoStatus
 from tasks.context import is_outage
+from workers.services import live_records as records
+from workers.services.live_records import LiveVideo
+from workers.services.watch_metrics import WatchMetrics
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -55,51 +54,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("oceanstream.watch")
 
-_LATENCY_BUCKETS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 300, 600)
 #: A watch is behind when a cut segment waits longer than this many windows for its result.
 BEHIND_WINDOWS = 2.0
 POLL_S = 0.25
 #: Tries again of a stage run in the watcher that met an outage (pauses 1, 2, 4, 8, 16 s).
 ANALYSIS_RETRIES = 5
-NO_SEGMENT = "the live source gave no window of at least half a segment to analyse"
 
 
 class NeverOpened(Exception):
     """The source could not be opened within the reconnect window."""
-
-
-class WatchMetrics:
-    """The watcher's Prometheus metrics, in a registry of its own."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        self.latency = Histogram(
-            "oceanstream_watch_segment_latency_seconds",
-            "From the end of a segment's window in the stream to its stored result.",
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.segments = Counter(
-            "oceanstream_watch_segments_total",
-            "Segments of watched sources by outcome (cut, done, no_face, failed).",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self.behind = Gauge(
-            "oceanstream_watch_behind_seconds",
-            "How long the oldest segment without a result has waited past its window's end.",
-            registry=self.registry,
-        )
-        self.backlog = Gauge(
-            "oceanstream_watch_backlog_segments",
-            "Segments cut and not yet final.",
-            registry=self.registry,
-        )
-        self.gaps = Counter(
-            "oceanstream_watch_gaps_total",
-            "Times a watched source dropped and came back.",
-            registry=self.registry,
-        )
 
 
 @dataclass
@@ -113,28 +76,6 @@ class WatchReport:
     gaps: int = 0
     latencies: list[float] = field(default_factory=list)
     stopped: bool = False
-
-
-def live_content_key(name: str, tenant_id: str) -> str:
-    """The stand-in content hash of the live video called `name`: a watch started again with
-    the same name finds the same video."""
-    return hashlib.sha256(f"live\0{tenant_id}\0{name}".encode()).hexdigest()
-
-
-def default_name(source: str) -> str:
-    """The source without any credentials in it (a URL's user and password)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(source)
-    except ValueError:
-        return source
-    if parts.username is None and parts.password is None:
-        return source
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=host))
 
 
 class Watcher:
@@ -192,8 +133,9 @@ class Watcher:
         connection = self._open(source, since=time.monotonic())
         if connection is None:
             raise NeverOpened(self._last_error)
-        name = name or default_name(source)
-        video_id, version, base = self._register(source, name, connection, job_kind)
+        name = name or records.default_name(source)
+        video = self._register(source, name, connection, job_kind)
+        video_id = video.video_id
         report = WatchReport(video_id, name)
         poller = threading.Thread(target=self._poll, args=(report,), daemon=True)
         analyser = threading.Thread(target=self._analyse, daemon=True)
@@ -201,10 +143,11 @@ class Watcher:
         if self.celery is None:
             analyser.start()
         try:
-            self._watch(connection, report, version, base)
+            self._watch(connection, report, video.version, video.resume_at)
         finally:
             self._analysis.put(None)
-        self._end(report)
+        with self.ctx.session_factory.begin() as session:
+            records.end_live_video(session=session, video_id=video_id, linker=self.ctx.linker)
         if self.celery is None:
             analyser.join()
         if self.wait_for_results:
@@ -244,7 +187,10 @@ class Watcher:
         version: str,
         base: float,
     ) -> None:
-        num_frames, self._person_flow = self._model_facts(version)
+        with self.ctx.session_factory() as session:
+            num_frames, self._person_flow = records.model_facts(
+                session=session, version=version, default_frames=self.ctx.config.num_frames
+            )
         max_side = self.ctx.config.frame_max_side
         cutter = SegmentCutter(self.segment_seconds, connection.fps, num_frames, max_side)
         end = base
@@ -300,100 +246,51 @@ class Watcher:
 
     # --- the database -------------------------------------------------------------------
 
-    def _register(
-        self, source: str, name: str, connection: LiveSource, job_kind: str
-    ) -> tuple[str, str, float]:
-        """The live video (made, or found by name), its model version, where its timeline
-        resumes and the gap before that."""
-        from db import repository as repo
-        from db.models import DEFAULT_TENANT_ID
-        from db.repository.stages import StageUpdate
+    def _register(self, source: str, name: str, connection: LiveSource, job_kind: str) -> LiveVideo:
+        """The live video (made, or found by name) and where its timeline resumes."""
+        codec = connection.stream.codec_context
+        probe = {"fps": connection.fps, "width": codec.width, "height": codec.height}
 
-        width = connection.stream.codec_context.width
-        height = connection.stream.codec_context.height
+        def version(session: Session) -> str:
+            return self._active or self.ctx.active_version(session)
+
         with self.ctx.session_factory.begin() as session:
-            job = repo.create_job(session=session, kind=job_kind, options={"watch": name})
-            video, _ = repo.get_or_create_video(
+            video = records.register_live_video(
                 session=session,
-                content_hash=live_content_key(name, DEFAULT_TENANT_ID),
                 name=name,
-                source_path=default_name(source),
-                size_bytes=0,
+                source=source,
+                job_kind=job_kind,
+                probe=probe,
+                version=version,
+                segment_seconds=self.segment_seconds,
             )
-            repo.attach_video(
-                session=session, job_id=job.id, video_id=video.id, name=name, position=0
-            )
-            version = repo.pin_model_version(
-                session=session,
-                video_id=video.id,
-                version=video.model_version or self._active or self.ctx.active_version(session),
-            )
-            repo.transition_video(session=session, video_id=video.id, to_status=VideoStatus.LIVE)
-            repo.finish_stage(
-                session=session,
-                video_id=video.id,
-                changes=StageUpdate(
-                    VideoStatus.LIVE,
-                    probe={"fps": connection.fps, "width": width, "height": height},
-                ),
-                from_statuses=[VideoStatus.LIVE],
-            )
-            base, self._last_end = _resume_point(session, video.id, self.segment_seconds)
-            self._gap_pending = self._last_end is not None
-            video_id = video.id
-        return video_id, version, base
-
-    def _model_facts(self, version: str) -> tuple[int, bool]:
-        """The version's T and whether its flow covers persons, from its registration: the
-        watcher itself never needs the model when the workers analyse."""
-        from db import repository as repo
-
-        with self.ctx.session_factory() as session:
-            row = repo.get_model_version(session=session, version=version)
-            meta = {} if row is None else dict(row.meta or {})
-        num_frames = int(meta.get("num_frames") or self.ctx.config.num_frames)
-        return num_frames, meta.get("flow_region") == "person"
+        self._last_end = video.last_end
+        self._gap_pending = video.last_end is not None
+        return video
 
     def _hand_off(self, report: WatchReport, segment: LiveSegment) -> None:
         """Store the segment's frames and row, then send it on (or queue it here)."""
-        from db.repository.segments import append_segment, finish_segment, get_segment
-        from db.repository.stages import StageUpdate
-
         start = time.perf_counter()
-        index = self._next_index(report.video_id)
+        with self.ctx.session_factory() as session:
+            index = records.next_segment_index(session=session, video_id=report.video_id)
         self._store_frames(report.video_id, index, segment)
-        timings = {"cut": 0.0}
         # The first segment after a drop (or a restart) records the hole in the timeline
         # between it and the segment before.
         gap = None
         if self._gap_pending and self._last_end is not None:
             gap = max(0.0, segment.start_s - self._last_end)
-            timings["gap_before_s"] = gap
         with self.ctx.session_factory.begin() as session:
-            segment_id = append_segment(
+            segment_id, stored = records.store_live_segment(
                 session=session,
                 video_id=report.video_id,
                 start_s=segment.start_s,
                 end_s=segment.end_s,
+                frames=len(segment.frames),
+                timings={"cut": time.perf_counter() - start},
+                gap_s=gap,
             )
-            stored = get_segment(session=session, segment_id=segment_id)
-            assert stored is not None
-            if stored.index != index:  # another watch of the same name appended meanwhile
-                self._store_frames(report.video_id, stored.index, segment)
-            timings["cut"] = time.perf_counter() - start
-            finish_segment(
-                session=session,
-                segment_id=segment_id,
-                changes=StageUpdate(
-                    VideoStatus.EXTRACTING,
-                    timings=timings,
-                    frames=len(segment.frames),
-                    reset_flags=True,
-                ),
-                from_statuses=[VideoStatus.PENDING],
-            )
-        if gap is not None:
-            self._record_gap(report.video_id, gap)
+            if stored != index:  # another watch of the same name appended meanwhile
+                self._store_frames(report.video_id, stored, segment)
         self._gap_pending = False
         self._last_end = segment.end_s
         self._closed_at[segment_id] = segment.closed_at
@@ -407,69 +304,12 @@ class Watcher:
         for stage in ["faces"] if self._person_flow else ["faces", "flow"]:
             self.celery.send_task(task_name(stage), args=[segment_id], queue=STAGE_QUEUES[stage])
 
-    def _next_index(self, video_id: str) -> int:
-        from db.repository.segments import get_segments
-
-        with self.ctx.session_factory() as session:
-            segments = get_segments(session=session, video_id=video_id)
-        return segments[-1].index + 1 if segments else 0
-
     def _store_frames(self, video_id: str, index: int, segment: LiveSegment) -> None:
         self.ctx.store.put_arrays(
             self.ctx.layout.segment_frames(video_id, index),
             frames=segment.frames,
             successors=segment.successors,
         )
-
-    def _record_gap(self, video_id: str, gap: float) -> None:
-        from db import repository as repo
-        from db.repository.stages import StageUpdate
-
-        with self.ctx.session_factory.begin() as session:
-            video = repo.get_video(session=session, video_id=video_id)
-            timings = {} if video is None else dict(video.timings or {})
-            repo.finish_stage(
-                session=session,
-                video_id=video_id,
-                changes=StageUpdate(
-                    VideoStatus.LIVE,
-                    timings={
-                        "gaps": float(timings.get("gaps", 0)) + 1,
-                        "gap_s": float(timings.get("gap_s", 0)) + gap,
-                    },
-                ),
-                from_statuses=[VideoStatus.LIVE],
-            )
-
-    def _end(self, report: WatchReport) -> None:
-        """The source ended: the video leaves `live`; aggregated now if all is final."""
-        from db import repository as repo
-        from db.repository.segments import get_segments
-
-        with self.ctx.session_factory.begin() as session:
-            if not get_segments(session=session, video_id=report.video_id):
-                repo.transition_video(
-                    session=session,
-                    video_id=report.video_id,
-                    to_status=VideoStatus.FAILED,
-                    from_statuses=[VideoStatus.LIVE],
-                    error=NO_SEGMENT,
-                )
-                return
-            repo.transition_video(
-                session=session,
-                video_id=report.video_id,
-                to_status=VideoStatus.EXTRACTING,
-                from_statuses=[VideoStatus.LIVE],
-            )
-            video = repo.get_video(session=session, video_id=report.video_id)
-            assert video is not None and video.model_version is not None
-            repo.aggregate_video(
-                session=session,
-                video_id=report.video_id,
-                model_version=video.model_version,
-                linker=self.ctx.linker,
-            )
 
     # --- analysis in this process and results -------------------------------------------
 
@@ -552,7 +392,7 @@ class Watcher:
         by_index = {s.index: s for d in details.values() for s in d.segments}
         for row in sorted(new, key=lambda r: r.index):
             self._reported.add(row.id)
-            latency = max(0.0, _epoch(row.updated_at) - self._closed_at[row.id])
+            latency = max(0.0, records.epoch(row.updated_at) - self._closed_at[row.id])
             report.latencies.append(latency)
             self.metrics.latency.observe(latency)
             self.metrics.segments.labels(row.status).inc()
@@ -597,29 +437,6 @@ class Watcher:
                 if video is None or VideoStatus(video.status).is_final:
                     return
             time.sleep(POLL_S)
-
-
-def _resume_point(
-    session: Session, video_id: str, segment_seconds: float
-) -> tuple[float, float | None]:
-    """Where a watch of an existing video resumes on its timeline (the next window start
-    after its last segment, plus the time since that segment was stored), and where that
-    segment ends (None: the video has none)."""
-    from db.repository.segments import get_segments
-
-    segments = get_segments(session=session, video_id=video_id)
-    if not segments:
-        return 0.0, None
-    last = segments[-1]
-    away = max(0.0, time.time() - _epoch(last.created_at))
-    k = -(-(last.end_s + away) // segment_seconds)
-    return float(k * segment_seconds), float(last.end_s)
-
-
-def _epoch(moment: datetime) -> float:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _rgb(frame: Any) -> Callable[[], Any]:
