@@ -158,8 +158,8 @@ class Watcher:
         with self.ctx.session_factory() as session:
             from db import repository as repo
 
-            video = repo.get_video(session=session, video_id=video_id)
-            report.status = str(video.status) if video is not None else report.status
+            stored = repo.get_video(session=session, video_id=video_id)
+            report.status = str(stored.status) if stored is not None else report.status
         return report
 
     _last_error = "not tried"
