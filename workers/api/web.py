@@ -211,7 +211,7 @@ def video_attention(
 ) -> Response:
     from workers.api.routers.videos import get_attention_png
 
-    return get_attention_png(video_id, caller, context)
+    return get_attention_png(video_id, None, None, caller=caller, context=context)
 
 
 @router.get("/videos/{video_id}/timeline.png")
