@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from celery import signals
@@ -127,15 +128,22 @@ def connect_worker_signals(
         _prepare_process(threads, queues)
 
     if settings is not None:
+        from core.backbones.registry import backbones_dir
         from workers.time_limits import stage_time_limits
 
         limits = stage_time_limits(settings.stage_time_limits)
-        fail_videos_past_time_limits(settings.effective_database_url, limits)
+        fail_videos_past_time_limits(
+            settings.effective_database_url,
+            limits,
+            backbones_dir(settings.home_dir, settings.backbones),
+        )
 
 
-# Where each stage's videos are while it runs: a stage stopped by its time limit fails them.
+# Where each stage's video (ingest) or segment (the others) is while it runs: a stage stopped
+# by its time limit fails it.
 _RUNS_FROM = {
     "ingest": (VideoStatus.PENDING, VideoStatus.INGESTING),
+    "sample": (VideoStatus.PENDING, VideoStatus.INGESTING),
     "faces": (VideoStatus.EXTRACTING,),
     "flow": (VideoStatus.EXTRACTING,),
     "inference": (VideoStatus.INFERENCE,),
@@ -143,9 +151,12 @@ _RUNS_FROM = {
 
 
 def fail_videos_past_time_limits(
-    database_url: str, limits: Mapping[str, tuple[float | None, float]]
+    database_url: str, limits: Mapping[str, tuple[float | None, float]], backbones: Path
 ) -> None:
-    """Record a stage stopped by its time limit as that video's failure.
+    """Record a stage stopped by its time limit as that video's (or segment's) failure.
+
+    A segment failed so may be its video's last: the video is then aggregated, its persons
+    linked as the workers link them (`backbones` says whether FaceRes is installed).
 
     Celery acknowledges a timed-out task's message, so without this the video would wait in
     its stage until the reconciler resent it, only to time out again. The soft limit raises
@@ -170,26 +181,35 @@ def fail_videos_past_time_limits(
             error = f"{stage} stage ran past its time limit of {hard:g} s and was killed"
         else:
             return
-        _fail_video(database_url, str(args[0]), stage, error)
+        _fail_row(database_url, backbones, str(args[0]), stage, error)
 
 
-def _fail_video(database_url: str, video_id: str, stage: str, error: str) -> None:
+def _fail_row(database_url: str, backbones: Path, row_id: str, stage: str, error: str) -> None:
+    from core.person_links import linker_for
     from db.engine import make_engine, make_session_factory
     from db.repository.stages import StageUpdate, finish_stage
+    from tasks.stages.segment_rows import finish_and_aggregate
 
     log = logging.getLogger("oceanstream.worker")
+    kind = "video" if stage == "ingest" else "segment"
+    changes = StageUpdate(VideoStatus.FAILED, error=error)
     engine = make_engine(database_url)
     try:
         with make_session_factory(engine).begin() as session:
-            failed = finish_stage(
-                session=session,
-                video_id=video_id,
-                changes=StageUpdate(VideoStatus.FAILED, error=error),
-                from_statuses=_RUNS_FROM[stage],
-            )
+            if kind == "video":
+                failed = finish_stage(
+                    session=session,
+                    video_id=row_id,
+                    changes=changes,
+                    from_statuses=_RUNS_FROM[stage],
+                )
+            else:
+                failed = finish_and_aggregate(
+                    linker_for(backbones), session, row_id, changes, _RUNS_FROM[stage]
+                )
         if failed:  # Celery reports a hard time-out twice; the second finds it failed
-            log.warning("video %s failed: %s", video_id, error)
+            log.warning("%s %s failed: %s", kind, row_id, error)
     except Exception:  # the database is down: the reconciler sends the stage again later
-        log.exception("could not record the time-out of video %s", video_id)
+        log.exception("could not record the time-out of %s %s", kind, row_id)
     finally:
         engine.dispose()

@@ -10,6 +10,7 @@ video when that was the last segment (`db.repository.aggregate_video`, exactly o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,9 @@ from db import repository as repo
 from db.repository.stages import StageUpdate
 from tasks.context import StageContext
 from tasks.stages.skeleton import Rows, StageRow, VideoRef
+
+if TYPE_CHECKING:
+    from core.person_links import PersonLinker
 
 
 def load_segment(session: Session, segment_id: str) -> tuple[StageRow, VideoRef] | None:
@@ -44,15 +48,26 @@ def finish_segment(
     from_statuses: Sequence[VideoStatus],
 ) -> bool:
     """Move the segment (`db.repository.finish_segment`); a final move may finish its video."""
+    return finish_and_aggregate(ctx.linker, session, segment_id, changes, from_statuses)
+
+
+def finish_and_aggregate(
+    linker: PersonLinker,
+    session: Session,
+    segment_id: str,
+    changes: StageUpdate,
+    from_statuses: Sequence[VideoStatus],
+) -> bool:
+    """`finish_segment` with only what it needs: how the video's persons are linked."""
     moved = repo.finish_segment(
         session=session, segment_id=segment_id, changes=changes, from_statuses=from_statuses
     )
     if moved and VideoStatus(changes.status).is_final:
-        aggregate_if_last(ctx, session, segment_id)
+        aggregate_if_last(linker, session, segment_id)
     return moved
 
 
-def aggregate_if_last(ctx: StageContext, session: Session, segment_id: str) -> None:
+def aggregate_if_last(linker: PersonLinker, session: Session, segment_id: str) -> None:
     """Aggregate the segment's video if every segment is final now (else nothing)."""
     segment = repo.get_segment(session=session, segment_id=segment_id)
     assert segment is not None  # just moved
@@ -60,7 +75,7 @@ def aggregate_if_last(ctx: StageContext, session: Session, segment_id: str) -> N
     if version is None:  # never pinned: its segments cannot have been planned
         return
     repo.aggregate_video(
-        session=session, video_id=segment.video_id, model_version=version, linker=ctx.linker
+        session=session, video_id=segment.video_id, model_version=version, linker=linker
     )
 
 

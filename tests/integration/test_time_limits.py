@@ -1,10 +1,11 @@
 """Stage time limits hold on a worker of one process (`--concurrency 1`), the default.
 
 Such a worker used to run Celery's solo pool, which ignores time limits: a stage with a 2 s
-hard limit ran for as long as its video took. Here a real worker, with the ingest limits
-lowered through `OCEANSTREAM_STAGE_TIME_LIMITS`, ingests a clip whose decoding alone takes
-seconds: the stage is stopped at its limit, the video fails with a message saying so (it does
-not wait in `ingesting`), and the worker goes on to ingest the next video.
+hard limit ran for as long as its video took. Here a real worker of the ingest queue, with the
+sampling stage's limits lowered through `OCEANSTREAM_STAGE_TIME_LIMITS`, samples a clip of one
+long segment whose decoding alone takes seconds: the stage is stopped at its limit, the
+segment fails with a message saying so (it does not wait in `pending`), its video is final
+with that message, and the worker goes on to the next video.
 """
 
 from __future__ import annotations
@@ -71,32 +72,38 @@ def ingested_next(cluster: Cluster, worker: subprocess.Popen[bytes], folder: Pat
     assert worker.poll() is None
 
 
+#: The 90 s clip is one segment (up to 1.5 windows of 100 s), decoded by one sampling task.
+ONE_SEGMENT = {"OCEANSTREAM_SEGMENT_SECONDS": "100"}
+
+
 def test_hard_limit_kills_the_stage_and_fails_the_video(
     isolated_cluster: Cluster, slow_clip: Path, tmp_path: Path
 ) -> None:
-    limits = {"ingest": [None, 1]}  # no soft limit: only the kill can stop it
+    limits = {"sample": [None, 1]}  # no soft limit: only the kill can stop it
     isolated_cluster.extra_env["OCEANSTREAM_STAGE_TIME_LIMITS"] = json.dumps(limits)
+    isolated_cluster.extra_env.update(ONE_SEGMENT)
     worker = isolated_cluster.start_worker("ingest", concurrency=1)
     video_id = submit(isolated_cluster, slow_clip)
     wait_status(isolated_cluster, video_id, "failed", 60)
     assert video(isolated_cluster, video_id)[1] == (
-        "ingest stage ran past its time limit of 1 s and was killed"
+        "segment 0 (0-90 s): sample stage ran past its time limit of 1 s and was killed"
     )
     log = Path(worker.log_path).read_text()  # type: ignore[attr-defined]
-    assert "Hard time limit (1.0s) exceeded for oceanstream.ingest" in log
+    assert "Hard time limit (1.0s) exceeded for oceanstream.sample" in log
     ingested_next(isolated_cluster, worker, tmp_path)
 
 
 def test_soft_limit_stops_the_stage_and_fails_the_video(
     isolated_cluster: Cluster, slow_clip: Path, tmp_path: Path
 ) -> None:
-    limits = {"ingest": [0.5, 30]}
+    limits = {"sample": [0.5, 30]}
     isolated_cluster.extra_env["OCEANSTREAM_STAGE_TIME_LIMITS"] = json.dumps(limits)
+    isolated_cluster.extra_env.update(ONE_SEGMENT)
     worker = isolated_cluster.start_worker("ingest", concurrency=1)
     video_id = submit(isolated_cluster, slow_clip)
     wait_status(isolated_cluster, video_id, "failed", 60)
     assert video(isolated_cluster, video_id)[1] == (
-        "ingest stage ran past its soft time limit of 0.5 s and was stopped"
+        "segment 0 (0-90 s): sample stage ran past its soft time limit of 0.5 s and was stopped"
     )
     ingested_next(isolated_cluster, worker, tmp_path)
 
