@@ -128,6 +128,13 @@ def test_a_stopped_stage_gets_one_message_per_segment_and_fails_none(
     wait_for(lambda: video_of(cluster, job_id)["status"] != "pending", 60, "ingest", every=0.1)
     wait_for(lambda: video_of(cluster, job_id)["status"] == "extracting", 60, "ingest to finish")
     wait_for(lambda: segment_status(cluster, job_id) == "extracting", 60, "sampling to finish")
+    # Sampling commits, then sends faces and flow: stop the worker only once both are queued
+    # (stopped in between, the reconciler would rightly resend them before the restart).
+    wait_for(
+        lambda: queue_length(own_redis.url, "faces") == queue_length(own_redis.url, "flow") == 1,
+        60,
+        "faces and flow to be queued",
+    )
     cluster.stop_workers()  # the faces and flow workers are down from here on
 
     reconciler = Reconciler(cluster, older_than=0.2, every=0.3)
