@@ -1,12 +1,13 @@
 """The API under test: a migrated PostgreSQL database, Redis, an API process, tenants' keys.
 
-Everything is session-scoped (an API process, and the workers the pipeline test starts,
-take seconds to start); each test makes its own jobs.
+Everything is package-scoped (an API process, and the workers the pipeline test starts,
+take seconds to start); each test makes its own jobs. The broker is a redis-server of the
+package's own: its workers live across these tests, and on the machine's Redis they would
+take the messages of a later test that happened to pick the same database number.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.api.harness import ApiServer, create_key, key_id
-from tests.conftest import REDIS_URL, port_open
-from tests.db.postgres import POSTGRES_URL, open_postgres, service_unavailable
-from tests.integration.harness import Cluster
+from tests.db.postgres import POSTGRES_URL, open_postgres
+from tests.integration.harness import Cluster, RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -32,22 +32,18 @@ class Keys:
     revoked: str  # a revoked key of tenant "alpha"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if not port_open("127.0.0.1", 6379):
-        service_unavailable("Redis on 127.0.0.1:6379 is not reachable")
-    import redis
-
-    broker = f"{REDIS_URL.rsplit('/', 1)[0]}/{random.randint(1, 15)}"
-    redis.Redis.from_url(broker).flushdb()
     databases = open_postgres(POSTGRES_URL)
     home = tmp_path_factory.mktemp("api") / "home"
     home.mkdir()
+    broker = RedisServer(home.parent)
+    broker.start()
     try:
         nodes = Cluster(
             home=home,
             database_url=databases.create("api").render_as_string(hide_password=False),
-            broker_url=broker,
+            broker_url=broker.url,
             extra_env={
                 "OCEANSTREAM_API_MAX_FILE_BYTES": str(MAX_FILE_BYTES),
                 "OCEANSTREAM_API_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
@@ -62,10 +58,11 @@ def api_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         finally:
             nodes.stop_workers()
     finally:
+        broker.kill()
         databases.drop_all()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def keys(api_cluster: Cluster) -> Keys:
     revoked = create_key(api_cluster, "gamma")
     gone = api_cluster.cli("keys", "revoke", key_id(api_cluster, "gamma"))
@@ -77,7 +74,7 @@ def keys(api_cluster: Cluster) -> Keys:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api(api_cluster: Cluster, keys: Keys) -> Iterator[ApiServer]:
     server = ApiServer(api_cluster)
     server.start()
@@ -87,7 +84,7 @@ def api(api_cluster: Cluster, keys: Keys) -> Iterator[ApiServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pipeline_workers(api_cluster: Cluster) -> Cluster:
     """A worker for every pipeline queue and a callback worker, for the rest of the session."""
     from tests.api.harness import start_callback_worker
@@ -97,7 +94,7 @@ def pipeline_workers(api_cluster: Cluster) -> Cluster:
     return api_cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tests.clips import write_faceless, write_random_bytes, write_talking_head
 

@@ -18,14 +18,12 @@ import pytest
 
 from tests.cli.helpers import oceanstream
 from tests.clips import write_talking_head, write_text
-from tests.conftest import port_open
+from tests.integration.harness import machine_redis_database
 
 pytestmark = pytest.mark.slow
 
 OUTSIDE_SECRET = "TOPSECRET-123"
 FILE_SECRET = "TOPSECRET-456"
-# A broker database of its own, so no other test's worker takes these messages.
-BROKER_URL = "redis://127.0.0.1:6379/14"
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +104,10 @@ def test_a_link_named_on_the_command_line_is_followed(folder: Path, tmp_path: Pa
 
 @pytest.fixture
 def broker() -> Iterator[str]:
-    if not port_open("127.0.0.1", 6379):
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    yield BROKER_URL
-    import redis
-
-    client = redis.Redis.from_url(BROKER_URL)
-    for key in client.scan_iter("*"):
-        client.delete(key)
+    """A database of the machine's Redis of its own, so no other test's worker takes these
+    messages."""
+    with machine_redis_database() as url:
+        yield url
 
 
 def submit(home: Path, folder: Path, broker: str, **env: str) -> subprocess.CompletedProcess:

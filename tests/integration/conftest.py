@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REDIS_URL, port_open
-from tests.db.postgres import POSTGRES_URL, open_postgres, service_unavailable
-from tests.integration.harness import Cluster, RedisServer
+from tests.db.postgres import POSTGRES_URL, open_postgres
+from tests.integration.harness import Cluster, RedisServer, machine_redis_database
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +26,10 @@ def postgres_database() -> Iterator[str]:
 
 
 @pytest.fixture
-def shared_redis_url() -> str:
-    """The machine's Redis, on a database number picked at random and emptied first.
-
-    A random number keeps concurrent test runs on one machine from consuming each other's
-    messages.
-    """
-    if not port_open("127.0.0.1", 6379):
-        service_unavailable("Redis on 127.0.0.1:6379 is not reachable")
-    import random
-
-    import redis
-
-    url = f"{REDIS_URL.rsplit('/', 1)[0]}/{random.randint(1, 15)}"
-    redis.Redis.from_url(url).flushdb()
-    return url
+def shared_redis_url() -> Iterator[str]:
+    """The machine's Redis, on a database number no other client uses, emptied first."""
+    with machine_redis_database() as url:
+        yield url
 
 
 @pytest.fixture

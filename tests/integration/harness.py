@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -10,19 +12,55 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from tests.conftest import REDIS_URL, port_open
+from tests.db.postgres import service_unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
+
+# Database numbers of the machine's Redis handed out by `machine_redis_database` and not
+# given back yet (their holders may not have connected anything to them so far).
+_HELD_DATABASES: set[int] = set()
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def machine_redis_database() -> Iterator[str]:
+    """The machine's Redis on a database number nobody uses, emptied first.
+
+    Nobody: no client connected to it (a worker of another test, of this run or of another
+    run on the machine, consuming there would take this test's messages) and not held by a
+    test of this run that has not connected yet.
+    """
+    if not port_open("127.0.0.1", 6379):
+        service_unavailable("Redis on 127.0.0.1:6379 is not reachable")
+    import redis
+
+    base = REDIS_URL.rsplit("/", 1)[0]
+    with redis.Redis.from_url(f"{base}/0") as client:
+        busy = {int(entry["db"]) for entry in client.client_list()} | _HELD_DATABASES
+    free = [number for number in range(1, 16) if number not in busy]
+    if not free:
+        raise RuntimeError(f"every database 1-15 of the Redis at {base} has clients")
+    number = random.choice(free)
+    _HELD_DATABASES.add(number)
+    url = f"{base}/{number}"
+    try:
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+        yield url
+    finally:
+        _HELD_DATABASES.discard(number)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
@@ -176,6 +214,16 @@ class Cluster:
                 process.wait(10)
         self.workers.clear()
 
+    def worker_logs(self, lines: int = 40) -> str:
+        """The last lines of each worker's log: what a test that timed out shows."""
+        tails = []
+        for process in self.workers:
+            path: Path | None = getattr(process, "log_path", None)
+            if path is not None and path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                tails.append(f"--- {path.name}\n" + "\n".join(tail))
+        return "\n".join(tails)
+
     def query(self, sql: str, **params: object) -> list[tuple]:
         if self._engine is None:
             self._engine = sa.create_engine(self.database_url, poolclass=sa.pool.NullPool)
@@ -193,7 +241,10 @@ class Cluster:
             )
             return bool(rows) and all(status in final for (status,) in rows)
 
-        wait_for(finished, timeout, f"job {job_id} to finish", every=0.5)
+        try:
+            wait_for(finished, timeout, f"job {job_id} to finish", every=0.5)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.worker_logs()}") from None
         rows = self.query(
             "SELECT v.status, count(*) FROM videos v JOIN job_videos j ON j.video_id = v.id "
             "WHERE j.job_id = :job GROUP BY v.status",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import signal
 import time
@@ -23,10 +22,9 @@ import pytest
 from core.traits import TRAITS
 from db.attention import decode_attention
 from tests.clips import write_talking_head
-from tests.conftest import REDIS_URL, port_open
-from tests.db.postgres import POSTGRES_URL, open_postgres, service_unavailable
+from tests.db.postgres import POSTGRES_URL, open_postgres
 from tests.integration.conftest import running_cluster
-from tests.integration.harness import Cluster, RedisServer, wait_for
+from tests.integration.harness import Cluster, RedisServer, machine_redis_database, wait_for
 from tests.people_clips import write_edit, write_side_by_side
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -108,17 +106,6 @@ def assert_stored_once(cluster: Cluster, video: str) -> None:
     assert {p for p, _ in persons} == linked
 
 
-def random_redis_url() -> str:
-    """The machine's Redis on a database number picked at random, emptied first."""
-    if not port_open("127.0.0.1", 6379):
-        service_unavailable("Redis on 127.0.0.1:6379 is not reachable")
-    import redis
-
-    url = f"{REDIS_URL.rsplit('/', 1)[0]}/{random.randint(1, 15)}"
-    redis.Redis.from_url(url).flushdb()
-    return url
-
-
 @pytest.fixture(scope="module")
 def one_second_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One worker for every queue on PostgreSQL, segments of 1 s; shared by the tests that
@@ -127,7 +114,10 @@ def one_second_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
     try:
         url = databases.create("seg").render_as_string(hide_password=False)
         home = tmp_path_factory.mktemp("segments") / "home"
-        with running_cluster(home, url, random_redis_url()) as nodes:
+        with (
+            machine_redis_database() as broker,
+            running_cluster(home, url, broker) as nodes,
+        ):
             nodes.extra_env["OCEANSTREAM_SEGMENT_SECONDS"] = "1"
             nodes.start_worker("ingest,faces,flow,inference", concurrency=2)
             yield nodes
