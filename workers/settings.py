@@ -150,6 +150,10 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Pause before the 2nd attempt; doubles, up to 10 min."
     )
     callback_timeout_s: float = Field(default=10.0, gt=0, description="One attempt's timeout.")
+    callback_allow_private: bool = Field(
+        default=False,
+        description="Let callback URLs reach loopback, private and link-local addresses.",
+    )
 
     @cached_property
     def home_dir(self) -> Path:

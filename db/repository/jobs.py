@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.status import FINAL_STATUSES
@@ -140,6 +140,37 @@ def jobs_due_for_callback(*, session: Session, limit: int = 100) -> list[str]:
         .limit(limit)
     )
     return list(session.scalars(stmt))
+
+
+def idle_queued_callbacks(*, session: Session, before: datetime, limit: int = 100) -> list[str]:
+    """Jobs whose callback is `queued` and nothing happened since `before`: no attempt was
+    recorded and none of their videos changed after it. Their message may be lost."""
+    recent_attempt = (
+        select(CallbackAttempt.id)
+        .where(CallbackAttempt.job_id == Job.id, CallbackAttempt.created_at >= before)
+        .correlate(Job)
+        .exists()
+    )
+    recent_change = (
+        select(JobVideo.job_id)
+        .join(Video, Video.id == JobVideo.video_id)
+        .where(JobVideo.job_id == Job.id, Video.updated_at >= before)
+        .correlate(Job)
+        .exists()
+    )
+    stmt = (
+        select(Job.id)
+        .where(Job.callback_state == "queued", ~recent_attempt, ~recent_change)
+        .order_by(Job.created_at)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def count_callback_attempts(*, session: Session, job_id: str) -> int:
+    """How many deliveries of the job's callback were tried so far."""
+    stmt = select(func.count()).select_from(CallbackAttempt).where(CallbackAttempt.job_id == job_id)
+    return int(session.scalar(stmt) or 0)
 
 
 def move_callback(*, session: Session, job_id: str, to_state: str, from_state: str) -> bool:

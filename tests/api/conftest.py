@@ -49,6 +49,8 @@ def api_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 "OCEANSTREAM_API_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
                 "OCEANSTREAM_API_UPLOAD_DIR": str(home / "spool"),
                 "OCEANSTREAM_CALLBACK_BACKOFF_S": "0.5",
+                # The test receiver listens on 127.0.0.1.
+                "OCEANSTREAM_CALLBACK_ALLOW_PRIVATE": "1",
             },
         )
         migrated = nodes.cli("db", "upgrade")

@@ -211,8 +211,42 @@ class _Reconciler:
         work = find_lost_work(bootstrap.get_context(), older_than, in_flight)
         for stage, row_id in work:
             self.celery.send_task(task_name(stage), args=[row_id], queue=STAGE_QUEUES[stage])
+        self._resend_callbacks(older_than)
         self._apply_retention()
         return len(work)
+
+    def _resend_callbacks(self, older_than: float) -> None:
+        """Send again the completion callbacks whose messages were lost."""
+        from workers import bootstrap
+        from workers.services.callbacks import resend_lost
+
+        assert self.celery is not None
+        on_broker = self._callbacks_on_broker(older_than) if self._layout is not None else None
+        resent = resend_lost(
+            bootstrap.get_context().session_factory,
+            self.celery,
+            idle_s=older_than,
+            on_broker=on_broker,
+        )
+        if resent:
+            err.print(f"reconcile: resent {plural(resent, 'lost callback')}", highlight=False)
+
+    def _callbacks_on_broker(self, older_than: float) -> set[str]:
+        """Job ids with a callback message waiting, or held by a worker (a retry waiting out
+        its backoff) for less than the longest backoff, an attempt and `older_than`."""
+        from workers.broker.queued_messages import queued_messages
+        from workers.services.callbacks import MAX_BACKOFF_S, QUEUE, TASK
+
+        assert self._layout is not None
+        patience = MAX_BACKOFF_S + self.settings.callback_timeout_s + older_than
+        now = time.time()
+        return {
+            str(message.args[0])
+            for message in queued_messages(self._redis, self._layout, [QUEUE])
+            if message.task == TASK
+            and message.args
+            and (not message.held or now - (message.held_since or 0.0) < patience)
+        }
 
     def _apply_retention(self) -> None:
         """Erase what is older than OCEANSTREAM_RETENTION_DAYS, when that is set."""

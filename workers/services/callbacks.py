@@ -10,6 +10,17 @@ connection) is recorded and retried after `callback_backoff_s`, doubling up to 1
 for `callback_max_attempts` attempts in all, then `gave_up`. Every attempt is a row in
 `callback_attempts`. The job's own state is never touched: a callback cannot block or fail it.
 
+Lost messages. A send that fails (the broker down) puts the job back to `waiting`, and the
+next sweep tries again. A message lost after it was sent (the broker restarted without its
+data, a worker gone with a retry it held) is sent again by the reconciler
+(`resend_lost`): a `queued` job with no message on the broker and nothing recorded for it
+for a while. A resent message continues the attempt count from the recorded attempts.
+
+Addresses. Unless `OCEANSTREAM_CALLBACK_ALLOW_PRIVATE` is set, a callback URL whose host
+resolves to a loopback, private, link-local or otherwise non-public address is refused: when
+the job is made (the API answers 422) and again before each attempt (the name may resolve
+differently by then), where it is recorded as the attempt's error and the callback gives up.
+
 Signature. The body is JSON; the request carries
 
     X-OceanStream-Timestamp: <unix seconds>
@@ -24,10 +35,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -88,9 +103,73 @@ def dispatch_due(session_factory: sessionmaker, celery: Celery) -> int:
                 session=session, job_id=job_id, to_state="queued", from_state="waiting"
             ):
                 continue  # another process took it
-        celery.send_task(TASK, args=[job_id], queue=QUEUE)
+        try:
+            celery.send_task(TASK, args=[job_id], queue=QUEUE)
+        except Exception:
+            # Not sent: back to waiting, so the next sweep sends it (if this fails too, the
+            # reconciler finds the job queued with no message and resends it).
+            with session_factory.begin() as session:
+                move_callback(
+                    session=session, job_id=job_id, to_state="waiting", from_state="queued"
+                )
+            raise
         sent += 1
     return sent
+
+
+def resend_lost(
+    session_factory: sessionmaker,
+    celery: Celery,
+    *,
+    idle_s: float,
+    on_broker: Collection[str] | None,
+) -> int:
+    """Send again the callback of every `queued` job whose message is gone; how many.
+
+    `on_broker`: the job ids with a callback message on the broker now (waiting, or held by
+    a worker: a retry waiting out its backoff); None when the broker cannot be read, and
+    then only jobs idle longer than the longest backoff and an attempt are resent.
+    A job is idle when no attempt was recorded and none of its videos changed for `idle_s`
+    seconds.
+    """
+    from datetime import timedelta
+
+    from db.repository.jobs import idle_queued_callbacks
+    from db.types import utcnow
+
+    if on_broker is None:
+        idle_s += MAX_BACKOFF_S + 60.0
+    with session_factory() as session:
+        idle = idle_queued_callbacks(session=session, before=utcnow() - timedelta(seconds=idle_s))
+    lost = [job_id for job_id in idle if on_broker is None or job_id not in on_broker]
+    for job_id in lost:
+        celery.send_task(TASK, args=[job_id], queue=QUEUE)
+    if lost:
+        log.warning("resent the lost callback message of %d job(s)", len(lost))
+    return len(lost)
+
+
+def address_problem(url: str, allow_private: bool) -> str | None:
+    """Why a callback may not go to `url`: not http(s), no host, a host that does not
+    resolve, or (unless `allow_private`) one that resolves to a non-public address."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "the callback URL must be an http or https URL with a host"
+    if allow_private:
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        return f"the callback host {parts.hostname} does not resolve ({exc})"
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if not address.is_global:
+            return (
+                f"the callback host {parts.hostname} resolves to a non-public address "
+                f"({address}); set OCEANSTREAM_CALLBACK_ALLOW_PRIVATE=1 to allow it"
+            )
+    return None
 
 
 def job_summary(session_factory: sessionmaker, job_id: str) -> dict[str, Any] | None:
@@ -118,23 +197,32 @@ def job_summary(session_factory: sessionmaker, job_id: str) -> dict[str, Any] | 
     }
 
 
+#: What one attempt came to: a 2xx answer; a failure worth retrying; an address refused
+#: (retrying cannot help); the job erased meanwhile (nothing to send).
+Outcome = Literal["delivered", "failed", "refused", "erased"]
+
+
 def deliver(
     settings: Settings, session_factory: sessionmaker, job_id: str, attempt: int
-) -> bool | None:
-    """POST the job's summary once and record the attempt: True on 2xx; None if erased."""
+) -> Outcome:
+    """POST the job's summary once and record the attempt."""
     import httpx
 
-    from db.repository.jobs import get_job, record_callback_attempt
+    from db.repository.jobs import get_job
     from workers.services.tenants import webhook_secret
 
     with session_factory() as session:
         job = get_job(session=session, job_id=job_id)
         if job is None or not job.callback_url:
-            return None
+            return "erased"
         url, tenant_id = job.callback_url, job.tenant_id
+    refused = address_problem(url, settings.callback_allow_private)
+    if refused is not None:
+        _record(session_factory, job_id, attempt, None, refused)
+        return "refused"
     summary = job_summary(session_factory, job_id)
     if summary is None:
-        return None
+        return "erased"
     body = json.dumps(summary, separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {
@@ -159,6 +247,19 @@ def deliver(
             error = f"the receiver answered {status_code}"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
+    _record(session_factory, job_id, attempt, status_code, error)
+    return "delivered" if error is None else "failed"
+
+
+def _record(
+    session_factory: sessionmaker,
+    job_id: str,
+    attempt: int,
+    status_code: int | None,
+    error: str | None,
+) -> None:
+    from db.repository.jobs import get_job, record_callback_attempt
+
     with session_factory.begin() as session:
         if get_job(session=session, job_id=job_id) is not None:
             record_callback_attempt(
@@ -168,7 +269,6 @@ def deliver(
                 status_code=status_code,
                 error=error,
             )
-    return error is None
 
 
 def finish(session_factory: sessionmaker, job_id: str, delivered: bool) -> None:
@@ -192,13 +292,27 @@ def register_callback_task(app: Celery, settings: Settings, session_factory: ses
 
     @app.task(name=TASK, bind=True, acks_late=True, max_retries=max_attempts - 1)
     def callback(self: Any, job_id: str) -> None:
-        attempt = int(self.request.retries) + 1
-        delivered = deliver(settings, session_factory, job_id, attempt)
-        if delivered is None:
-            return  # the job was erased meanwhile
-        if delivered or attempt >= max_attempts:
+        from db.repository.jobs import count_callback_attempts, get_job
+
+        with session_factory() as session:
+            job = get_job(session=session, job_id=job_id)
+            if job is None or job.callback_state != "queued":
+                return  # erased, or a duplicate message of a callback already ended
+            # Counted from the recorded attempts: a message the reconciler sent again after
+            # a lost one continues the count.
+            attempt = count_callback_attempts(session=session, job_id=job_id) + 1
+        if attempt > max_attempts:
+            finish(session_factory, job_id, False)
+            return
+        outcome = deliver(settings, session_factory, job_id, attempt)
+        if outcome == "erased":
+            return
+        delivered = outcome == "delivered"
+        if outcome != "failed" or attempt >= max_attempts:
             finish(session_factory, job_id, delivered)
-            if not delivered:
+            if outcome == "refused":
+                log.warning("callback of job %s refused: its URL's address is not public", job_id)
+            elif not delivered:
                 log.warning("callback of job %s gave up after %d attempts", job_id, attempt)
             return
         raise self.retry(countdown=backoff_s(settings, attempt))
