@@ -1,6 +1,6 @@
 """Benchmark: uploads through the HTTP API against `oceanstream submit`, and result reads.
 
-    python -m tests.benchmarks.api [--clips 100] [--clients 50] [--reads 40]
+    python -m tests.benchmarks.api [--clips 100] [--clients 50] [--reads 40] [--reads-only]
 
 One small talking-head clip (1.5 s, 320x240) is copied into N files with distinct bytes (a
 counter appended), so content-hash de-duplication does not collapse them. On a fresh
@@ -15,17 +15,21 @@ PostgreSQL database and a redis-server of its own, it times:
 No worker runs: both paths stop at queueing, which is what they share. Then a clip is
 analysed (`oceanstream analyze`, the default tenant) and `--clients` concurrent clients read
 its stored result (`GET /v1/videos/{id}`) `--reads` times each, after a warm-up: reads per
-second and p50/p99 latency. Clients and server share the machine's cores.
+second and p50/p99 latency. Clients and server share the machine's cores. `--reads-only`
+leaves out the API uploads (2); `submit` still stores the N videos the reads run among.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -72,22 +76,98 @@ def upload_at_once(api: ApiServer, key: str, clips: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-async def read_concurrently(url: str, key: str, path: str, clients: int, reads: int) -> list[float]:
-    latencies: list[float] = []
+async def read_concurrently(
+    url: str, key: str, path: str, clients: int, reads: int, client: str = "raw"
+) -> list[float]:
+    """Latencies of `clients` concurrent clients reading `path` `reads` times each, one
+    keep-alive connection each, after one warm-up read each."""
+    read = _raw_reader if client == "raw" else _httpx_reader
+    async with read(url, key, path, clients) as get:
+        await asyncio.gather(*(get(i) for i in range(clients)))  # warm-up
+        latencies: list[float] = []
+
+        async def one_client(i: int) -> None:
+            for _ in range(reads):
+                start = time.perf_counter()
+                await get(i)
+                latencies.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(one_client(i) for i in range(clients)))
+    return latencies
+
+
+Reader = Callable[[int], Awaitable[None]]
+
+
+@asynccontextmanager
+async def _httpx_reader(url: str, key: str, path: str, clients: int) -> AsyncIterator[Reader]:
+    """httpx's AsyncClient with a pool of `clients` connections: about 6 ms of CPU per read
+    on the development host, twice the API's own, so it measures itself as much as the API."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits) as client:
-        await asyncio.gather(*(client.get(path) for _ in range(clients)))  # warm-up
 
-        async def one_client() -> None:
-            for _ in range(reads):
-                start = time.perf_counter()
-                answer = await client.get(path)
-                latencies.append(time.perf_counter() - start)
-                assert answer.status_code == 200, answer.text
+        async def get(i: int) -> None:
+            answer = await client.get(path)
+            assert answer.status_code == 200, answer.text
 
-        await asyncio.gather(*(one_client() for _ in range(clients)))
-    return latencies
+        yield get
+
+
+@asynccontextmanager
+async def _raw_reader(url: str, key: str, path: str, clients: int) -> AsyncIterator[Reader]:
+    """A bare HTTP/1.1 client: connection `i` sends the GET and reads the answer (status line,
+    headers, Content-Length bytes); a tenth of httpx's CPU per read."""
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n\r\n"
+    ).encode()
+    connections = [await asyncio.open_connection(host, port) for _ in range(clients)]
+
+    async def get(i: int) -> None:
+        reader, writer = connections[i]
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1]
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        body = await reader.readexactly(length)
+        assert status == b"200", body
+
+    try:
+        yield get
+    finally:
+        for _, writer in connections:
+            writer.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process `pid` so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_seconds(url: str, route: str) -> tuple[int, float, dict[float, int]]:
+    """The API's own count, total seconds and histogram buckets (upper bound -> count) of
+    GET `route`, from its /metrics: the time spent in the server, without the client's."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    label = f'method="GET",route="{route}"'
+    count, total, buckets = 0, 0.0, {}
+    for line in text.splitlines():
+        if label not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        if name.startswith("oceanstream_api_request_seconds_count"):
+            count = int(float(value))
+        elif name.startswith("oceanstream_api_request_seconds_sum"):
+            total = float(value)
+        elif name.startswith("oceanstream_api_request_seconds_bucket"):
+            bound = name.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(bound)] = int(float(value))
+    return count, total, buckets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=100)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--reads", type=int, default=40)
+    parser.add_argument("--reads-only", action="store_true", help="leave out the API uploads")
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="the reading clients: a bare HTTP/1.1 client (default) or httpx's AsyncClient",
+    )
     args = parser.parse_args(argv)
     databases = open_postgres(POSTGRES_URL)
     with tempfile.TemporaryDirectory(prefix="api-bench-") as tmp:
@@ -116,29 +203,42 @@ def main(argv: list[str] | None = None) -> int:
                 submitted = cluster.cli("submit", str(folder / "clips"))
                 submit_s = time.perf_counter() - start
                 assert submitted.returncode == 0, submitted.stderr
-                keys = {name: create_key(cluster, name) for name in ("one", "eight", "batch")}
                 api = ApiServer(cluster)
                 api.start()
                 try:
-                    one_s = upload_each(api, keys["one"], clips, clients=1)
-                    eight_s = upload_each(api, keys["eight"], clips, clients=8)
-                    batch_s = upload_at_once(api, keys["batch"], clips)
+                    if not args.reads_only:
+                        keys = {
+                            name: create_key(cluster, name) for name in ("one", "eight", "batch")
+                        }
+                        one_s = upload_each(api, keys["one"], clips, clients=1)
+                        eight_s = upload_each(api, keys["eight"], clips, clients=8)
+                        batch_s = upload_at_once(api, keys["batch"], clips)
                     analysed = cluster.cli("analyze", str(clips[0]), "--json")
                     assert analysed.returncode == 0, analysed.stderr
                     (video_id,) = cluster.query(
                         "SELECT id FROM videos WHERE tenant_id = 'default' AND status = 'done'"
                     )[0]
                     reader = create_key(cluster, "default")
+                    assert api.process is not None
+                    server_cpu, client_cpu = cpu_seconds(api.process.pid), time.process_time()
                     try:
                         latencies = asyncio.run(
                             read_concurrently(
-                                api.url, reader, f"/v1/videos/{video_id}", args.clients, args.reads
+                                api.url,
+                                reader,
+                                f"/v1/videos/{video_id}",
+                                args.clients,
+                                args.reads,
+                                args.client,
                             )
                         )
-                    except httpx.HTTPError:
+                    except (httpx.HTTPError, OSError, EOFError, AssertionError):
                         print(api.log_path.read_text()[-4000:])
                         raise
                     read_s = sum(latencies) / args.clients
+                    server_cpu = cpu_seconds(api.process.pid) - server_cpu
+                    client_cpu = time.process_time() - client_cpu
+                    served, served_s, buckets = server_seconds(api.url, "/v1/videos/{video_id}")
                 finally:
                     api.stop()
             finally:
@@ -148,15 +248,30 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"oceanstream submit FOLDER:             {n / submit_s:7.1f} uploads/s ({submit_s:.2f} s)"
     )
-    print(f"API, one file per request, 1 client:   {n / one_s:7.1f} uploads/s ({one_s:.2f} s)")
-    print(f"API, one file per request, 8 clients:  {n / eight_s:7.1f} uploads/s ({eight_s:.2f} s)")
-    print(f"API, all files in one request:         {n / batch_s:7.1f} uploads/s ({batch_s:.2f} s)")
+    if not args.reads_only:
+        print(f"API, one file per request, 1 client:   {n / one_s:7.1f} uploads/s ({one_s:.2f} s)")
+        print(
+            f"API, one file per request, 8 clients:  {n / eight_s:7.1f} uploads/s ({eight_s:.2f} s)"
+        )
+        print(
+            f"API, all files in one request:         {n / batch_s:7.1f} uploads/s ({batch_s:.2f} s)"
+        )
     ordered = sorted(latencies)
     p50 = statistics.median(ordered) * 1000
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
     print(
-        f"GET /v1/videos/{{id}}, {args.clients} clients x {args.reads}: "
+        f"GET /v1/videos/{{id}}, {args.clients} clients x {args.reads} ({args.client}): "
         f"{len(latencies) / read_s:7.1f} reads/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+    )
+    # The server's own view (warm-up included): request in, first byte of the answer out.
+    under = {bound: n / served for bound, n in buckets.items() if bound <= 0.25}
+    print(
+        f"  in the API process: mean {served_s / served * 1000:.1f} ms over {served} reads; "
+        + ", ".join(f"{share:.0%} <= {bound * 1000:g} ms" for bound, share in under.items())
+    )
+    print(
+        f"  CPU per read (warm-up included): API process {server_cpu / served * 1000:.2f} ms, "
+        f"clients {client_cpu / served * 1000:.2f} ms"
     )
     return 0
 
