@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from fastapi import Depends, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
 from workers.api.context import ApiContext
 from workers.services.tenants import Caller, authenticate, hash_key
@@ -22,7 +23,11 @@ KEY_CACHE_S = 2.0
 
 
 class KeyCache:
-    """Recent key checks (by the key's hash), so a burst of requests costs one database read."""
+    """Recent key checks (by the key's hash), so a burst of requests costs one database read.
+
+    A check, refusals included, is trusted for `ttl_s` seconds: a key revoked through another
+    process or the CLI is refused by this one at most that long after.
+    """
 
     def __init__(self, ttl_s: float = KEY_CACHE_S, size: int = 10_000) -> None:
         self.ttl_s = ttl_s
@@ -31,42 +36,65 @@ class KeyCache:
         self._lock = threading.Lock()
 
     def authenticate(self, session_factory: sessionmaker, key: str) -> Caller | None:
-        digest = hash_key(key)
-        now = time.monotonic()
+        digest, read_at = hash_key(key), time.monotonic()
+        hit = self._recent(digest, read_at)
+        if hit is not None:
+            return hit[1]
+        return self._remember(digest, read_at, authenticate(session_factory, key))
+
+    async def authenticate_async(self, session_factory: sessionmaker, key: str) -> Caller | None:
+        """As `authenticate`; a recent check costs no thread, only a miss reads in one."""
+        digest, read_at = hash_key(key), time.monotonic()
+        hit = self._recent(digest, read_at)
+        if hit is not None:
+            return hit[1]
+        caller = await run_in_threadpool(authenticate, session_factory, key)
+        return self._remember(digest, read_at, caller)
+
+    def _recent(self, digest: str, now: float) -> tuple[float, Caller | None] | None:
         with self._lock:
             hit = self._checked.get(digest)
         if hit is not None and now - hit[0] < self.ttl_s:
-            return hit[1]
-        caller = authenticate(session_factory, key)
+            return hit
+        return None
+
+    def _remember(self, digest: str, read_at: float, caller: Caller | None) -> Caller | None:
+        """Kept as of `read_at`, taken before the read: its age is never understated."""
         with self._lock:
             if len(self._checked) >= self.size:
                 self._checked.clear()
-            self._checked[digest] = (now, caller)
+            self._checked[digest] = (read_at, caller)
         return caller
 
 
-def get_context(request: Request) -> ApiContext:
+# These are `async def` although they never wait: FastAPI runs a plain `def` dependency in
+# its thread pool, a thread hand-off per request for an attribute read.
+
+
+async def get_context(request: Request) -> ApiContext:
     context: ApiContext = request.app.state.context
     return context
 
 
-def get_settings(context: ApiContext = Depends(get_context)) -> Settings:
+async def get_settings(context: ApiContext = Depends(get_context)) -> Settings:
     return context.settings
 
 
-def get_session_factory(context: ApiContext = Depends(get_context)) -> sessionmaker:
+async def get_session_factory(context: ApiContext = Depends(get_context)) -> sessionmaker:
     return context.session_factory
 
 
-def get_caller(request: Request, context: ApiContext = Depends(get_context)) -> Caller:
-    """The key's tenant; 401 without a valid key, 429 past the key's rate limit."""
+async def get_caller(request: Request, context: ApiContext = Depends(get_context)) -> Caller:
+    """The key's tenant; 401 without a valid key, 429 past the key's rate limit.
+
+    Async: a recently checked key and the rate count (asyncio Redis) take no thread."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(401, "send an API key as 'Authorization: Bearer KEY'", BEARER)
-    caller = context.keys.authenticate(context.session_factory, token.strip())
+    caller = await context.keys.authenticate_async(context.session_factory, token.strip())
     if caller is None:
         raise HTTPException(401, "the API key is unknown or revoked", BEARER)
-    verdict = context.limiter.check(caller.key_id)
+    verdict = await context.limiter.check_async(caller.key_id)
     if not verdict.allowed:
         raise HTTPException(
             429,

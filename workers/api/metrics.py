@@ -2,7 +2,9 @@
 
 - `oceanstream_api_requests_total{method,route,status}`;
 - `oceanstream_api_request_seconds{method,route}` (histogram);
-- `oceanstream_api_uploaded_bytes_total`, `oceanstream_api_callbacks_queued_total`.
+- `oceanstream_api_uploaded_bytes_total`, `oceanstream_api_callbacks_queued_total`;
+- `oceanstream_api_result_reads_total{source}`: `GET /v1/videos/{id}` answers by where their
+  JSON came from, `cache` or `database` (`workers.api.result_cache`); 404s are not counted.
 
 The route is the path template (`/v1/jobs/{job_id}`), never the path, so ids do not make new
 series.
@@ -11,13 +13,10 @@ series.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from starlette.middleware.base import BaseHTTPMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class ApiMetrics:
@@ -47,33 +46,57 @@ class ApiMetrics:
             registry=self.registry,
         )
 
+        self.result_reads = Counter(
+            "oceanstream_api_result_reads_total",
+            "Results answered, by where their JSON came from (cache or database)",
+            ["source"],
+            registry=self.registry,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
-def route_of(request: Request) -> str:
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
+def route_of(scope: Scope) -> str:
+    """The template of the route that answered (the router leaves it in the scope)."""
+    route = scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "other"))
+    app = scope.get("app")
+    for candidate in getattr(getattr(app, "router", None), "routes", ()):
+        match, _ = candidate.matches(scope)
         if match == Match.FULL:
-            return str(getattr(route, "path", "other"))
+            return str(getattr(candidate, "path", "other"))
     return "unmatched"
 
 
-class MetricsMiddleware(BaseHTTPMiddleware):
-    def __init__(self, app: object, metrics: ApiMetrics) -> None:
-        super().__init__(app)  # type: ignore[arg-type]
+class MetricsMiddleware:
+    """Counts and times every HTTP answer; plain ASGI (no task or stream per request)."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
         self.metrics = metrics
 
-    async def dispatch(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
         status = 500
+        elapsed: float | None = None
+
+        async def send_timed(message: Message) -> None:
+            nonlocal status, elapsed
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                elapsed = time.perf_counter() - start  # to the first byte, as before
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, send_timed)
         finally:
-            route = route_of(request)
-            self.metrics.requests.labels(request.method, route, str(status)).inc()
-            self.metrics.latency.labels(request.method, route).observe(time.perf_counter() - start)
+            route = route_of(scope)
+            if elapsed is None:
+                elapsed = time.perf_counter() - start
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], route).observe(elapsed)
