@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.traits import TRAITS
@@ -30,6 +31,7 @@ __all__ = [
     "job_status_counts",
     "name_matches",
     "query_results",
+    "result_stamp",
     "video_ids_with_prefix",
     "with_details",
 ]
@@ -95,6 +97,7 @@ def query_results(
     session: Session,
     job_id: str | None = None,
     video: str | None = None,
+    video_id: str | None = None,
     model_version: str | None = None,
 ) -> list[ResultRow]:
     """Stored results, filtered; a row per path as given (`video` is that path).
@@ -104,6 +107,7 @@ def query_results(
       one video id and one analysis.
     * `video`: a full video id, or a path as given or its file name (`clips/a.mp4` matches
       `a.mp4`).
+    * `video_id`: that video id only (no name matching: one index lookup).
     * `model_version`: only results made by that model version.
     * none: every (video, path given) pair, oldest video first, named by the latest job that
       gave that path, with the video's latest prediction.
@@ -138,7 +142,51 @@ def query_results(
         stmt = stmt.where(Prediction.id.is_not(None))
     if video is not None:
         stmt = stmt.where(or_(Video.id == video, name_matches(name, video)))
+    if video_id is not None:
+        stmt = stmt.where(Video.id == video_id)
     return with_details(session, [_to_row(row) for row in session.execute(stmt)])
+
+
+def result_stamp(
+    *, session: Session | Connection, video_id: str, tenant_id: str
+) -> tuple[Any, ...] | None:
+    """What a stored result of the tenant's video `video_id` is made of, in one row of one
+    query; None when the tenant has no such video (never stored, erased, another tenant's).
+
+    Equal stamps mean an equal result: the stamp holds the video's status and `updated_at`
+    (every move of a video, its finishing and its aggregation included, sets it), its
+    predictions (count, newest id and time), its job entries (count, newest job: the name a
+    result shows comes from them) and its segments (count, newest change).
+    """
+    row = session.execute(_stamp_select(), {"video_id": video_id, "tenant_id": tenant_id}).first()
+    return None if row is None else tuple(row)
+
+
+@cache
+def _stamp_select() -> Select[Any]:
+    """Built once (the statement is the same for every read, only its parameters change);
+    scalar subqueries, not LATERAL joins, so that SQLite runs it too."""
+
+    def of(column: Any, *where: ColumnElement[bool], join: Any = None) -> Any:
+        stmt = select(column)
+        if join is not None:
+            stmt = stmt.select_from(JobVideo).join(Job, join)
+        return stmt.where(*where).correlate(Video).scalar_subquery()
+
+    by_prediction = Prediction.video_id == Video.id
+    by_entry = JobVideo.video_id == Video.id
+    by_segment = Segment.video_id == Video.id
+    return select(
+        Video.status,
+        Video.updated_at,
+        of(func.count(Prediction.id), by_prediction),
+        of(func.max(Prediction.id), by_prediction),
+        of(func.max(Prediction.created_at), by_prediction),
+        of(func.count(JobVideo.job_id), by_entry),
+        of(func.max(Job.created_at), by_entry, join=Job.id == JobVideo.job_id),
+        of(func.count(Segment.id), by_segment),
+        of(func.max(Segment.updated_at), by_segment),
+    ).where(Video.id == bindparam("video_id"), Video.tenant_id == bindparam("tenant_id"))
 
 
 def with_details(session: Session, rows: Sequence[ResultRow]) -> list[ResultRow]:

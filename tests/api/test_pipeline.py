@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.api.conftest import Keys
@@ -203,3 +204,56 @@ def test_the_reconciler_erases_what_is_past_retention(
         assert "retention: erased" in swept.stderr
         assert beta.get(f"/v1/jobs/{job['id']}").status_code == 404
     assert api_cluster.query("SELECT count(*) FROM videos") == [(0,)]
+
+
+def result_reads(client: httpx.Client) -> dict[str, float]:
+    """The API process's `oceanstream_api_result_reads_total` by source."""
+    counts = {"cache": 0.0, "database": 0.0}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("oceanstream_api_result_reads_total{"):
+            name, value = line.rsplit(" ", 1)
+            counts[name.split('source="', 1)[1].split('"', 1)[0]] = float(value)
+    return counts
+
+
+def test_a_kept_result_is_checked_on_every_read(
+    api: ApiServer, pipeline_workers: Cluster, keys: Keys, clips: dict[str, Path]
+) -> None:
+    """The API keeps a final result's JSON, but another tenant, a change of the video (a new
+    job naming it) and its erasure through the CLI are each seen on the very next read."""
+    cluster = pipeline_workers
+    data = clips["broken"].read_bytes() + b"kept"
+    with api.client(keys.alpha) as alpha, api.client(keys.beta) as beta:
+        job = alpha.post("/v1/jobs", files=[("files", ("kept.mp4", data, "video/mp4"))]).json()
+        assert cluster.wait_job(job["id"]) == {"failed": 1}
+        video_id = job["videos"][0]["video_id"]
+        path = f"/v1/videos/{video_id}"
+
+        before = result_reads(alpha)
+        first, second = alpha.get(path), alpha.get(path)
+        assert first.status_code == second.status_code == 200, first.text
+        assert first.json() == second.json()
+        assert first.json()["video"] == "kept.mp4" and first.json()["status"] == "failed"
+        after = result_reads(alpha)
+        assert after["cache"] - before["cache"] == 1  # the second read was the kept JSON
+        assert after["database"] - before["database"] == 1
+
+        # Another tenant: exactly the answer for an id nobody has, cached or not.
+        theirs, nobodys = beta.get(path), beta.get(f"/v1/videos/{'f' * 32}")
+        assert theirs.status_code == nobodys.status_code == 404
+        assert theirs.json() == nobodys.json()
+
+        # The same bytes under a name sorting first: the result now shows that name.
+        again = alpha.post("/v1/jobs", files=[("files", ("a-kept.mp4", data, "video/mp4"))])
+        assert again.status_code == 202, again.text
+        assert again.json()["videos"][0]["video_id"] == video_id
+        cluster.wait_job(again.json()["id"])
+        renamed = alpha.get(path)
+        assert renamed.status_code == 200 and renamed.json()["video"] == "a-kept.mp4"
+        assert alpha.get(path).json() == renamed.json()  # kept again, as it is now
+
+        erased = cluster.cli("purge", "--video", video_id)
+        assert erased.returncode == 0, erased.stderr
+        gone = alpha.get(path)
+        assert gone.status_code == 404
+        assert gone.json() == alpha.get(f"/v1/videos/{'f' * 32}").json()

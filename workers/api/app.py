@@ -18,6 +18,7 @@ from workers.api.context import ApiContext
 from workers.api.deps import KeyCache
 from workers.api.metrics import ApiMetrics, MetricsMiddleware
 from workers.api.problems import install_problem_handlers
+from workers.api.result_cache import ResultCache
 from workers.api.routers import health, jobs, videos
 from workers.api.security import RateLimiter, SecurityHeaders
 
@@ -36,6 +37,7 @@ one. Scores made by an untrained model (`model_trained: false`) are no assessmen
 
 def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
     import redis
+    import redis.asyncio
 
     from workers.broker.kombu_redis import redis_url
     from workers.cli.app import package_version
@@ -48,9 +50,16 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
         redis.Redis.from_url(counter_url, socket_timeout=2.0, socket_connect_timeout=2.0),
         settings.api_rate_limit,
         settings.api_rate_window_s,
+        async_client=redis.asyncio.Redis.from_url(
+            counter_url,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            single_connection_client=True,
+        ),
     )
     metrics = ApiMetrics()
-    context = ApiContext(settings, session_factory, limiter, metrics, KeyCache())
+    results = ResultCache(session_factory, metrics.result_reads)
+    context = ApiContext(settings, session_factory, limiter, metrics, KeyCache(), results)
     housekeeper = Housekeeper(context)
 
     @asynccontextmanager
@@ -60,6 +69,7 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
             yield
         finally:
             housekeeper.stop()
+            await limiter.aclose()
 
     app = FastAPI(
         title="OceanStream",

@@ -1,4 +1,5 @@
-"""What every request of one API process shares: settings, database, rate limiter, metrics."""
+"""What every request of one API process shares: settings, database, rate limiter, metrics,
+the recent key checks and the results it keeps serialized."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ if TYPE_CHECKING:
 
     from workers.api.deps import KeyCache
     from workers.api.metrics import ApiMetrics
+    from workers.api.result_cache import ResultCache
     from workers.api.security import RateLimiter
     from workers.settings import Settings
 
@@ -21,3 +23,4 @@ class ApiContext:
     limiter: RateLimiter
     metrics: ApiMetrics
     keys: KeyCache
+    results: ResultCache

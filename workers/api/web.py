@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from pathlib import Path
 from typing import Any
 
@@ -199,9 +200,9 @@ def video_page(
     caller: Caller = Depends(web_caller),
     context: ApiContext = Depends(get_context),
 ) -> HTMLResponse:
-    from workers.api.routers.videos import get_video
+    from workers.api.routers.videos import video_json
 
-    row = get_video(video_id, caller, context)
+    row = json.loads(video_json(context, caller, video_id))
     return _page(request, "video.html", row=row, traits=TRAITS)
 
 

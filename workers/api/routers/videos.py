@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from workers.api.context import ApiContext
 from workers.api.deps import get_caller, get_context
@@ -29,18 +30,26 @@ def _owned_or_404(context: ApiContext, video_id: str, caller: Caller) -> None:
         raise not_found("video")
 
 
-@router.get("/{video_id}", summary="The video's result: the CLI's JSON result object")
-def get_video(
-    video_id: str, caller: Caller = Depends(get_caller), context: ApiContext = Depends(get_context)
-) -> dict[str, Any]:
-    from workers.services.results import query_rows
-
-    _owned_or_404(context, video_id, caller)
-    rows = [row for row in query_rows(context.session_factory, video=video_id)]
-    rows = [row for row in rows if row.video_id == video_id]
-    if not rows:
+def video_json(context: ApiContext, caller: Caller, video_id: str) -> bytes:
+    """The caller's video's result as JSON bytes (`workers.api.result_cache`: one query checks
+    the video is the caller's and unchanged since this process last sent it; only a new or
+    changed result is read and serialized again); 404 for anyone else's or no video."""
+    body = context.results.read(caller.tenant_id, video_id)
+    if body is None:
         raise not_found("video")
-    return rows[0].to_dict()
+    return body
+
+
+@router.get(
+    "/{video_id}",
+    summary="The video's result: the CLI's JSON result object",
+    response_model=dict[str, Any],
+)
+async def get_video(
+    video_id: str, caller: Caller = Depends(get_caller), context: ApiContext = Depends(get_context)
+) -> Response:
+    body = await run_in_threadpool(video_json, context, caller, video_id)
+    return Response(body, media_type="application/json")
 
 
 def _attention(
