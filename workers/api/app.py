@@ -7,6 +7,7 @@ housekeeping thread (callbacks, retention).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -65,6 +66,11 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         housekeeper.start()
+        # What start-up made (modules, routes, the ORM's mappers) lives as long as the process:
+        # out of the collector's sight, a full collection no longer walks it, and the event
+        # loop no longer stops for about 0.1 s every few thousand requests (docs/benchmarks.md).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
