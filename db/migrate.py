@@ -40,13 +40,20 @@ def alembic_config(url: str | URL | None = None) -> Config:
     return config
 
 
-def upgrade_database(url: str | URL, revision: str = "head") -> None:
+def upgrade_database(
+    url: str | URL, revision: str = "head", *, sqlite_busy_timeout_ms: int = 30_000
+) -> None:
     """Migrate the database at `url` up to `revision` (default: the latest).
 
     Safe to run from several processes at once: on PostgreSQL an advisory lock lets one migrate
-    while the others wait and then find nothing left to do; SQLite serializes on its write lock.
+    while the others wait and then find nothing left to do; SQLite serializes on its write lock
+    (waited for up to `sqlite_busy_timeout_ms`).
     """
-    _run(url, lambda config: command.upgrade(config, revision))
+    _run(
+        url,
+        lambda config: command.upgrade(config, revision),
+        sqlite_busy_timeout_ms=sqlite_busy_timeout_ms,
+    )
 
 
 def downgrade_database(url: str | URL, revision: str) -> None:
@@ -72,9 +79,11 @@ def head_revision() -> str:
     return head
 
 
-def _run(url: str | URL, action: Callable[[Config], None]) -> None:
+def _run(
+    url: str | URL, action: Callable[[Config], None], *, sqlite_busy_timeout_ms: int = 30_000
+) -> None:
     config = alembic_config(url)
-    engine = make_engine(url, poolclass=NullPool)
+    engine = make_engine(url, poolclass=NullPool, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms)
     try:
         with _ALEMBIC_LOCK, engine.connect() as connection:
             config.attributes["connection"] = connection

@@ -122,7 +122,12 @@ def _build_context() -> StageContext:
 
     settings = _settings or Settings()
     prepare_home(settings)
-    session_factory = make_session_factory(make_engine(settings.effective_database_url))
+    session_factory = make_session_factory(
+        make_engine(
+            settings.effective_database_url,
+            sqlite_busy_timeout_ms=int(settings.sqlite_busy_timeout_s * 1000),
+        )
+    )
 
     def active_version(session: Session | None = None) -> str:
         """In the caller's session, the version new videos are pinned to. Without one (a

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path("~/.oceanstream"), description="Default data folder.")
     database_url: SecretStr | None = Field(default=None, description="SQLAlchemy URL.")
+    sqlite_busy_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long a SQLite transaction waits for another process's write lock.",
+    )
     storage_url: str | None = Field(default=None, description="fsspec URL for artifacts.")
     storage_mode: str = Field(
         default="private",

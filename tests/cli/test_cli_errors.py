@@ -132,7 +132,8 @@ def test_locked_database_is_one_line(tmp_path: Path) -> None:
     holder = sqlite3.connect(tmp_path / "oceanstream.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        done = oceanstream(tmp_path, "results")
+        # Waits this long for the lock before it gives up (30 s by default).
+        done = oceanstream(tmp_path, "results", env={"OCEANSTREAM_SQLITE_BUSY_TIMEOUT_S": "2"})
     finally:
         holder.execute("ROLLBACK")
         holder.close()

@@ -134,9 +134,10 @@ def open_database(settings: Settings) -> sessionmaker:
     from workers.bootstrap import prepare_home
 
     url = settings.effective_database_url
+    busy_ms = int(settings.sqlite_busy_timeout_s * 1000)
     prepare_home(settings)  # a SQLite file's folder and file, private to the user
-    upgrade_database(url)
-    return make_session_factory(make_engine(url))
+    upgrade_database(url, sqlite_busy_timeout_ms=busy_ms)
+    return make_session_factory(make_engine(url, sqlite_busy_timeout_ms=busy_ms))
 
 
 from workers.cli import backbones as _backbones  # noqa: E402, F401  (registers its commands)
