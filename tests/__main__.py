@@ -2,15 +2,18 @@
 
     python -m tests [pytest args...]
 
-Without arguments the fault-injection suite (`-m chaos`, tests/chaos) runs in a second
-pytest process beside the rest: it spends most of its minutes waiting out a stage outage on
-its own private PostgreSQL and Redis, so running it alongside costs the rest little. Its
-output is printed when both are done; the command fails if either does. Extra arguments go to
-one pytest process, as given.
+Without arguments the tests that spend most of their time waiting on the clock run in a
+second pytest process beside the rest: the fault-injection suite (`-m chaos`, tests/chaos,
+which waits out a stage outage of minutes on its own PostgreSQL and Redis) and the `waits`
+tests (real-time live streams, a database outage). Running them alongside costs the rest
+little. The two processes take different database numbers of the machine's Redis. The
+second one's output is printed when both are done; the command fails if either does. Extra
+arguments go to one pytest process, as given.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -35,25 +38,31 @@ def main() -> int:
 
 
 def run_split() -> int:
-    """The chaos suite in the background, everything else in the foreground."""
-    with tempfile.TemporaryFile("w+") as chaos_log:
-        print("+ pytest -m chaos (in the background; its output follows the rest)", flush=True)
-        chaos = subprocess.Popen(
-            [*PYTEST, "-m", "chaos"], stdout=chaos_log, stderr=subprocess.STDOUT, text=True
+    """The waiting tests in the background, everything else in the foreground."""
+    background_env = {**os.environ, "OCEANSTREAM_TEST_REDIS_DBS": "11-15"}
+    foreground_env = {**os.environ, "OCEANSTREAM_TEST_REDIS_DBS": "1-10"}
+    with tempfile.TemporaryFile("w+") as background_log:
+        print("+ pytest -m 'chaos or waits' (in the background; its output follows)", flush=True)
+        background = subprocess.Popen(
+            [*PYTEST, "-m", "chaos or waits"],
+            stdout=background_log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=background_env,
         )
         try:
-            print("+ pytest -m 'not chaos'", flush=True)
-            code = subprocess.call([*PYTEST, "-m", "not chaos"])
-            chaos_code = chaos.wait()
+            print("+ pytest -m 'not chaos and not waits'", flush=True)
+            code = subprocess.call([*PYTEST, "-m", "not chaos and not waits"], env=foreground_env)
+            background_code = background.wait()
         finally:
-            if chaos.poll() is None:
-                chaos.kill()
-        chaos_log.seek(0)
-        print("+ pytest -m chaos: output", flush=True)
-        sys.stdout.write(chaos_log.read())
-    print(f"+ exit codes: suite {code}, chaos {chaos_code}", flush=True)
+            if background.poll() is None:
+                background.kill()
+        background_log.seek(0)
+        print("+ pytest -m 'chaos or waits': output", flush=True)
+        sys.stdout.write(background_log.read())
+    print(f"+ exit codes: suite {code}, waiting tests {background_code}", flush=True)
     # pytest exits 5 when a selection holds no test; that is not a failure of the other.
-    return max((c for c in (code, chaos_code) if c != 5), default=5)
+    return max((c for c in (code, background_code) if c != 5), default=5)
 
 
 if __name__ == "__main__":

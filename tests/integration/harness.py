@@ -47,11 +47,12 @@ def machine_redis_database() -> Iterator[str]:
     import redis
 
     base = REDIS_URL.rsplit("/", 1)[0]
+    first, last = _database_range()
     with redis.Redis.from_url(f"{base}/0") as client:
         busy = {int(entry["db"]) for entry in client.client_list()} | _HELD_DATABASES
-    free = [number for number in range(1, 16) if number not in busy]
+    free = [number for number in range(first, last + 1) if number not in busy]
     if not free:
-        raise RuntimeError(f"every database 1-15 of the Redis at {base} has clients")
+        raise RuntimeError(f"every database {first}-{last} of the Redis at {base} has clients")
     number = random.choice(free)
     _HELD_DATABASES.add(number)
     url = f"{base}/{number}"
@@ -61,6 +62,14 @@ def machine_redis_database() -> Iterator[str]:
         yield url
     finally:
         _HELD_DATABASES.discard(number)
+
+
+def _database_range() -> tuple[int, int]:
+    """The database numbers this test run may use: `OCEANSTREAM_TEST_REDIS_DBS` ("8-15"),
+    so that two pytest processes run side by side (`python -m tests`) never pick the same
+    one between one's choice and its workers' connecting; 1-15 without it."""
+    first, _, last = os.environ.get("OCEANSTREAM_TEST_REDIS_DBS", "1-15").partition("-")
+    return int(first), int(last or first)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:

@@ -178,6 +178,7 @@ def test_a_stopped_stage_gets_one_message_per_segment_and_fails_none(
 OUTAGE_S = 45
 
 
+@pytest.mark.waits
 def test_a_database_outage_is_ridden_out_by_the_stages_and_the_reconciler(
     tmp_path: Path, own_redis: RedisServer
 ) -> None:

@@ -25,7 +25,7 @@ from tests.live.streams import (
     wait_connected,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.waits]
 
 #: Watcher start-up (Python, TensorFlow, the model warmed) on a busy two-core host.
 START_S = 180

@@ -16,7 +16,7 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures)
 from tests.integration.harness import Cluster
 from tests.live.streams import TcpStream, start_watch, wait_connected
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.waits]
 
 
 def test_segments_go_to_the_workers_and_their_results_come_back_while_streaming(
