@@ -264,14 +264,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(latencies) / read_s:7.1f} reads/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms"
     )
     # The server's own view (warm-up included): request in, first byte of the answer out.
-    under = {bound: n / served for bound, n in buckets.items() if bound <= 0.25}
+    total = args.clients * (args.reads + 1)
+    if served:
+        under = {bound: n / served for bound, n in buckets.items() if bound <= 0.25}
+        print(
+            f"  in the API process: mean {served_s / served * 1000:.1f} ms over {served} reads; "
+            + ", ".join(f"{share:.0%} <= {bound * 1000:g} ms" for bound, share in under.items())
+        )
     print(
-        f"  in the API process: mean {served_s / served * 1000:.1f} ms over {served} reads; "
-        + ", ".join(f"{share:.0%} <= {bound * 1000:g} ms" for bound, share in under.items())
-    )
-    print(
-        f"  CPU per read (warm-up included): API process {server_cpu / served * 1000:.2f} ms, "
-        f"clients {client_cpu / served * 1000:.2f} ms"
+        f"  CPU per read (warm-up included): API process {server_cpu / total * 1000:.2f} ms, "
+        f"clients {client_cpu / total * 1000:.2f} ms"
     )
     return 0
 
