@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
@@ -18,9 +18,13 @@ from workers.api.deps import get_caller, get_context
 from workers.api.problems import not_found
 from workers.api.uploads import UploadLimits, read_upload
 from workers.api.views import MAX_PAGE, after_job, encode_cursor, job_cursor, job_json, offset_of
+from workers.services.callbacks import address_problem
 from workers.services.errors import UnknownJob
 from workers.services.jobs import JobView, job_view, list_job_views, submit_uploads
 from workers.services.tenants import Caller
+
+if TYPE_CHECKING:
+    from workers.settings import Settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -62,13 +66,24 @@ def _view_or_404(context: ApiContext, job_id: str, caller: Caller) -> JobView:
         raise not_found("job") from None
 
 
-def _checked_callback(url: str | None) -> str | None:
+async def _checked_callback(url: str | None, settings: Settings) -> str | None:
+    """The callback URL to store, or 422: not http(s), no host, over 2048 characters, or
+    (`address_problem`) a host that does not resolve or resolves to a non-public address
+    unless `callback_allow_private`. The callback worker checks the address again before
+    each attempt."""
     if url is None or not url.strip():
         return None
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
-        raise HTTPException(422, "callback_url must be an http or https URL with a host")
+    if len(url) > 2048:
+        raise HTTPException(422, "callback_url is longer than 2048 characters")
+    try:
+        _ = urlsplit(url).port  # raises for a malformed host or a port out of range
+    except ValueError:
+        raise HTTPException(422, "callback_url is not a valid URL (its host or port)") from None
+    # Resolving the host blocks: in a thread, not on the event loop.
+    problem = await run_in_threadpool(address_problem, url, settings.callback_allow_private)
+    if problem is not None:
+        raise HTTPException(422, problem)
     return url
 
 
@@ -107,7 +122,7 @@ async def create_job(
     try:
         if not form.files:
             raise HTTPException(400, "no videos: send each in a form field named 'files'")
-        target = _checked_callback(form.fields.get("callback_url") or callback_url)
+        target = await _checked_callback(form.fields.get("callback_url") or callback_url, settings)
         made = await run_in_threadpool(
             submit_uploads,
             settings,
