@@ -62,3 +62,14 @@ def revoke_api_key(*, session: Session, key_id: str) -> bool:
     """Mark the key revoked; whether a key with `key_id` exists."""
     stmt = update(ApiKey).where(ApiKey.id == key_id).values(revoked=True).returning(ApiKey.id)
     return session.execute(stmt, execution_options=FETCH).first() is not None
+
+
+def set_webhook_secret(*, session: Session, tenant_id: str, webhook_secret: str) -> Tenant | None:
+    """Replace the tenant's webhook secret (its row locked until the caller commits); the
+    tenant, or None when there is none with `tenant_id`."""
+    tenant = session.get(Tenant, tenant_id, with_for_update=True)
+    if tenant is None:
+        return None
+    tenant.webhook_secret = webhook_secret
+    session.flush()
+    return tenant

@@ -72,8 +72,9 @@ class ApiServer:
         self.process = None
 
 
-def create_key(cluster: Cluster, tenant: str) -> str:
-    made = cluster.cli("keys", "create", "--tenant", tenant)
+def create_key(cluster: Cluster, tenant: str, *, admin: bool = False) -> str:
+    """A new key of `tenant` (an admin key with `admin`), made by `oceanstream keys create`."""
+    made = cluster.cli("keys", "create", "--tenant", tenant, *(["--admin"] if admin else []))
     assert made.returncode == 0, made.stderr
     return made.stdout.strip().splitlines()[-1]
 

@@ -20,7 +20,7 @@ from workers.api.deps import KeyCache
 from workers.api.metrics import ApiMetrics, MetricsMiddleware
 from workers.api.problems import install_problem_handlers
 from workers.api.result_cache import ResultCache
-from workers.api.routers import health, jobs, videos
+from workers.api.routers import health, jobs, tenant, videos
 from workers.api.security import RateLimiter, SecurityHeaders
 
 if TYPE_CHECKING:
@@ -32,7 +32,9 @@ DESCRIPTION = """Apparent Big Five (OCEAN) impressions of videos, with cross-att
 
 Every `/v1` route needs `Authorization: Bearer KEY` (`oceanstream keys create --tenant NAME`).
 A key sees only its tenant's jobs and videos; another tenant's id answers 404 like an unknown
-one. Scores made by an untrained model (`model_trained: false`) are no assessment of anyone.
+one. `GET /v1/tenant` names the key's tenant; an admin key (`keys create --admin`) also sees
+and may rotate the webhook secret that signs the tenant's completion callbacks.
+Scores made by an untrained model (`model_trained: false`) are no assessment of anyone.
 """
 
 
@@ -103,6 +105,7 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(videos.router)
+    app.include_router(tenant.router)
     _add_web_app(app)
     return app
 

@@ -1,4 +1,4 @@
-"""Tenants and API keys: making, listing, revoking and checking keys.
+"""Tenants and API keys: making, listing, revoking and checking keys; webhook secrets.
 
 A key is `os_` and 43 URL-safe characters (256 random bits). It is shown once, when made;
 the database keeps only its SHA-256 hash (a fast hash is right for a random secret of this
@@ -52,6 +52,26 @@ class Caller:
     admin: bool
 
 
+@dataclass(frozen=True)
+class TenantInfo:
+    """A tenant as its keys see it; `webhook_secret` only where the caller may see it."""
+
+    id: str
+    name: str
+    webhook_secret: str | None
+
+
+class UnknownTenant(UsageError):
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(f"no tenant {tenant_id!r}")
+        self.tenant_id = tenant_id
+
+
+def new_webhook_secret() -> str:
+    """256 random bits, hex: what signs a tenant's completion callbacks."""
+    return secrets.token_hex(32)
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -66,7 +86,7 @@ def create_key(session_factory: sessionmaker, tenant: str, *, admin: bool = Fals
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with session_factory.begin() as session:
         row = repo.get_or_create_tenant(
-            session=session, name=name, webhook_secret=secrets.token_hex(32)
+            session=session, name=name, webhook_secret=new_webhook_secret()
         )
         stored = repo.add_api_key(
             session=session,
@@ -119,10 +139,46 @@ def authenticate(session_factory: sessionmaker, key: str) -> Caller | None:
 
 
 def webhook_secret(session_factory: sessionmaker, tenant_id: str) -> str:
+    """The secret that signs the tenant's callbacks now; raises `UnknownTenant`."""
     from db.repository import tenants as repo
 
     with session_factory() as session:
         tenant = repo.get_tenant(session=session, tenant_id=tenant_id)
         if tenant is None:
-            raise UsageError(f"no tenant {tenant_id!r}")
+            raise UnknownTenant(tenant_id)
         return tenant.webhook_secret
+
+
+def tenant_info(session_factory: sessionmaker, tenant_id: str, *, with_secret: bool) -> TenantInfo:
+    """The tenant's name and id, and its webhook secret when `with_secret` (an admin key's
+    view); raises `UnknownTenant`."""
+    from db.repository import tenants as repo
+
+    with session_factory() as session:
+        tenant = repo.get_tenant(session=session, tenant_id=tenant_id)
+        if tenant is None:
+            raise UnknownTenant(tenant_id)
+        return TenantInfo(
+            id=tenant.id,
+            name=tenant.name,
+            webhook_secret=tenant.webhook_secret if with_secret else None,
+        )
+
+
+def rotate_webhook_secret(session_factory: sessionmaker, tenant_id: str) -> TenantInfo:
+    """Give the tenant a new random webhook secret and return it (with the tenant).
+
+    Every callback attempt reads the secret when it signs, so each attempt that starts after
+    this commits (retries of earlier callbacks too) is signed with the new one; an attempt
+    already signed may still arrive with the old one. Raises `UnknownTenant`.
+    """
+    from db.repository import tenants as repo
+
+    secret = new_webhook_secret()
+    with session_factory.begin() as session:
+        tenant = repo.set_webhook_secret(
+            session=session, tenant_id=tenant_id, webhook_secret=secret
+        )
+        if tenant is None:
+            raise UnknownTenant(tenant_id)
+        return TenantInfo(id=tenant.id, name=tenant.name, webhook_secret=secret)
