@@ -88,8 +88,13 @@ def test_hard_limit_kills_the_stage_and_fails_the_video(
     assert video(isolated_cluster, video_id)[1] == (
         "segment 0 (0-90 s): sample stage ran past its time limit of 1 s and was killed"
     )
-    log = Path(worker.log_path).read_text()  # type: ignore[attr-defined]
-    assert "Hard time limit (1.0s) exceeded for oceanstream.sample" in log
+    # Celery logs the kill after the handler that failed the segment has run.
+    log = Path(worker.log_path)  # type: ignore[attr-defined]
+    wait_for(
+        lambda: "Hard time limit (1.0s) exceeded for oceanstream.sample" in log.read_text(),
+        30,
+        "the worker to log the kill",
+    )
     ingested_next(isolated_cluster, worker, tmp_path)
 
 
