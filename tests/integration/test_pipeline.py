@@ -120,16 +120,23 @@ def test_worker_child_killed_mid_task_still_one_prediction_each(
 ) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
-    for i in range(4):  # long enough that an ingest is caught in progress
+    for i in range(4):  # long enough that the ingest queue's work is caught in progress
         write_talking_head(folder / f"long_{i}.mp4", seconds=12, fps=15, size=(640, 480), seed=i)
     cluster.start_worker("faces,flow,inference")
     ingest = cluster.start_worker("ingest", concurrency=2)
     job_id = submit(cluster, folder)
 
     def ingesting() -> bool:
-        return bool(cluster.query("SELECT 1 FROM videos WHERE status = 'ingesting'"))
+        # A video being probed, or a segment whose sampling (the ingest queue's longer task)
+        # has not finished.
+        return bool(
+            cluster.query(
+                "SELECT 1 FROM videos WHERE status = 'ingesting' "
+                "UNION ALL SELECT 1 FROM segments WHERE status IN ('pending', 'ingesting')"
+            )
+        )
 
-    wait_for(ingesting, 60, "a video to be mid-ingest", every=0.005)
+    wait_for(ingesting, 60, "a video or segment to be mid-ingest", every=0.005)
     children = child_pids(ingest.pid)
     assert children, "the prefork pool has no children"
     for pid in children:
