@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,9 @@ import pytest
 from db.engine import make_engine, make_session_factory
 from db.models import Job
 from db.repository.jobs import callback_attempts, get_job
-from tests.integration.harness import ROOT, Cluster, RedisServer, wait_for
+from tests.api.harness import start_callback_worker
+from tests.integration.conftest import running_cluster
+from tests.integration.harness import Cluster, RedisServer, wait_for
 from workers.celery_app import create_app
 from workers.services.callbacks import address_problem, deliver, dispatch_due
 from workers.settings import Settings
@@ -65,19 +65,10 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def nodes(tmp_path: Path, own_redis: RedisServer) -> Iterator[Cluster]:
-    home = tmp_path / "home"
-    home.mkdir()
-    cluster = Cluster(
-        home=home,
-        database_url=f"sqlite:///{home / 'oceanstream.db'}",
-        broker_url=own_redis.url,
-        extra_env={"OCEANSTREAM_CALLBACK_ALLOW_PRIVATE": "1"},
-    )
-    assert cluster.cli("db", "upgrade").returncode == 0
-    try:
+    url = f"sqlite:///{tmp_path / 'home' / 'oceanstream.db'}"
+    with running_cluster(tmp_path / "home", url, own_redis.url) as cluster:
+        cluster.extra_env["OCEANSTREAM_CALLBACK_ALLOW_PRIVATE"] = "1"
         yield cluster
-    finally:
-        cluster.stop_workers()
 
 
 def settings_of(cluster: Cluster, **overrides: object) -> Settings:
@@ -102,21 +93,6 @@ def add_job(cluster: Cluster, url: str) -> str:
 def callback_state(cluster: Cluster, job_id: str) -> str:
     [(state,)] = cluster.query("SELECT callback_state FROM jobs WHERE id = :id", id=job_id)
     return str(state)
-
-
-def start_callback_worker(cluster: Cluster) -> subprocess.Popen[bytes]:
-    log = cluster.home / "callback-worker.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "callback-worker", "--concurrency", "1"],
-        env=cluster.env,
-        cwd=ROOT,
-        stdout=open(log, "wb"),  # noqa: SIM115 - closed with the process
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    process.log_path = log  # type: ignore[attr-defined]
-    cluster.workers.append(process)
-    return process
 
 
 def test_a_callback_lost_with_the_broker_is_resent_once_and_delivered(
