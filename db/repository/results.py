@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, any_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.traits import TRAITS
@@ -158,14 +158,33 @@ def result_stamp(
     predictions (count, newest id and time), its job entries (count, newest job: the name a
     result shows comes from them) and its segments (count, newest change).
     """
-    row = session.execute(_stamp_select(), {"video_id": video_id, "tenant_id": tenant_id}).first()
+    row = session.execute(
+        result_stamp_select(), {"video_id": video_id, "tenant_id": tenant_id}
+    ).first()
     return None if row is None else tuple(row)
 
 
 @cache
-def _stamp_select() -> Select[Any]:
-    """Built once (the statement is the same for every read, only its parameters change);
-    scalar subqueries, not LATERAL joins, so that SQLite runs it too."""
+def result_stamp_select() -> Select[Any]:
+    """`result_stamp`'s statement, built once (the statement is the same for every read, only
+    its parameters change)."""
+    return select(*_stamp_columns()).where(
+        Video.id == bindparam("video_id"), Video.tenant_id == bindparam("tenant_id")
+    )
+
+
+@cache
+def result_stamps_select() -> Select[Any]:
+    """The stamps of many videos in one statement: each row is a video's id, its tenant, then
+    `result_stamp`'s columns, for the videos whose id is in the array `video_ids`. PostgreSQL
+    only (`= ANY(array)`): the API batches the checks of concurrent reads with it."""
+    return select(Video.id, Video.tenant_id, *_stamp_columns()).where(
+        Video.id == any_(bindparam("video_ids"))
+    )
+
+
+def _stamp_columns() -> list[Any]:
+    """Scalar subqueries, not LATERAL joins, so that SQLite runs them too."""
 
     def of(column: Any, *where: ColumnElement[bool], join: Any = None) -> Any:
         stmt = select(column)
@@ -176,7 +195,7 @@ def _stamp_select() -> Select[Any]:
     by_prediction = Prediction.video_id == Video.id
     by_entry = JobVideo.video_id == Video.id
     by_segment = Segment.video_id == Video.id
-    return select(
+    return [
         Video.status,
         Video.updated_at,
         of(func.count(Prediction.id), by_prediction),
@@ -186,7 +205,7 @@ def _stamp_select() -> Select[Any]:
         of(func.max(Job.created_at), by_entry, join=Job.id == JobVideo.job_id),
         of(func.count(Segment.id), by_segment),
         of(func.max(Segment.updated_at), by_segment),
-    ).where(Video.id == bindparam("video_id"), Video.tenant_id == bindparam("tenant_id"))
+    ]
 
 
 def with_details(session: Session, rows: Sequence[ResultRow]) -> list[ResultRow]:

@@ -163,9 +163,10 @@ def test_answers_carry_security_headers_and_problem_details(api: ApiServer, keys
         problem = answer.json()
         assert set(problem) == {"type", "title", "status", "detail"}
         assert answer.headers["x-content-type-options"] == "nosniff"
-        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers.get_list("x-frame-options") == ["DENY"]
         policy = answer.headers["content-security-policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+        assert "unsafe-inline" in alpha.get("/docs").headers["content-security-policy"]
         assert (
             "access-control-allow-origin"
             not in alpha.get("/v1/jobs", headers={"Origin": "https://elsewhere.example"}).headers
@@ -174,9 +175,13 @@ def test_answers_carry_security_headers_and_problem_details(api: ApiServer, keys
         assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/videos/{video_id}/attention"} <= set(
             spec["paths"]
         )
+        read = spec["paths"]["/v1/videos/{video_id}"]["get"]
+        assert [parameter["name"] for parameter in read["parameters"]] == ["video_id"]
         assert alpha.get("/docs").status_code == 200
         assert alpha.get("/readyz").json()["status"] == "ready"
         assert "oceanstream_api_requests_total" in alpha.get("/metrics").text
+    # No line per request unless `serve --access-log` asks for one.
+    assert "/v1/jobs/nope" not in api.log_path.read_text()
 
 
 def test_the_rate_limit_answers_429_with_retry_after(api_cluster: Cluster) -> None:

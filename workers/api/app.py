@@ -78,6 +78,7 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
         finally:
             housekeeper.stop()
             await limiter.aclose()
+            await results.aclose()
 
     app = FastAPI(
         title="OceanStream",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from workers.api.context import ApiContext
+from workers.api.flights import shared
 from workers.services.tenants import Caller, authenticate, hash_key
 
 if TYPE_CHECKING:
@@ -34,6 +37,7 @@ class KeyCache:
         self.size = size
         self._checked: dict[str, tuple[float, Caller | None]] = {}
         self._lock = threading.Lock()
+        self._lookups: dict[Hashable, asyncio.Task[Any]] = {}  # `flights.shared`'s
 
     def authenticate(self, session_factory: sessionmaker, key: str) -> Caller | None:
         digest, read_at = hash_key(key), time.monotonic()
@@ -43,13 +47,21 @@ class KeyCache:
         return self._remember(digest, read_at, authenticate(session_factory, key))
 
     async def authenticate_async(self, session_factory: sessionmaker, key: str) -> Caller | None:
-        """As `authenticate`; a recent check costs no thread, only a miss reads in one."""
+        """As `authenticate`; a recent check costs no thread, only a miss reads in one.
+
+        Concurrent misses of one key share one read: when a busy key's check expires, its
+        requests in flight wait for one thread rather than each taking one (a burst of
+        identical queries that stalled the process for a tenth of a second)."""
         digest, read_at = hash_key(key), time.monotonic()
         hit = self._recent(digest, read_at)
         if hit is not None:
             return hit[1]
-        caller = await run_in_threadpool(authenticate, session_factory, key)
-        return self._remember(digest, read_at, caller)
+
+        async def look_up() -> Caller | None:
+            caller = await run_in_threadpool(authenticate, session_factory, key)
+            return self._remember(digest, read_at, caller)
+
+        return await shared(self._lookups, digest, look_up)
 
     def _recent(self, digest: str, now: float) -> tuple[float, Caller | None] | None:
         with self._lock:
@@ -71,9 +83,14 @@ class KeyCache:
 # its thread pool, a thread hand-off per request for an attribute read.
 
 
-async def get_context(request: Request) -> ApiContext:
+def request_context(request: Request) -> ApiContext:
+    """The process's `ApiContext` (set on the app by `create_app`)."""
     context: ApiContext = request.app.state.context
     return context
+
+
+async def get_context(request: Request) -> ApiContext:
+    return request_context(request)
 
 
 async def get_settings(context: ApiContext = Depends(get_context)) -> Settings:

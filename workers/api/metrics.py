@@ -13,6 +13,7 @@ series.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.routing import Match
@@ -76,6 +77,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,8 +97,21 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_timed)
         finally:
-            route = route_of(scope)
             if elapsed is None:
                 elapsed = time.perf_counter() - start
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], route).observe(elapsed)
+            count, latency = self._series(scope["method"], route_of(scope), status)
+            count.inc()
+            latency.observe(elapsed)
+
+    def _series(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """The request counter and latency histogram of (method, route, status), looked up
+        once: routes are templates, so there are few."""
+        key = (method, route, status)
+        series = self._children.get(key)
+        if series is None:
+            series = (
+                self.metrics.requests.labels(method, route, str(status)),
+                self.metrics.latency.labels(method, route),
+            )
+            self._children[key] = series
+        return series

@@ -9,22 +9,35 @@ API process or the CLI a moment ago) answers 404; a stamp unlike the kept one re
 result again. So the cache saves the reading and the serializing, never the check, and
 erasure is seen at once. Entries are keyed by tenant and video, so no tenant is ever served
 another's bytes; a video not yet final is never kept (it changes with every stage).
+
+On PostgreSQL the check runs on the event loop (`AsyncStamps`: a few psycopg connections of
+its own, the statement prepared once per connection), so a read answered from the cache
+takes no thread; only reading a result anew goes to the thread pool. On SQLite, or while
+those connections fail, the whole read runs in the thread pool as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from starlette.concurrency import run_in_threadpool
+
 from core.status import FINAL_STATUSES
+from workers.api.flights import shared
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
     from sqlalchemy import Engine
     from sqlalchemy.orm import sessionmaker
+
+log = logging.getLogger("oceanstream.api")
 
 _FINAL = frozenset(status.value for status in FINAL_STATUSES)
 
@@ -72,24 +85,64 @@ class ResultCache:
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._checks = _check_engine(session_factory)
+        self._reading: dict[Hashable, asyncio.Task[Any]] = {}  # `flights.shared`'s
+        engine = session_factory.kw["bind"]
+        self.stamps = AsyncStamps(engine) if engine.dialect.name == "postgresql" else None
+
+    async def aclose(self) -> None:
+        if self.stamps is not None:
+            await self.stamps.aclose()
 
     def read(self, tenant_id: str, video_id: str) -> bytes | None:
         """The tenant's video's result as JSON bytes; None when the tenant has no such video."""
-        from db.repository.results import query_results, result_stamp
+        from db.repository.results import result_stamp
 
-        key = (tenant_id, video_id)
         with self._checks.connect() as connection:
-            found = result_stamp(session=connection, video_id=video_id, tenant_id=tenant_id)
-        if found is None:
-            self._drop(key)
+            stamp = result_stamp(session=connection, video_id=video_id, tenant_id=tenant_id)
+        return self._answer(tenant_id, video_id, stamp)
+
+    async def read_async(self, tenant_id: str, video_id: str) -> bytes | None:
+        """As `read`; a kept result whose stamp `AsyncStamps` checks takes no thread."""
+        if self.stamps is not None:
+            try:
+                stamp = await self.stamps.fetch(video_id, tenant_id)
+            except StampsUnavailable:
+                pass
+            else:
+                body = self._kept((tenant_id, video_id), stamp)
+                if body is not None:
+                    return body
+
+                async def answer() -> bytes | None:
+                    return await run_in_threadpool(self._answer, tenant_id, video_id, stamp)
+
+                # Concurrent reads of one new or changed result read and serialize it once.
+                return await shared(self._reading, (tenant_id, video_id, stamp), answer)
+        return await run_in_threadpool(self.read, tenant_id, video_id)
+
+    def _kept(self, key: tuple[str, str], stamp: tuple[Any, ...] | None) -> bytes | None:
+        """The kept JSON when its stamp is `stamp`."""
+        if stamp is None:
             return None
-        stamp = found
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry.stamp == stamp:
-                self._entries.move_to_end(key)
-                self._count("cache")
-                return entry.body
+            if entry is None or entry.stamp != stamp:
+                return None
+            self._entries.move_to_end(key)
+        self._count("cache")
+        return entry.body
+
+    def _answer(self, tenant_id: str, video_id: str, stamp: tuple[Any, ...] | None) -> bytes | None:
+        """The result whose stamp was just read as `stamp`: kept, or read and maybe kept."""
+        from db.repository.results import query_results
+
+        key = (tenant_id, video_id)
+        if stamp is None:
+            self._drop(key)
+            return None
+        body = self._kept(key, stamp)
+        if body is not None:
+            return body
         # Read after the stamp: a change in between leaves a stamp older than the bytes, so
         # the next read finds it stale and reads again (never the other way round).
         with self.session_factory() as session:
@@ -126,3 +179,104 @@ class ResultCache:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._bytes -= len(old.body)
+
+
+#: How the checks' connection shows in `pg_stat_activity` (unless the URL names one).
+APPLICATION_NAME = "oceanstream-api-checks"
+
+
+class StampsUnavailable(Exception):
+    """`AsyncStamps` could not read the stamp (no connection, or it broke)."""
+
+
+class AsyncStamps:
+    """Result stamps read on the event loop, the checks of concurrent reads in one query.
+
+    A read's check waits while a query is on its way; when it comes back, everything that
+    waited goes as the next query (`db.repository.results.result_stamps_select`: the stamps
+    of the videos whose id is in an array, prepared once). So a burst of N reads costs one
+    round trip and one statement, not N. A row counts for a read only when its tenant is the
+    reader's, so another tenant's video is no row, as in `result_stamp`.
+
+    One psycopg async connection of its own (`APPLICATION_NAME`), in autocommit (one
+    statement, no BEGIN), opened on first use. When it fails, the checks in flight raise
+    `StampsUnavailable` (their reads go to a thread instead) and the next query opens a new
+    one. Used from one event loop.
+    """
+
+    def __init__(self, engine: Engine, connect_timeout_s: float = 5.0) -> None:
+        from sqlalchemy.dialects import postgresql
+
+        from db.repository.results import result_stamps_select
+
+        self.connect_timeout_s = connect_timeout_s
+        self._sql = str(result_stamps_select().compile(dialect=postgresql.dialect()))
+        args, params = engine.dialect.create_connect_args(engine.url)
+        params.setdefault("application_name", APPLICATION_NAME)
+        self._connect_args = (args, params)
+        self._connection: Any = None
+        # video id -> (tenant id, the read's future) of each read waiting for the next query
+        self._waiting: dict[str, list[tuple[str, asyncio.Future[Any]]]] = {}
+        self._sender: asyncio.Task[None] | None = None
+        self.queries = 0  # statements sent, for the tests and the curious
+
+    async def fetch(self, video_id: str, tenant_id: str) -> tuple[Any, ...] | None:
+        """The tenant's video's stamp, as `result_stamp` reads it; raises `StampsUnavailable`."""
+        stamp: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(video_id, []).append((tenant_id, stamp))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send())
+        result: tuple[Any, ...] | None = await stamp
+        return result
+
+    async def _send(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, {}
+            try:
+                rows = await self._query(list(batch))
+            except StampsUnavailable as exc:
+                for waiting in batch.values():
+                    for _, stamp in waiting:
+                        if not stamp.done():
+                            stamp.set_exception(exc)
+                continue
+            for video_id, waiting in batch.items():
+                row = rows.get(video_id)
+                for tenant_id, stamp in waiting:
+                    if not stamp.done():
+                        mine = row is not None and row[1] == tenant_id
+                        stamp.set_result(tuple(row[2:]) if row is not None and mine else None)
+
+    async def _query(self, video_ids: list[str]) -> dict[str, Any]:
+        import psycopg
+
+        try:
+            if self._connection is None:
+                args, params = self._connect_args
+                self._connection = await asyncio.wait_for(
+                    psycopg.AsyncConnection.connect(*args, **params, autocommit=True),
+                    self.connect_timeout_s,
+                )
+            cursor = await self._connection.execute(
+                self._sql, {"video_ids": video_ids}, prepare=True
+            )
+            rows = await cursor.fetchall()
+        except (OSError, TimeoutError, psycopg.Error) as exc:
+            log.warning("result check failed on its connection (%s); reading in threads", exc)
+            await self._close()
+            raise StampsUnavailable(str(exc)) from exc
+        except BaseException:  # cancelled mid-statement: the connection's state is unknown
+            await self._close()
+            raise
+        self.queries += 1
+        return {row[0]: row for row in rows}
+
+    async def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+    async def aclose(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+        await self._close()

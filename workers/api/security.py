@@ -2,20 +2,21 @@
 
 The rate limit is a fixed window per API key, counted in Redis so it holds across API
 processes: `oceanstream:api:rate:<key id>:<window number>`, expiring with its window (a
-one-command Lua script counts and sets the expiry). Past
-the limit the answer is 429 with `Retry-After` (seconds to the next window). When Redis
-cannot be reached the request goes through (the limit protects the service; an outage of
-the counter must not take the API down with it) and a warning is logged.
+one-command Lua script counts and sets the expiry; concurrent requests share one command,
+`RateLimiter`). Past the limit the answer is 429 with `Retry-After` (seconds to the next
+window). When Redis cannot be reached the request goes through (the limit protects the
+service; an outage of the counter must not take the API down with it) and a warning is
+logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("oceanstream.api")
@@ -47,26 +48,40 @@ class SecurityHeaders:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._headers = _encoded(
+            {**SECURITY_HEADERS, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
+        )
+        self._docs_headers = _encoded(
+            {**SECURITY_HEADERS, "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY}
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = (
-            DOCS_CONTENT_SECURITY_POLICY
+        defaults = (
+            self._docs_headers
             if scope["path"] in ("/docs", "/docs/oauth2-redirect")
-            else CONTENT_SECURITY_POLICY
+            else self._headers
         )
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
-                headers.setdefault("Content-Security-Policy", policy)
+                # A new list: a response object's own may be sent again.
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(pair for pair in defaults if pair[0] not in present)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _encoded(headers: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    """ASGI's raw headers: lower-case latin-1 names and latin-1 values."""
+    return tuple(
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -75,21 +90,30 @@ class RateVerdict:
     retry_after_s: int
 
 
-#: Counts one request and returns the window's count; the first count of a window sets its
-#: expiry. One command, one round trip, atomic (no MULTI/EXEC around an INCR and an EXPIRE).
+#: Adds ARGV[i + 1] to counter KEYS[i] for each i and returns the new counts; a counter's
+#: first count of its window sets its expiry (ARGV[1] seconds). One command, one round trip,
+#: atomic (no MULTI/EXEC around INCRBY and EXPIRE).
 COUNT_SCRIPT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return count
+local counts = {}
+for i, key in ipairs(KEYS) do
+  local added = tonumber(ARGV[i + 1])
+  local count = redis.call('INCRBY', key, added)
+  if count == added then redis.call('EXPIRE', key, ARGV[1]) end
+  counts[i] = count
+end
+return counts
 """
 
 
 class RateLimiter:
     """`limit` requests per `window_s` seconds per key, counted in Redis.
 
-    One round trip per check (`COUNT_SCRIPT`, by its SHA once Redis knows it). `check_async`
-    counts on the asyncio client, so an API route spends no thread on it; `check` is for
-    synchronous code.
+    `check_async` is for the API's routes: checks made while a count is on its way to Redis
+    wait together and go as one command (`COUNT_SCRIPT`, by its SHA once Redis knows it) on
+    the asyncio client, a counter per key with all of its requests added at once. Each
+    request still gets its own place in its key's count, so exactly `limit` pass a window
+    whatever the concurrency, and a burst of N requests costs one round trip instead of N.
+    `check` is for synchronous code: one round trip per check.
     """
 
     def __init__(
@@ -103,38 +127,77 @@ class RateLimiter:
         self._count_async = (
             None if async_client is None else async_client.register_script(COUNT_SCRIPT)
         )
+        # Counter -> the checks waiting for the next command; the task sending them.
+        self._waiting: dict[str, list[asyncio.Future[RateVerdict]]] = {}
+        self._sender: asyncio.Task[None] | None = None
 
     def check(self, key_id: str) -> RateVerdict:
         counter, retry_after = self._window(key_id)
         try:
-            count = int(self._count(keys=[counter], args=[self.window_s + 1]))
+            (count,) = self._count(keys=[counter], args=[self.window_s + 1, 1])
         except Exception as exc:  # redis raises its own connection and timeout errors
             return self._uncounted(exc)
-        return RateVerdict(count <= self.limit, retry_after)
+        return RateVerdict(int(count) <= self.limit, retry_after)
 
     async def check_async(self, key_id: str) -> RateVerdict:
         if self._count_async is None:
             from starlette.concurrency import run_in_threadpool
 
             return await run_in_threadpool(self.check, key_id)
-        counter, retry_after = self._window(key_id)
-        try:
-            count = int(await self._count_async(keys=[counter], args=[self.window_s + 1]))
-        except Exception as exc:  # redis raises its own connection and timeout errors
-            return self._uncounted(exc)
-        return RateVerdict(count <= self.limit, retry_after)
+        counter, _ = self._window(key_id)
+        verdict: asyncio.Future[RateVerdict] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(counter, []).append(verdict)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_counts())
+        return await verdict
+
+    async def _send_counts(self) -> None:
+        """Sends what waits, one command per round, until nothing does: the checks that
+        arrive during a round trip make the next round."""
+        assert self._count_async is not None
+        while self._waiting:
+            batch, self._waiting = self._waiting, {}
+            counters = list(batch)
+            try:
+                counts = await self._count_async(
+                    keys=counters, args=[self.window_s + 1, *(len(batch[c]) for c in counters)]
+                )
+            except Exception as exc:  # redis raises its own connection and timeout errors
+                uncounted = self._uncounted(exc)
+                for waiting in batch.values():
+                    _settle(waiting, [uncounted] * len(waiting))
+                continue
+            for counter, count in zip(counters, counts, strict=True):
+                waiting = batch[counter]
+                # The i-th waiting check is the (count - len + i + 1)-th request of its window.
+                first = int(count) - len(waiting) + 1
+                retry_after = self._retry_after(int(counter.rsplit(":", 1)[1]))
+                verdicts = [
+                    RateVerdict(first + i <= self.limit, retry_after) for i in range(len(waiting))
+                ]
+                _settle(waiting, verdicts)
 
     def _window(self, key_id: str) -> tuple[str, int]:
         """The counter of the current window and the seconds to the next one."""
-        now = time.time()
-        window = int(now // self.window_s)
-        retry_after = max(1, int((window + 1) * self.window_s - now + 0.999))
-        return f"oceanstream:api:rate:{key_id}:{window}", retry_after
+        window = int(time.time() // self.window_s)
+        return f"oceanstream:api:rate:{key_id}:{window}", self._retry_after(window)
+
+    def _retry_after(self, window: int) -> int:
+        return max(1, int((window + 1) * self.window_s - time.time() + 0.999))
 
     def _uncounted(self, exc: Exception) -> RateVerdict:
         log.warning("rate limit not counted (Redis unreachable: %s)", type(exc).__name__)
         return RateVerdict(True, 0)
 
     async def aclose(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
         if self.async_redis is not None:
             await self.async_redis.aclose()
+
+
+def _settle(waiting: list[asyncio.Future[RateVerdict]], verdicts: list[RateVerdict]) -> None:
+    """Gives each waiting check its verdict; one whose request is gone is skipped."""
+    for future, verdict in zip(waiting, verdicts, strict=True):
+        if not future.done():
+            future.set_result(verdict)

@@ -200,9 +200,10 @@ def video_page(
     caller: Caller = Depends(web_caller),
     context: ApiContext = Depends(get_context),
 ) -> HTMLResponse:
-    from workers.api.routers.videos import video_json
-
-    row = json.loads(video_json(context, caller, video_id))
+    body = context.results.read(caller.tenant_id, video_id)
+    if body is None:
+        raise not_found("video")
+    row = json.loads(body)
     return _page(request, "video.html", row=row, traits=TRAITS)
 
 

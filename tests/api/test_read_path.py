@@ -1,0 +1,294 @@
+"""The read path's batching, on a real PostgreSQL database and a real Redis.
+
+Concurrent result checks share one query (`AsyncStamps`), concurrent rate counts share one
+Redis command (`RateLimiter.check_async`), and concurrent requests needing the same key check
+or the same new result do that work once (`workers.api.flights`). Each must answer exactly
+what one request at a time would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+import pytest
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import repository as repo
+from db.engine import make_engine, make_session_factory
+from db.migrate import upgrade_database
+from db.repository import tenants
+from db.repository.results import result_stamp
+from tests.db.helpers import add_video
+from tests.db.postgres import POSTGRES_URL, open_postgres
+from tests.integration.harness import free_port, machine_redis_database
+from workers.api import deps
+from workers.api.flights import shared
+from workers.api.metrics import ApiMetrics
+from workers.api.result_cache import (
+    APPLICATION_NAME,
+    AsyncStamps,
+    ResultCache,
+    StampsUnavailable,
+)
+from workers.api.security import RateLimiter
+from workers.services.tenants import create_key
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    databases = open_postgres(POSTGRES_URL)
+    try:
+        url = databases.create("reads")
+        upgrade_database(url)
+        engine = make_engine(url)
+        yield engine
+        engine.dispose()
+    finally:
+        databases.drop_all()
+
+
+@pytest.fixture(scope="module")
+def factory(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
+
+
+@pytest.fixture(scope="module")
+def videos(factory: sessionmaker[Session]) -> dict[str, tuple[str, str]]:
+    """Three videos: two of the default tenant, one of tenant "other": name -> (id, tenant)."""
+    with factory.begin() as session:
+        other = tenants.get_or_create_tenant(session=session, name="other", webhook_secret="s")
+        mine, theirs = add_video(session, "mine"), add_video(session, "also-mine")
+        foreign, _ = repo.get_or_create_video(
+            session=session,
+            content_hash="f" * 64,
+            name="foreign.mp4",
+            source_path="/data/foreign.mp4",
+            size_bytes=1000,
+            tenant_id=other.id,
+        )
+        return {
+            "mine": (mine.id, mine.tenant_id),
+            "also-mine": (theirs.id, theirs.tenant_id),
+            "foreign": (foreign.id, other.id),
+        }
+
+
+def test_checks_made_together_share_one_query_and_match_one_at_a_time(
+    engine: Engine, factory: sessionmaker[Session], videos: dict[str, tuple[str, str]]
+) -> None:
+    mine, default = videos["mine"]
+    foreign, other = videos["foreign"]
+    asks = [
+        (mine, default),
+        (videos["also-mine"][0], default),
+        (foreign, other),
+        (foreign, default),  # another tenant's video: no stamp
+        (mine, other),
+        ("0" * 32, default),  # nobody's
+    ] * 5
+
+    async def check_all() -> tuple[list[tuple[object, ...] | None], int]:
+        stamps = AsyncStamps(engine)
+        try:
+            found = await asyncio.gather(*(stamps.fetch(v, t) for v, t in asks))
+            return list(found), stamps.queries
+        finally:
+            await stamps.aclose()
+
+    found, queries = asyncio.run(check_all())
+    with engine.connect() as connection:
+        expected = [result_stamp(session=connection, video_id=v, tenant_id=t) for v, t in asks]
+    assert found == expected
+    assert [stamp is None for stamp in found[:6]] == [False, False, False, True, True, True]
+    assert queries < len(asks) / 4, queries  # one for the first check, one for the rest
+
+
+def test_a_check_whose_connection_dies_fails_alone_and_the_next_one_reconnects(
+    engine: Engine, factory: sessionmaker[Session], videos: dict[str, tuple[str, str]]
+) -> None:
+    mine, default = videos["mine"]
+
+    async def run() -> None:
+        stamps = AsyncStamps(engine)
+        try:
+            assert await stamps.fetch(mine, default) is not None
+            assert end_checks_connection(engine) == 1
+            with pytest.raises(StampsUnavailable):
+                await stamps.fetch(mine, default)
+            assert await stamps.fetch(mine, default) is not None  # a new connection
+        finally:
+            await stamps.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_result_read_by_many_at_once_is_read_once_and_a_broken_check_reads_in_a_thread(
+    engine: Engine, factory: sessionmaker[Session], videos: dict[str, tuple[str, str]]
+) -> None:
+    mine, default = videos["mine"]
+    metrics = ApiMetrics()
+    cache = ResultCache(factory, metrics.result_reads)
+
+    def reads(source: str) -> float:
+        value = metrics.registry.get_sample_value(
+            "oceanstream_api_result_reads_total", {"source": source}
+        )
+        return value or 0.0
+
+    async def run() -> list[bytes | None]:
+        try:
+            bodies = await asyncio.gather(*(cache.read_async(default, mine) for _ in range(20)))
+            assert end_checks_connection(engine) == 1
+            bodies.append(await cache.read_async(default, mine))  # its check broke: a thread
+            bodies.append(await cache.read_async(other_tenant, mine))
+            assert end_checks_connection(engine) == 1  # the last check had reconnected
+            return bodies
+        finally:
+            await cache.aclose()
+
+    other_tenant = videos["foreign"][1]
+    bodies = asyncio.run(run())
+    assert bodies[-1] is None  # another tenant's read, checked in a thread too
+    assert len(set(bodies[:-1])) == 1 and bodies[0] is not None
+    # A pending video is never kept, so each moment's readers shared one read: not twenty.
+    assert reads("database") < 10, reads("database")
+
+
+def end_checks_connection(engine: Engine) -> int:
+    """Terminates the result checks' connection (as a database restart would); how many."""
+    with engine.connect() as admin:
+        ended = admin.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE application_name = '{APPLICATION_NAME}' AND datname = current_database()"
+        ).all()
+        admin.commit()
+    return len(ended)
+
+
+@pytest.fixture
+def counter() -> Iterator[tuple[str, redis.Redis]]:
+    """The machine's Redis on a database of this test's own: its URL and a client."""
+    with machine_redis_database() as url:
+        client = redis.Redis.from_url(url)
+        yield url, client
+        client.flushdb()
+        client.close()
+
+
+def limiter_on(url: str, limit: int) -> RateLimiter:
+    import redis.asyncio
+
+    return RateLimiter(
+        redis.Redis.from_url(url),
+        limit,
+        60,
+        async_client=redis.asyncio.Redis.from_url(url, single_connection_client=True),
+    )
+
+
+def test_a_burst_of_rate_checks_is_one_command_and_exactly_the_limit_passes(
+    counter: tuple[str, redis.Redis],
+) -> None:
+    url, counter_db = counter
+    limiter = limiter_on(url, limit=7)
+    evals_before = _script_calls(counter_db)
+
+    async def burst() -> list[tuple[str, bool]]:
+        try:
+            asks = ["busy"] * 30 + ["quiet"] * 3
+            verdicts = await asyncio.gather(*(limiter.check_async(key) for key in asks))
+            return [(key, v.allowed) for key, v in zip(asks, verdicts, strict=True)]
+        finally:
+            await limiter.aclose()
+
+    verdicts = asyncio.run(burst())
+    assert sum(allowed for key, allowed in verdicts if key == "busy") == 7
+    assert all(allowed for key, allowed in verdicts if key == "quiet")
+    counts = {
+        key.decode().split(":")[3]: int(counter_db.get(key)) for key in counter_db.scan_iter()
+    }
+    assert counts == {"busy": 30, "quiet": 3}
+    assert all(0 < counter_db.ttl(key) <= 61 for key in counter_db.scan_iter())
+    assert _script_calls(counter_db) - evals_before <= 3  # 33 checks, not 33 commands
+    # The synchronous check counts on the same counters.
+    assert limiter.check("quiet").allowed and not limiter.check("busy").allowed
+
+
+def test_rate_checks_pass_with_one_warning_per_command_while_redis_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limiter = limiter_on(f"redis://127.0.0.1:{free_port()}/0", limit=1)
+
+    async def burst() -> list[bool]:
+        try:
+            verdicts = await asyncio.gather(*(limiter.check_async("k") for _ in range(10)))
+            return [v.allowed for v in verdicts]
+        finally:
+            await limiter.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="oceanstream.api"):
+        assert asyncio.run(burst()) == [True] * 10
+    warnings = [r for r in caplog.records if "rate limit not counted" in r.getMessage()]
+    assert 1 <= len(warnings) <= 2
+
+
+def _script_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+    )
+
+
+def test_key_checks_of_a_burst_share_one_database_read(
+    factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = create_key(factory, "burst").key
+    reads: list[str] = []
+    real = deps.authenticate
+
+    def counted(session_factory: sessionmaker, presented: str) -> object:
+        reads.append(presented)
+        return real(session_factory, presented)
+
+    monkeypatch.setattr(deps, "authenticate", counted)
+    keys = deps.KeyCache(ttl_s=60)
+
+    async def burst() -> list[object]:
+        return list(
+            await asyncio.gather(*(keys.authenticate_async(factory, key) for _ in range(25)))
+        )
+
+    callers = asyncio.run(burst())
+    assert len(reads) == 1
+    assert len({caller.tenant_id for caller in callers}) == 1  # type: ignore[attr-defined]
+
+
+def test_a_shared_task_outlives_a_caller_that_goes_away_and_fails_for_all() -> None:
+    flights: dict = {}
+    runs: list[int] = []
+
+    async def slow(value: int) -> int:
+        runs.append(value)
+        await asyncio.sleep(0.05)
+        if value < 0:
+            raise ValueError("no")
+        return value
+
+    async def run() -> None:
+        first = asyncio.create_task(shared(flights, "k", lambda: slow(1)))
+        second = asyncio.create_task(shared(flights, "k", lambda: slow(2)))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        assert await second == 1  # the first caller's task, run once, not cancelled with it
+        assert runs == [1] and flights == {}
+        failing = [asyncio.create_task(shared(flights, "e", lambda: slow(-1))) for _ in range(3)]
+        results = await asyncio.gather(*failing, return_exceptions=True)
+        assert all(isinstance(r, ValueError) for r in results) and runs == [1, -1]
+
+    asyncio.run(run())
