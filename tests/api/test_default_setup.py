@@ -1,0 +1,71 @@
+"""The API on the embedded default: the SQLite file in OCEANSTREAM_HOME, local storage.
+
+A new user analyses a clip in process (`oceanstream analyze`), makes a key and reads the
+result over HTTP: reads go through the thread pool there (no PostgreSQL connection of the
+API's own), are kept and checked like on PostgreSQL, and erasure is seen on the next read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.harness import ApiServer, create_key
+from tests.clips import write_talking_head
+from tests.integration.harness import Cluster, machine_redis_database
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def default_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    home = tmp_path / "home"
+    home.mkdir()
+    with machine_redis_database() as broker:
+        # An empty database URL is the default: <home>/oceanstream.db.
+        yield Cluster(home=home, database_url="", broker_url=broker)
+
+
+def result_reads(client: httpx.Client) -> dict[str, float]:
+    reads = {"cache": 0.0, "database": 0.0}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("oceanstream_api_result_reads_total{"):
+            name, value = line.rsplit(" ", 1)
+            reads[name.split('source="', 1)[1].split('"', 1)[0]] = float(value)
+    return reads
+
+
+def test_a_result_analysed_on_sqlite_is_read_kept_and_erased_through_the_api(
+    default_cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster = default_cluster
+    clip = write_talking_head(tmp_path / "talk.mp4", seconds=1.5, seed=5)
+    analysed = cluster.cli("analyze", str(clip), "--json")
+    assert analysed.returncode == 0, analysed.stderr
+    expected = json.loads(analysed.stdout)
+    expected = expected[0] if isinstance(expected, list) else expected
+    assert (cluster.home / "oceanstream.db").is_file()
+    mine, theirs = create_key(cluster, "default"), create_key(cluster, "someone-else")
+
+    api = ApiServer(cluster)
+    api.start()
+    try:
+        path = f"/v1/videos/{expected['video_id']}"
+        with api.client(mine) as client, api.client(theirs) as other:
+            first, second = client.get(path), client.get(path)
+            assert first.status_code == second.status_code == 200, first.text
+            assert first.json() == second.json()
+            assert first.json()["traits"] == expected["traits"]
+            assert first.json()["model_trained"] is False
+            assert result_reads(client) == {"cache": 1.0, "database": 1.0}
+            assert other.get(path).status_code == 404
+
+            assert client.delete(path).status_code == 204
+            assert client.get(path).status_code == 404
+    finally:
+        api.stop()
+    assert "Traceback" not in api.log_path.read_text()
