@@ -10,10 +10,11 @@ result again. So the cache saves the reading and the serializing, never the chec
 erasure is seen at once. Entries are keyed by tenant and video, so no tenant is ever served
 another's bytes; a video not yet final is never kept (it changes with every stage).
 
-On PostgreSQL the check runs on the event loop (`AsyncStamps`: a few psycopg connections of
-its own, the statement prepared once per connection), so a read answered from the cache
-takes no thread; only reading a result anew goes to the thread pool. On SQLite, or while
-those connections fail, the whole read runs in the thread pool as before.
+On PostgreSQL the check runs on the event loop (`AsyncStamps`: a psycopg connection of its
+own, the checks of the reads that arrive together in one prepared query), so a read answered
+from the cache takes no thread; only reading a result anew goes to the thread pool, once for
+all the reads that need it (`workers.api.flights`). On SQLite, or while that connection
+fails, the whole read runs in the thread pool.
 """
 
 from __future__ import annotations
