@@ -15,9 +15,14 @@ def get_tenant(*, session: Session, tenant_id: str) -> Tenant | None:
     return session.get(Tenant, tenant_id)
 
 
+def tenant_by_name(*, session: Session, name: str) -> Tenant | None:
+    """The tenant called `name`, or None."""
+    return session.scalars(select(Tenant).where(Tenant.name == name)).first()
+
+
 def get_or_create_tenant(*, session: Session, name: str, webhook_secret: str) -> Tenant:
     """The tenant called `name`, made with `webhook_secret` when new."""
-    tenant = session.scalars(select(Tenant).where(Tenant.name == name)).first()
+    tenant = tenant_by_name(session=session, name=name)
     if tenant is None:
         tenant = Tenant(id=new_id(), name=name, webhook_secret=webhook_secret, created_at=utcnow())
         session.add(tenant)

@@ -1,4 +1,5 @@
-"""`oceanstream keys create|list|revoke`: API keys of the HTTP API's tenants."""
+"""`oceanstream keys create|list|revoke|webhook-secret`: API keys of the HTTP API's tenants,
+and the secret that signs a tenant's completion callbacks."""
 
 from __future__ import annotations
 
@@ -69,3 +70,27 @@ def revoke(key_id: str = typer.Argument(..., help="The key's id (from keys list)
 
     revoke_key(open_database(load_settings()), key_id)
     out.print(f"revoked {escape(key_id)}", highlight=False)
+
+
+@keys_app.command("webhook-secret")
+def webhook_secret(
+    tenant: str = typer.Option(..., "--tenant", help="Tenant name."),
+    rotate: bool = typer.Option(
+        False, "--rotate", help="Replace it with a new random secret first."
+    ),
+) -> None:
+    """Show the tenant's webhook secret (alone on the last line), or rotate it: callbacks
+    signed from then on, retries included, use the new one. An admin key does the same over
+    HTTP (GET /v1/tenant, POST /v1/tenant/webhook-secret)."""
+    from workers.services.tenants import rotate_webhook_secret, tenant_id_named, tenant_info
+
+    factory = open_database(load_settings())
+    tenant_id = tenant_id_named(factory, tenant)
+    if rotate:
+        info = rotate_webhook_secret(factory, tenant_id)
+        said = "new webhook secret of tenant"
+    else:
+        info = tenant_info(factory, tenant_id, with_secret=True)
+        said = "webhook secret of tenant"
+    out.print(f"{said} {escape(info.name)}:", highlight=False)
+    out.print(info.webhook_secret, highlight=False, markup=False, soft_wrap=True)

@@ -67,6 +67,12 @@ class UnknownTenant(UsageError):
         self.tenant_id = tenant_id
 
 
+class UnknownTenantName(UsageError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no tenant named {name!r} (tenants are made by 'keys create')")
+        self.name = name
+
+
 def new_webhook_secret() -> str:
     """256 random bits, hex: what signs a tenant's completion callbacks."""
     return secrets.token_hex(32)
@@ -182,3 +188,14 @@ def rotate_webhook_secret(session_factory: sessionmaker, tenant_id: str) -> Tena
         if tenant is None:
             raise UnknownTenant(tenant_id)
         return TenantInfo(id=tenant.id, name=tenant.name, webhook_secret=secret)
+
+
+def tenant_id_named(session_factory: sessionmaker, name: str) -> str:
+    """The id of the tenant called `name`; raises `UnknownTenantName`."""
+    from db.repository import tenants as repo
+
+    with session_factory() as session:
+        tenant = repo.tenant_by_name(session=session, name=name)
+        if tenant is None:
+            raise UnknownTenantName(name)
+        return tenant.id
