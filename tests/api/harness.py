@@ -85,6 +85,16 @@ def key_id(cluster: Cluster, tenant: str) -> str:
     return next(k["id"] for k in json.loads(listed.stdout) if k["tenant"] == tenant)
 
 
+def result_reads(client: httpx.Client) -> dict[str, float]:
+    """The API process's `oceanstream_api_result_reads_total` by source."""
+    counts = {"cache": 0.0, "database": 0.0}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("oceanstream_api_result_reads_total{"):
+            name, value = line.rsplit(" ", 1)
+            counts[name.split('source="', 1)[1].split('"', 1)[0]] = float(value)
+    return counts
+
+
 def stored_files(cluster: Cluster) -> list[str]:
     """Every file in the cluster's storage, relative to its root, sorted."""
     root = cluster.home / "storage"

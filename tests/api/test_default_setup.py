@@ -11,10 +11,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.api.harness import ApiServer, create_key
+from tests.api.harness import ApiServer, create_key, result_reads
 from tests.clips import write_talking_head
 from tests.integration.harness import Cluster, machine_redis_database
 
@@ -28,15 +27,6 @@ def default_cluster(tmp_path: Path) -> Iterator[Cluster]:
     with machine_redis_database() as broker:
         # An empty database URL is the default: <home>/oceanstream.db.
         yield Cluster(home=home, database_url="", broker_url=broker)
-
-
-def result_reads(client: httpx.Client) -> dict[str, float]:
-    reads = {"cache": 0.0, "database": 0.0}
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith("oceanstream_api_result_reads_total{"):
-            name, value = line.rsplit(" ", 1)
-            reads[name.split('source="', 1)[1].split('"', 1)[0]] = float(value)
-    return reads
 
 
 def test_a_result_analysed_on_sqlite_is_read_kept_and_erased_through_the_api(

@@ -7,13 +7,13 @@ import io
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.api.conftest import Keys
 from tests.api.harness import (
     ApiServer,
     CallbackReceiver,
+    result_reads,
     sse_events,
     stored_files,
 )
@@ -204,16 +204,6 @@ def test_the_reconciler_erases_what_is_past_retention(
         assert "retention: erased" in swept.stderr
         assert beta.get(f"/v1/jobs/{job['id']}").status_code == 404
     assert api_cluster.query("SELECT count(*) FROM videos") == [(0,)]
-
-
-def result_reads(client: httpx.Client) -> dict[str, float]:
-    """The API process's `oceanstream_api_result_reads_total` by source."""
-    counts = {"cache": 0.0, "database": 0.0}
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith("oceanstream_api_result_reads_total{"):
-            name, value = line.rsplit(" ", 1)
-            counts[name.split('source="', 1)[1].split('"', 1)[0]] = float(value)
-    return counts
 
 
 def test_a_kept_result_is_checked_on_every_read(
