@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import pytest
 from pydantic import SecretStr
 
-from workers.services.errors import masked_url
+from workers.services.errors import hide_password, masked_url
 from workers.settings import Settings
 
 SECRETS = ("brokerpw", "dbpw", "flowerpw")
@@ -56,6 +58,26 @@ def test_masked_url_hides_the_password_and_keeps_the_rest() -> None:
     assert masked_url("redis://:pw@host:6380/2") == "redis://:***@host:6380/2"
     assert masked_url("postgresql+psycopg://u:pw@db/x") == "postgresql+psycopg://u:***@db/x"
     assert masked_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql+psycopg://u:Hash#Leak/5x@db/x", "postgresql+psycopg://u:***@db/x"),
+        (
+            "postgresql+psycopg://u@db/x?password=Leak5x&a=1",
+            "postgresql+psycopg://u@db/x?a=1&password=***",
+        ),
+        ("postgresql+psycopg://u:Leak5x@db:99999/x", "postgresql+psycopg://u:***@db:99999/x"),
+        ("redis://:Hash#Leak5x@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://host:6379/0?password=Leak5x", "redis://host:6379/0?password=***"),
+        ("rediss://:x%23Leak5x@host/0", "rediss://:***@host/0"),
+        ("postgresql://u:p@[::1]:5/d", "postgresql://u:***@[::1]:5/d"),
+    ],
+)
+def test_masked_url_hides_every_form_of_password(url: str, masked: str) -> None:
+    assert masked_url(url) == masked
+    assert "Leak5x" not in hide_password(f"failed: {url} ({unquote(url)})", url)
 
 
 def test_a_broker_failure_line_shows_the_masked_url(settings: Settings) -> None:

@@ -5,9 +5,10 @@ declared explicitly so Flower can show their lengths on Redis.
 
 A worker survives any message. What kombu cannot decode is dead-lettered by its transport
 (`workers.broker.kombu_redis.DeadLetteringTransport`); what Celery's consumer refuses after
-that (a body that does not decode, no task name, a task not registered, arguments the task
-does not take) is dead-lettered by `DeadLetteringConsumer` and `CheckedRequest` before any
-pool process sees it: one log line with the queue and the reason, then the next message.
+that (a body that does not decode, no task name, a task not registered or not the project's,
+such as Celery's built-in `celery.accumulate`, arguments the task does not take) is
+dead-lettered by `DeadLetteringConsumer` and `CheckedRequest` before any pool process sees
+it: one log line with the queue and the reason, then the next message.
 """
 
 from __future__ import annotations
@@ -84,7 +85,10 @@ def create_app(settings: Settings) -> Celery:
         worker_proc_alive_timeout=180,
         worker_max_tasks_per_child=None,
         broker_connection_retry_on_startup=True,
-        broker_transport_options=dict(BROKER_TRANSPORT_OPTIONS),
+        broker_transport_options={
+            **BROKER_TRANSPORT_OPTIONS,
+            "max_deliveries": settings.max_deliveries,
+        },
         task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
         task_default_queue="ingest",
         task_routes={task_name(stage): {"queue": q} for stage, q in STAGE_QUEUES.items()},
@@ -150,8 +154,14 @@ def argument_problem(task: Task, args: Any, kwargs: Any) -> str | None:
     return None
 
 
+#: The queues run the project's tasks only: Celery's built-ins (`celery.accumulate`,
+#: `celery.chord_unlock`, ...) are registered on every app but never sent by the pipeline.
+PROJECT_TASK_PREFIX = "oceanstream."
+
+
 class CheckedRequest(Request):
-    """Celery's request, refusing (InvalidTaskError) a message no task run could accept.
+    """Celery's request, refusing (InvalidTaskError) a message no task run could accept:
+    a task not the project's, or arguments the task does not take.
 
     Raised in the worker's consumer, before the pool: Celery calls
     `DeadLetteringConsumer.on_invalid_task`, which dead-letters the message.
@@ -160,7 +170,11 @@ class CheckedRequest(Request):
     def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
         try:
             super().__init__(message, *args, **kwargs)
-            problem = argument_problem(self.task, self.args, self.kwargs)
+            problem = (
+                argument_problem(self.task, self.args, self.kwargs)
+                if self.task.name.startswith(PROJECT_TASK_PREFIX)
+                else f"{self.task.name} is not one of the pipeline's tasks"
+            )
         except (KeyError, ValueError, TypeError) as exc:  # a body that is not [args, kwargs, embed]
             problem = f"not a Celery task message: {type(exc).__name__}: {exc}"
         if problem is not None:

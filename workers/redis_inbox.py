@@ -17,7 +17,11 @@ batch:
 
 A payload that is not UTF-8, not JSON or not an envelope is returned like any other, with
 `error` saying why (and `undecodable` holding bytes that are not UTF-8): the caller
-dead-letters and acknowledges it; the rest of the take is unaffected.
+dead-letters and acknowledges it; the rest of the take is unaffected. Decoding never raises,
+whatever the payload (`decode_payload`). So is a message kombu restored `redelivered` more
+times than the layout's `max_deliveries` allows (its redeliveries are counted on the broker,
+`workers.services.dead_letters.count_deliveries`): a batch that kills its pool process comes
+back a bounded number of times, then its messages are dead-lettered, never run again.
 
 The layout is kombu's (queue lists with kombu's priority suffixes, the two unacked keys, the
 JSON envelope with a base64 body), as `workers.broker.kombu_redis` describes it: the only
@@ -38,7 +42,9 @@ from workers.broker.kombu_redis import (
     KombuRedisLayout,
     decode_payload,
     restore_visible,
+    too_many_deliveries,
 )
+from workers.services.dead_letters import count_deliveries
 
 __all__ = ["Received", "RedisInbox", "decode_payload", "restore_visible"]
 
@@ -99,7 +105,20 @@ class RedisInbox:
                 continue
             tag, body, headers, error = decode_payload(text)
             taken.append(Received(key, text, tag, body, headers, error))
+        self._count_redeliveries(taken)
         return taken
+
+    def _count_redeliveries(self, taken: list[Received]) -> None:
+        """Refuse (`error`) the messages delivered more than `max_deliveries` times."""
+        back = [
+            r
+            for r in taken
+            if r.error is None and r.tag is not None and (r.headers or {}).get("redelivered")
+        ]
+        counted = count_deliveries(self.client, [r.tag for r in back if r.tag is not None])
+        for received, deliveries in zip(back, counted, strict=True):
+            if deliveries > self.layout.max_deliveries:
+                received.error = too_many_deliveries(deliveries - 1)
 
     def wait(self, timeout: float) -> None:
         """Block until the queue's first list holds a message or `timeout` seconds pass.

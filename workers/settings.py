@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.pipeline import PipelineConfig
 from core.video import VideoLimits
+from workers.services.errors import broker_url_problem, port_problem
 
 
 class Settings(BaseSettings):
@@ -88,6 +89,24 @@ class Settings(BaseSettings):
         "`oceanstream worker`; a hard limit must stay below the broker's visibility timeout.",
     )
 
+    @field_validator("database_url")
+    @classmethod
+    def _usable_port(cls, value: SecretStr | None) -> SecretStr | None:
+        """A port out of range is one line at start (the message names the port alone)."""
+        problem = port_problem(value.get_secret_value()) if value is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _usable_broker_url(cls, value: SecretStr) -> SecretStr:
+        """A URL kombu or redis-py would misread is one line at start, never echoed."""
+        problem = broker_url_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @field_validator("stage_time_limits")
     @classmethod
     def _known_stages_within_the_visibility_timeout(
@@ -97,6 +116,14 @@ class Settings(BaseSettings):
 
         stage_time_limits(value)  # ValueError says what is wrong
         return value
+
+    max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Deliveries of a message without an acknowledgement (its consumer died "
+        "each time) before it is dead-lettered instead of run again.",
+    )
 
     # The inference pool (`oceanstream worker --queues inference`).
     max_batch_size: int = Field(

@@ -19,6 +19,7 @@ from tests.db.postgres import service_unavailable
 from tests.integration.harness import RedisServer
 from workers.services.dead_letters import (
     MAX_DEAD_LETTERS,
+    MAX_PAYLOAD_BYTES,
     dead_letter,
     dead_letter_key,
     dead_letters,
@@ -64,6 +65,27 @@ def test_records_keep_the_bytes_the_queue_and_why_and_the_list_is_capped(
     dead_letters(client, "flow", ((f"m{i}", "x") for i in range(MAX_DEAD_LETTERS + 5)))
     assert client.llen(dead_letter_key("flow")) == MAX_DEAD_LETTERS
     assert parse_record(client.lindex(dead_letter_key("flow"), 0)).payload == b"m10004"
+
+
+def test_a_huge_payload_is_kept_cut_short_and_not_replayed(
+    tmp_path: Path, server: RedisServer, client: redis.Redis
+) -> None:
+    huge = b"x" * (16 * 1024 * 1024)
+    dead_letter(client, "flow", huge, "not JSON")
+    dead_letter(client, "flow", b"small", "not JSON")
+    assert client.memory_usage(dead_letter_key("flow")) < 4 * MAX_PAYLOAD_BYTES
+    small, cut = (parse_record(r) for r in client.lrange(dead_letter_key("flow"), 0, -1))
+    assert cut.payload == huge[:MAX_PAYLOAD_BYTES] and cut.size == len(huge) and cut.truncated
+    assert small.payload == b"small" and not small.truncated
+    listed = run(tmp_path, server, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout) < 4 * MAX_PAYLOAD_BYTES
+    assert json.loads(listed.stdout)["flow"]["entries"][1]["size"] == len(huge)
+    replayed = run(tmp_path, server, "replay", "--queue", "flow")
+    assert replayed.stdout.strip() == (
+        "replayed 1 message onto flow (1 payload too large to replay (kept cut short) removed)"
+    )
+    assert client.lrange("flow", 0, -1) == [b"small"]
 
 
 def test_list_counts_every_queue_and_prints_data_literally(

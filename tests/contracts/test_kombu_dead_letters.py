@@ -47,7 +47,14 @@ def client(broker: str) -> Iterator[redis.Redis]:
 
 
 def poison() -> list[bytes]:
-    return [b"\xff\xfe\x00", b"not json", b'{"no": "envelope"}', b"[1, 2]"]
+    return [
+        b"\xff\xfe\x00",
+        b"not json",
+        b'{"no": "envelope"}',
+        b"[1, 2]",
+        b"[" * 5000,  # RecursionError in json.loads
+        b'{"properties": ' + b"[" * 5000,
+    ]
 
 
 def dead(client: redis.Redis, queue: str = "ingest") -> list[bytes]:
@@ -106,6 +113,41 @@ def test_a_synchronous_get_skips_the_poison(broker: str, client: redis.Redis) ->
         message.ack()
         queue.close()
     assert sorted(dead(client)) == sorted(poison())
+
+
+def test_a_message_rejected_back_onto_its_queue_is_dead_lettered_after_max_deliveries(
+    broker: str, client: redis.Redis
+) -> None:
+    """A crash loop is impossible: the third delivery of a message requeued twice (a
+    Celery pool child killed by it, `task_reject_on_worker_lost`) is dead-lettered instead."""
+    deliveries: list[object] = []
+    with Connection(
+        broker, transport=TRANSPORT, transport_options={"max_deliveries": 2}
+    ) as connection:
+        Producer(connection).publish(
+            {"n": 5}, exchange=QUEUE.exchange, routing_key="ingest", declare=[QUEUE]
+        )
+        (stored,) = client.lrange("ingest", 0, -1)
+
+        def on_message(body: object, message: object) -> None:
+            deliveries.append(body)
+            message.reject(requeue=True)  # type: ignore[attr-defined]
+
+        with Consumer(connection, queues=[QUEUE], callbacks=[on_message]):
+            for _ in range(4):
+                try:
+                    connection.drain_events(timeout=1)
+                except TimeoutError:
+                    break
+    assert deliveries == [{"n": 5}, {"n": 5}]
+    (record,) = client.lrange(dead_letter_key("ingest"), 0, -1)
+    letter = parse_record(record)
+    assert letter.reason.startswith("delivered 2 times without an acknowledgement")
+    assert (
+        json.loads(letter.payload)["properties"]["delivery_tag"]
+        == (json.loads(stored)["properties"]["delivery_tag"])
+    )
+    assert client.llen("ingest") == 0 and client.hlen("unacked") == 0
 
 
 def test_a_delivered_message_keeps_its_envelope_and_queue(broker: str, client: redis.Redis) -> None:

@@ -165,7 +165,35 @@ def test_kombu_restores_what_the_inbox_took_and_the_inbox_takes_it_again(
     assert again.tag == taken.tag and again.body[0] == ["lost"]
 
 
+def test_a_message_kombu_keeps_restoring_is_refused_after_max_deliveries(
+    broker: str, client: redis.Redis
+) -> None:
+    """A batch that kills its pool process comes back a bounded number of times."""
+    app = app_for(broker, {**CUSTOM, "max_deliveries": 2})
+    layout = layout_of(app)
+    assert layout.max_deliveries == 2
+    app.send_task("oceanstream.inference", args=["crashes"], queue="inference")
+    inbox = RedisInbox(client, "inference", layout)
+    seen = []
+    for _ in range(3):
+        (taken,) = inbox.take(5)  # and the process dies: no ack
+        seen.append(taken.error)
+        time.sleep(1.2)  # past the visibility timeout of 1 s
+        with app.connection_for_read() as connection:
+            QUEUE(connection.default_channel).declare()
+            restore_visible(connection)
+    assert seen[:2] == [None, None]
+    assert seen[2] == (
+        "delivered 2 times without an acknowledgement (each consumer that took it stopped "
+        "before finishing it); not handed to a task again"
+    )
+    assert client.get(f"oceanstream.deliveries.{taken.tag}") == "2"
+    assert 0 < client.ttl(f"oceanstream.deliveries.{taken.tag}") <= 7 * 24 * 3600
+
+
 def test_settings_the_inbox_cannot_honour_are_refused(broker: str) -> None:
+    with pytest.raises(UnsupportedBrokerSetting, match="max_deliveries"):
+        layout_of(app_for(broker, {"max_deliveries": 0}))
     with pytest.raises(UnsupportedBrokerSetting, match="global_keyprefix"):
         layout_of(app_for(broker, {"global_keyprefix": "tenant:"}))
     with pytest.raises(UnsupportedBrokerSetting, match="ack_emulation"):

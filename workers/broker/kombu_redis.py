@@ -18,6 +18,15 @@ delivery tag and delivery info, a body that does not decode) is dead-lettered
 kills the worker and loses the messages it had prefetched. Celery selects it with
 `broker_transport` (`TRANSPORT`); `dead_letter_message` does the same for a message the
 Celery consumer refuses after kombu delivered it.
+
+Decoding never raises: any exception from it (a `RecursionError` for `[[[[...`, a
+`MemoryError` for a huge payload, a `UnicodeError`) dead-letters that payload alone. And no
+payload can crash consumers in a loop: kombu marks a message it restores (visibility
+timeout, a rejected or abandoned delivery) `redelivered`; each redelivery is counted on the
+broker (`workers.services.dead_letters.count_deliveries`), and a message delivered
+`max_deliveries` times without an acknowledgement (transport option, `DEFAULT_MAX_DELIVERIES`)
+is dead-lettered instead of being handed to a task again, by this channel and by the
+inference pool's inbox alike.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ DEFAULT_SEP = "\x06\x16"
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
 DEFAULT_UNACKED_KEY = "unacked"
 DEFAULT_UNACKED_INDEX_KEY = "unacked_index"
+#: Deliveries of one message without an acknowledgement before it is dead-lettered instead.
+DEFAULT_MAX_DELIVERIES = 5
 
 # redis-py URL scheme of each kombu Redis broker scheme.
 _SCHEMES = {"redis": "redis", "rediss": "rediss", "redis+socket": "unix"}
@@ -53,6 +64,7 @@ class KombuRedisLayout:
     priority_steps: tuple[int, ...] = DEFAULT_PRIORITY_STEPS
     unacked_key: str = DEFAULT_UNACKED_KEY
     unacked_index_key: str = DEFAULT_UNACKED_INDEX_KEY
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES  # not kombu's: the option `max_deliveries`
 
     @classmethod
     def from_transport_options(cls, options: Mapping[str, Any] | None) -> KombuRedisLayout:
@@ -76,11 +88,17 @@ class KombuRedisLayout:
             raise UnsupportedBrokerSetting(
                 f"priority_steps must be increasing integers, got {options['priority_steps']!r}"
             )
+        max_deliveries = options.get("max_deliveries", DEFAULT_MAX_DELIVERIES)
+        if not isinstance(max_deliveries, int) or max_deliveries < 1:
+            raise UnsupportedBrokerSetting(
+                f"max_deliveries must be a positive integer, got {max_deliveries!r}"
+            )
         return cls(
             sep=str(options.get("sep", DEFAULT_SEP)),
             priority_steps=steps,
             unacked_key=str(options.get("unacked_key", DEFAULT_UNACKED_KEY)),
             unacked_index_key=str(options.get("unacked_index_key", DEFAULT_UNACKED_INDEX_KEY)),
+            max_deliveries=max_deliveries,
         )
 
     def queue_lists(self, queue: str) -> list[str]:
@@ -110,12 +128,20 @@ def decode_payload(raw: str) -> tuple[str | None, Any, dict[str, Any], str | Non
 
     Only JSON bodies are accepted, as the Celery app's `accept_content` says. The tag is
     returned whenever the envelope has one (the take script recorded the message under it),
-    so that a message refused for its body is still acknowledged.
+    so that a message refused for its body is still acknowledged. It never raises: any
+    error from decoding (a RecursionError for deeply nested JSON included) is the reason.
     """
     try:
+        return _decode_payload(raw)
+    except Exception as exc:
+        return None, None, {}, f"cannot decode the message: {_error_text(exc)}"
+
+
+def _decode_payload(raw: str) -> tuple[str | None, Any, dict[str, Any], str | None]:
+    try:
         payload = json.loads(raw)
-    except ValueError as exc:
-        return None, None, {}, f"not JSON: {exc}"
+    except Exception as exc:
+        return None, None, {}, f"not JSON: {_error_text(exc)}"
     properties = payload.get("properties") if isinstance(payload, dict) else None
     if not isinstance(properties, dict):
         return None, None, {}, "not a message envelope: no properties"
@@ -132,8 +158,36 @@ def decode_payload(raw: str) -> tuple[str | None, Any, dict[str, Any], str | Non
         if properties.get("body_encoding") == "base64":
             body = base64.b64decode(body)
         return tag, json.loads(body), headers, None
-    except (ValueError, TypeError) as exc:
-        return tag, None, headers, f"cannot decode the message body: {exc}"
+    except Exception as exc:
+        return tag, None, headers, f"cannot decode the message body: {_error_text(exc)}"
+
+
+def _error_text(exc: BaseException) -> str:
+    """An exception as a reason: its message, or its type's name where that says more."""
+    text = str(exc)
+    if isinstance(exc, ValueError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def is_redelivered(payload: Any) -> bool:
+    """Whether kombu restored this envelope after a delivery that was never acknowledged."""
+    if not isinstance(payload, dict):
+        return False
+    headers = payload.get("headers")
+    properties = payload.get("properties")
+    info = properties.get("delivery_info") if isinstance(properties, dict) else None
+    return (isinstance(headers, dict) and headers.get("redelivered") is True) or (
+        isinstance(info, dict) and info.get("redelivered") is True
+    )
+
+
+def too_many_deliveries(deliveries: int) -> str:
+    """The dead-letter reason of a message delivered `deliveries` times, never acknowledged."""
+    return (
+        f"delivered {deliveries} times without an acknowledgement (each consumer that took "
+        "it stopped before finishing it); not handed to a task again"
+    )
 
 
 def restore_visible(connection: Any, limit: int = 100) -> None:
@@ -261,11 +315,16 @@ def payload_problem(item: bytes | str) -> tuple[dict[str, Any] | None, str | Non
         text = item.decode("utf-8") if isinstance(item, bytes) else item
     except UnicodeDecodeError as exc:
         return None, f"not UTF-8 text (byte {exc.start})"
+    except Exception as exc:
+        return None, f"not UTF-8 text: {_error_text(exc)}"
     try:
         payload = json.loads(text)
-    except ValueError as exc:
-        return None, f"not JSON: {exc}"
-    problem = envelope_problem(payload)
+    except Exception as exc:  # RecursionError, MemoryError: whatever it is, this payload alone
+        return None, f"not JSON: {_error_text(exc)}"
+    try:
+        problem = envelope_problem(payload)
+    except Exception as exc:
+        problem = f"not a message envelope: {_error_text(exc)}"
     return (None, problem) if problem else (payload, None)
 
 
@@ -275,6 +334,10 @@ class DeadLetteringChannel(kombu_redis.Channel):
     `_brpop_read` and `_get` are kombu 5.7's, with `loads(bytes_to_str(item))` replaced by
     `_deliverable`; tests/contracts/ checks kombu's methods are still the ones copied here.
     """
+
+    #: The transport option `max_deliveries` (the module doc).
+    max_deliveries = DEFAULT_MAX_DELIVERIES
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "max_deliveries")
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
@@ -313,18 +376,25 @@ class DeadLetteringChannel(kombu_redis.Channel):
 
     def _deliverable(self, queue: str, item: bytes, client: Any = None) -> dict[str, Any] | None:
         """The envelope of a popped payload, or None once it is dead-lettered."""
+        from workers.services.dead_letters import count_deliveries, dead_letter
+
         payload, problem = payload_problem(item)
         if payload is not None:
             try:
                 self.Message(payload, channel=self)  # what delivering it will do first
             except Exception as exc:
                 problem = f"kombu cannot read the message: {type(exc).__name__}: {exc}"
-        if problem is None:
-            return payload
-        from workers.services.dead_letters import dead_letter
-
+        if payload is not None and problem is None:
+            if not is_redelivered(payload):
+                return payload
+            with self.conn_or_acquire(client) as connection:
+                tag = payload["properties"]["delivery_tag"]
+                (deliveries,) = count_deliveries(connection, [tag])
+            if deliveries <= self.max_deliveries:
+                return payload
+            problem = too_many_deliveries(deliveries - 1)
         with self.conn_or_acquire(client) as connection:
-            dead_letter(connection, queue, item, problem)
+            dead_letter(connection, queue, item, problem or "")
         return None
 
     def dead_letter(self, queue: str, raw: bytes | str, reason: str) -> None:
@@ -349,7 +419,10 @@ def dead_letter_message(message: Any, reason: str) -> None:
     info = getattr(message, "delivery_info", None) or {}
     queue = str(info.get("routing_key") or info.get("exchange") or "unknown")
     raw = getattr(message, "_raw", None)
-    text = json.dumps(raw) if raw is not None else bytes_to_str(message.body or b"")
+    try:
+        text = json.dumps(raw) if raw is not None else bytes_to_str(message.body or b"")
+    except Exception:  # a structure too deep to encode again: its body as received
+        text = bytes_to_str(message.body or b"")
     channel = message.channel
     if isinstance(channel, DeadLetteringChannel):
         channel.dead_letter(queue, text, reason)

@@ -112,7 +112,12 @@ def replay_dead_letters(
         return replay(client, name, producer_list(name), limit)
 
     done = _run(settings, run)
-    note = f" ({plural(done.unreadable, 'unreadable record')} removed)" if done.unreadable else ""
+    dropped = []
+    if done.unreadable:
+        dropped.append(plural(done.unreadable, "unreadable record"))
+    if done.truncated:
+        dropped.append(f"{plural(done.truncated, 'payload')} too large to replay (kept cut short)")
+    note = f" ({', '.join(dropped)} removed)" if dropped else ""
     out.print(
         f"replayed {plural(done.replayed, 'message')} onto {queue}{note}",
         markup=False,

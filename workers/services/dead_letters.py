@@ -10,10 +10,22 @@ reason and pushes a record onto that queue's dead-letter list.
 The list of queue `q` is the Redis list `oceanstream.dead.q` (`dead_letter_key`), in the
 broker's database, outside kombu's key names (`q`, `q` + separator + priority, `unacked*`,
 `_kombu.*`). The newest record is at the head; each list keeps the newest
-`MAX_DEAD_LETTERS` records, so a flood of bad messages cannot fill Redis. A record is JSON:
-`{"queue", "reason", "time" (ISO 8601, UTC), "payload", "base64"}`, where `payload` is the
-raw message as text, or base64 of its bytes when they are not UTF-8 (`base64: true`).
-`replay` pushes payloads back onto their queue exactly as they were received.
+`MAX_DEAD_LETTERS` records, and a record keeps at most `MAX_PAYLOAD_BYTES` of its payload,
+so a flood of bad or huge messages cannot fill Redis (a list holds at most about
+`MAX_DEAD_LETTERS` x `MAX_PAYLOAD_BYTES`, 80 MB). A record is JSON: `{"queue", "reason",
+"time" (ISO 8601, UTC), "payload", "base64", "size"}`, where `payload` is the raw message as
+text, or base64 of its bytes when they are not UTF-8 (`base64: true`), and `size` its length
+in bytes as received; a record whose `size` is larger than its payload was cut short. `replay`
+pushes payloads back onto their queue exactly as they were received, and leaves out (removes)
+a payload that was cut short: no valid task message is that large.
+
+The lists live in the broker's Redis: a Redis without persistence (no RDB snapshot, no AOF)
+loses them when it restarts, as it loses the queues. The log line of each dead letter stays.
+
+`count_deliveries` counts the redeliveries of a message on the broker (keys
+`oceanstream.deliveries.<delivery tag>`, expiring after `DELIVERY_COUNT_TTL_S`), so that every
+consumer can dead-letter a message that keeps coming back unacknowledged
+(`workers.broker.kombu_redis`).
 """
 
 from __future__ import annotations
@@ -34,8 +46,13 @@ log = logging.getLogger("oceanstream.dead_letters")
 KEY_PREFIX = "oceanstream.dead."
 #: Records kept per queue; older ones are dropped as new ones arrive.
 MAX_DEAD_LETTERS = 10_000
+#: Bytes of a payload kept in a record; the rest is dropped (the record keeps its size).
+MAX_PAYLOAD_BYTES = 8192
 #: Characters of a reason kept in a record (one line).
 _REASON_CHARS = 300
+DELIVERY_KEY_PREFIX = "oceanstream.deliveries."
+#: How long a message's redelivery count is kept after its last redelivery.
+DELIVERY_COUNT_TTL_S = 7 * 24 * 3600
 
 
 def dead_letter_key(queue: str) -> str:
@@ -45,13 +62,17 @@ def dead_letter_key(queue: str) -> str:
 
 def dead_letter_record(queue: str, raw: bytes | str, reason: str) -> str:
     """The JSON record of one dead letter (see the module doc)."""
-    if isinstance(raw, bytes):
-        try:
-            payload, encoded = raw.decode("utf-8"), False
-        except UnicodeDecodeError:
-            payload, encoded = base64.b64encode(raw).decode("ascii"), True
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    size = len(data)
+    if size > MAX_PAYLOAD_BYTES:
+        data = data[:MAX_PAYLOAD_BYTES]
+        text = data.decode("utf-8", "ignore")  # cut on a character boundary
+        payload, encoded = text, False
     else:
-        payload, encoded = raw, False
+        try:
+            payload, encoded = data.decode("utf-8"), False
+        except UnicodeDecodeError:
+            payload, encoded = base64.b64encode(data).decode("ascii"), True
     return json.dumps(
         {
             "queue": queue,
@@ -59,6 +80,7 @@ def dead_letter_record(queue: str, raw: bytes | str, reason: str) -> str:
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "payload": payload,
             "base64": encoded,
+            "size": size,
         }
     )
 
@@ -83,6 +105,24 @@ def dead_letters(client: Any, queue: str, messages: Iterable[tuple[bytes | str, 
     return len(records)
 
 
+def count_deliveries(client: Any, tags: list[str]) -> list[int]:
+    """Count one more redelivery of each message (by kombu delivery tag), in one round trip.
+
+    Returns each message's deliveries so far, this one included (2 on its first
+    redelivery). A first delivery is not counted: only messages kombu marked `redelivered`
+    come here, so the counters exist for the few messages that came back.
+    """
+    if not tags:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for tag in tags:
+        key = f"{DELIVERY_KEY_PREFIX}{tag}"
+        pipe.incr(key)
+        pipe.expire(key, DELIVERY_COUNT_TTL_S)
+    counted = pipe.execute()
+    return [int(n) + 1 for n in counted[::2]]
+
+
 def one_line(text: str) -> str:
     """`text` on one line, at most `_REASON_CHARS` characters."""
     line = " ".join(str(text).split())
@@ -99,7 +139,12 @@ class DeadLetter:
     queue: str
     reason: str
     time: str
-    payload: bytes  # as received
+    payload: bytes  # as received (its first MAX_PAYLOAD_BYTES when `truncated`)
+    size: int | None = None  # bytes received; None for records written before sizes were kept
+
+    @property
+    def truncated(self) -> bool:
+        return self.size is not None and self.size > len(self.payload)
 
     def preview(self, width: int = 60) -> str:
         """The payload's start, with control and non-ASCII characters escaped for a terminal."""
@@ -119,6 +164,7 @@ class DeadLetter:
             "time": self.time,
             "payload": payload,
             "base64": encoded,
+            "size": len(self.payload) if self.size is None else self.size,
         }
 
 
@@ -128,7 +174,14 @@ def parse_record(record: bytes | str) -> DeadLetter:
         data = json.loads(record)
         payload = data["payload"]
         raw = base64.b64decode(payload, validate=True) if data["base64"] else payload.encode()
-        return DeadLetter(str(data["queue"]), str(data["reason"]), str(data["time"]), raw)
+        size = data.get("size")
+        return DeadLetter(
+            str(data["queue"]),
+            str(data["reason"]),
+            str(data["time"]),
+            raw,
+            size if isinstance(size, int) else None,
+        )
     except (ValueError, TypeError, KeyError, AttributeError, binascii.Error) as exc:
         raise ValueError(f"not a dead-letter record: {exc}") from exc
 
@@ -165,6 +218,7 @@ def entries(client: Any, queue: str, limit: int = 20) -> list[DeadLetter | None]
 class Replayed:
     replayed: int
     unreadable: int  # records that were not dead letters, removed
+    truncated: int = 0  # records of payloads cut short (over MAX_PAYLOAD_BYTES), removed
 
 
 def replay(client: Any, queue: str, queue_list: str, limit: int | None = None) -> Replayed:
@@ -184,19 +238,24 @@ def replay(client: Any, queue: str, queue_list: str, limit: int | None = None) -
                 pipe.watch(key)
                 count = int(pipe.llen(key)) if limit is None else max(limit, 0)
                 records = pipe.lrange(key, -count, -1) if count else []
-                payloads, unreadable = [], 0
+                payloads, unreadable, truncated = [], 0, 0
                 for record in reversed(records):  # oldest first
                     try:
-                        payloads.append(parse_record(record).payload)
+                        letter = parse_record(record)
                     except ValueError:
                         unreadable += 1
+                        continue
+                    if letter.truncated:
+                        truncated += 1
+                    else:
+                        payloads.append(letter.payload)
                 pipe.multi()
                 if records:
                     pipe.ltrim(key, 0, -len(records) - 1)
                 if payloads:
                     pipe.lpush(queue_list, *payloads)
                 pipe.execute()
-                return Replayed(len(payloads), unreadable)
+                return Replayed(len(payloads), unreadable, truncated)
             except redis.WatchError:
                 continue
 
