@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from tasks.context import is_outage
 from workers.api.context import ApiContext
 from workers.api.flights import shared
+from workers.services.errors import Unreachable
 from workers.services.tenants import Caller, authenticate, hash_key
 
 if TYPE_CHECKING:
@@ -102,13 +104,19 @@ async def get_session_factory(context: ApiContext = Depends(get_context)) -> ses
 
 
 async def get_caller(request: Request, context: ApiContext = Depends(get_context)) -> Caller:
-    """The key's tenant; 401 without a valid key, 429 past the key's rate limit.
+    """The key's tenant; 401 without a valid key, 429 past the key's rate limit, 503 (the
+    problem handlers' answer to `Unreachable`) while the database cannot be read.
 
     Async: a recently checked key and the rate count (asyncio Redis) take no thread."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(401, "send an API key as 'Authorization: Bearer KEY'", BEARER)
-    caller = await context.keys.authenticate_async(context.session_factory, token.strip())
+    try:
+        caller = await context.keys.authenticate_async(context.session_factory, token.strip())
+    except Exception as exc:
+        if is_outage(exc):  # the database is down: 503 with Retry-After, not a 500
+            raise Unreachable(f"cannot check the API key: {type(exc).__name__}") from exc
+        raise
     if caller is None:
         raise HTTPException(401, "the API key is unknown or revoked", BEARER)
     verdict = await context.limiter.check_async(caller.key_id)

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tasks.context import is_outage
 from workers.api.uploads import BadUpload, UploadTooLarge
 from workers.services.errors import ServiceError, Unreachable
 
@@ -22,6 +23,8 @@ log = logging.getLogger("oceanstream.api")
 
 PROBLEM_TYPE = "about:blank"
 MEDIA_TYPE = "application/problem+json"
+#: Seconds a client is told to wait after a 503 (an outage is usually seconds to minutes).
+RETRY_AFTER_S = 5
 
 
 def problem(
@@ -36,6 +39,15 @@ def problem(
         "detail": detail,
     }
     return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
+
+
+def unavailable() -> JSONResponse:
+    """503 for an outage: names no service, says when to try again (`RETRY_AFTER_S`)."""
+    return problem(
+        503,
+        "a service the API needs cannot be reached; try again later",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def not_found(what: str) -> HTTPException:
@@ -68,7 +80,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Unreachable)
     async def unreachable(request: Request, exc: Unreachable) -> JSONResponse:
         log.warning("service unavailable: %s", exc)
-        return problem(503, "a service the API needs cannot be reached; try again later")
+        return unavailable()
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -76,5 +88,13 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_outage(exc):  # a database or broker outage a route did not map itself
+            log.warning(
+                "service unavailable on %s %s: %s",
+                request.method,
+                request.url.path,
+                type(exc).__name__,
+            )
+            return unavailable()
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "internal error; the server log has the details")

@@ -337,7 +337,7 @@ class DeadLetteringChannel(kombu_redis.Channel):
 
     #: The transport option `max_deliveries` (the module doc).
     max_deliveries = DEFAULT_MAX_DELIVERIES
-    from_transport_options = (*kombu_redis.Channel.from_transport_options, "max_deliveries")
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "max_deliveries")  # type: ignore[assignment]
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
