@@ -121,6 +121,13 @@ _CHECKED_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+#: The longest text argument a task accepts: ids and storage URIs are far shorter, and a
+#: larger one would be copied into log lines and task events whole.
+MAX_ARGUMENT_CHARS = 4096
+#: Characters of a message's `argsrepr`/`kwargsrepr` kept (what logs and task events show).
+MAX_ARGSREPR_CHARS = 1024
+
+
 @cache
 def _signature(task: Task) -> inspect.Signature:
     return inspect.signature(task.run)
@@ -142,6 +149,11 @@ def argument_problem(task: Task, args: Any, kwargs: Any) -> str | None:
     except TypeError as exc:
         return f"arguments do not fit {task.name}: {exc}"
     for name, value in bound.arguments.items():
+        if isinstance(value, str) and len(value) > MAX_ARGUMENT_CHARS:
+            return (
+                f"{task.name} takes {name} of at most {MAX_ARGUMENT_CHARS} characters, "
+                f"got {len(value)}"
+            )
         annotation = signature.parameters[name].annotation
         type_name = (
             annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
@@ -170,6 +182,9 @@ class CheckedRequest(Request):
     def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
         try:
             super().__init__(message, *args, **kwargs)
+            # Set by the sender: shown in logs and task events, so capped whatever it says.
+            self._argsrepr = _capped(self._argsrepr)
+            self._kwargsrepr = _capped(self._kwargsrepr)
             problem = (
                 argument_problem(self.task, self.args, self.kwargs)
                 if self.task.name.startswith(PROJECT_TASK_PREFIX)
@@ -179,6 +194,11 @@ class CheckedRequest(Request):
             problem = f"not a Celery task message: {type(exc).__name__}: {exc}"
         if problem is not None:
             raise InvalidTaskError(problem)
+
+
+def _capped(text: Any) -> str:
+    text = text if isinstance(text, str) else repr(text)
+    return text if len(text) <= MAX_ARGSREPR_CHARS else text[: MAX_ARGSREPR_CHARS - 1] + "…"
 
 
 class CheckedTask(Task):

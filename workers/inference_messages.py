@@ -33,6 +33,10 @@ class Delivery:
         return self.segment_id
 
 
+#: The longest segment id accepted (ids are 32 hex digits; a huge one would reach the logs).
+MAX_ID_CHARS = 200
+
+
 def segment_id_of(body: Any, headers: dict[str, Any]) -> str:
     """The segment id an `oceanstream.inference` message carries, or ValueError saying why
     not.
@@ -49,7 +53,9 @@ def segment_id_of(body: Any, headers: dict[str, Any]) -> str:
     if task != TASK_NAME:
         raise ValueError(f"expected task {TASK_NAME!r}, got {task!r}")
     if not isinstance(args, list | tuple) or len(args) != 1 or not isinstance(args[0], str):
-        raise ValueError(f"expected args [segment_id], got {args!r}")
+        raise ValueError(f"expected args [segment_id], got {str(args)[:200]}")
+    if len(args[0]) > MAX_ID_CHARS:
+        raise ValueError(f"expected a segment id, got text of {len(args[0])} characters")
     return args[0]
 
 

@@ -18,6 +18,7 @@ def oceanstream(
     env: dict[str, str] | None = None,
     timeout: float = 300,
     python: list[str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "OCEANSTREAM_HOME": str(home), "OCEANSTREAM_NUM_FRAMES": "8"}
     for name in ("OCEANSTREAM_DATABASE_URL", "OCEANSTREAM_MODEL", "OCEANSTREAM_BROKER_URL"):
@@ -29,6 +30,7 @@ def oceanstream(
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )
 
 

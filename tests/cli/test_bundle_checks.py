@@ -13,6 +13,7 @@ import pytest
 
 from core.bundle import METADATA_FILE, WEIGHT_FILES, build_default_bundle, save_bundle
 from tests.cli.helpers import assert_one_line_error, oceanstream
+from tests.clips import write_faceless
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +32,16 @@ def stored_uri(home: Path) -> dict[str, str]:
     done = oceanstream(home, "models", "list", "--format", "json")
     assert done.returncode == 0, done.stderr
     return {row["version"]: row["uri"] for row in json.loads(done.stdout)}
+
+
+def test_a_folder_that_is_no_bundle_is_one_line_named_as_given(tmp_path: Path) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.keras").write_text("junk")
+    clip = write_faceless(tmp_path / "c.mp4", seconds=1.0, seed=3)
+    for args in (["analyze", clip.name, "--model", "bad"], ["models", "register", "bad"]):
+        done = oceanstream(tmp_path / "home", *args, cwd=tmp_path)
+        assert_one_line_error(done, 2, "model bundle 'bad' lacks bundle.json")
+        assert str(tmp_path) not in done.stderr
 
 
 def test_absurd_dimension_is_a_one_line_usage_error(saved: Path, tmp_path: Path) -> None:

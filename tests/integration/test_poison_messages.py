@@ -27,7 +27,7 @@ from tests.db.postgres import POSTGRES_URL, open_postgres
 from tests.integration.harness import Cluster, RedisServer, wait_for
 from tests.integration.pool_harness import log_text, start_pool_worker
 from workers.celery_app import create_app
-from workers.services.dead_letters import dead_letter_key, parse_record
+from workers.services.dead_letters import MAX_PAYLOAD_BYTES, dead_letter_key, parse_record
 from workers.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -168,3 +168,25 @@ def test_poison_is_dead_lettered_once_the_workers_go_on_and_replay_puts_it_back(
     purged = cluster.cli("dead-letters", "purge", "--queue", "ingest")
     assert purged.stdout.strip() == "purged 10 dead letters of ingest"
     assert client.llen(dead_letter_key("ingest")) == 0
+
+    # A huge argument: refused before any task runs, its record and log line kept short.
+    huge = "x" * (1024 * 1024)
+    client.lpush(
+        "ingest", task_envelope(cluster.broker_url, "ingest", "oceanstream.ingest", [huge])
+    )
+    client.lpush(
+        "inference",
+        task_envelope(cluster.broker_url, "inference", "oceanstream.inference", [huge]),
+    )
+    for queue, before in (("ingest", 0), ("inference", len(poison["inference"]))):
+        wait_for(
+            lambda q=queue, n=before: client.llen(dead_letter_key(q)) > n,
+            30,
+            f"{queue}'s huge argument dead-lettered",
+        )
+        newest = parse_record(client.lindex(dead_letter_key(queue), 0))
+        assert newest.truncated and "characters" in newest.reason, newest.reason
+        assert len(client.lindex(dead_letter_key(queue), 0)) < 3 * MAX_PAYLOAD_BYTES
+    logs = "".join(log_text(worker) for worker in workers)
+    assert max(map(len, logs.splitlines())) < 2000, "a log line carries the argument"
+    assert all(worker.poll() is None for worker in workers), "a worker died"

@@ -8,7 +8,9 @@ from workers.cli.app import EXIT_FAILED, EXIT_USAGE
 
 
 def describe_failure(exc: BaseException, settings: Any = None) -> str | None:
-    """One line for an outage (database, broker) or a service error; None for anything else."""
+    """One line for an outage (database, broker), a service error or a model bundle that
+    cannot be used; None for anything else."""
+    from core.errors import ModelBundleError
     from workers.services.errors import (
         ServiceError,
         describe_database_error,
@@ -16,7 +18,7 @@ def describe_failure(exc: BaseException, settings: Any = None) -> str | None:
         masked_url,
     )
 
-    if isinstance(exc, ServiceError):
+    if isinstance(exc, ServiceError | ModelBundleError):
         return str(exc)
     database_url = _database_url(settings)
     message = describe_database_error(exc, database_url)
@@ -30,9 +32,10 @@ def describe_failure(exc: BaseException, settings: Any = None) -> str | None:
 
 
 def exit_code_for(exc: BaseException) -> int:
+    from core.errors import ModelBundleError
     from workers.services.errors import UsageError
 
-    return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
+    return EXIT_USAGE if isinstance(exc, UsageError | ModelBundleError) else EXIT_FAILED
 
 
 def _database_url(settings: Any) -> str:

@@ -142,7 +142,7 @@ def register_bundle_dir(
     from db import repository as repo
 
     directory = str(path.expanduser().absolute())
-    bundle = load_bundle(directory)
+    bundle = load_bundle(path.expanduser())  # its errors name the folder as the user gave it
     meta = bundle.metadata
     with session_factory.begin() as session:  # type: ignore[attr-defined]
         row = repo.ensure_model_version(
