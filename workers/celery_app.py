@@ -110,6 +110,26 @@ def create_app(settings: Settings) -> Celery:
     return app
 
 
+def __getattr__(name: str) -> Celery:
+    """`workers.celery_app.app`: the app of the environment's settings, built on first use.
+
+    The target of Celery's own command line for operators (`celery -A workers.celery_app
+    inspect ping`, `... inspect active_queues`, `... control ...`); importing this module
+    still builds nothing. Workers are started with `oceanstream worker`, which sets up each
+    process first.
+    """
+    if name == "app":
+        return _app_from_environment()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@cache
+def _app_from_environment() -> Celery:
+    from workers.settings import Settings
+
+    return create_app(Settings())
+
+
 # -- messages no task can run --------------------------------------------------------------------
 
 #: Annotations of task parameters that are checked before a task runs.

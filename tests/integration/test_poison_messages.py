@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,3 +192,19 @@ def test_poison_is_dead_lettered_once_the_workers_go_on_and_replay_puts_it_back(
     logs = "".join(log_text(worker) for worker in workers)
     assert max(map(len, logs.splitlines())) < 2000, "a log line carries the argument"
     assert all(worker.poll() is None for worker in workers), "a worker died"
+
+
+def test_celery_inspect_finds_the_workers_through_the_documented_app(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """`celery -A workers.celery_app inspect ...`, as docs/reliability.md tells operators."""
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "inspect", "active_queues"],
+        env=cluster.env,
+        cwd=tmp_path,  # the app is found as an installed module, not from the checkout
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 node online" in done.stdout and "'name': 'flow'" in done.stdout, done.stdout
