@@ -203,8 +203,8 @@ class CheckedRequest(Request):
         try:
             super().__init__(message, *args, **kwargs)
             # Set by the sender: shown in logs and task events, so capped whatever it says.
-            self._argsrepr = _capped(self._argsrepr)
-            self._kwargsrepr = _capped(self._kwargsrepr)
+            self._argsrepr = _capped(self.argsrepr)
+            self._kwargsrepr = _capped(self.kwargsrepr)
             problem = (
                 argument_problem(self.task, self.args, self.kwargs)
                 if self.task.name.startswith(PROJECT_TASK_PREFIX)
