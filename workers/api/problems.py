@@ -2,17 +2,19 @@
 
 Every error the API answers has `type`, `title`, `status` and `detail`; an unexpected
 exception is logged with its traceback on the server and answered with a bare 500, and any
-database or broker URL in a message is masked first.
+database or broker URL in a message is masked first. Under `/app/` (the web app) the same
+errors are answered by `page`, an HTML page for people, with the same status and message.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from workers.api.uploads import BadUpload, UploadTooLarge
@@ -22,6 +24,10 @@ log = logging.getLogger("oceanstream.api")
 
 PROBLEM_TYPE = "about:blank"
 MEDIA_TYPE = "application/problem+json"
+
+#: Renders an error for a person: (request, status, detail, headers) -> an HTML response.
+ErrorPage = Callable[[Request, int, str, "dict[str, str] | None"], Response]
+WEB_PREFIX = "/app/"
 
 
 def problem(
@@ -43,38 +49,45 @@ def not_found(what: str) -> HTTPException:
     return HTTPException(status_code=404, detail=f"no {what} with this id")
 
 
-def install_problem_handlers(app: FastAPI) -> None:
+def install_problem_handlers(app: FastAPI, page: ErrorPage | None = None) -> None:
+    def answer(
+        request: Request, status: int, detail: str, headers: dict[str, str] | None = None
+    ) -> Response:
+        if page is not None and request.url.path.startswith(WEB_PREFIX):
+            return page(request, status, detail, headers)
+        return problem(status, detail, headers=headers)
+
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return answer(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
         parts = [
             f"{'.'.join(str(p) for p in error.get('loc', ()))}: {error.get('msg', '')}"
             for error in exc.errors()
         ]
-        return problem(422, "; ".join(parts) or "invalid request")
+        return answer(request, 422, "; ".join(parts) or "invalid request")
 
     @app.exception_handler(UploadTooLarge)
-    async def too_large(request: Request, exc: UploadTooLarge) -> JSONResponse:
+    async def too_large(request: Request, exc: UploadTooLarge) -> Response:
         # The rest of the body is not read: the client must not reuse the connection.
-        return problem(413, str(exc), headers={"Connection": "close"})
+        return answer(request, 413, str(exc), {"Connection": "close"})
 
     @app.exception_handler(BadUpload)
-    async def bad_upload(request: Request, exc: BadUpload) -> JSONResponse:
-        return problem(400, str(exc))
+    async def bad_upload(request: Request, exc: BadUpload) -> Response:
+        return answer(request, 400, str(exc))
 
     @app.exception_handler(Unreachable)
-    async def unreachable(request: Request, exc: Unreachable) -> JSONResponse:
+    async def unreachable(request: Request, exc: Unreachable) -> Response:
         log.warning("service unavailable: %s", exc)
-        return problem(503, "a service the API needs cannot be reached; try again later")
+        return answer(request, 503, "a service the API needs cannot be reached; try again later")
 
     @app.exception_handler(ServiceError)
-    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return problem(400, str(exc))
+    async def service_error(request: Request, exc: ServiceError) -> Response:
+        return answer(request, 400, str(exc))
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "internal error; the server log has the details")
+        return answer(request, 500, "internal error; the server log has the details")
