@@ -167,6 +167,27 @@ def test_three_uploads_followed_to_results_callback_and_erasure(
         ) == [(0,)]
 
 
+def test_an_error_names_each_entrys_own_file(
+    api: ApiServer, pipeline_workers: Cluster, keys: Keys, clips: dict[str, Path]
+) -> None:
+    """The same bytes uploaded as two names are one analysis; each entry's error names it."""
+    data = clips["broken"].read_bytes() + b"names"
+    with api.client(keys.alpha) as alpha:
+        first = alpha.post("/v1/jobs", files=[("files", ("text.mp4", data, "video/mp4"))]).json()
+
+        def final() -> bool:
+            return bool(alpha.get(f"/v1/jobs/{first['id']}").json()["final"])
+
+        wait_for(final, 120, "the first upload to fail")
+        second = alpha.post("/v1/jobs", files=[("files", ("evil.mp4", data, "video/mp4"))]).json()
+        assert second["videos"][0]["video_id"] == first["videos"][0]["video_id"]
+        [row] = alpha.get(f"/v1/jobs/{second['id']}/results").json()["items"]
+        [earlier] = alpha.get(f"/v1/jobs/{first['id']}/results").json()["items"]
+    assert row["status"] == "failed"
+    assert row["error"].endswith(": evil.mp4") and "text.mp4" not in row["error"], row["error"]
+    assert earlier["error"].endswith(": text.mp4"), earlier["error"]
+
+
 def test_purge_erases_from_the_cli(
     api: ApiServer, api_cluster: Cluster, keys: Keys, clips: dict[str, Path]
 ) -> None:

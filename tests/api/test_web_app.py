@@ -134,6 +134,7 @@ def test_sign_in_upload_watch_and_read_a_video_in_chromium(
             assert "WolfgangLanger" in page.locator("table.jobs").inner_text()
             assert scroll_width(page) <= PHONE["width"], "the jobs page scrolls sideways"
             page.set_viewport_size({"width": 1100, "height": 900})
+            page.screenshot(path=shots / "web-jobs.png", full_page=True)
 
             page.goto(job_url)
             page.click("tr[data-video] a >> nth=0")
@@ -171,6 +172,7 @@ def test_sign_in_upload_watch_and_read_a_video_in_chromium(
         "web-error.png",
         "web-job-phone.png",
         "web-job.png",
+        "web-jobs.png",
         "web-sign-in.png",
         "web-video-phone.png",
         "web-video.png",

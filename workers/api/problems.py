@@ -16,6 +16,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from workers.api.uploads import BadUpload, UploadTooLarge
 from workers.services.errors import ServiceError, Unreachable
@@ -77,6 +78,12 @@ def install_problem_handlers(app: FastAPI, page: ErrorPage | None = None) -> Non
     @app.exception_handler(BadUpload)
     async def bad_upload(request: Request, exc: BadUpload) -> Response:
         return answer(request, 400, str(exc))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # A dropped upload: expected on any network, and its spool is already removed.
+        log.info("client went away during %s %s; nothing stored", request.method, request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(Unreachable)
     async def unreachable(request: Request, exc: Unreachable) -> Response:

@@ -58,7 +58,12 @@ def display_name(raw: str, position: int) -> str:
     """The client's file name as text to show: its last path component, printable, bounded."""
     last = re.split(r"[\\/]", raw)[-1]
     cleaned = "".join(ch for ch in last if unicodedata.category(ch)[0] != "C").strip()
-    return (cleaned or f"upload-{position}")[:MAX_NAME_CHARS]
+    name = cleaned or f"upload-{position}"
+    if len(name) <= MAX_NAME_CHARS:
+        return name
+    # Cut the stem, not the extension the file's type is read from.
+    suffix = safe_suffix(name)
+    return name[: MAX_NAME_CHARS - len(suffix)] + name[len(name) - len(suffix) :]
 
 
 def safe_suffix(name: str) -> str:
