@@ -108,6 +108,7 @@ def test_three_uploads_followed_to_results_callback_and_erasure(
         assert segment_map["weights"] == attention["weights"]
         missing = alpha.get(f"/v1/videos/{good['video_id']}/attention", params={"segment": 9})
         assert missing.status_code == 404
+        assert "has no segment 9 (segments 0-0)" in missing.json()["detail"]
 
         # The callback: refused once (503), retried, delivered, signed.
         wait_for(lambda: len(receiver.received) >= 2, 60, "the callback to be delivered")

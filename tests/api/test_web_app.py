@@ -165,6 +165,14 @@ def test_sign_in_upload_watch_and_read_a_video_in_chromium(
             assert_error_page(page, "Not found", "erased")
             page.goto(job_url)
             assert page.locator("tr[data-video]").count() == 1  # the faceless one is left
+            other = page.locator("tr[data-video]").get_attribute("data-video")
+            with api.client(keys.alpha) as client:
+                assert client.delete(f"/v1/videos/{other}").status_code == 204
+            page.reload()
+            assert "no videos left" in page.locator("#job").inner_text()
+            page.goto(f"{api.url}/app/jobs")
+            job_row = page.locator("tr", has=page.locator(f"a[href='{job_url[len(api.url) :]}']"))
+            assert "none left (erased)" in job_row.inner_text()
         finally:
             browser.close()
     assert not [p for p in problems if "Content Security Policy" in p], problems
