@@ -16,7 +16,9 @@ DIRECTIONS = (("face", "flow"), ("flow", "face"))
 _SHAPES = "[B, 2, H, T, T], [2, H, T, T] or [H, T, T]"
 
 
-def plot_attention_map(weights: Any, save_path: str | Path, title: str | None = None) -> list[Path]:
+def plot_attention_map(
+    weights: Any, save_path: str | Path, title: str | None = None, warning: str | None = None
+) -> list[Path]:
     """Draw attention weights as PNG files and return the paths written, in order.
 
     Accepts what `get_attention_weights` returns and what is stored per video:
@@ -29,7 +31,9 @@ def plot_attention_map(weights: Any, save_path: str | Path, title: str | None = 
       `<stem>_<B-1><suffix>` next to `save_path` (samples are separate videos, so they are
       not averaged), each titled with its index.
 
-    All panels of a figure share one colour scale. Raises ValueError for any other shape.
+    All panels of a figure share one colour scale. `warning` (for example that the model is
+    untrained) is written in red, bold, under every figure. Raises ValueError for any other
+    shape.
     """
     maps = np.asarray(weights, dtype=np.float32)
     save_path = Path(save_path)
@@ -46,19 +50,23 @@ def plot_attention_map(weights: Any, save_path: str | Path, title: str | None = 
         raise ValueError(f"expected non-empty attention {_SHAPES}, got shape {maps.shape}")
     save_path.parent.mkdir(parents=True, exist_ok=True)
     if maps.ndim == 4:
-        _draw(maps, rows, save_path, title)
+        _draw(maps, rows, save_path, title, warning)
         return [save_path]
     paths = []
     suffix = save_path.suffix or ".png"
     for index, sample in enumerate(maps):
         path = save_path.with_name(f"{save_path.stem}_{index}{suffix}")
-        _draw(sample, rows, path, f"{title} [{index}]" if title else f"sample {index}")
+        _draw(sample, rows, path, f"{title} [{index}]" if title else f"sample {index}", warning)
         paths.append(path)
     return paths
 
 
 def _draw(
-    maps: np.ndarray, rows: tuple[tuple[str, str], ...], path: Path, title: str | None
+    maps: np.ndarray,
+    rows: tuple[tuple[str, str], ...],
+    path: Path,
+    title: str | None,
+    warning: str | None = None,
 ) -> None:
     """One figure: maps [rows, H, Tq, Tk], a row per direction and a column per head."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -83,4 +91,6 @@ def _draw(
             axis.yaxis.set_major_locator(MaxNLocator(integer=True))
     figure.colorbar(images[0], ax=axes.ravel().tolist(), label="attention weight", shrink=0.8)
     figure.suptitle(title or "cross-attention")
+    if warning:
+        figure.supxlabel(warning, color="tab:red", fontweight="bold")
     figure.savefig(path, dpi=100)

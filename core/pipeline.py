@@ -42,6 +42,9 @@ class PipelineConfig:
     limits: VideoLimits = field(default_factory=VideoLimits)
     # The length of the windows a video is analysed in (`core.segments.plan_segments`).
     segment_seconds: float = 15.0
+    # Sampled frames are an intermediate: deleted once a segment's face and flow features
+    # are stored, unless kept (for debugging a stage).
+    keep_frames: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ SQLite needs care to behave like a database under concurrent writers:
   together on a new database). The switch is retried until the busy timeout runs out; once
   the file is in WAL mode (which persists) the pragma no longer waits for anyone;
 * `busy_timeout`, so a writer waits for the lock instead of failing at once;
+* `secure_delete=ON`, so a deleted row's bytes are overwritten with zeros in its page rather
+  than left in free space: with `scrub_deleted` (a WAL checkpoint that truncates the log after
+  an erasure) an erased video's id and scores are gone from the database files;
 * the driver's own transaction handling is switched off and every transaction starts with
   `BEGIN IMMEDIATE` (SQLAlchemy's documented recipe for pysqlite). The driver would otherwise
   run SELECTs outside any transaction and only issue `BEGIN` before the first write, so a
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,6 +93,7 @@ def _make_sqlite_engine(
         try:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA secure_delete=ON")
             if not in_memory:
                 _enable_wal(cursor, busy_timeout_ms / 1000)
                 # Durable at each checkpoint, the usual pairing with WAL.
@@ -101,6 +106,51 @@ def _make_sqlite_engine(
         connection.exec_driver_sql(f"BEGIN {begin}")
 
     return engine
+
+
+#: The tables an erasure deletes rows from (the videos' and jobs' cascades).
+ERASED_TABLES = (
+    "jobs",
+    "job_videos",
+    "callback_attempts",
+    "videos",
+    "segments",
+    "segment_persons",
+    "segment_predictions",
+    "persons",
+    "predictions",
+    "attention_maps",
+)
+
+
+def scrub_deleted(engine: Engine, tables: Sequence[str] = ERASED_TABLES) -> None:
+    """Make rows deleted from `tables` physically gone from the database files.
+
+    A DELETE only marks rows dead. SQLite (with `secure_delete`, set on every connection)
+    zeroes them in the pages it writes to the WAL; a `wal_checkpoint(TRUNCATE)` copies those
+    pages into the database file and empties the WAL, which still held the rows' earlier
+    versions. PostgreSQL leaves dead tuples, and a plain VACUUM leaves their bytes in the
+    page's free space, so each table is rewritten (`VACUUM FULL`): it holds an exclusive lock
+    on the table while it is copied, a fraction of a second for small tables. A lock not
+    granted within `lock_timeout` raises, so a long transaction elsewhere is not queued behind.
+    """
+    backend = engine.url.get_backend_name()
+    if backend == "sqlite":
+        # On the driver's connection: SQLAlchemy would open a transaction first, and a
+        # checkpoint inside one cannot empty the WAL.
+        raw = engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            raw.close()
+        return
+    if backend != "postgresql":
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("SET lock_timeout = '10s'")
+        for table in tables:
+            # Names come from the fixed list above, never from input.
+            connection.exec_driver_sql(f'VACUUM (FULL) "{table}"')
 
 
 def _enable_wal(cursor: Any, timeout_s: float) -> None:

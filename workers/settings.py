@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     detect_width: int = Field(default=256, ge=64)
     min_face_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
     frame_max_side: int = Field(default=640, ge=64)
+    keep_frames: bool = Field(
+        default=False,
+        description="Keep each segment's sampled frames after its features are stored (debug).",
+    )
     max_video_bytes: int = Field(default=2 * 1024**3, ge=1)
     max_duration_s: float = Field(default=20 * 60, gt=0)
     max_width: int = Field(default=3840, ge=1)
@@ -213,6 +217,7 @@ class Settings(BaseSettings):
             detect_width=self.detect_width,
             min_face_confidence=self.min_face_confidence,
             frame_max_side=self.frame_max_side,
+            keep_frames=self.keep_frames,
             limits=VideoLimits(
                 max_bytes=self.max_video_bytes,
                 max_duration_s=self.max_duration_s,

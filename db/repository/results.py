@@ -26,6 +26,7 @@ __all__ = [
     "ResultRow",
     "SegmentPersonResult",
     "SegmentResult",
+    "entry_error",
     "job_failures",
     "job_segment_counts",
     "job_status_counts",
@@ -285,6 +286,7 @@ def _columns() -> tuple[Any, ...]:
         Video.id.label("video_id"),
         Video.status,
         Video.error,
+        Video.source_path,
         Video.faces_found,
         Video.frames,
         Video.duration_s,
@@ -334,6 +336,20 @@ def _all_select() -> tuple[Select[Any], ColumnElement[str], tuple[Any, ...]]:
     return stmt, name, (Video.created_at, Video.id, entry.c.position, name)
 
 
+def entry_error(error: str | None, source: str | None, name: str | None) -> str | None:
+    """A video's error as its entry `name` shows it.
+
+    Uploads with the same bytes share one video, analysed once, whose error names the file it
+    was first stored from (`source`); another entry's error names that entry's own file.
+    """
+    if error is None or not source or not name or source == name:
+        return error
+    # Only where the stage errors put a file's name: at the end, or quoted.
+    if error.endswith(f": {source}"):
+        error = error[: -len(source)] + name
+    return error.replace(repr(source), repr(name)).replace(f"of {source} ", f"of {name} ")
+
+
 def _to_row(row: Any) -> ResultRow:
     predicted = row.prediction_id is not None
     return ResultRow(
@@ -345,7 +361,7 @@ def _to_row(row: Any) -> ResultRow:
         frames=row.frames,
         model_version=row.model_version,
         model_trained=bool(row.model_trained) if predicted else None,
-        error=row.error,
+        error=entry_error(row.error, row.source_path, row.name),
         job_id=row.job_id,
         prediction_id=row.prediction_id,
         created_at=row.predicted_at if predicted else row.updated_at,

@@ -152,8 +152,26 @@ FLOW = StageSpec(
 def run_faces(ctx: StageContext, segment_id: str) -> list[str]:
     """Persons and face CNN for one segment; the stages to send it to next."""
     if run_stage(ctx, segment_id, FACES):
+        drop_frames(ctx, segment_id)
         return ["inference"]
     return next_after_faces(ctx, segment_id)
+
+
+def drop_frames(ctx: StageContext, segment_id: str) -> None:
+    """Delete the segment's sampled frames once both its features are stored.
+
+    Only the feature stages read them, and both are done once the segment is in `inference`
+    (a redelivered feature message finds it past `extracting` and does nothing).
+    `OCEANSTREAM_KEEP_FRAMES=1` keeps them for debugging.
+    """
+    if ctx.config.keep_frames:
+        return
+    with ctx.session_factory() as session:
+        segment = repo.get_segment(session=session, segment_id=segment_id)
+        if segment is None or segment.status != VideoStatus.INFERENCE:
+            return
+        video_id, index = segment.video_id, segment.index
+    ctx.store.delete_prefix(ctx.layout.segment_frames(video_id, index))
 
 
 def next_after_faces(ctx: StageContext, segment_id: str) -> list[str]:
@@ -171,4 +189,7 @@ def next_after_faces(ctx: StageContext, segment_id: str) -> list[str]:
 
 def run_flow(ctx: StageContext, segment_id: str) -> list[str]:
     """Optical flow and flow CNN for one segment; ["inference"] when it completed the pair."""
-    return ["inference"] if run_stage(ctx, segment_id, FLOW) else []
+    if not run_stage(ctx, segment_id, FLOW):
+        return []
+    drop_frames(ctx, segment_id)
+    return ["inference"]

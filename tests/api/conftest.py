@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 #: Small limits so the tests can pass them with small bodies.
 MAX_FILE_BYTES = 2_000_000
 MAX_REQUEST_BYTES = 3_000_000
+MAX_FILES = 4
 
 
 @dataclass
@@ -47,6 +48,7 @@ def api_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             extra_env={
                 "OCEANSTREAM_API_MAX_FILE_BYTES": str(MAX_FILE_BYTES),
                 "OCEANSTREAM_API_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+                "OCEANSTREAM_API_MAX_FILES": str(MAX_FILES),
                 "OCEANSTREAM_API_UPLOAD_DIR": str(home / "spool"),
                 "OCEANSTREAM_CALLBACK_BACKOFF_S": "0.5",
                 # The test receiver listens on 127.0.0.1.

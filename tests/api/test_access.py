@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -9,7 +10,7 @@ import pytest
 
 from tests.api.conftest import MAX_FILE_BYTES, Keys
 from tests.api.harness import ApiServer, stored_files
-from tests.integration.harness import Cluster
+from tests.integration.harness import Cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +107,11 @@ def test_a_repeated_idempotency_key_makes_one_job(
         "false",
         "true",
     )
+    with api.client(keys.alpha) as alpha:  # the same key, other files: refused, not replayed
+        changed = upload(alpha, clips["broken"], headers=headers)
+    assert changed.status_code == 422, changed.text
+    assert changed.headers["content-type"] == "application/problem+json"
+    assert "different request" in changed.json()["detail"]
     rows = api_cluster.query("SELECT count(*) FROM jobs WHERE idempotency_key = 'order-17'")
     assert rows == [(1,)]
     with api.client(keys.beta) as beta:  # keys are per tenant
@@ -142,6 +148,8 @@ def test_uploaded_names_are_never_paths(
 
     assert display_name("..\\..\\a\x07b\x00.MP4", 0) == "ab.MP4"
     assert display_name("../", 3) == "upload-3"
+    long = display_name("a" * 300 + ".MP4", 0)  # cut to 255, the extension kept
+    assert len(long) == 255 and long.endswith("a.MP4")
     assert (safe_suffix("x.MP4"), safe_suffix("x.mp4;rm -rf"), safe_suffix(".bashrc")) == (
         ".mp4",
         "",
@@ -154,6 +162,37 @@ def test_uploaded_names_are_never_paths(
     assert made.json()["videos"][0]["name"] == "escape.mp4"
     assert not (api_cluster.home / "escape.mp4").exists()
     assert all(".." not in name and "escape" not in name for name in stored_files(api_cluster))
+
+
+def test_a_dropped_upload_is_one_info_line(
+    api: ApiServer, keys: Keys, api_cluster: Cluster
+) -> None:
+    boundary = "dropped"
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="files"; filename="cut.mp4"\r\n'
+        "Content-Type: video/mp4\r\n\r\n"
+    ).encode() + b"\0" * 50_000
+    jobs_before = api_cluster.query("SELECT count(*) FROM jobs")
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as connection:
+        connection.sendall(
+            (
+                "POST /v1/jobs HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{api.port}\r\n"
+                f"Authorization: Bearer {keys.alpha}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {len(head) + 1_000_000}\r\n\r\n"
+            ).encode()
+            + head
+        )
+    wait_for(lambda: "client went away" in api.log_path.read_text(), 20, "the log line")
+    log = api.log_path.read_text()
+    assert "Traceback" not in log and "ClientDisconnect" not in log, log[-3000:]
+    [line] = [line for line in log.splitlines() if "client went away" in line]
+    assert "INFO" in line and "POST /v1/jobs" in line
+    assert api_cluster.query("SELECT count(*) FROM jobs") == jobs_before
+    spool = api_cluster.home / "spool"
+    assert not spool.exists() or list(spool.iterdir()) == []
 
 
 def test_answers_carry_security_headers_and_problem_details(api: ApiServer, keys: Keys) -> None:

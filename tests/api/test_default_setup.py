@@ -8,6 +8,7 @@ API's own), are kept and checked like on PostgreSQL, and erasure is seen on the 
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from tests.clips import write_talking_head
 from tests.integration.harness import Cluster, machine_redis_database
 
 pytestmark = pytest.mark.integration
+
+
+def in_files(paths: list[Path], needle: bytes) -> int:
+    return sum(path.read_bytes().count(needle) for path in paths if path.exists())
 
 
 @pytest.fixture
@@ -54,7 +59,16 @@ def test_a_result_analysed_on_sqlite_is_read_kept_and_erased_through_the_api(
             assert result_reads(client) == {"cache": 1.0, "database": 1.0}
             assert other.get(path).status_code == 404
 
+            database = [cluster.home / "oceanstream.db", cluster.home / "oceanstream.db-wal"]
+            needles = {
+                "video id": expected["video_id"].encode(),
+                "openness": struct.pack(">d", expected["traits"]["openness"]),
+            }
+            assert all(in_files(database, needle) for needle in needles.values())
             assert client.delete(path).status_code == 204
+            # Gone from the database files, not only from the rows, when the 204 arrives.
+            found = {what: in_files(database, needle) for what, needle in needles.items()}
+            assert not any(found.values()), found
             assert client.get(path).status_code == 404
     finally:
         api.stop()

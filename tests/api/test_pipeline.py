@@ -108,6 +108,7 @@ def test_three_uploads_followed_to_results_callback_and_erasure(
         assert segment_map["weights"] == attention["weights"]
         missing = alpha.get(f"/v1/videos/{good['video_id']}/attention", params={"segment": 9})
         assert missing.status_code == 404
+        assert "has no segment 9 (segments 0-0)" in missing.json()["detail"]
 
         # The callback: refused once (503), retried, delivered, signed.
         wait_for(lambda: len(receiver.received) >= 2, 60, "the callback to be delivered")
@@ -165,6 +166,27 @@ def test_three_uploads_followed_to_results_callback_and_erasure(
         assert api_cluster.query(
             "SELECT count(*) FROM callback_attempts WHERE job_id = :job", job=job["id"]
         ) == [(0,)]
+
+
+def test_an_error_names_each_entrys_own_file(
+    api: ApiServer, pipeline_workers: Cluster, keys: Keys, clips: dict[str, Path]
+) -> None:
+    """The same bytes uploaded as two names are one analysis; each entry's error names it."""
+    data = clips["broken"].read_bytes() + b"names"
+    with api.client(keys.alpha) as alpha:
+        first = alpha.post("/v1/jobs", files=[("files", ("text.mp4", data, "video/mp4"))]).json()
+
+        def final() -> bool:
+            return bool(alpha.get(f"/v1/jobs/{first['id']}").json()["final"])
+
+        wait_for(final, 120, "the first upload to fail")
+        second = alpha.post("/v1/jobs", files=[("files", ("evil.mp4", data, "video/mp4"))]).json()
+        assert second["videos"][0]["video_id"] == first["videos"][0]["video_id"]
+        [row] = alpha.get(f"/v1/jobs/{second['id']}/results").json()["items"]
+        [earlier] = alpha.get(f"/v1/jobs/{first['id']}/results").json()["items"]
+    assert row["status"] == "failed"
+    assert row["error"].endswith(": evil.mp4") and "text.mp4" not in row["error"], row["error"]
+    assert earlier["error"].endswith(": text.mp4"), earlier["error"]
 
 
 def test_purge_erases_from_the_cli(

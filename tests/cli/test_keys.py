@@ -38,3 +38,9 @@ def test_keys_and_the_webhook_secret_from_the_cli(tmp_path: Path) -> None:
     revoked = oceanstream(tmp_path, "keys", "revoke", entry["id"])
     assert revoked.returncode == 0, revoked.stderr
     assert json.loads(oceanstream(tmp_path, "keys", "list", "--json").stdout)[0]["revoked"]
+    table = oceanstream(tmp_path, "keys", "list")
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.strip().splitlines()
+    assert header.split() == ["ID", "TENANT", "KEY", "CREATED", "(UTC)", "FLAGS"]
+    assert row.startswith(entry["id"]) and row.endswith("revoked") and "acme" in row
+    assert row.index("acme") == header.index("TENANT")

@@ -275,6 +275,23 @@ def test_plot_attention_map_writes_save_path_with_both_directions(tmp_path: Path
         plot_attention_map(weights[0, 0], tmp_path / "bad.png")
 
 
+def test_an_untrained_models_warning_is_drawn_on_the_figure_in_red(tmp_path: Path):
+    from PIL import Image
+
+    weights = np.random.default_rng(1).dirichlet(np.ones(4), size=(2, 2, 4))
+
+    def red_pixels(path: Path) -> int:
+        rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+        return int(((red > 150) & (green < 90) & (blue < 90)).sum())
+
+    [plain] = plot_attention_map(weights, tmp_path / "plain.png", title="clip")
+    [marked] = plot_attention_map(
+        weights, tmp_path / "marked.png", title="clip", warning="untrained model"
+    )
+    assert red_pixels(plain) == 0 and red_pixels(marked) > 50
+
+
 def test_plot_attention_map_draws_a_batch_from_the_model(tmp_path: Path):
     model = _small_model()
     static, dynamic = _inputs(batch=4, frames=16)

@@ -356,3 +356,23 @@ def test_a_person_region_bundle_runs_flow_after_faces_per_person(
     np.testing.assert_allclose(
         [left, right], [p.scores for p in analyzed.segments[0].persons], atol=1e-6
     )
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_sampled_frames_are_dropped_once_both_features_are_stored(
+    tmp_path: Path, bundle, face_detector, keep: bool
+) -> None:
+    ctx = make_context(tmp_path, bundle, face_detector, keep_frames=keep)
+    video_id = submit(ctx, write_talking_head(tmp_path / "f.mp4", seconds=1.5, seed=6))
+    [segment_id] = stages.run_ingest(ctx, video_id)
+    stages.run_sample(ctx, segment_id)
+    frames = ctx.store.uri(LAYOUT.segment_frames(video_id, 0))
+    assert ctx.store.exists(frames)
+    assert stages.run_faces(ctx, segment_id) == []
+    assert ctx.store.exists(frames)  # flow still reads them
+    assert stages.run_flow(ctx, segment_id) == ["inference"]
+    assert ctx.store.exists(frames) is keep
+    assert stages.run_flow(ctx, segment_id) == ["inference"]  # redelivered: still fine
+    assert stages.run_inference(ctx, segment_id) == "done"
+    for features in (LAYOUT.segment_static(video_id, 0), LAYOUT.segment_dynamic(video_id, 0)):
+        assert ctx.store.exists(ctx.store.uri(features))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from workers.api import web
 from workers.api.background import Housekeeper
 from workers.api.context import ApiContext
 from workers.api.deps import KeyCache
@@ -90,7 +91,7 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.context = context
-    install_problem_handlers(app)
+    install_problem_handlers(app, page=web.error_page)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.api_cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -113,10 +114,8 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
 
 def _add_web_app(app: FastAPI) -> None:
     from fastapi import Request
-    from fastapi.responses import RedirectResponse
+    from fastapi.responses import RedirectResponse, Response
     from fastapi.staticfiles import StaticFiles
-
-    from workers.api import web
 
     app.include_router(web.router)
     app.mount("/app/static", StaticFiles(directory=web.STATIC_DIR), name="static")
@@ -128,3 +127,12 @@ def _add_web_app(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def home() -> RedirectResponse:
         return RedirectResponse("/app/jobs", status_code=303)
+
+    icon = (web.STATIC_DIR / "favicon.svg").read_bytes()
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        # Browsers ask for /favicon.ico whatever the page links; an SVG answers them all.
+        return Response(
+            icon, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"}
+        )

@@ -44,11 +44,26 @@ class UploadLimits:
     max_files: int
 
 
+def readable_bytes(count: int) -> str:
+    """`2 GB (2147483648 bytes)`: a limit as people read it, with the exact figure."""
+    size = float(count)
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            break
+        size /= 1024
+    return f"{count} bytes" if unit == "bytes" else f"{size:.3g} {unit} ({count} bytes)"
+
+
 def display_name(raw: str, position: int) -> str:
     """The client's file name as text to show: its last path component, printable, bounded."""
     last = re.split(r"[\\/]", raw)[-1]
     cleaned = "".join(ch for ch in last if unicodedata.category(ch)[0] != "C").strip()
-    return (cleaned or f"upload-{position}")[:MAX_NAME_CHARS]
+    name = cleaned or f"upload-{position}"
+    if len(name) <= MAX_NAME_CHARS:
+        return name
+    # Cut the stem, not the extension the file's type is read from.
+    suffix = safe_suffix(name)
+    return name[: MAX_NAME_CHARS - len(suffix)] + name[len(name) - len(suffix) :]
 
 
 def safe_suffix(name: str) -> str:
@@ -126,7 +141,9 @@ class _FormReader:
             if self._name != "files":
                 raise BadUpload(f"files go in the form field 'files', not {self._name!r}")
             if len(self.form.files) >= self.limits.max_files:
-                raise UploadTooLarge(f"at most {self.limits.max_files} files per upload")
+                raise UploadTooLarge(
+                    f"at most {self.limits.max_files} files per upload; choose fewer"
+                )
             path = self.form.folder / f"part-{len(self.form.files)}"
             self._handle = open(path, "wb")  # noqa: SIM115 - closed in _part_end or cleanup
             self._digest = hashlib.sha256()
@@ -142,7 +159,8 @@ class _FormReader:
         self._size += len(chunk)
         if self._size > self.limits.max_file_bytes:
             raise UploadTooLarge(
-                f"a file is larger than the {self.limits.max_file_bytes} bytes allowed per file"
+                f"a file is larger than the {readable_bytes(self.limits.max_file_bytes)} "
+                "allowed per file"
             )
         self._digest.update(chunk)
         self._handle.write(chunk)
@@ -184,7 +202,7 @@ async def read_upload(
     declared = int(content_length) if content_length and content_length.isdigit() else 0
     if declared > limits.max_request_bytes:
         raise UploadTooLarge(
-            f"the request is larger than the {limits.max_request_bytes} bytes allowed"
+            f"the upload is larger than the {readable_bytes(limits.max_request_bytes)} allowed"
         )
     if spool_dir is not None:
         spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -198,7 +216,8 @@ async def read_upload(
             received += len(chunk)
             if received > limits.max_request_bytes:
                 raise UploadTooLarge(
-                    f"the request is larger than the {limits.max_request_bytes} bytes allowed"
+                    f"the upload is larger than the {readable_bytes(limits.max_request_bytes)} "
+                    "allowed"
                 )
             if refused is not None:
                 continue  # read to the end within the request limit, so the answer arrives

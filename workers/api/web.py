@@ -11,18 +11,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from core.status import VideoStatus
 from core.traits import TRAITS
 from workers.api.context import ApiContext
 from workers.api.deps import get_context
-from workers.api.problems import not_found
 from workers.api.uploads import UploadLimits, read_upload
 from workers.api.views import after_job, job_cursor, job_json
 from workers.services.errors import UnknownJob
@@ -33,6 +36,8 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates"))
 STATIC_DIR = Path(__file__).with_name("static")
 COOKIE = "oceanstream_key"
 PAGE = 20
+#: What a person reads for an unknown, erased or another tenant's id (one answer for all).
+GONE = "there is no {what} with this id: it was erased, or the link is wrong"
 
 
 class SignInRequired(Exception):
@@ -65,6 +70,42 @@ def _check_csrf(request: Request, token: str | None) -> None:
     key = request.cookies.get(COOKIE, "")
     if not token or not hmac.compare_digest(token, csrf_token(key)):
         raise HTTPException(403, "the form's CSRF token is missing or wrong; reload the page")
+
+
+#: Headings of the error page, in the reader's words; other statuses use HTTP's phrase.
+ERROR_TITLES = {
+    400: "That did not work",
+    403: "Refused",
+    404: "Not found",
+    413: "Upload too large",
+    422: "That did not work",
+    429: "Too many requests",
+    500: "Something went wrong",
+    503: "Try again in a moment",
+}
+
+
+def error_page(
+    request: Request, status: int, detail: str, headers: dict[str, str] | None = None
+) -> HTMLResponse:
+    """The app's own page for an error: what happened, in a sentence, and a way back."""
+    message = detail[:1].upper() + detail[1:]
+    if not message.endswith((".", "?", "!")):
+        message += "."
+    title = ERROR_TITLES.get(status) or HTTPStatus(status).phrase
+    signed_in = bool(request.cookies.get(COOKIE))
+    response = _page(
+        request,
+        "error.html",
+        status=status,
+        title=title,
+        message=message,
+        back="/app/jobs" if signed_in else "/app/login",
+        back_label="Back to your jobs" if signed_in else "Sign in",
+    )
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
 
 
 def _page(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
@@ -179,7 +220,7 @@ def job_page(
     try:
         view = job_view(context.session_factory, job_id, caller.tenant_id)
     except UnknownJob:
-        raise not_found("job") from None
+        raise HTTPException(404, GONE.format(what="job")) from None
     rows = {row.video_id: row.to_dict() for row in job_results(context.session_factory, job_id)}
     return _page(request, "job.html", job=job_json(view), rows=rows, traits=TRAITS)
 
@@ -197,23 +238,50 @@ def job_page_events(
 def video_page(
     request: Request,
     video_id: str,
+    job: str | None = None,
+    person: str | None = None,
+    segment: str | None = None,
     caller: Caller = Depends(web_caller),
     context: ApiContext = Depends(get_context),
 ) -> HTMLResponse:
     body = context.results.read(caller.tenant_id, video_id)
     if body is None:
-        raise not_found("video")
+        raise HTTPException(404, GONE.format(what="video"))
     row = json.loads(body)
-    return _page(request, "video.html", row=row, traits=TRAITS)
+    chosen = {"person": _index(person), "segment": _index(segment)}
+    query = urlencode({name: value for name, value in chosen.items() if value is not None})
+    return _page(
+        request,
+        "video.html",
+        row=row,
+        traits=TRAITS,
+        final=VideoStatus(row["status"]).is_final,
+        job_id=job if job and _JOB_ID.fullmatch(job) else None,
+        chosen_person=chosen["person"],
+        chosen_segment=chosen["segment"],
+        attention_query=f"?{query}" if query else "",
+    )
+
+
+_JOB_ID = re.compile(r"[0-9a-fA-F-]{8,64}")
+
+
+def _index(value: str | None) -> int | None:
+    """A person's or segment's number from a form's select: empty (the default) is None."""
+    return int(value) if value and value.isdigit() else None
 
 
 @router.get("/videos/{video_id}/attention.png")
 def video_attention(
-    video_id: str, caller: Caller = Depends(web_caller), context: ApiContext = Depends(get_context)
+    video_id: str,
+    segment: int | None = Query(None, ge=0),
+    person: int | None = Query(None, ge=0),
+    caller: Caller = Depends(web_caller),
+    context: ApiContext = Depends(get_context),
 ) -> Response:
     from workers.api.routers.videos import get_attention_png
 
-    return get_attention_png(video_id, None, None, caller=caller, context=context)
+    return get_attention_png(video_id, segment, person, caller=caller, context=context)
 
 
 @router.get("/videos/{video_id}/timeline.png")

@@ -54,11 +54,20 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
         ]
         out.print_json(json.dumps(rows))
         return
+    if not keys:
+        out.print("no keys yet: oceanstream keys create --tenant NAME", highlight=False)
+        return
+    id_width = max(len(k.id) for k in keys)
+    key_width = max(len(k.prefix) + 1 for k in keys)
+    out.print(
+        f"{'ID':<{id_width}}  {'TENANT':<20} {'KEY':<{key_width}}  {'CREATED (UTC)':<16}  FLAGS",
+        highlight=False,
+    )
     for k in keys:
         flags = ", ".join(f for f, on in (("admin", k.admin), ("revoked", k.revoked)) if on)
         out.print(
-            f"{k.id}  {escape(k.tenant):<20} {k.prefix}…  {k.created_at:%Y-%m-%d %H:%M}"
-            + (f"  ({flags})" if flags else ""),
+            f"{k.id:<{id_width}}  {escape(k.tenant):<20} {k.prefix + '…':<{key_width}}  "
+            f"{k.created_at:%Y-%m-%d %H:%M}  {flags}".rstrip(),
             highlight=False,
         )
 

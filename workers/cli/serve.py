@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from workers.cli.app import app, load_settings, open_database
@@ -24,6 +26,8 @@ def serve(
 
     from workers.api.app import create_app
 
+    # The API's own lines (a dropped upload, a service outage) at uvicorn's level.
+    logging.getLogger("oceanstream").setLevel(log_level.upper())
     settings = load_settings()
     api = create_app(settings, open_database(settings))
     uvicorn.run(

@@ -8,6 +8,11 @@ video row still refers to the same object. Erasing a job erases every video in i
 job itself. Rows go first, in one transaction; the objects after it commits, so a reader
 never finds a row whose objects are gone.
 
+Deleted rows are then scrubbed from the database files (`db.engine.scrub_deleted`): SQLite
+zeroes them (`secure_delete`) and empties its WAL; PostgreSQL rewrites the touched tables
+(`VACUUM FULL`). When that cannot run at once (a lock held elsewhere past its timeout) it is
+logged, and the next erasure's scrub covers these rows too.
+
 A video still being analysed when it is erased may have a stage write its work folder after
 the erasure; the next erasure sweep of that video id cannot find it any more, so such a
 folder is left behind (see docs/api.md).
@@ -15,6 +20,7 @@ folder is left behind (see docs/api.md).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +33,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
     from workers.settings import Settings
+
+log = logging.getLogger("oceanstream.erasure")
 
 
 class UnknownVideo(UsageError):
@@ -51,9 +59,18 @@ class Erased:
 
 
 def erase_job(
-    settings: Settings, session_factory: sessionmaker, job_id: str, tenant_id: str | None = None
+    settings: Settings,
+    session_factory: sessionmaker,
+    job_id: str,
+    tenant_id: str | None = None,
+    *,
+    scrub: bool = True,
 ) -> Erased:
-    """Erase the job and its videos; with `tenant_id`, only that tenant's (else `UnknownJob`)."""
+    """Erase the job and its videos; with `tenant_id`, only that tenant's (else `UnknownJob`).
+
+    `scrub=False` leaves the scrub of the database files to the caller (a purge of many jobs
+    scrubs once).
+    """
     from db.repository import jobs as job_repo
     from db.repository.videos import delete_videos
 
@@ -68,6 +85,8 @@ def erase_job(
         video_ids = job_repo.job_video_ids(session=session, job_id=job_id)
         job_repo.delete_job_row(session=session, job_id=job_id)
         uploads = delete_videos(session=session, video_ids=video_ids)
+    if scrub:
+        scrub_database(session_factory)
     objects = _erase_objects(settings, video_ids, uploads)
     return Erased(jobs=1, videos=len(video_ids), objects=objects)
 
@@ -87,6 +106,7 @@ def erase_video(
         if video is None:
             raise UnknownVideo(video_id)
         uploads = delete_videos(session=session, video_ids=[video_id])
+    scrub_database(session_factory)
     objects = _erase_objects(settings, [video_id], uploads)
     return Erased(videos=1, objects=objects)
 
@@ -104,12 +124,14 @@ def purge_older_than(settings: Settings, session_factory: sessionmaker, days: fl
     total = Erased()
     for job_id in job_ids:
         try:
-            total += erase_job(settings, session_factory, job_id)
+            total += erase_job(settings, session_factory, job_id, scrub=False)
         except UnknownJob:  # erased meanwhile
             continue
     with session_factory.begin() as session:
         video_ids = videos_older_than(session=session, older_than=cutoff)
         uploads = delete_videos(session=session, video_ids=video_ids)
+    if total.jobs or video_ids:
+        scrub_database(session_factory)
     objects = _erase_objects(settings, video_ids, uploads)
     return total + Erased(videos=len(video_ids), objects=objects)
 
@@ -119,6 +141,21 @@ def purge_expired(settings: Settings, session_factory: sessionmaker) -> Erased:
     if settings.retention_days is None:
         return Erased()
     return purge_older_than(settings, session_factory, settings.retention_days)
+
+
+def scrub_database(session_factory: sessionmaker) -> bool:
+    """Scrub deleted rows from the database files; False (and a warning) if it must wait."""
+    from sqlalchemy.exc import OperationalError
+
+    from db.engine import scrub_deleted
+
+    try:
+        scrub_deleted(session_factory.kw["bind"])
+    except OperationalError as exc:
+        reason = (str(exc.orig or exc).strip().splitlines() or ["locked"])[0]
+        log.warning("erased rows are not yet scrubbed from the database files: %s", reason)
+        return False
+    return True
 
 
 def _erase_objects(settings: Settings, video_ids: Collection[str], uploads: list[str]) -> int:
@@ -150,4 +187,5 @@ __all__ = [
     "erase_video",
     "purge_expired",
     "purge_older_than",
+    "scrub_database",
 ]

@@ -7,6 +7,7 @@ analysis and one result.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,13 @@ from typing import TYPE_CHECKING
 
 from core.status import FINAL_STATUSES, VideoStatus
 from db.models import DEFAULT_TENANT_ID
-from workers.services.errors import UnknownJob, Unreachable, hide_password, masked_url
+from workers.services.errors import (
+    ServiceError,
+    UnknownJob,
+    Unreachable,
+    hide_password,
+    masked_url,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -252,6 +259,23 @@ class Upload:
     suffix: str
 
 
+class IdempotencyKeyReused(ServiceError):
+    """An Idempotency-Key came back with a different request (other files or callback)."""
+
+
+def request_fingerprint(uploads: Sequence[Upload], callback_url: str | None) -> str:
+    """SHA-256 over what an upload request asks for: each file's name and content, the callback.
+
+    Two requests with the same fingerprint ask for the same job; a retried request carrying
+    its Idempotency-Key again has the same one.
+    """
+    digest = hashlib.sha256()
+    for upload in uploads:
+        digest.update(f"{upload.name}\0{upload.sha256}\n".encode())
+    digest.update(f"callback\0{callback_url or ''}".encode())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class UploadedJob:
     job_id: str
@@ -279,8 +303,10 @@ def submit_uploads(
 ) -> UploadedJob:
     """Register a job of uploaded files for `tenant_id`, store new content, queue it for ingest.
 
-    A repeated `idempotency_key` of the tenant returns the job the first request made and
-    stores nothing. Nothing is stored when the broker cannot be reached.
+    A repeated `idempotency_key` of the tenant with the same request (`request_fingerprint`)
+    returns the job the first request made and stores nothing; with a different request it
+    raises `IdempotencyKeyReused` (a job made before fingerprints were kept replays as is).
+    Nothing is stored when the broker cannot be reached.
     """
     from sqlalchemy.exc import IntegrityError
 
@@ -288,21 +314,22 @@ def submit_uploads(
     from workers.celery_app import create_app
 
     check_broker(settings.broker_url.get_secret_value())
+    fingerprint = request_fingerprint(uploads, callback_url)
     if idempotency_key is not None:
-        earlier = _job_for_key(session_factory, tenant_id, idempotency_key)
+        earlier = _job_for_key(session_factory, tenant_id, idempotency_key, fingerprint)
         if earlier is not None:
             return UploadedJob(earlier, created=False)
     store = ArtifactStore(settings.effective_storage_url, settings.storage_mode)
     try:
         job_id, video_ids, to_process = _register_uploads(
-            session_factory, store, uploads, tenant_id, callback_url, idempotency_key
+            session_factory, store, uploads, tenant_id, callback_url, idempotency_key, fingerprint
         )
     except IntegrityError:
         # Another request with the same key made its job first: that one is the answer.
         earlier = (
             None
             if idempotency_key is None
-            else _job_for_key(session_factory, tenant_id, idempotency_key)
+            else _job_for_key(session_factory, tenant_id, idempotency_key, fingerprint)
         )
         if earlier is None:
             raise
@@ -313,12 +340,23 @@ def submit_uploads(
     return UploadedJob(job_id, created=True, video_ids=video_ids)
 
 
-def _job_for_key(session_factory: sessionmaker, tenant_id: str, key: str) -> str | None:
+def _job_for_key(
+    session_factory: sessionmaker, tenant_id: str, key: str, fingerprint: str
+) -> str | None:
+    """The job made with Idempotency-Key `key`, if it was made for the same request."""
     from db.repository.jobs import job_by_idempotency_key
 
     with session_factory() as session:
         job = job_by_idempotency_key(session=session, tenant_id=tenant_id, key=key)
-        return None if job is None else job.id
+        if job is None:
+            return None
+        kept = (job.options or {}).get("request_sha256")
+        if kept is not None and kept != fingerprint:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used for a different request (other files "
+                f"or callback_url) that made job {job.id}; use a new key for a new job"
+            )
+        return job.id
 
 
 def _register_uploads(
@@ -328,6 +366,7 @@ def _register_uploads(
     tenant_id: str,
     callback_url: str | None,
     idempotency_key: str | None,
+    fingerprint: str,
 ) -> tuple[str, list[str], list[str]]:
     from db import repository as repo
     from db.repository.jobs import create_job
@@ -337,7 +376,7 @@ def _register_uploads(
         job = create_job(
             session=session,
             kind="submit",
-            options={"source": "api"},
+            options={"source": "api", "request_sha256": fingerprint},
             tenant_id=tenant_id,
             idempotency_key=idempotency_key,
             callback_url=callback_url,

@@ -20,7 +20,13 @@ from workers.api.uploads import UploadLimits, read_upload
 from workers.api.views import MAX_PAGE, after_job, encode_cursor, job_cursor, job_json, offset_of
 from workers.services.callbacks import address_problem
 from workers.services.errors import UnknownJob
-from workers.services.jobs import JobView, job_view, list_job_views, submit_uploads
+from workers.services.jobs import (
+    IdempotencyKeyReused,
+    JobView,
+    job_view,
+    list_job_views,
+    submit_uploads,
+)
 from workers.services.tenants import Caller
 
 if TYPE_CHECKING:
@@ -92,7 +98,10 @@ async def _checked_callback(url: str | None, settings: Settings) -> str | None:
     status_code=202,
     summary="Upload videos as a new job",
     openapi_extra=UPLOAD_BODY,
-    responses={413: {"description": "A file or the request is past its size limit"}},
+    responses={
+        413: {"description": "A file or the request is past its size limit"},
+        422: {"description": "The Idempotency-Key was used for a different request"},
+    },
 )
 async def create_job(
     request: Request,
@@ -104,7 +113,8 @@ async def create_job(
     """Stream the `files` parts to storage, register a job, queue its videos: 202 and the job.
 
     A repeated `Idempotency-Key` answers with the job the first request made (header
-    `Idempotent-Replayed: true`) and stores nothing.
+    `Idempotent-Replayed: true`) and stores nothing; the same key with different files or
+    callback answers 422.
     """
     settings = context.settings
     limits = UploadLimits(
@@ -123,15 +133,18 @@ async def create_job(
         if not form.files:
             raise HTTPException(400, "no videos: send each in a form field named 'files'")
         target = await _checked_callback(form.fields.get("callback_url") or callback_url, settings)
-        made = await run_in_threadpool(
-            submit_uploads,
-            settings,
-            context.session_factory,
-            form.files,
-            tenant_id=caller.tenant_id,
-            callback_url=target,
-            idempotency_key=idempotency_key,
-        )
+        try:
+            made = await run_in_threadpool(
+                submit_uploads,
+                settings,
+                context.session_factory,
+                form.files,
+                tenant_id=caller.tenant_id,
+                callback_url=target,
+                idempotency_key=idempotency_key,
+            )
+        except IdempotencyKeyReused as exc:
+            raise HTTPException(422, str(exc)) from None
         if made.created:
             context.metrics.uploaded_bytes.inc(sum(upload.size for upload in form.files))
     finally:

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from workers.api.context import ApiContext
@@ -67,8 +67,9 @@ def _attention(
         return stored_segment_attention(
             context.session_factory, video_id, segment=segment, person=person
         )
-    except UsageError:
-        raise not_found("attention map for a video") from None
+    except UsageError as exc:
+        # The caller owns the video (checked above): the message may say what exists.
+        raise HTTPException(404, str(exc)) from None
 
 
 _SEGMENT = Query(None, ge=0, description="A segment's index (`segments[].index`).")
@@ -112,11 +113,16 @@ def get_attention_png(
     context: ApiContext = Depends(get_context),
 ) -> Response:
     from core.attention_plot import plot_attention_map
+    from core.timeline_plot import UNTRAINED_WARNING
 
     stored = _attention(context, video_id, caller, segment, person)
+    warning = None if stored.row.model_trained else UNTRAINED_WARNING
     with tempfile.TemporaryDirectory(prefix="attention-") as folder, _PLOT_LOCK:
         paths = plot_attention_map(
-            stored.weights, save_path=Path(folder) / "attention.png", title=stored.title
+            stored.weights,
+            save_path=Path(folder) / "attention.png",
+            title=stored.title,
+            warning=warning,
         )
         image = paths[0].read_bytes()
     return Response(image, media_type="image/png", headers={"Cache-Control": "private"})

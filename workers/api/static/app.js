@@ -17,7 +17,7 @@ function followJob(section) {
     for (const video of job.videos) {
       const cell = section.querySelector(`tr[data-video="${video.video_id}"] .status`);
       if (cell) {
-        cell.textContent = video.status;
+        cell.textContent = video.status.replace("_", " ");
         cell.className = `status status-${video.status}`;
       }
     }
