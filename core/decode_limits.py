@@ -139,7 +139,7 @@ class IndexGuard:
     the stream's ``rate``.
     """
 
-    def __init__(self, limits: VideoLimits, rate: float, path: Path) -> None:
+    def __init__(self, limits: VideoLimits, rate: float, path: object) -> None:
         self._limits = limits
         self._rate = rate
         self._path = path
