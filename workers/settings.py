@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     min_face_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
     frame_max_side: int = Field(default=640, ge=64)
     max_video_bytes: int = Field(default=2 * 1024**3, ge=1)
-    max_duration_s: float = Field(default=20 * 60, gt=0)
+    max_duration_s: float = Field(default=3 * 60 * 60, gt=0)
     max_width: int = Field(default=3840, ge=1)
     max_height: int = Field(default=2160, ge=1)
     max_fps: float = Field(
