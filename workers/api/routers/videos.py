@@ -53,9 +53,9 @@ async def get_video(video_id: str, request: Request) -> Response:
 
 #: Segments in one result page by default: a 3-hour video has 720 segments of 15 s.
 SEGMENTS_PAGE = 200
-#: Past this many bytes a result may hold more than a page of segments (a segment with one
-#: person takes several hundred bytes); a smaller one is sent as stored, unparsed.
-_PAGED_FROM_BYTES = 48 * 1024
+#: No segment takes fewer bytes (its index, start and end): a result under `limit` times this
+#: cannot hold more than a page, and is sent as stored, unparsed.
+_MIN_SEGMENT_BYTES = 40
 
 
 def _segment_page(request: Request) -> tuple[int, int]:
@@ -81,7 +81,7 @@ def _segment_page(request: Request) -> tuple[int, int]:
 def page_segments(body: bytes, offset: int, limit: int) -> bytes:
     """The result with `segments` cut to `[offset, offset + limit)`, and the page described
     (`segments_total`, `segments_offset`, `segments_limit`) when it is cut."""
-    if offset == 0 and len(body) <= _PAGED_FROM_BYTES:
+    if offset == 0 and len(body) <= limit * _MIN_SEGMENT_BYTES:
         return body
     result = json.loads(body)
     segments = result.get("segments") or []
