@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from unittest import mock
 
-from core.segment_sampling import plan_video, sample_video_segment
 from core.decode_limits import VideoLimits
+from core.segment_sampling import plan_video, sample_video_segment
 from core.storage import ArtifactStore
 from core.video import probe_video
 from tests.support.long_videos import write_long_video
