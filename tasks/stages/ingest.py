@@ -113,6 +113,7 @@ def _plan(ctx: StageContext, ref: VideoRef) -> StageUpdate:
         # The user's file is named in the stored error; the copy read is logged here.
         log.info("ingest of video %s (stored as %s) failed: %s", ref.id, ref.storage_uri, exc)
         return StageUpdate(VideoStatus.FAILED, error=str(exc))
+    ctx.on_read("ingest", read)
     return PlannedUpdate(
         VideoStatus.EXTRACTING,
         timings={"probe": time.perf_counter() - start, "probe_bytes": read},

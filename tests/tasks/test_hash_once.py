@@ -17,6 +17,7 @@ from tests.clips import write_talking_head
 from tests.support.long_videos import write_long_video
 from tests.tasks.helpers import submit
 from workers import bootstrap
+from workers.metrics import StorageMetrics
 from workers.settings import Settings
 
 
@@ -43,17 +44,25 @@ def test_a_segment_of_a_long_video_reads_its_share_and_the_index_not_the_file(
     ctx: StageContext, tmp_path: Path
 ) -> None:
     video = write_long_video(tmp_path / "long", 60)  # four segments of about 3.7 MB
+    metrics = StorageMetrics()
+    ctx.on_read = metrics.count_read
     video_id = submit(ctx, video)
     segment_ids = stages.run_ingest(ctx, video_id)
     assert len(segment_ids) == 4
     probe_bytes = video_row(ctx, video_id).timings["probe_bytes"]
     size = video.stat().st_size
     assert 0 < probe_bytes < size / 20
+    total = 0
     for segment_id in (segment_ids[1], segment_ids[-1]):
         assert stages.run_sample(ctx, segment_id) == ["faces", "flow"]
         with ctx.session_factory() as session:
             read = repo.get_segment(session=session, segment_id=segment_id).timings["sample_bytes"]
         assert 0 < read <= 2 * size / len(segment_ids) + probe_bytes, (read, size)
+        total += read
+    counted = metrics.registry.get_sample_value(
+        "oceanstream_storage_read_bytes_total", {"stage": "sample"}
+    )
+    assert counted == total
 
 
 def test_a_video_stored_before_stamps_is_hashed_once_by_ingest_then_checked_by_stamp(
