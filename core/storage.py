@@ -239,7 +239,7 @@ class ArtifactStore:
             info = self.fs.info(path, refresh=True) if self._refreshes else self.fs.info(path)
         except FileNotFoundError as exc:
             raise ArtifactError(f"artifact {uri} is missing") from exc
-        except OSError as exc:
+        except Exception as exc:  # OSError, or a client library's connection error
             raise StorageError(f"cannot reach storage for {uri}: {exc}") from exc
         return StoredStamp(int(info["size"]), _object_version(info))
 
@@ -285,7 +285,7 @@ class ArtifactStore:
             )
         except FileNotFoundError as exc:
             raise ArtifactError(f"artifact {uri} is missing") from exc
-        except OSError as exc:
+        except Exception as exc:  # OSError, or a client library's connection error
             raise StorageError(f"cannot read {uri}: {exc}") from exc
 
     def delete_prefix(self, key: str) -> None:
@@ -370,6 +370,7 @@ class _CountingFile(io.BufferedIOBase):
         super().__init__()
         self._raw = raw
         self._delivered = 0
+        self.name = str(getattr(raw, "full_name", None) or getattr(raw, "name", "a stored video"))
 
     @property
     def fetched(self) -> int:
@@ -384,7 +385,12 @@ class _CountingFile(io.BufferedIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        data = self._raw.read(-1 if size is None else size)
+        try:
+            data = self._raw.read(-1 if size is None else size)
+        except Exception as exc:
+            # Whatever the filesystem raises (s3fs lets botocore's connection errors through);
+            # the decoders re-raise it: an outage, retried, not a bad video.
+            raise StorageError(f"cannot read {self.name}: {exc}") from exc
         self._delivered += len(data)
         return data
 
@@ -397,7 +403,10 @@ class _CountingFile(io.BufferedIOBase):
         return len(data)
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self._raw.seek(offset, whence)
+        try:
+            return self._raw.seek(offset, whence)
+        except Exception as exc:
+            raise StorageError(f"cannot read {self.name}: {exc}") from exc
 
     def tell(self) -> int:
         return self._raw.tell()

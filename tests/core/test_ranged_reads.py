@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import ContentMismatchError
+from core.errors import ContentMismatchError, StorageError
 from core.segment_sampling import plan_video, sample_video_segment
 from core.storage import ArtifactStore
 from core.video import probe_video
 from tests.support.long_videos import write_long_video
+from tests.support.s3 import running_s3_server
 
 SEGMENT_S = 15.0
 
@@ -70,3 +71,23 @@ def test_a_video_rewritten_after_it_was_stored_is_refused_before_it_is_read(
     opened = store.open_video(uri, stamp)
     with pytest.raises(ContentMismatchError, match="changed after it was stored"):
         opened.__enter__()
+
+
+@pytest.mark.slow  # s3fs retries the lost server for about 15 s
+def test_a_bucket_lost_while_a_segment_reads_is_a_storage_outage_not_a_bad_video(
+    long_video: Path, tmp_path: Path
+) -> None:
+    """The server goes between the stamp check and the segment's reads: `StorageError`
+    (retried by the stage), not a decode error that would fail the segment for good."""
+    with running_s3_server(tmp_path) as server, server.environment():
+        store = ArtifactStore(f"s3://{server.new_bucket()}/prefix")
+        uri = store.put_file(long_video, "videos/long.mp4")
+        stamp = store.stamp(uri)
+        with store.open_video(uri, stamp) as video:
+            info = probe_video(video)
+        plan = plan_video(info, SEGMENT_S)
+        with store.open_video(uri, stamp) as video:
+            server.process.kill()
+            server.process.wait(10)
+            with pytest.raises(StorageError, match="cannot read"):
+                sample_video_segment(video, plan, 3, 8, info=info)
