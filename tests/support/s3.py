@@ -70,9 +70,18 @@ class S3Server:
 
     @contextmanager
     def environment(self) -> Iterator[None]:
-        """The AWS variables of this server set in this process (for in-process stores)."""
-        with mock.patch.dict(os.environ, self.env):
-            yield
+        """The AWS variables of this server set in this process (for in-process stores).
+
+        fsspec keeps one S3 filesystem per set of arguments, whatever the environment: the
+        cache is cleared on the way in and out, so stores made inside use this server."""
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+        try:
+            with mock.patch.dict(os.environ, self.env):
+                yield
+        finally:
+            s3fs.S3FileSystem.clear_instance_cache()
 
 
 @contextmanager
