@@ -68,6 +68,14 @@ def test_an_upload_through_the_api_is_stored_in_the_bucket_and_erased_from_it(
             [video] = client.get(f"/v1/jobs/{job_id}/results").json()["items"]
             assert video["status"] == "done"
             assert any("/videos/" in key for key in s3_server.list_bucket(bucket))
+            # Segments come in pages; a page past the end is empty and says the total.
+            path = f"/v1/videos/{video['video_id']}"
+            page = client.get(path, params={"segments_offset": 1, "segments_limit": 1})
+            assert page.status_code == 200, page.text
+            assert (page.json()["segments"], page.json()["segments_total"]) == ([], 1)
+            refused = client.get(path, params={"segments_limit": 0})
+            assert refused.status_code == 400
+            assert "segments_limit must be 1-1000" in refused.text
 
             erased = client.delete(f"/v1/videos/{video['video_id']}")
             assert erased.status_code in (200, 202, 204), erased.text
