@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
 from core.decode_limits import VideoLimits
+from core.files import file_sha256
 from core.segment_sampling import plan_video, sample_video_segment
 from core.storage import ArtifactStore
 from core.video import probe_video
@@ -28,8 +31,17 @@ from tests.support.s3 import running_s3_server
 LIMITS = VideoLimits(max_duration_s=3 * 60 * 60)
 
 
-def measure(store: ArtifactStore, video: Path) -> tuple[int, float, float]:
-    """(probe bytes, mean and max segment bytes / share) of `video` in `store`."""
+@dataclass
+class Measured:
+    probe_bytes: int
+    mean_share: float  # bytes read per segment / (file size / segments), mean
+    max_share: float
+    sample_cpu_s: float  # CPU per sampled segment: stamp check, ranged open, decode
+    hash_cpu_s: float  # CPU of hashing the whole stored file: what each segment paid before
+
+
+def measure(store: ArtifactStore, video: Path) -> Measured:
+    """Ingest's probe and every fourth segment's sampling of `video` in `store`."""
     uri = store.put_file(video, f"videos/{video.name}")
     stamp = store.stamp(uri)
     with store.open_video(uri, stamp) as stored:
@@ -37,12 +49,18 @@ def measure(store: ArtifactStore, video: Path) -> tuple[int, float, float]:
         probe = stored.bytes_read
     plan = plan_video(info, 15.0)
     share = stamp.size / len(plan)
-    ratios = []
+    ratios, cpu = [], []
     for index in range(0, len(plan), 4):
+        start = time.process_time()
         with store.open_video(uri, stamp) as stored:
             sample_video_segment(stored, plan, index, 16, info=info, limits=LIMITS)
             ratios.append(stored.bytes_read / share)
-    return probe, sum(ratios) / len(ratios), max(ratios)
+        cpu.append(time.process_time() - start)
+    start = time.process_time()
+    with store.local_copy(uri, sha256=file_sha256(video)):
+        pass
+    hashed = time.process_time() - start
+    return Measured(probe, sum(ratios) / len(ratios), max(ratios), sum(cpu) / len(cpu), hashed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,18 +76,25 @@ def main(argv: list[str] | None = None) -> int:
                 "local": ArtifactStore(f"file://{folder / 'store'}"),
                 "s3": ArtifactStore(f"s3://{bucket}/bench"),
             }
-            print("minutes  size_MB  segments  store  probe_KB  segment/share(mean)  (max)")
+            print(
+                "minutes  size_MB  segments  store  probe_KB  segment/share(mean)  (max)  "
+                "sample_cpu_s  vs_first  old_hash_cpu_s"
+            )
+            first: dict[str, float] = {}
             for minutes in args.minutes:
                 video = write_long_video(
                     folder / f"v{minutes:g}", 60 * minutes, bitrate=args.bitrate
                 )
                 size = video.stat().st_size
                 for name, store in stores.items():
-                    probe, mean, most = measure(store, video)
+                    got = measure(store, video)
+                    base = first.setdefault(name, got.sample_cpu_s)
                     segments = round(60 * minutes / 15)
                     print(
                         f"{minutes:7g}  {size / 1e6:7.1f}  {segments:8d}  {name:5s}  "
-                        f"{probe / 1024:8.0f}  {mean:19.2f}  {most:5.2f}"
+                        f"{got.probe_bytes / 1024:8.0f}  {got.mean_share:19.2f}  "
+                        f"{got.max_share:5.2f}  {got.sample_cpu_s:12.3f}  "
+                        f"{got.sample_cpu_s / base:8.2f}  {got.hash_cpu_s:14.3f}"
                     )
     return 0
 
