@@ -82,7 +82,9 @@ def _stored_identity(ctx: StageContext, video_id: str) -> tuple[str | None, Stor
 
 
 def _stamp_once(ctx: StageContext, video_id: str, uri: str, sha256: str | None) -> StoredStamp:
-    """A copy stored before stamps were kept: hashed once, here, and its stamp recorded."""
+    """A copy stored before stamps were kept: hashed once, here, and its stamp recorded.
+
+    Its ingest does it; a video ingested before then has it done by its first segments."""
     with ctx.store.local_copy(uri, sha256=sha256):
         pass
     stamp = ctx.store.stamp(uri)
@@ -182,6 +184,9 @@ def _sample(ctx: StageContext, ref: VideoRef) -> StageUpdate:
         if ref.storage_uri is None:
             raise InputError(f"no stored copy of {ref.source} to read")
         info, plan, stamp = _video_plan(ctx, ref.video_id)
+        if stamp is None:  # ingested before stamps were kept: its segments record it
+            expected, _ = _stored_identity(ctx, ref.video_id)
+            stamp = _stamp_once(ctx, ref.video_id, ref.storage_uri, expected)
         with _segment_source(ctx, ref.storage_uri, stamp, info) as (path, read):
             sampled = sample_video_segment(
                 path,
@@ -218,21 +223,19 @@ def _sample(ctx: StageContext, ref: VideoRef) -> StageUpdate:
 
 @contextlib.contextmanager
 def _segment_source(
-    ctx: StageContext, uri: str, stamp: StoredStamp | None, info: VideoInfo
+    ctx: StageContext, uri: str, stamp: StoredStamp, info: VideoInfo
 ) -> Iterator[tuple[Path | StoredVideo, Callable[[], int]]]:
     """What a segment decodes, and how many bytes it has read from the store so far.
 
     The stored video, read by ranges; a video whose header declares no frame count is
     sampled whole by OpenCV, from a local path (a remote object copied once for it).
     """
-    if stamp is None:
-        raise ContentMismatchError(f"artifact {uri} has no storage stamp: ingest records it")
     if info.frame_count >= 1 and info.fps > 0:
         with ctx.store.open_video(uri, stamp) as video:
             yield video, lambda: video.bytes_read
         return
     with ctx.store.open_video(uri, stamp) as video, ctx.store.local_copy(uri) as path:
-        yield path, lambda: video.size if not ctx.store.is_local else 0
+        yield path, lambda: video.size
 
 
 SAMPLE = StageSpec(

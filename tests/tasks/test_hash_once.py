@@ -81,3 +81,17 @@ def test_a_video_stored_before_stamps_is_hashed_once_by_ingest_then_checked_by_s
     with ctx.session_factory() as session:
         segment = repo.get_segment(session=session, segment_id=segment_id)
     assert (segment.status, segment.error) == ("failed", CHANGED_AFTER_UPLOAD)
+
+
+def test_a_video_ingested_before_stamps_is_sampled_and_stamped_by_its_segment(
+    ctx: StageContext, tmp_path: Path
+) -> None:
+    clip = write_talking_head(tmp_path / "clip.mp4", seconds=1.5, seed=5)
+    video_id = submit(ctx, clip, stamp=False)
+    [segment_id] = stages.run_ingest(ctx, video_id)
+    uri = video_row(ctx, video_id).storage_uri
+    with ctx.session_factory.begin() as session:  # as an ingest before stamps left it
+        repo.set_storage_uri(session=session, video_id=video_id, uri=uri, stamp=None)
+
+    assert stages.run_sample(ctx, segment_id) == ["faces", "flow"]
+    assert video_row(ctx, video_id).storage_stamp["size"] == clip.stat().st_size
