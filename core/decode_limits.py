@@ -41,7 +41,7 @@ class VideoLimits:
     """
 
     max_bytes: int = 2 * 1024**3
-    max_duration_s: float = 20 * 60
+    max_duration_s: float = 3 * 60 * 60
     max_width: int = 3840
     max_height: int = 2160
     max_fps: float = 240.0
@@ -139,7 +139,7 @@ class IndexGuard:
     the stream's ``rate``.
     """
 
-    def __init__(self, limits: VideoLimits, rate: float, path: Path) -> None:
+    def __init__(self, limits: VideoLimits, rate: float, path: object) -> None:
         self._limits = limits
         self._rate = rate
         self._path = path

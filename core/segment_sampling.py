@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from core.errors import InputError
 from core.segments import Segment, plan_segments, segment_frame_ranges
+from core.storage import StoredVideo
 
 if TYPE_CHECKING:
     from core.decode_limits import VideoLimits
@@ -34,7 +35,7 @@ def plan_video(info: VideoInfo, segment_seconds: float) -> list[Segment]:
 
 
 def sample_video_segment(
-    path: str | Path,
+    path: str | Path | StoredVideo,
     segments: Sequence[Segment],
     index: int,
     num_frames: int,
@@ -57,6 +58,8 @@ def sample_video_segment(
     if info.frame_count < 1 or not info.fps > 0:
         if len(segments) != 1:
             raise ValueError("a video without a frame count is planned as one segment")
+        if isinstance(path, StoredVideo):
+            raise ValueError("a video without a frame count is sampled from a local path")
         return sample_video(path, num_frames, limits, max_side, decode_threads, name=name)
     frames = segment_frame_ranges(segments, info.fps, info.frame_count)[index]
     try:

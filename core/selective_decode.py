@@ -36,13 +36,20 @@ from core.decode_limits import (
     MIN_DECODED_FRACTION,
     IndexGuard,
     VideoLimits,
-    check_file,
     overrun_allowance,
 )
 from core.errors import VideoDecodeError
 from core.frame_grid import FrameGrid, OffGrid, check_contiguous, seek_packets, stream_grid
 from core.segments import SegmentSamples, plan_segment_samples
-from core.video import SampledFrames, VideoInfo, probe_video, stack_frames
+from core.storage import StoredVideo
+from core.video import (
+    SampledFrames,
+    VideoInfo,
+    VideoSource,
+    check_source,
+    probe_video,
+    stack_frames,
+)
 
 # H.264 reorders at most 16 frames: past that many packets after a frame, none comes before it.
 _REORDER_DEPTH = 16
@@ -57,21 +64,27 @@ class DecodedFrames:
     stream_frames: int | None  # frames in the stream, when it was read to its end
 
 
-def _open(path: Path) -> av.container.InputContainer:
+def _open(path: VideoSource) -> av.container.InputContainer:
     try:
-        return av.open(str(path), mode="r")
+        # A stored video is read through a seekable file: only the index and the window's
+        # bytes are fetched.
+        return av.open(path.open() if isinstance(path, StoredVideo) else str(path), mode="r")
     except av.FFmpegError as error:
         raise VideoDecodeError(
-            f"not a video container FFmpeg can read ({_reason(error)}, {path.stat().st_size} "
+            f"not a video container FFmpeg can read ({_reason(error)}, {_size(path)} "
             f"bytes; expected mp4, mov, mkv, webm, avi...): {path}"
         ) from error
+
+
+def _size(path: VideoSource) -> int:
+    return path.size if isinstance(path, StoredVideo) else path.stat().st_size
 
 
 def _reason(error: av.FFmpegError) -> str:
     return str(getattr(error, "strerror", None) or type(error).__name__)
 
 
-def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+def _video_stream(container: av.container.InputContainer, path: VideoSource) -> av.VideoStream:
     if not container.streams.video:
         raise VideoDecodeError(f"not a video (no video stream): {path}")
     return container.streams.video[0]
@@ -164,7 +177,7 @@ def _read_sequentially(
 
 
 def decode_frames(
-    path: str | Path,
+    path: str | Path | StoredVideo,
     wanted: Iterable[int],
     *,
     limits: VideoLimits | None = None,
@@ -182,12 +195,12 @@ def decode_frames(
     every frame from the start and counts frames as they come out, as OpenCV does: for a
     broken stream, whose packets are not all frames.
     """
-    path = Path(path)
+    path = path if isinstance(path, StoredVideo) else Path(path)
     limits = limits or VideoLimits()
     want = frozenset(int(i) for i in wanted)
     if not want or min(want) < 0:
         raise ValueError(f"wanted must hold frame indices >= 0, got {sorted(want)[:5]}")
-    check_file(path, limits)
+    check_source(path, limits)
     with _open(path) as container:
         stream = _video_stream(container, path)
         stream.codec_context.thread_count = decode_threads
@@ -206,7 +219,7 @@ def decode_frames(
 
 
 def sample_segment(
-    path: str | Path,
+    path: str | Path | StoredVideo,
     frames: range,
     num_frames: int = 16,
     *,
@@ -223,7 +236,7 @@ def sample_segment(
     that exist, as `sample_frames` does. Pass ``info`` from the probe that planned the
     segments.
     """
-    path = Path(path)
+    path = path if isinstance(path, StoredVideo) else Path(path)
     limits = limits or VideoLimits()
     info = info or probe_video(path, limits)
     declared = info.frame_count
@@ -269,14 +282,14 @@ def sample_segment(
     )
 
 
-def _decoded_count(path: Path, limits: VideoLimits, decode_threads: int) -> int:
+def _decoded_count(path: VideoSource, limits: VideoLimits, decode_threads: int) -> int:
     read = decode_frames(
         path, {0}, limits=limits, decode_threads=decode_threads, to_end=True, sequential=True
     )
     return read.stream_frames or 0
 
 
-def _check_stream(real: int, declared: int, frames: range, last: bool, path: Path) -> None:
+def _check_stream(real: int, declared: int, frames: range, last: bool, path: VideoSource) -> None:
     """Refuse a stream that ends before this segment, or far before its declared end."""
     if real <= frames.start or not last or real < MIN_DECODED_FRACTION * declared:
         raise VideoDecodeError(

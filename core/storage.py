@@ -22,8 +22,9 @@ import struct
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import fsspec
 import numpy as np
@@ -33,6 +34,11 @@ from core.npz import ArraySpec, Members, check_size, read_npz
 
 STORAGE_MODES = {"private": (0o600, 0o700), "shared": (0o640, 0o750)}
 _CHUNK = 1 << 20
+#: Block size of a remote video's read cache: one ranged GET per block, a segment's window
+#: of a phone video (8-16 Mbit/s) spans tens of blocks, its index one or two.
+VIDEO_BLOCK_BYTES = 1 << 20
+#: Blocks a remote video's read cache keeps (the index stays cached while the window streams).
+VIDEO_CACHE_BLOCKS = 16
 
 
 def storage_modes(setting: str) -> tuple[int, int]:
@@ -87,11 +93,15 @@ class ArtifactStore:
             raise StorageError(f"cannot reach storage for {uri}: {exc}") from exc
 
     def put_file(self, local_path: str | Path, key: str) -> str:
-        """Copy a local file in (skipped when the key already exists: keys are content hashes)."""
+        """Copy a local file in (skipped when the key already exists: keys are content hashes).
+
+        An existing object of another size than the file is not the same content (a copy
+        cut off, or replaced): it is written over.
+        """
         uri = self.uri(key)
         path = self._path(uri)
         try:
-            if self.fs.exists(path):
+            if self.fs.exists(path) and self.fs.size(path) == os.path.getsize(local_path):
                 return uri
             self._makedirs(self.fs._parent(path))
             tmp = f"{path}.partial"
@@ -217,10 +227,194 @@ class ArtifactStore:
                 raise StorageError(f"cannot fetch {uri}: {exc}") from exc
             yield target
 
+    def stamp(self, uri: str) -> StoredStamp:
+        """What the store says of `uri` now: its size and version (one metadata request)."""
+        path = self._path(uri)
+        try:
+            if self.is_local:
+                stat = os.stat(path)
+                # ctime moves on every write and cannot be set back, unlike mtime.
+                version = f"ctime_ns={stat.st_ctime_ns};ino={stat.st_ino}"
+                return StoredStamp(stat.st_size, version)
+            info = self.fs.info(path, refresh=True) if self._refreshes else self.fs.info(path)
+        except FileNotFoundError as exc:
+            raise ArtifactError(f"artifact {uri} is missing") from exc
+        except Exception as exc:  # OSError, or a client library's connection error
+            raise StorageError(f"cannot reach storage for {uri}: {exc}") from exc
+        return StoredStamp(int(info["size"]), _object_version(info))
+
+    @property
+    def _refreshes(self) -> bool:
+        # s3fs and gcsfs cache listings; `refresh` asks the store itself.
+        return self.protocol in ("s3", "s3a", "gs", "gcs")
+
+    @contextlib.contextmanager
+    def open_video(self, uri: str, stamp: StoredStamp | None = None) -> Iterator[StoredVideo]:
+        """A stored video for ranged reads, checked against the `stamp` taken when it was stored.
+
+        The check is one metadata request: a video rewritten since it was stored (another
+        size, ETag, generation or modification time) raises `ContentMismatchError` before a
+        byte of it is read. Keys are content hashes, so an unchanged object still holds the
+        content hashed at upload. Without a stamp (a video stored before stamps were kept)
+        nothing is checked here.
+        """
+        now = self.stamp(uri)
+        if stamp is not None and now != stamp:
+            raise ContentMismatchError(
+                f"artifact {uri} changed after it was stored (now {now.size} bytes, "
+                f"{now.version}; stored as {stamp.size} bytes, {stamp.version})"
+            )
+        video = StoredVideo(self, uri, now.size)
+        try:
+            yield video
+        finally:
+            video.close()
+
+    def _open_ranged(self, uri: str) -> IO[bytes]:
+        """`uri` opened for reading: a local file, or a remote object read through a block cache."""
+        path = self._path(uri)
+        try:
+            if self.is_local:
+                return open(path, "rb", buffering=0)
+            return self.fs.open(  # type: ignore[no-any-return]
+                path,
+                "rb",
+                block_size=VIDEO_BLOCK_BYTES,
+                cache_type="blockcache",
+                cache_options={"maxblocks": VIDEO_CACHE_BLOCKS},
+            )
+        except FileNotFoundError as exc:
+            raise ArtifactError(f"artifact {uri} is missing") from exc
+        except Exception as exc:  # OSError, or a client library's connection error
+            raise StorageError(f"cannot read {uri}: {exc}") from exc
+
     def delete_prefix(self, key: str) -> None:
         path = self._path(self.uri(key))
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(path, recursive=True)
+
+
+@dataclass(frozen=True)
+class StoredStamp:
+    """A stored object's size and version, as its store reports them.
+
+    The version is what the store changes whenever the object is written: the ETag of an S3
+    object, the generation of a GCS object, the modification time (and inode) of a file.
+    """
+
+    size: int
+    version: str
+
+    def to_dict(self) -> dict[str, int | str]:
+        return {"size": self.size, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> StoredStamp | None:
+        if not data:
+            return None
+        return cls(int(data["size"]), str(data["version"]))
+
+
+def _object_version(info: Mapping[str, Any]) -> str:
+    for key in ("ETag", "etag", "generation", "VersionId"):
+        if info.get(key):
+            return f"{key}={str(info[key]).strip(chr(34))}"
+    for key in ("mtime", "LastModified", "last_modified", "updated"):
+        if info.get(key):
+            return f"{key}={info[key]}"
+    return "unversioned"
+
+
+class StoredVideo:
+    """A video in the store, opened as seekable files by the decoders (PyAV, OpenCV).
+
+    Each `open` gives a new file; `bytes_read` counts what all of them fetched from the
+    store: for a local file the bytes the decoders read, for a remote object the bytes of
+    the blocks its cache requested (ranged GETs). `str()` is the object's URI, which names
+    it in error messages.
+    """
+
+    def __init__(self, store: ArtifactStore, uri: str, size: int) -> None:
+        self.store = store
+        self.uri = uri
+        self.size = size
+        self._files: list[_CountingFile] = []
+        self._closed_bytes = 0
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def __repr__(self) -> str:
+        return f"StoredVideo({self.uri!r}, {self.size} bytes)"
+
+    def open(self) -> io.BufferedIOBase:
+        file = _CountingFile(self.store._open_ranged(self.uri))
+        self._files.append(file)
+        return file
+
+    @property
+    def bytes_read(self) -> int:
+        return self._closed_bytes + sum(file.fetched for file in self._files)
+
+    def close(self) -> None:
+        for file in self._files:
+            self._closed_bytes += file.fetched
+            file.close()
+        self._files.clear()
+
+
+class _CountingFile(io.BufferedIOBase):
+    """A read-only file that counts the bytes it fetches from the store beneath."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._delivered = 0
+        self.name = str(getattr(raw, "full_name", None) or getattr(raw, "name", "a stored video"))
+
+    @property
+    def fetched(self) -> int:
+        cache = getattr(self._raw, "cache", None)
+        requested = getattr(cache, "total_requested_bytes", None)
+        return self._delivered if requested is None else int(requested)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            data = self._raw.read(-1 if size is None else size)
+        except Exception as exc:
+            # Whatever the filesystem raises (s3fs lets botocore's connection errors through);
+            # the decoders re-raise it: an outage, retried, not a bad video.
+            raise StorageError(f"cannot read {self.name}: {exc}") from exc
+        self._delivered += len(data)
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self._raw.seek(offset, whence)
+        except Exception as exc:
+            raise StorageError(f"cannot read {self.name}: {exc}") from exc
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
 
 
 def _hash_chunks(source: IO[bytes], copy: io.BufferedWriter | None = None) -> str:

@@ -29,7 +29,11 @@ from core.decode_limits import (  # VideoLimits stays importable from here (INTE
     check_file,
     overrun_allowance,
 )
-from core.errors import VideoDecodeError, VideoLimitError
+from core.errors import EmptyVideoError, VideoDecodeError, VideoLimitError
+from core.storage import StoredVideo
+
+#: What the decoders open: a local path, or a stored video read by ranges (`core.storage`).
+VideoSource = Path | StoredVideo
 
 
 @dataclass(frozen=True)
@@ -62,27 +66,46 @@ class SampledFrames:
     decoded_frames: int  # frames actually decoded
 
 
-def _open(path: Path, threads: int = 0) -> cv2.VideoCapture:
+def _open(path: VideoSource, threads: int = 0) -> cv2.VideoCapture:
     """Open with the FFmpeg backend only, so no other backend guesses at odd files.
 
     `threads` > 0 caps the decoder's threads (a worker host scales with processes instead);
     0 lets FFmpeg choose.
     """
     params = [cv2.CAP_PROP_N_THREADS, threads] if threads > 0 else []
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
+    if isinstance(path, StoredVideo):
+        cap = cv2.VideoCapture(path.open(), cv2.CAP_FFMPEG, params)  # type: ignore[call-overload]
+    else:
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
         # The message describes what was received without quoting any of it: the file may
         # hold anything, and messages are stored and shown.
         raise VideoDecodeError(
-            f"not a video container FFmpeg can read (unknown format, {path.stat().st_size} "
+            f"not a video container FFmpeg can read (unknown format, {_size(path)} "
             f"bytes; expected mp4, mov, mkv, webm, avi...; an upload cut off before its index "
             f"also fails here): {path}"
         )
     return cap
 
 
-def _read_info(cap: cv2.VideoCapture, path: Path) -> VideoInfo:
+def _size(path: VideoSource) -> int:
+    return path.size if isinstance(path, StoredVideo) else path.stat().st_size
+
+
+def check_source(path: VideoSource, limits: VideoLimits) -> None:
+    """`check_file` for a local path; a stored video's size against the same limits."""
+    if not isinstance(path, StoredVideo):
+        check_file(path, limits)
+    elif path.size == 0:
+        raise EmptyVideoError(f"video file is empty (0 bytes): {path}")
+    elif path.size > limits.max_bytes:
+        raise VideoLimitError(
+            f"video is {path.size} bytes, over the limit of {limits.max_bytes} bytes: {path}"
+        )
+
+
+def _read_info(cap: cv2.VideoCapture, path: VideoSource) -> VideoInfo:
     fps = float(cap.get(cv2.CAP_PROP_FPS))
     fps = fps if np.isfinite(fps) and fps > 0 else 0.0
     count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -97,7 +120,7 @@ def _read_info(cap: cv2.VideoCapture, path: Path) -> VideoInfo:
     return VideoInfo(fps, frame_count, duration, width, height)
 
 
-def _check_limits(info: VideoInfo, limits: VideoLimits, path: Path) -> None:
+def _check_limits(info: VideoInfo, limits: VideoLimits, path: VideoSource) -> None:
     if info.duration_s > limits.max_duration_s:
         raise VideoLimitError(
             f"video lasts {info.duration_s:.1f} s, over the limit of "
@@ -118,15 +141,16 @@ def _check_limits(info: VideoInfo, limits: VideoLimits, path: Path) -> None:
         )
 
 
-def probe_video(path: str | Path, limits: VideoLimits | None = None) -> VideoInfo:
+def probe_video(path: str | Path | StoredVideo, limits: VideoLimits | None = None) -> VideoInfo:
     """Read a video's declared properties and refuse it early if it breaks a limit.
 
     Checks run cheapest first: missing file, empty file, byte size, then whether FFmpeg can
-    open it as a video at all, then duration and resolution.
+    open it as a video at all, then duration and resolution. A stored video is read by
+    ranges: its header and index, not its frames.
     """
-    path = Path(path)
+    path = path if isinstance(path, StoredVideo) else Path(path)
     limits = limits or VideoLimits()
-    check_file(path, limits)
+    check_source(path, limits)
     cap = _open(path)
     try:
         info = _read_info(cap, path)

@@ -182,6 +182,9 @@ class Video(Base):
     name: Mapped[str] = mapped_column(Text)
     source_path: Mapped[str] = mapped_column(Text)
     storage_uri: Mapped[str | None] = mapped_column(Text)
+    # The stored object's size and version when it was stored (`core.storage.StoredStamp`):
+    # compared before each read, so a copy replaced later is never read as this content.
+    storage_stamp: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Videos may be over 2 GiB, past a 32-bit integer.
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default=VideoStatus.PENDING.value, index=True)

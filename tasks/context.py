@@ -61,6 +61,8 @@ class StageContext:
     linker: PersonLinker = field(default_factory=_continuity)
     # A person's identity embedding from the segment's frames, when a backbone is installed.
     embed: Callable[[Person, np.ndarray], np.ndarray] | None = None
+    # Told the bytes a stage read from the store (stage name, bytes): a metrics counter.
+    on_read: Callable[[str, int], None] = field(default=lambda stage, count: None)
     _detectors: dict[int, FaceDetector] = field(default_factory=dict)
 
     def detector(self, crop_size: int) -> FaceDetector:

@@ -28,3 +28,20 @@ def face_detector():
     from core.faces import FaceDetector
 
     return FaceDetector()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """An S3-compatible server (moto's standalone server) on localhost, for the session."""
+    from tests.support.s3 import running_s3_server
+
+    with running_s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A new, empty bucket on the session's S3 server; the AWS variables point at it."""
+    bucket = s3_server.new_bucket()
+    with s3_server.environment():
+        yield bucket

@@ -175,3 +175,21 @@ def test_deploy_commands_are_oceanstream_commands() -> None:
     names = {command.name or command.callback.__name__ for command in app.registered_commands}
     names |= {group.name for group in app.registered_groups}
     assert {"serve", "callback-worker"} <= names
+
+
+def test_kubernetes_manifests_validate_against_kubernetes_schemas() -> None:
+    """Each resource against the schema of its kind (kubernetes-validate ships Kubernetes'
+    own), strictly: an unknown or misspelt field fails. KEDA's ScaledObject is a custom
+    resource with no schema there."""
+    import kubernetes_validate
+
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    version = kubernetes_validate.latest_version()
+    checked = 0
+    for name in kustomization["resources"]:
+        for doc in load_all(DEPLOY / "k8s" / name):
+            if doc["kind"] == "ScaledObject":
+                continue
+            kubernetes_validate.validate(doc, version, strict=True)
+            checked += 1
+    assert checked >= 10

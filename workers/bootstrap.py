@@ -117,6 +117,7 @@ def _build_context() -> StageContext:
     from core.storage import ArtifactStore
     from db.engine import make_engine, make_session_factory
     from tasks.context import StageContext
+    from workers.metrics import storage_metrics
     from workers.services.models import active_or_default_version
     from workers.settings import Settings
 
@@ -151,6 +152,7 @@ def _build_context() -> StageContext:
         active_version=active_version,
         linker=linker,
         embed=embed,
+        on_read=storage_metrics().count_read,
     )
 
 

@@ -28,6 +28,7 @@ The inference pool adds, per process:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -215,6 +216,32 @@ class InferenceMetrics:
         )
         for outcome in ("done", "failed", "skipped", "retried", "rejected"):
             self.videos.labels(outcome)
+
+
+class StorageMetrics:
+    """`oceanstream_storage_read_bytes_total{stage}`: bytes a stage read from the store.
+
+    Ingest reads a video's header and index, a segment's sampling its index and window: per
+    segment, a rate that grows with the length of the videos means some read is not ranged.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.read_bytes = Counter(
+            "oceanstream_storage_read_bytes",
+            "Bytes read from the artifact store, by stage.",
+            ["stage"],
+            registry=self.registry,
+        )
+
+    def count_read(self, stage: str, count: int) -> None:
+        self.read_bytes.labels(stage=stage).inc(count)
+
+
+@functools.cache
+def storage_metrics() -> StorageMetrics:
+    """This process's storage counters (built on first use, never at import)."""
+    return StorageMetrics()
 
 
 def start_exporter(registry: CollectorRegistry, port: int, address: str = "127.0.0.1") -> int:

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         description="Keep each segment's sampled frames after its features are stored (debug).",
     )
     max_video_bytes: int = Field(default=2 * 1024**3, ge=1)
-    max_duration_s: float = Field(default=20 * 60, gt=0)
+    max_duration_s: float = Field(default=3 * 60 * 60, gt=0)
     max_width: int = Field(default=3840, ge=1)
     max_height: int = Field(default=2160, ge=1)
     max_fps: float = Field(

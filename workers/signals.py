@@ -85,7 +85,7 @@ def start_queue_metrics(settings: Settings) -> QueueLengthCollector | None:
 
     from workers.broker.kombu_redis import KombuRedisLayout, UnsupportedBrokerSetting
     from workers.celery_app import BROKER_TRANSPORT_OPTIONS, QUEUES
-    from workers.metrics import QueueLengthCollector, start_exporter
+    from workers.metrics import QueueLengthCollector, start_exporter, storage_metrics
 
     try:
         layout = KombuRedisLayout.from_transport_options(BROKER_TRANSPORT_OPTIONS)
@@ -95,6 +95,8 @@ def start_queue_metrics(settings: Settings) -> QueueLengthCollector | None:
     registry = CollectorRegistry()
     collector = QueueLengthCollector(settings.broker_url.get_secret_value(), QUEUES, layout)
     registry.register(collector.start())
+    # Bytes read by stages run in this process (a prefork pool's children count in their own).
+    registry.register(storage_metrics().read_bytes)
     start_exporter(registry, settings.metrics_port, settings.metrics_address)
     return collector
 

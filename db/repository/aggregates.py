@@ -96,6 +96,18 @@ def aggregate_video(
         # A watched live source: more segments are on their way. The watcher moves the video
         # on and aggregates when its source ends (`workers.services.watch`).
         return None
+    # Every segment's finish asks; until the last, one row answers (a 3-hour video has 720
+    # segments: loading them all on each finish would read 720 x 720 rows).
+    unfinished = session.execute(
+        select(Segment.id)
+        .where(
+            Segment.video_id == video_id,
+            Segment.status.not_in([status.value for status in FINAL_STATUSES]),
+        )
+        .limit(1)
+    ).first()
+    if unfinished is not None:
+        return None
     segments = list(
         session.execute(
             select(Segment).where(Segment.video_id == video_id).order_by(Segment.index)

@@ -131,9 +131,11 @@ def stage_values(current_timings: Mapping[str, Any] | None, changes: StageUpdate
     return values
 
 
-def set_storage_uri(*, session: Session, video_id: str, uri: str) -> None:
-    """Store where the video's file lives in shared storage."""
-    _update_video(session, video_id, {"storage_uri": uri})
+def set_storage_uri(
+    *, session: Session, video_id: str, uri: str, stamp: dict[str, Any] | None = None
+) -> None:
+    """Store where the video's file lives in shared storage, and its stamp as stored there."""
+    _update_video(session, video_id, {"storage_uri": uri, "storage_stamp": stamp})
 
 
 def touch_video(*, session: Session, video_id: str) -> None:

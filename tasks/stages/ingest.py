@@ -6,17 +6,25 @@ task then sends one sampling message per segment, so the segments of one video a
 and analysed by different workers at once. A redelivered ingest finds the segments stored
 (the first plan wins) and sends the messages of those not yet sampled again.
 
-The stored copy is hashed as it is read and must still hash to the content hash the video
-was registered with: a copy replaced after upload would be analysed, and its results
-stored, under the original's identity. A copy that does not match, like a pinned model
-version whose bundle fails its check, fails the video (or the segment) at once.
+The content hash is computed once, when the video is stored; its key in the store is that
+hash, and the store's size and version of the object (ETag, generation or modification time)
+are recorded with it. Ingest and each segment compare that stamp with what the store reports
+before reading (one metadata request, whatever the video's length): a copy replaced after
+upload would be analysed, and its results stored, under the original's identity. A copy that
+does not match, like a pinned model version whose bundle fails its check, fails the video
+(or the segment) at once. Both read the stored video by ranges (`core.storage.StoredVideo`):
+ingest its header and index, a segment its index and window; the bytes read are stored in
+the stage's timings (`probe_bytes`, `sample_bytes`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
@@ -24,6 +32,7 @@ from core.errors import ContentMismatchError, InputError
 from core.segment_sampling import plan_video, sample_video_segment
 from core.segments import Segment
 from core.status import VideoStatus
+from core.storage import StoredStamp, StoredVideo
 from core.video import VideoInfo, probe_video
 from db import repository as repo
 from db.models import Video
@@ -63,10 +72,25 @@ def _claim(ctx: StageContext, session: Session, video: Video) -> str:
     )
 
 
-def _content_hash(ctx: StageContext, video_id: str) -> str | None:
+def _stored_identity(ctx: StageContext, video_id: str) -> tuple[str | None, StoredStamp | None]:
+    """The video's content hash and the stamp of its stored copy (None: stored before stamps)."""
     with ctx.session_factory() as session:
         video = repo.get_video(session=session, video_id=video_id)
-        return None if video is None else video.content_hash
+        if video is None:
+            return None, None
+        return video.content_hash, StoredStamp.from_dict(video.storage_stamp)
+
+
+def _stamp_once(ctx: StageContext, video_id: str, uri: str, sha256: str | None) -> StoredStamp:
+    """A copy stored before stamps were kept: hashed once, here, and its stamp recorded.
+
+    Its ingest does it; a video ingested before then has it done by its first segments."""
+    with ctx.store.local_copy(uri, sha256=sha256):
+        pass
+    stamp = ctx.store.stamp(uri)
+    with ctx.session_factory.begin() as session:
+        repo.set_storage_uri(session=session, video_id=video_id, uri=uri, stamp=stamp.to_dict())
+    return stamp
 
 
 def _plan(ctx: StageContext, ref: VideoRef) -> StageUpdate:
@@ -75,12 +99,15 @@ def _plan(ctx: StageContext, ref: VideoRef) -> StageUpdate:
     try:
         if ref.storage_uri is None:
             raise InputError(f"no stored copy of {ref.source} to read")
-        expected = _content_hash(ctx, ref.id)
-        with ctx.store.local_copy(ref.storage_uri, sha256=expected) as path:
+        expected, stamp = _stored_identity(ctx, ref.id)
+        if stamp is None:
+            stamp = _stamp_once(ctx, ref.id, ref.storage_uri, expected)
+        with ctx.store.open_video(ref.storage_uri, stamp) as video:
             try:
-                info = probe_video(path, ctx.config.limits)
+                info = probe_video(video, ctx.config.limits)
             except InputError as exc:
-                raise type(exc)(str(exc).replace(str(path), ref.source)) from exc
+                raise type(exc)(str(exc).replace(str(video), ref.source)) from exc
+            read = video.bytes_read
     except ContentMismatchError as exc:
         log.warning("ingest of video %s refused: %s", ref.id, exc)
         return StageUpdate(VideoStatus.FAILED, error=CHANGED_AFTER_UPLOAD)
@@ -88,9 +115,10 @@ def _plan(ctx: StageContext, ref: VideoRef) -> StageUpdate:
         # The user's file is named in the stored error; the copy read is logged here.
         log.info("ingest of video %s (stored as %s) failed: %s", ref.id, ref.storage_uri, exc)
         return StageUpdate(VideoStatus.FAILED, error=str(exc))
+    ctx.on_read("ingest", read)
     return PlannedUpdate(
         VideoStatus.EXTRACTING,
-        timings={"probe": time.perf_counter() - start},
+        timings={"probe": time.perf_counter() - start, "probe_bytes": read},
         probe=info.to_dict(),
         segments=plan_video(info, ctx.config.segment_seconds),
     )
@@ -126,8 +154,10 @@ def run_ingest(ctx: StageContext, video_id: str) -> list[str]:
         ]
 
 
-def _video_plan(ctx: StageContext, video_id: str) -> tuple[VideoInfo, list[Segment], str | None]:
-    """The probe and segment plan ingest stored for the video, and its content hash."""
+def _video_plan(
+    ctx: StageContext, video_id: str
+) -> tuple[VideoInfo, list[Segment], StoredStamp | None]:
+    """The probe and segment plan ingest stored for the video, and its copy's stamp."""
     with ctx.session_factory() as session:
         video = repo.get_video(session=session, video_id=video_id)
         assert video is not None  # a segment's video
@@ -142,7 +172,7 @@ def _video_plan(ctx: StageContext, video_id: str) -> tuple[VideoInfo, list[Segme
             Segment(index=s.index, start_s=s.start_s, end_s=s.end_s)
             for s in repo.get_segments(session=session, video_id=video_id)
         ]
-        return info, plan, video.content_hash
+        return info, plan, StoredStamp.from_dict(video.storage_stamp)
 
 
 def _sample(ctx: StageContext, ref: VideoRef) -> StageUpdate:
@@ -153,8 +183,11 @@ def _sample(ctx: StageContext, ref: VideoRef) -> StageUpdate:
         bundle = ctx.load_bundle(ref.model_version)
         if ref.storage_uri is None:
             raise InputError(f"no stored copy of {ref.source} to read")
-        info, plan, expected = _video_plan(ctx, ref.video_id)
-        with ctx.store.local_copy(ref.storage_uri, sha256=expected) as path:
+        info, plan, stamp = _video_plan(ctx, ref.video_id)
+        if stamp is None:  # ingested before stamps were kept: its segments record it
+            expected, _ = _stored_identity(ctx, ref.video_id)
+            stamp = _stamp_once(ctx, ref.video_id, ref.storage_uri, expected)
+        with _segment_source(ctx, ref.storage_uri, stamp, info) as (path, read):
             sampled = sample_video_segment(
                 path,
                 plan,
@@ -173,6 +206,7 @@ def _sample(ctx: StageContext, ref: VideoRef) -> StageUpdate:
         log.info("sampling of segment %s of video %s failed: %s", ref.id, ref.video_id, exc)
         return StageUpdate(VideoStatus.FAILED, error=str(exc))
     seconds = time.perf_counter() - start
+    ctx.on_read("sample", read())
     ctx.store.put_arrays(
         ctx.layout.segment_frames(ref.video_id, ref.index),
         frames=sampled.frames,
@@ -180,11 +214,28 @@ def _sample(ctx: StageContext, ref: VideoRef) -> StageUpdate:
     )
     return StageUpdate(
         VideoStatus.EXTRACTING,
-        timings={"sample": seconds},
+        timings={"sample": seconds, "sample_bytes": read()},
         frames=len(sampled.frames),
         # Features are (re)computed from these frames.
         reset_flags=True,
     )
+
+
+@contextlib.contextmanager
+def _segment_source(
+    ctx: StageContext, uri: str, stamp: StoredStamp, info: VideoInfo
+) -> Iterator[tuple[Path | StoredVideo, Callable[[], int]]]:
+    """What a segment decodes, and how many bytes it has read from the store so far.
+
+    The stored video, read by ranges; a video whose header declares no frame count is
+    sampled whole by OpenCV, from a local path (a remote object copied once for it).
+    """
+    if info.frame_count >= 1 and info.fps > 0:
+        with ctx.store.open_video(uri, stamp) as video:
+            yield video, lambda: video.bytes_read
+        return
+    with ctx.store.open_video(uri, stamp) as video, ctx.store.local_copy(uri) as path:
+        yield path, lambda: video.size
 
 
 SAMPLE = StageSpec(

@@ -1,128 +1,106 @@
-"""Benchmark: the storage a video costs, per minute of video, upload and work files.
+"""Bytes read from storage per segment, against the file size / segments, for a few lengths.
 
-    .venv/bin/python -m tests.benchmarks.storage [--seconds 60] [--size 1280x720]
+    python -m tests.benchmarks.storage [--minutes 2 10 30] [--bitrate 2M]
 
-Writes a talking-head clip (H.264, 30 fps), runs every distributed stage on it as plain
-functions (SQLite, a local store) with the sampled frames kept, then prints per minute of
-video, in one run:
-
-1. the upload (the stored copy of the video);
-2. the sampled frames (`segments/<i>/frames.npz`: T frames and their successors per segment,
-   at most `frame_max_side` px), which the feature stages delete once both features of a
-   segment are stored (unless `OCEANSTREAM_KEEP_FRAMES=1`);
-3. the features kept (face tokens and masks, flow tokens per segment);
-4. what `np.savez_compressed` would make of each kind of file, as a share of its size.
-
-Sizes are bytes on disk of the store's files, so they do not depend on the machine's load;
-the run takes a minute or two on a loaded machine.
+Each video is one generated 10 s clip (320x240, keyframes every 2 s, constant bit rate)
+repeated by stream copy. It is stored in a local folder and in a bucket of moto's standalone
+S3 server (started here, over HTTP); ingest's probe and the sampling of every fourth segment
+are run on each, and the bytes they fetched are printed. A ratio near 1 means a segment reads
+its share of the file; one that grows with the length means it reads more than its window.
+Also printed: the CPU time per sampled segment (stamp check, ranged open, decode), as a ratio
+to the first length's, and the CPU time of hashing the whole stored copy once
+(`local_copy(uri, sha256=...)`), which every segment paid before content was hashed once.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
-import numpy as np
+from core.decode_limits import VideoLimits
+from core.files import file_sha256
+from core.segment_sampling import plan_video, sample_video_segment
+from core.storage import ArtifactStore
+from core.video import probe_video
+from tests.support.long_videos import write_long_video
+from tests.support.s3 import running_s3_server
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-MB = 1e6
-
-
-def compressed_share(paths: list[Path]) -> float:
-    """Bytes `np.savez_compressed` writes for the same arrays, over the bytes stored."""
-    stored = sum(path.stat().st_size for path in paths)
-    packed = 0
-    for path in paths:
-        with np.load(path) as archive:
-            buffer = io.BytesIO()
-            np.savez_compressed(buffer, **{name: archive[name] for name in archive.files})
-            packed += buffer.tell()
-    return packed / stored if stored else float("nan")
+#: The workers' default limits (a 3-hour video).
+LIMITS = VideoLimits(max_duration_s=3 * 60 * 60)
 
 
-def main() -> None:
+@dataclass
+class Measured:
+    probe_bytes: int
+    mean_share: float  # bytes read per segment / (file size / segments), mean
+    max_share: float
+    sample_cpu_s: float  # CPU per sampled segment: stamp check, ranged open, decode
+    hash_cpu_s: float  # CPU of hashing the whole stored file: what each segment paid before
+
+
+def measure(store: ArtifactStore, video: Path) -> Measured:
+    """Ingest's probe and every fourth segment's sampling of `video` in `store`."""
+    uri = store.put_file(video, f"videos/{video.name}")
+    stamp = store.stamp(uri)
+    with store.open_video(uri, stamp) as stored:
+        info = probe_video(stored, LIMITS)
+        probe = stored.bytes_read
+    plan = plan_video(info, 15.0)
+    share = stamp.size / len(plan)
+    ratios, cpu = [], []
+    for index in range(0, len(plan), 4):
+        start = time.process_time()
+        with store.open_video(uri, stamp) as stored:
+            sample_video_segment(stored, plan, index, 16, info=info, limits=LIMITS)
+            ratios.append(stored.bytes_read / share)
+        cpu.append(time.process_time() - start)
+    start = time.process_time()
+    with store.local_copy(uri, sha256=file_sha256(video)):
+        pass
+    hashed = time.process_time() - start
+    return Measured(probe, sum(ratios) / len(ratios), max(ratios), sum(cpu) / len(cpu), hashed)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT of the clip")
-    args = parser.parse_args()
-    width, height = (int(part) for part in args.size.split("x"))
-
-    from core.bundle import build_default_bundle
-    from core.faces import FaceDetector
-    from core.pipeline import PipelineConfig
-    from core.storage import ArtifactStore
-    from db import repository as repo
-    from db.engine import make_engine, make_session_factory
-    from db.migrate import upgrade_database
-    from tasks.context import StageContext
-    from tests.clips import write_talking_head
-    from tests.tasks.helpers import analyze_with_stages, submit
-
-    with tempfile.TemporaryDirectory(prefix="storage-bench-") as folder:
-        root = Path(folder)
-        clip = write_talking_head(
-            root / "talk.mp4", seconds=args.seconds, fps=30, size=(width, height), seed=3
-        )
-        bundle = build_default_bundle()
-        url = f"sqlite:///{root / 'db.sqlite'}"
-        upgrade_database(url)
-        factory = make_session_factory(make_engine(url))
-        meta = bundle.metadata
-        with factory.begin() as session:
-            repo.ensure_model_version(
-                session=session,
-                version=meta.version,
-                trained=meta.trained,
-                metadata=meta.to_dict(),
+    parser.add_argument("--minutes", type=float, nargs="+", default=[2, 10, 30])
+    parser.add_argument("--bitrate", default="2M")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="storage-bench-") as tmp:
+        folder = Path(tmp)
+        with running_s3_server(folder) as server, mock.patch.dict(os.environ, server.env):
+            bucket = server.new_bucket()
+            stores = {
+                "local": ArtifactStore(f"file://{folder / 'store'}"),
+                "s3": ArtifactStore(f"s3://{bucket}/bench"),
+            }
+            print(
+                "minutes  size_MB  segments  store  probe_KB  segment/share(mean)  (max)  "
+                "sample_cpu_s  vs_first  old_hash_cpu_s"
             )
-        store_root = root / "storage"
-        ctx = StageContext(
-            session_factory=factory,
-            store=ArtifactStore(f"file://{store_root}"),
-            config=PipelineConfig(num_frames=meta.num_frames, keep_frames=True),
-            load_bundle=lambda version: bundle,
-            active_version=lambda session=None: meta.version,
-        )
-        ctx._detectors[meta.crop_size] = FaceDetector()
-        video_id = submit(ctx, clip)
-        segments = analyze_with_stages(ctx, video_id)
-
-        files = [path for path in store_root.rglob("*") if path.is_file()]
-        work = [path for path in files if f"work/{video_id}/" in path.as_posix()]
-        frames = [path for path in work if path.name == "frames.npz"]
-        features = [path for path in work if path not in frames]
-        uploads = [path for path in files if path not in work]
-        minutes = args.seconds / 60
-
-        def per_minute(paths: list[Path]) -> float:
-            return sum(path.stat().st_size for path in paths) / MB / minutes
-
-        upload_mb = per_minute(uploads)
-        print(
-            f"clip: {args.seconds:.0f} s, {width}x{height}, 30 fps, {len(segments)} segments, "
-            f"T={meta.num_frames}, frames at most {ctx.config.frame_max_side} px"
-        )
-        print(f"{'per minute of video':<44}{'MB':>9}{'x upload':>10}")
-        rows = [
-            ("upload (kept)", upload_mb),
-            ("sampled frames (deleted once features stored)", per_minute(frames)),
-            ("features (kept)", per_minute(features)),
-        ]
-        for label, value in rows:
-            print(f"{label:<44}{value:>9.2f}{value / upload_mb:>10.2f}")
-        kept = upload_mb + per_minute(features)
-        print(f"{'stored after analysis (default)':<44}{kept:>9.2f}{kept / upload_mb:>10.2f}")
-        everything = kept + per_minute(frames)
-        print(f"{'stored with OCEANSTREAM_KEEP_FRAMES=1':<44}{everything:>9.2f}")
-        print(
-            f"savez_compressed would keep {compressed_share(features):.0%} of the features' "
-            f"bytes and {compressed_share(frames):.0%} of the frames'"
-        )
+            first: dict[str, float] = {}
+            for minutes in args.minutes:
+                video = write_long_video(
+                    folder / f"v{minutes:g}", 60 * minutes, bitrate=args.bitrate
+                )
+                size = video.stat().st_size
+                for name, store in stores.items():
+                    got = measure(store, video)
+                    base = first.setdefault(name, got.sample_cpu_s)
+                    segments = round(60 * minutes / 15)
+                    print(
+                        f"{minutes:7g}  {size / 1e6:7.1f}  {segments:8d}  {name:5s}  "
+                        f"{got.probe_bytes / 1024:8.0f}  {got.mean_share:19.2f}  "
+                        f"{got.max_share:5.2f}  {got.sample_cpu_s:12.3f}  "
+                        f"{got.sample_cpu_s / base:8.2f}  {got.hash_cpu_s:14.3f}"
+                    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -10,8 +10,10 @@ from db import repository as repo
 from tasks.context import StageContext
 
 
-def submit(ctx: StageContext, path: Path) -> str:
-    """Register `path` as a video, store its copy as `submit` does; returns the video id."""
+def submit(ctx: StageContext, path: Path, *, stamp: bool = True) -> str:
+    """Register `path` as a video, store its copy as `submit` does; returns the video id.
+
+    `stamp=False` stores it as videos were stored before storage stamps were kept."""
     with ctx.session_factory.begin() as session:
         video, _ = repo.get_or_create_video(
             session=session,
@@ -21,7 +23,8 @@ def submit(ctx: StageContext, path: Path) -> str:
             size_bytes=path.stat().st_size,
         )
         uri = ctx.store.put_file(path, LAYOUT.video_upload(video.content_hash, path.suffix))
-        repo.set_storage_uri(session=session, video_id=video.id, uri=uri)
+        recorded = ctx.store.stamp(uri).to_dict() if stamp else None
+        repo.set_storage_uri(session=session, video_id=video.id, uri=uri, stamp=recorded)
         return video.id
 
 

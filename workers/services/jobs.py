@@ -194,7 +194,12 @@ def register_inputs(
             if store is not None:
                 key = LAYOUT.video_upload(video.content_hash, path.suffix)
                 uri = store.put_file(path, key)
-                repo.set_storage_uri(session=session, video_id=video.video_id, uri=uri)
+                repo.set_storage_uri(
+                    session=session,
+                    video_id=video.video_id,
+                    uri=uri,
+                    stamp=store.stamp(uri).to_dict(),
+                )
             registration.to_process.append(video.video_id)
         return registration
 
@@ -402,7 +407,9 @@ def _register_uploads(
             video_ids.append(video.id)
             if created:
                 uri = store.put_file(upload.path, layout.video_upload(upload.sha256, upload.suffix))
-                repo.set_storage_uri(session=session, video_id=video.id, uri=uri)
+                repo.set_storage_uri(
+                    session=session, video_id=video.id, uri=uri, stamp=store.stamp(uri).to_dict()
+                )
                 to_process.append(video.id)
         return job.id, video_ids, to_process
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 from pathlib import Path
@@ -43,10 +44,52 @@ async def get_video(video_id: str, request: Request) -> Response:
     the route applications poll, and FastAPI's dependency solving was a tenth of its cost."""
     context = request_context(request)
     caller = await get_caller(request, context)
+    offset, limit = _segment_page(request)
     body = await context.results.read_async(caller.tenant_id, video_id)
     if body is None:
         raise not_found("video")
-    return Response(body, media_type="application/json")
+    return Response(page_segments(body, offset, limit), media_type="application/json")
+
+
+#: Segments in one result page by default: a 3-hour video has 720 segments of 15 s.
+SEGMENTS_PAGE = 200
+#: No segment takes fewer bytes (its index, start and end): a result under `limit` times this
+#: cannot hold more than a page, and is sent as stored, unparsed.
+_MIN_SEGMENT_BYTES = 40
+
+
+def _segment_page(request: Request) -> tuple[int, int]:
+    """`segments_offset` (>= 0) and `segments_limit` (1-1000) from the query string."""
+    values = []
+    for name, default, low, high in (
+        ("segments_offset", 0, 0, None),
+        ("segments_limit", SEGMENTS_PAGE, 1, 1000),
+    ):
+        raw = request.query_params.get(name)
+        try:
+            value = default if raw is None else int(raw)
+        except ValueError:
+            detail = f"{name} must be a whole number, got {raw!r}"
+            raise HTTPException(status_code=400, detail=detail) from None
+        if value < low or (high is not None and value > high):
+            bounds = f"{low}-{high}" if high is not None else f"at least {low}"
+            raise HTTPException(status_code=400, detail=f"{name} must be {bounds}, got {value}")
+        values.append(value)
+    return values[0], values[1]
+
+
+def page_segments(body: bytes, offset: int, limit: int) -> bytes:
+    """The result with `segments` cut to `[offset, offset + limit)`, and the page described
+    (`segments_total`, `segments_offset`, `segments_limit`) when it is cut."""
+    if offset == 0 and len(body) <= limit * _MIN_SEGMENT_BYTES:
+        return body
+    result = json.loads(body)
+    segments = result.get("segments") or []
+    if offset == 0 and len(segments) <= limit:
+        return body
+    result["segments"] = segments[offset : offset + limit]
+    result.update(segments_total=len(segments), segments_offset=offset, segments_limit=limit)
+    return json.dumps(result).encode()
 
 
 def _attention(
