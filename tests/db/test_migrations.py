@@ -46,8 +46,9 @@ TABLES = {
 }
 #: The tables as of revision 0003, before tenants.
 TABLES_0003 = TABLES - {"tenants", "api_keys", "callback_attempts"}
-#: Words in the drift of a revision before 0004 against today's models: what 0004 added.
-ADDED_IN_0004 = ("tenant", "idempotency_key", "callback", "content_hash")
+#: Words in the drift of a revision before 0004 against today's models: what 0004 and the
+#: revisions after it added.
+ADDED_IN_0004 = ("tenant", "idempotency_key", "callback", "content_hash", "storage_stamp")
 #: The tables as of revision 0002, before segments and persons.
 TABLES_0002 = {"model_versions", "jobs", "videos", "job_videos", "predictions", "attention_maps"}
 

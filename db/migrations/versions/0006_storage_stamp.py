@@ -23,10 +23,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("videos") as batch:
-        batch.add_column(sa.Column("storage_stamp", sa.JSON(), nullable=True))
+    op.add_column("videos", sa.Column("storage_stamp", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("videos") as batch:
-        batch.drop_column("storage_stamp")
+    # A plain ALTER TABLE on both backends (SQLite has dropped a column in place since 3.35):
+    # SQLite's copy-and-drop of `videos` would cascade to every row that refers to it.
+    op.drop_column("videos", "storage_stamp")
