@@ -8,6 +8,7 @@ housekeeping thread (callbacks, retention).
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -49,6 +50,8 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
         counter_url = redis_url(settings.broker_url.get_secret_value())
     except ValueError:
         counter_url = settings.broker_url.get_secret_value()
+    # Read-path mechanisms switched off for `tests.benchmarks.api --off`.
+    off = frozenset(filter(None, os.environ.get("OCEANSTREAM_API_OFF", "").split(",")))
     limiter = RateLimiter(
         redis.Redis.from_url(counter_url, socket_timeout=2.0, socket_connect_timeout=2.0),
         settings.api_rate_limit,
@@ -57,12 +60,13 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
             counter_url,
             socket_timeout=2.0,
             socket_connect_timeout=2.0,
-            single_connection_client=True,
+            single_connection_client="rate" not in off,
         ),
+        batched="rate" not in off,
     )
     metrics = ApiMetrics()
-    results = ResultCache(session_factory, metrics.result_reads)
-    context = ApiContext(settings, session_factory, limiter, metrics, KeyCache(), results)
+    results = ResultCache(session_factory, metrics.result_reads, batched_checks="stamps" not in off)
+    context = ApiContext(settings, session_factory, limiter, metrics, KeyCache(), results, off)
     housekeeper = Housekeeper(context)
 
     @asynccontextmanager

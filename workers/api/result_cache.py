@@ -76,6 +76,7 @@ class ResultCache:
         reads: Counter | None = None,
         size: int = 2048,
         max_bytes: int = 64 << 20,
+        batched_checks: bool = True,
     ) -> None:
         """`reads`: a counter labelled by `source` (`cache` or `database`), counted per read."""
         self.session_factory = session_factory
@@ -88,7 +89,8 @@ class ResultCache:
         self._checks = _check_engine(session_factory)
         self._reading: dict[Hashable, asyncio.Task[Any]] = {}  # `flights.shared`'s
         engine = session_factory.kw["bind"]
-        self.stamps = AsyncStamps(engine) if engine.dialect.name == "postgresql" else None
+        postgresql = engine.dialect.name == "postgresql"
+        self.stamps = AsyncStamps(engine) if postgresql and batched_checks else None
 
     async def aclose(self) -> None:
         if self.stamps is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import threading
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from workers.api.context import ApiContext
 from workers.api.deps import get_caller, get_context, request_context
@@ -43,10 +45,51 @@ async def get_video(video_id: str, request: Request) -> Response:
     the route applications poll, and FastAPI's dependency solving was a tenth of its cost."""
     context = request_context(request)
     caller = await get_caller(request, context)
+    if "cache" in context.off:
+        answer = await run_in_threadpool(
+            read_result, context, caller.tenant_id, video_id, request.headers.get("if-none-match")
+        )
+        if answer is None:
+            raise not_found("video")
+        etag, body = answer
+        headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+        if body is None:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
     body = await context.results.read_async(caller.tenant_id, video_id)
     if body is None:
         raise not_found("video")
     return Response(body, media_type="application/json")
+
+
+def read_result(
+    context: ApiContext, tenant_id: str, video_id: str, if_none_match: str | None
+) -> tuple[str, bytes | None] | None:
+    """The ETag of the tenant's video's result and its JSON (None when `if_none_match`
+    names that ETag); None when the tenant has no such video."""
+    from db.repository.results import query_results, result_stamp
+    from workers.api.result_cache import dump_json
+
+    with context.session_factory() as session:
+        stamp = result_stamp(session=session, video_id=video_id, tenant_id=tenant_id)
+        if stamp is None:
+            return None
+        etag = result_etag(stamp)
+        if if_none_match is not None and etag_matches(if_none_match, etag):
+            return etag, None
+        rows = query_results(session=session, video_id=video_id)
+    if not rows:
+        return None
+    return etag, dump_json(rows[0].to_dict())
+
+
+def result_etag(stamp: tuple[Any, ...]) -> str:
+    return '"' + hashlib.sha256(repr(stamp).encode()).hexdigest()[:32] + '"'
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
 
 
 def _attention(
