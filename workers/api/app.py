@@ -66,7 +66,15 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
     )
     metrics = ApiMetrics()
     results = ResultCache(session_factory, metrics.result_reads, batched_checks="stamps" not in off)
-    context = ApiContext(settings, session_factory, limiter, metrics, KeyCache(), results, off)
+    context = ApiContext(
+        settings,
+        session_factory,
+        limiter,
+        metrics,
+        KeyCache(coalesce="flights" not in off),
+        results,
+        off,
+    )
     housekeeper = Housekeeper(context)
 
     @asynccontextmanager

@@ -32,8 +32,11 @@ class KeyCache:
     process or the CLI is refused by this one at most that long after.
     """
 
-    def __init__(self, ttl_s: float = KEY_CACHE_S, size: int = 10_000) -> None:
+    def __init__(
+        self, ttl_s: float = KEY_CACHE_S, size: int = 10_000, coalesce: bool = True
+    ) -> None:
         self.ttl_s = ttl_s
+        self.coalesce = coalesce
         self.size = size
         self._checked: dict[str, tuple[float, Caller | None]] = {}
         self._lock = threading.Lock()
@@ -61,6 +64,8 @@ class KeyCache:
             caller = await run_in_threadpool(authenticate, session_factory, key)
             return self._remember(digest, read_at, caller)
 
+        if not self.coalesce:
+            return await look_up()
         return await shared(self._lookups, digest, look_up)
 
     def _recent(self, digest: str, now: float) -> tuple[float, Caller | None] | None:

@@ -77,7 +77,9 @@ class ResultCache:
         size: int = 2048,
         max_bytes: int = 64 << 20,
         batched_checks: bool = True,
+        coalesce: bool = True,
     ) -> None:
+        self.coalesce = coalesce
         """`reads`: a counter labelled by `source` (`cache` or `database`), counted per read."""
         self.session_factory = session_factory
         self.reads = reads
@@ -119,6 +121,8 @@ class ResultCache:
                 async def answer() -> bytes | None:
                     return await run_in_threadpool(self._answer, tenant_id, video_id, stamp)
 
+                if not self.coalesce:
+                    return await answer()
                 # Concurrent reads of one new or changed result read and serialize it once.
                 return await shared(self._reading, (tenant_id, video_id, stamp), answer)
         return await run_in_threadpool(self.read, tenant_id, video_id)
