@@ -67,6 +67,19 @@ class ApiServer:
                 f"{self.workers} API processes to start",
             )
 
+    def children(self) -> list[int]:
+        """The ids of the processes `serve` started (uvicorn's workers; Linux)."""
+        assert self.process is not None
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[1]) == self.process.pid:
+                found.append(int(stat.parent.name))
+        return found
+
     def cpu_seconds(self) -> float:
         """User and system CPU seconds of the API's processes so far (its process group:
         uvicorn's supervisor and its workers; Linux)."""

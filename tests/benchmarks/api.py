@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import tempfile
 import time
@@ -172,7 +173,9 @@ def read_variant(
     off, _, mode = variant.partition("@")
     api = ApiServer(
         cluster,
-        extra_env={"OCEANSTREAM_API_OFF": "" if off == "none" else off.replace("+", ",")},
+        extra_env={
+            "OCEANSTREAM_API_READ_PATH_OFF": json.dumps([] if off == "none" else off.split("+"))
+        },
         workers=args.workers,
     )
     api.start()

@@ -8,7 +8,6 @@ housekeeping thread (callbacks, retention).
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -50,8 +49,7 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
         counter_url = redis_url(settings.broker_url.get_secret_value())
     except ValueError:
         counter_url = settings.broker_url.get_secret_value()
-    # Read-path mechanisms switched off for `tests.benchmarks.api --off`.
-    off = frozenset(filter(None, os.environ.get("OCEANSTREAM_API_OFF", "").split(",")))
+    off = settings.api_read_path_off  # for benchmarks (docs/benchmarks.md)
     limiter = RateLimiter(
         redis.Redis.from_url(counter_url, socket_timeout=2.0, socket_connect_timeout=2.0),
         settings.api_rate_limit,
@@ -66,15 +64,7 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
     )
     metrics = ApiMetrics()
     results = ResultCache(session_factory, metrics.result_reads, batched_checks="stamps" not in off)
-    context = ApiContext(
-        settings,
-        session_factory,
-        limiter,
-        metrics,
-        KeyCache(coalesce="flights" not in off),
-        results,
-        off,
-    )
+    context = ApiContext(settings, session_factory, limiter, metrics, KeyCache(), results)
     housekeeper = Housekeeper(context)
 
     @asynccontextmanager

@@ -3,7 +3,7 @@ the recent key checks and the results it keeps serialized."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,4 +24,3 @@ class ApiContext:
     metrics: ApiMetrics
     keys: KeyCache
     results: ResultCache
-    off: frozenset[str] = field(default_factory=frozenset)

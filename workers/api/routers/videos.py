@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import threading
 from pathlib import Path
@@ -15,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from workers.api.context import ApiContext
 from workers.api.deps import get_caller, get_context, request_context
 from workers.api.problems import not_found
+from workers.api.result_cache import read_uncached
 from workers.services.errors import UsageError
 from workers.services.tenants import Caller
 
@@ -39,57 +39,28 @@ def _owned_or_404(context: ApiContext, video_id: str, caller: Caller) -> None:
 async def get_video(video_id: str, request: Request) -> Response:
     """One query checks the video is the caller's and unchanged since this process last sent
     it (`workers.api.result_cache`); only a new or changed result is read and serialized
-    again. 404 for anyone else's or no video.
+    again. The answer's `ETag` is the result's stamp; `If-None-Match` naming it is answered
+    304 without a body. 404 for anyone else's or no video.
 
     The caller is found by calling `get_caller` here rather than through `Depends`: this is
     the route applications poll, and FastAPI's dependency solving was a tenth of its cost."""
     context = request_context(request)
     caller = await get_caller(request, context)
-    if "cache" in context.off:
+    if_none_match = request.headers.get("if-none-match")
+    if "cache" in context.settings.api_read_path_off:
         answer = await run_in_threadpool(
-            read_result, context, caller.tenant_id, video_id, request.headers.get("if-none-match")
+            read_uncached, context.session_factory, caller.tenant_id, video_id, if_none_match
         )
-        if answer is None:
-            raise not_found("video")
-        etag, body = answer
-        headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-        if body is None:
-            return Response(status_code=304, headers=headers)
-        return Response(body, media_type="application/json", headers=headers)
-    body = await context.results.read_async(caller.tenant_id, video_id)
-    if body is None:
+    else:
+        answer = await context.results.read_async(caller.tenant_id, video_id, if_none_match)
+    if answer is None:
         raise not_found("video")
-    return Response(body, media_type="application/json")
-
-
-def read_result(
-    context: ApiContext, tenant_id: str, video_id: str, if_none_match: str | None
-) -> tuple[str, bytes | None] | None:
-    """The ETag of the tenant's video's result and its JSON (None when `if_none_match`
-    names that ETag); None when the tenant has no such video."""
-    from db.repository.results import query_results, result_stamp
-    from workers.api.result_cache import dump_json
-
-    with context.session_factory() as session:
-        stamp = result_stamp(session=session, video_id=video_id, tenant_id=tenant_id)
-        if stamp is None:
-            return None
-        etag = result_etag(stamp)
-        if if_none_match is not None and etag_matches(if_none_match, etag):
-            return etag, None
-        rows = query_results(session=session, video_id=video_id)
-    if not rows:
-        return None
-    return etag, dump_json(rows[0].to_dict())
-
-
-def result_etag(stamp: tuple[Any, ...]) -> str:
-    return '"' + hashlib.sha256(repr(stamp).encode()).hexdigest()[:32] + '"'
-
-
-def etag_matches(if_none_match: str, etag: str) -> bool:
-    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
-    return "*" in tags or etag in tags
+    # no-cache: a client or proxy may keep the answer but asks again (with If-None-Match)
+    # before each use, so an erased or changed result is never shown from a cache.
+    headers = {"ETag": answer.etag, "Cache-Control": "private, no-cache"}
+    if answer.body is None:
+        return Response(status_code=304, headers=headers)
+    return Response(answer.body, media_type="application/json", headers=headers)
 
 
 def _attention(
