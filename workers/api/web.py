@@ -200,10 +200,10 @@ def video_page(
     caller: Caller = Depends(web_caller),
     context: ApiContext = Depends(get_context),
 ) -> HTMLResponse:
-    body = context.results.read(caller.tenant_id, video_id)
-    if body is None:
+    answer = context.results.read(caller.tenant_id, video_id)
+    if answer is None or answer.body is None:
         raise not_found("video")
-    row = json.loads(body)
+    row = json.loads(answer.body)
     return _page(request, "video.html", row=row, traits=TRAITS)
 
 
