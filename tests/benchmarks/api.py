@@ -1,6 +1,7 @@
 """Benchmark: uploads through the HTTP API against `oceanstream submit`, and result reads.
 
     python -m tests.benchmarks.api [--clips 100] [--clients 50] [--reads 40] [--reads-only]
+        [--workers 2] [--variants none,rate,keys,stamps,cache,none@304] [--rounds 2]
 
 One small talking-head clip (1.5 s, 320x240) is copied into N files with distinct bytes (a
 counter appended), so content-hash de-duplication does not collapse them. On a fresh
@@ -13,10 +14,15 @@ PostgreSQL database and a redis-server of its own, it times:
    its own, so none de-duplicates another's files.
 
 No worker runs: both paths stop at queueing, which is what they share. Then a clip is
-analysed (`oceanstream analyze`, the default tenant) and `--clients` concurrent clients read
-its stored result (`GET /v1/videos/{id}`) `--reads` times each, after a warm-up: reads per
-second and p50/p99 latency. Clients and server share the machine's cores. `--reads-only`
-leaves out the API uploads (2); `submit` still stores the N videos the reads run among.
+analysed (`oceanstream analyze`, the default tenant) and, for each variant in turn (`--rounds`
+times), a fresh `serve --workers N` answers `--clients` concurrent clients reading its stored
+result (`GET /v1/videos/{id}`) `--reads` times each, after a warm-up: reads per second, its
+ratio to the round's first variant, p50/p99 latency and the API's CPU per read (all its
+processes). A variant names the read-path mechanisms switched off
+(`OCEANSTREAM_API_READ_PATH_OFF`: `rate`, `keys`, `stamps`, `cache`, joined by `+`; `none`),
+and `@304` makes its clients revalidate with the result's ETag. Clients and server share the
+machine's cores. `--reads-only` leaves out the API uploads (2); `submit` still stores the N
+videos the reads run among.
 """
 
 from __future__ import annotations
