@@ -113,7 +113,8 @@ class RateLimiter:
     the asyncio client, a counter per key with all of its requests added at once. Each
     request still gets its own place in its key's count, so exactly `limit` pass a window
     whatever the concurrency, and a burst of N requests costs one round trip instead of N.
-    `check` is for synchronous code: one round trip per check.
+    `check` is for synchronous code: one round trip per check. `batched=False` sends one
+    command per check (`OCEANSTREAM_API_READ_PATH_OFF`, to measure what batching is worth).
     """
 
     def __init__(
