@@ -81,3 +81,9 @@ def test_a_result_analysed_on_sqlite_is_read_kept_and_erased_through_the_api(
         workers.stop()
     for log in (api.log_path, workers.log_path):
         assert "Traceback" not in log.read_text()
+
+
+def test_serve_refuses_a_worker_count_below_one_with_one_line(default_cluster: Cluster) -> None:
+    refused = default_cluster.cli("serve", "--workers", "0")
+    assert refused.returncode == 2
+    assert "--workers" in refused.stderr and "Traceback" not in refused.stderr
