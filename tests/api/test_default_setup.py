@@ -83,7 +83,14 @@ def test_a_result_analysed_on_sqlite_is_read_kept_and_erased_through_the_api(
         assert "Traceback" not in log.read_text()
 
 
-def test_serve_refuses_a_worker_count_below_one_with_one_line(default_cluster: Cluster) -> None:
+def test_serve_refuses_a_bad_worker_count_or_read_switch_with_one_line(
+    default_cluster: Cluster,
+) -> None:
     refused = default_cluster.cli("serve", "--workers", "0")
     assert refused.returncode == 2
     assert "--workers" in refused.stderr and "Traceback" not in refused.stderr
+    default_cluster.extra_env["OCEANSTREAM_API_READ_PATH_OFF"] = '["flights"]'
+    unknown = default_cluster.cli("serve")
+    assert unknown.returncode == 2
+    assert "OCEANSTREAM_API_READ_PATH_OFF" in unknown.stderr
+    assert "Traceback" not in unknown.stderr

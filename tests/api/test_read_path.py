@@ -184,14 +184,15 @@ def counter() -> Iterator[tuple[str, redis.Redis]]:
         client.close()
 
 
-def limiter_on(url: str, limit: int) -> RateLimiter:
+def limiter_on(url: str, limit: int, *, batched: bool = True) -> RateLimiter:
     import redis.asyncio
 
     return RateLimiter(
         redis.Redis.from_url(url),
         limit,
         60,
-        async_client=redis.asyncio.Redis.from_url(url, single_connection_client=True),
+        async_client=redis.asyncio.Redis.from_url(url, single_connection_client=batched),
+        batched=batched,
     )
 
 
@@ -221,6 +222,24 @@ def test_a_burst_of_rate_checks_is_one_command_and_exactly_the_limit_passes(
     assert _script_calls(counter_db) - evals_before <= 3  # 33 checks, not 33 commands
     # The synchronous check counts on the same counters.
     assert limiter.check("quiet").allowed and not limiter.check("busy").allowed
+
+
+def test_unbatched_rate_checks_send_a_command_each_and_pass_exactly_the_limit(
+    counter: tuple[str, redis.Redis],
+) -> None:
+    url, counter_db = counter
+    limiter = limiter_on(url, limit=4, batched=False)
+    evals_before = _script_calls(counter_db)
+
+    async def burst() -> list[bool]:
+        try:
+            verdicts = await asyncio.gather(*(limiter.check_async("k") for _ in range(12)))
+            return [v.allowed for v in verdicts]
+        finally:
+            await limiter.aclose()
+
+    assert sum(asyncio.run(burst())) == 4
+    assert _script_calls(counter_db) - evals_before == 12
 
 
 def test_rate_checks_pass_with_one_warning_per_command_while_redis_is_down(
