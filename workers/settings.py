@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     api_cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS, as JSON; empty: CORS off."
     )
+    api_read_path_off: list[Literal["rate", "keys", "stamps", "cache"]] = Field(
+        default_factory=list,
+        description="Read-path mechanisms switched off, as JSON (docs/benchmarks.md measures "
+        "each): batched rate counts, the key cache, batched result checks, the result cache.",
+    )
     api_upload_dir: Path | None = Field(
         default=None, description="Where uploads are spooled before storage; none: temp dir."
     )

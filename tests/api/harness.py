@@ -26,6 +26,7 @@ class ApiServer:
     cluster: Cluster
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    workers: int = 1
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -39,7 +40,8 @@ class ApiServer:
     def start(self) -> None:
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "workers.cli", "serve", "--port", str(self.port)]
+            + (["--workers", str(self.workers)] if self.workers > 1 else []),
             env={**self.cluster.env, **self.extra_env},
             cwd=ROOT,
             stdout=log,
@@ -56,6 +58,41 @@ class ApiServer:
                 return False
 
         wait_for(up, 60, "the API to answer /healthz")
+        if self.workers > 1:
+            wait_for(
+                lambda: (
+                    self.log_path.read_text().count("Application startup complete") >= self.workers
+                ),
+                60,
+                f"{self.workers} API processes to start",
+            )
+
+    def children(self) -> list[int]:
+        """The ids of the processes `serve` started (uvicorn's workers; Linux)."""
+        assert self.process is not None
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[1]) == self.process.pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU seconds of the API's processes so far (its process group:
+        uvicorn's supervisor and its workers; Linux)."""
+        assert self.process is not None
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[2]) == self.process.pid:  # the process group
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def client(self, key: str | None = None, timeout: float = 30) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}

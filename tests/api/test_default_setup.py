@@ -2,7 +2,8 @@
 
 A new user analyses a clip in process (`oceanstream analyze`), makes a key and reads the
 result over HTTP: reads go through the thread pool there (no PostgreSQL connection of the
-API's own), are kept and checked like on PostgreSQL, and erasure is seen on the next read.
+API's own), are kept and checked like on PostgreSQL, revalidate with their ETag (304) in one
+process and in `serve --workers 2`, and erasure is seen on the next read.
 """
 
 from __future__ import annotations
@@ -58,6 +59,27 @@ def test_a_result_analysed_on_sqlite_is_read_kept_and_erased_through_the_api(
             assert first.json()["model_trained"] is False
             assert result_reads(client) == {"cache": 1.0, "database": 1.0}
             assert other.get(path).status_code == 404
+            etag = first.headers["etag"]
+            assert second.headers["etag"] == etag and etag.startswith('"')
+            assert first.headers["cache-control"] == "private, no-cache"
+            unchanged = client.get(path, headers={"If-None-Match": etag})
+            assert unchanged.status_code == 304 and unchanged.content == b""
+            assert unchanged.headers["etag"] == etag
+            stale = client.get(path, headers={"If-None-Match": '"an-older-result"'})
+            assert stale.status_code == 200 and stale.json() == first.json()
+            # Another tenant learns nothing from a valid ETag either.
+            assert other.get(path, headers={"If-None-Match": etag}).status_code == 404
+    finally:
+        api.stop()
+
+    # Two API processes (uvicorn's workers) on one port give the same ETag: the stamp's.
+    workers = ApiServer(cluster, workers=2)
+    workers.start()
+    try:
+        assert len(workers.children()) >= 2
+        with workers.client(mine) as client:
+            answers = [client.get(path, headers={"If-None-Match": etag}) for _ in range(6)]
+            assert {answer.status_code for answer in answers} == {304}
 
             database = [cluster.home / "oceanstream.db", cluster.home / "oceanstream.db-wal"]
             needles = {
@@ -69,7 +91,22 @@ def test_a_result_analysed_on_sqlite_is_read_kept_and_erased_through_the_api(
             # Gone from the database files, not only from the rows, when the 204 arrives.
             found = {what: in_files(database, needle) for what, needle in needles.items()}
             assert not any(found.values()), found
+            assert client.get(path, headers={"If-None-Match": etag}).status_code == 404
             assert client.get(path).status_code == 404
     finally:
-        api.stop()
-    assert "Traceback" not in api.log_path.read_text()
+        workers.stop()
+    for log in (api.log_path, workers.log_path):
+        assert "Traceback" not in log.read_text()
+
+
+def test_serve_refuses_a_bad_worker_count_or_read_switch_with_one_line(
+    default_cluster: Cluster,
+) -> None:
+    refused = default_cluster.cli("serve", "--workers", "0")
+    assert refused.returncode == 2
+    assert "--workers" in refused.stderr and "Traceback" not in refused.stderr
+    default_cluster.extra_env["OCEANSTREAM_API_READ_PATH_OFF"] = '["flights"]'
+    unknown = default_cluster.cli("serve")
+    assert unknown.returncode == 2
+    assert "OCEANSTREAM_API_READ_PATH_OFF" in unknown.stderr
+    assert "Traceback" not in unknown.stderr

@@ -260,12 +260,16 @@ def test_a_kept_result_is_checked_on_every_read(
         assert again.status_code == 202, again.text
         assert again.json()["videos"][0]["video_id"] == video_id
         cluster.wait_job(again.json()["id"])
-        renamed = alpha.get(path)
+        # A client revalidating with the old ETag gets the new result and its new ETag.
+        renamed = alpha.get(path, headers={"If-None-Match": first.headers["etag"]})
         assert renamed.status_code == 200 and renamed.json()["video"] == "a-kept.mp4"
+        assert renamed.headers["etag"] != first.headers["etag"]
         assert alpha.get(path).json() == renamed.json()  # kept again, as it is now
+        current = {"If-None-Match": renamed.headers["etag"]}
+        assert alpha.get(path, headers=current).status_code == 304
 
         erased = cluster.cli("purge", "--video", video_id)
         assert erased.returncode == 0, erased.stderr
-        gone = alpha.get(path)
+        gone = alpha.get(path, headers=current)
         assert gone.status_code == 404
         assert gone.json() == alpha.get(f"/v1/videos/{'f' * 32}").json()

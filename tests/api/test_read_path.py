@@ -1,9 +1,9 @@
-"""The read path's batching, on a real PostgreSQL database and a real Redis.
+"""The read path's batching and caching, on a real PostgreSQL database and a real Redis.
 
 Concurrent result checks share one query (`AsyncStamps`), concurrent rate counts share one
-Redis command (`RateLimiter.check_async`), and concurrent requests needing the same key check
-or the same new result do that work once (`workers.api.flights`). Each must answer exactly
-what one request at a time would.
+Redis command (`RateLimiter.check_async`), a recent key check is kept, and a result's ETag is
+the same however its stamp was read. Each must answer exactly what one request at a time
+would.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from tests.db.helpers import add_video
 from tests.db.postgres import POSTGRES_URL, open_postgres
 from tests.integration.harness import free_port, machine_redis_database
 from workers.api import deps
-from workers.api.flights import shared
 from workers.api.metrics import ApiMetrics
 from workers.api.result_cache import (
     APPLICATION_NAME,
+    Answer,
     AsyncStamps,
     ResultCache,
     StampsUnavailable,
+    read_uncached,
 )
 from workers.api.security import RateLimiter
 from workers.services.tenants import create_key
@@ -128,36 +129,38 @@ def test_a_check_whose_connection_dies_fails_alone_and_the_next_one_reconnects(
     asyncio.run(run())
 
 
-def test_a_result_read_by_many_at_once_is_read_once_and_a_broken_check_reads_in_a_thread(
+def test_reads_at_once_agree_and_every_way_of_reading_gives_one_etag(
     engine: Engine, factory: sessionmaker[Session], videos: dict[str, tuple[str, str]]
 ) -> None:
+    """Batched checks on the event loop, checks in a thread after the connection broke, and
+    the uncached read: one ETag, and `If-None-Match` naming it leaves the JSON out."""
     mine, default = videos["mine"]
-    metrics = ApiMetrics()
-    cache = ResultCache(factory, metrics.result_reads)
+    cache = ResultCache(factory, ApiMetrics().result_reads)
 
-    def reads(source: str) -> float:
-        value = metrics.registry.get_sample_value(
-            "oceanstream_api_result_reads_total", {"source": source}
-        )
-        return value or 0.0
-
-    async def run() -> list[bytes | None]:
+    async def run() -> list[Answer | None]:
         try:
-            bodies = await asyncio.gather(*(cache.read_async(default, mine) for _ in range(20)))
+            answers = await asyncio.gather(*(cache.read_async(default, mine) for _ in range(20)))
+            etag = answers[0].etag if answers[0] else ""
+            answers.append(await cache.read_async(default, mine, etag))  # batched check: 304
             assert end_checks_connection(engine) == 1
-            bodies.append(await cache.read_async(default, mine))  # its check broke: a thread
-            bodies.append(await cache.read_async(other_tenant, mine))
+            answers.append(await cache.read_async(default, mine, f'W/{etag}, "x"'))  # a thread
+            answers.append(await cache.read_async(other_tenant, mine, etag))
             assert end_checks_connection(engine) == 1  # the last check had reconnected
-            return bodies
+            return answers
         finally:
             await cache.aclose()
 
     other_tenant = videos["foreign"][1]
-    bodies = asyncio.run(run())
-    assert bodies[-1] is None  # another tenant's read, checked in a thread too
-    assert len(set(bodies[:-1])) == 1 and bodies[0] is not None
-    # A pending video is never kept, so each moment's readers shared one read: not twenty.
-    assert reads("database") < 10, reads("database")
+    answers = asyncio.run(run())
+    assert answers[-1] is None  # another tenant's read, checked in a thread too
+    read = [answer for answer in answers[:20] if answer is not None]
+    assert len(read) == 20 and len({(a.etag, a.body) for a in read}) == 1
+    assert read[0].body is not None and read[0].etag.startswith('"')
+    assert answers[20] == answers[21] == Answer(read[0].etag, None)
+    uncached = read_uncached(factory, default, mine, None)
+    assert uncached == read[0]
+    assert read_uncached(factory, default, mine, "*") == Answer(read[0].etag, None)
+    assert read_uncached(factory, other_tenant, mine, None) is None
 
 
 def end_checks_connection(engine: Engine) -> int:
@@ -181,14 +184,15 @@ def counter() -> Iterator[tuple[str, redis.Redis]]:
         client.close()
 
 
-def limiter_on(url: str, limit: int) -> RateLimiter:
+def limiter_on(url: str, limit: int, *, batched: bool = True) -> RateLimiter:
     import redis.asyncio
 
     return RateLimiter(
         redis.Redis.from_url(url),
         limit,
         60,
-        async_client=redis.asyncio.Redis.from_url(url, single_connection_client=True),
+        async_client=redis.asyncio.Redis.from_url(url, single_connection_client=batched),
+        batched=batched,
     )
 
 
@@ -220,6 +224,24 @@ def test_a_burst_of_rate_checks_is_one_command_and_exactly_the_limit_passes(
     assert limiter.check("quiet").allowed and not limiter.check("busy").allowed
 
 
+def test_unbatched_rate_checks_send_a_command_each_and_pass_exactly_the_limit(
+    counter: tuple[str, redis.Redis],
+) -> None:
+    url, counter_db = counter
+    limiter = limiter_on(url, limit=4, batched=False)
+    evals_before = _script_calls(counter_db)
+
+    async def burst() -> list[bool]:
+        try:
+            verdicts = await asyncio.gather(*(limiter.check_async("k") for _ in range(12)))
+            return [v.allowed for v in verdicts]
+        finally:
+            await limiter.aclose()
+
+    assert sum(asyncio.run(burst())) == 4
+    assert _script_calls(counter_db) - evals_before == 12
+
+
 def test_rate_checks_pass_with_one_warning_per_command_while_redis_is_down(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -245,7 +267,7 @@ def _script_calls(client: redis.Redis) -> int:
     )
 
 
-def test_key_checks_of_a_burst_share_one_database_read(
+def test_a_kept_key_check_answers_a_burst_without_reading(
     factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = create_key(factory, "burst").key
@@ -260,35 +282,11 @@ def test_key_checks_of_a_burst_share_one_database_read(
     keys = deps.KeyCache(ttl_s=60)
 
     async def burst() -> list[object]:
-        return list(
-            await asyncio.gather(*(keys.authenticate_async(factory, key) for _ in range(25)))
-        )
+        first = await keys.authenticate_async(factory, key)
+        rest = await asyncio.gather(*(keys.authenticate_async(factory, key) for _ in range(25)))
+        return [first, *rest]
 
     callers = asyncio.run(burst())
     assert len(reads) == 1
+    assert keys.authenticate(factory, "oceanstream_not-a-key") is None
     assert len({caller.tenant_id for caller in callers}) == 1  # type: ignore[attr-defined]
-
-
-def test_a_shared_task_outlives_a_caller_that_goes_away_and_fails_for_all() -> None:
-    flights: dict = {}
-    runs: list[int] = []
-
-    async def slow(value: int) -> int:
-        runs.append(value)
-        await asyncio.sleep(0.05)
-        if value < 0:
-            raise ValueError("no")
-        return value
-
-    async def run() -> None:
-        first = asyncio.create_task(shared(flights, "k", lambda: slow(1)))
-        second = asyncio.create_task(shared(flights, "k", lambda: slow(2)))
-        await asyncio.sleep(0.01)
-        first.cancel()
-        assert await second == 1  # the first caller's task, run once, not cancelled with it
-        assert runs == [1] and flights == {}
-        failing = [asyncio.create_task(shared(flights, "e", lambda: slow(-1))) for _ in range(3)]
-        results = await asyncio.gather(*failing, return_exceptions=True)
-        assert all(isinstance(r, ValueError) for r in results) and runs == [1, -1]
-
-    asyncio.run(run())

@@ -1,6 +1,7 @@
 """Benchmark: uploads through the HTTP API against `oceanstream submit`, and result reads.
 
     python -m tests.benchmarks.api [--clips 100] [--clients 50] [--reads 40] [--reads-only]
+        [--workers 2] [--variants none,rate,keys,stamps,cache,none@304] [--rounds 2]
 
 One small talking-head clip (1.5 s, 320x240) is copied into N files with distinct bytes (a
 counter appended), so content-hash de-duplication does not collapse them. On a fresh
@@ -13,23 +14,29 @@ PostgreSQL database and a redis-server of its own, it times:
    its own, so none de-duplicates another's files.
 
 No worker runs: both paths stop at queueing, which is what they share. Then a clip is
-analysed (`oceanstream analyze`, the default tenant) and `--clients` concurrent clients read
-its stored result (`GET /v1/videos/{id}`) `--reads` times each, after a warm-up: reads per
-second and p50/p99 latency. Clients and server share the machine's cores. `--reads-only`
-leaves out the API uploads (2); `submit` still stores the N videos the reads run among.
+analysed (`oceanstream analyze`, the default tenant) and, for each variant in turn (`--rounds`
+times), a fresh `serve --workers N` answers `--clients` concurrent clients reading its stored
+result (`GET /v1/videos/{id}`) `--reads` times each, after a warm-up: reads per second, its
+ratio to the round's first variant, p50/p99 latency and the API's CPU per read (all its
+processes). A variant names the read-path mechanisms switched off
+(`OCEANSTREAM_API_READ_PATH_OFF`: `rate`, `keys`, `stamps`, `cache`, joined by `+`; `none`),
+and `@304` makes its clients revalidate with the result's ETag. Clients and server share the
+machine's cores. `--reads-only` leaves out the API uploads (2); `submit` still stores the N
+videos the reads run among.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import json
 import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -77,12 +84,13 @@ def upload_at_once(api: ApiServer, key: str, clips: list[Path]) -> float:
 
 
 async def read_concurrently(
-    url: str, key: str, path: str, clients: int, reads: int, client: str = "raw"
+    url: str, key: str, path: str, clients: int, reads: int, client: str = "raw", etag: str = ""
 ) -> list[float]:
     """Latencies of `clients` concurrent clients reading `path` `reads` times each, one
-    keep-alive connection each, after one warm-up read each."""
+    keep-alive connection each, after one warm-up read each. With `etag` (raw clients only)
+    each read revalidates (`If-None-Match`) and must be answered 304."""
     read = _raw_reader if client == "raw" else _httpx_reader
-    async with read(url, key, path, clients) as get:
+    async with read(url, key, path, clients, etag) as get:
         await asyncio.gather(*(get(i) for i in range(clients)))  # warm-up
         latencies: list[float] = []
 
@@ -100,7 +108,9 @@ Reader = Callable[[int], Awaitable[None]]
 
 
 @asynccontextmanager
-async def _httpx_reader(url: str, key: str, path: str, clients: int) -> AsyncIterator[Reader]:
+async def _httpx_reader(
+    url: str, key: str, path: str, clients: int, etag: str = ""
+) -> AsyncIterator[Reader]:
     """httpx's AsyncClient with a pool of `clients` connections: about 6 ms of CPU per read
     on the development host, twice the API's own, so it measures itself as much as the API."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -115,13 +125,18 @@ async def _httpx_reader(url: str, key: str, path: str, clients: int) -> AsyncIte
 
 
 @asynccontextmanager
-async def _raw_reader(url: str, key: str, path: str, clients: int) -> AsyncIterator[Reader]:
+async def _raw_reader(
+    url: str, key: str, path: str, clients: int, etag: str = ""
+) -> AsyncIterator[Reader]:
     """A bare HTTP/1.1 client: connection `i` sends the GET and reads the answer (status line,
     headers, Content-Length bytes); a tenth of httpx's CPU per read."""
     host, port = httpx.URL(url).host, httpx.URL(url).port
+    revalidate = f"If-None-Match: {etag}\r\n" if etag else ""
     request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n"
+        f"{revalidate}\r\n"
     ).encode()
+    expected = b"304" if etag else b"200"
     connections = [await asyncio.open_connection(host, port) for _ in range(clients)]
 
     async def get(i: int) -> None:
@@ -130,12 +145,15 @@ async def _raw_reader(url: str, key: str, path: str, clients: int) -> AsyncItera
         head = await reader.readuntil(b"\r\n\r\n")
         status = head.split(b" ", 2)[1]
         length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
+            (
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
         )
         body = await reader.readexactly(length)
-        assert status == b"200", body
+        assert status == expected, head + body
 
     try:
         yield get
@@ -144,30 +162,57 @@ async def _raw_reader(url: str, key: str, path: str, clients: int) -> AsyncItera
             writer.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of process `pid` so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+@dataclass
+class ReadRun:
+    variant: str
+    reads_per_s: float
+    p50_ms: float
+    p99_ms: float
+    api_cpu_ms: float  # per read, warm-up included, all the API's processes
 
 
-def server_seconds(url: str, route: str) -> tuple[int, float, dict[float, int]]:
-    """The API's own count, total seconds and histogram buckets (upper bound -> count) of
-    GET `route`, from its /metrics: the time spent in the server, without the client's."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    label = f'method="GET",route="{route}"'
-    count, total, buckets = 0, 0.0, {}
-    for line in text.splitlines():
-        if label not in line:
-            continue
-        name, value = line.rsplit(" ", 1)
-        if name.startswith("oceanstream_api_request_seconds_count"):
-            count = int(float(value))
-        elif name.startswith("oceanstream_api_request_seconds_sum"):
-            total = float(value)
-        elif name.startswith("oceanstream_api_request_seconds_bucket"):
-            bound = name.split('le="', 1)[1].split('"', 1)[0]
-            buckets[float(bound)] = int(float(value))
-    return count, total, buckets
+def read_variant(
+    cluster: Cluster, args: argparse.Namespace, reader: str, video_id: str, variant: str
+) -> ReadRun:
+    """One read run against a fresh `serve --workers N` with `variant`'s mechanisms off
+    (`off1+off2`, `none`) and, with a `@304` suffix, clients that revalidate."""
+    off, _, mode = variant.partition("@")
+    api = ApiServer(
+        cluster,
+        extra_env={
+            "OCEANSTREAM_API_READ_PATH_OFF": json.dumps([] if off == "none" else off.split("+"))
+        },
+        workers=args.workers,
+    )
+    api.start()
+    path = f"/v1/videos/{video_id}"
+    try:
+        etag = ""
+        if mode == "304":
+            with api.client(reader) as client:
+                etag = client.get(path).headers["etag"]
+        server_cpu = api.cpu_seconds()
+        try:
+            latencies = asyncio.run(
+                read_concurrently(
+                    api.url, reader, path, args.clients, args.reads, args.client, etag
+                )
+            )
+        except (httpx.HTTPError, OSError, EOFError, AssertionError):
+            print(api.log_path.read_text()[-4000:])
+            raise
+        server_cpu = api.cpu_seconds() - server_cpu
+    finally:
+        api.stop()
+    read_s = sum(latencies) / args.clients
+    ordered = sorted(latencies)
+    return ReadRun(
+        variant,
+        len(latencies) / read_s,
+        statistics.median(ordered) * 1000,
+        ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
+        server_cpu / (args.clients * (args.reads + 1)) * 1000,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--reads", type=int, default=40)
     parser.add_argument("--reads-only", action="store_true", help="leave out the API uploads")
+    parser.add_argument("--workers", type=int, default=1, help="API processes (serve --workers)")
+    parser.add_argument(
+        "--variants",
+        default="none",
+        help="comma-separated read runs, each with the read-path mechanisms named switched "
+        "off ('rate+keys+cache'; 'none' for none) and '@304' for clients sending If-None-Match",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="times each variant runs, in turn")
     parser.add_argument(
         "--client",
         choices=("raw", "httpx"),
@@ -183,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         help="the reading clients: a bare HTTP/1.1 client (default) or httpx's AsyncClient",
     )
     args = parser.parse_args(argv)
+    variants = args.variants.split(",")
+    runs: list[ReadRun] = []
     databases = open_postgres(POSTGRES_URL)
     with tempfile.TemporaryDirectory(prefix="api-bench-") as tmp:
         folder = Path(tmp)
@@ -203,44 +258,27 @@ def main(argv: list[str] | None = None) -> int:
                 submitted = cluster.cli("submit", str(folder / "clips"))
                 submit_s = time.perf_counter() - start
                 assert submitted.returncode == 0, submitted.stderr
-                api = ApiServer(cluster)
-                api.start()
-                try:
-                    if not args.reads_only:
+                if not args.reads_only:
+                    api = ApiServer(cluster)
+                    api.start()
+                    try:
                         keys = {
                             name: create_key(cluster, name) for name in ("one", "eight", "batch")
                         }
                         one_s = upload_each(api, keys["one"], clips, clients=1)
                         eight_s = upload_each(api, keys["eight"], clips, clients=8)
                         batch_s = upload_at_once(api, keys["batch"], clips)
-                    analysed = cluster.cli("analyze", str(clips[0]), "--json")
-                    assert analysed.returncode == 0, analysed.stderr
-                    (video_id,) = cluster.query(
-                        "SELECT id FROM videos WHERE tenant_id = 'default' AND status = 'done'"
-                    )[0]
-                    reader = create_key(cluster, "default")
-                    assert api.process is not None
-                    server_cpu, client_cpu = cpu_seconds(api.process.pid), time.process_time()
-                    try:
-                        latencies = asyncio.run(
-                            read_concurrently(
-                                api.url,
-                                reader,
-                                f"/v1/videos/{video_id}",
-                                args.clients,
-                                args.reads,
-                                args.client,
-                            )
-                        )
-                    except (httpx.HTTPError, OSError, EOFError, AssertionError):
-                        print(api.log_path.read_text()[-4000:])
-                        raise
-                    read_s = sum(latencies) / args.clients
-                    server_cpu = cpu_seconds(api.process.pid) - server_cpu
-                    client_cpu = time.process_time() - client_cpu
-                    served, served_s, buckets = server_seconds(api.url, "/v1/videos/{video_id}")
-                finally:
-                    api.stop()
+                    finally:
+                        api.stop()
+                analysed = cluster.cli("analyze", str(clips[0]), "--json")
+                assert analysed.returncode == 0, analysed.stderr
+                (video_id,) = cluster.query(
+                    "SELECT id FROM videos WHERE tenant_id = 'default' AND status = 'done'"
+                )[0]
+                reader = create_key(cluster, "default")
+                for _ in range(args.rounds):
+                    for variant in variants:
+                        runs.append(read_variant(cluster, args, reader, video_id, variant))
             finally:
                 databases.drop_all()
     n = args.clips
@@ -256,25 +294,18 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"API, all files in one request:         {n / batch_s:7.1f} uploads/s ({batch_s:.2f} s)"
         )
-    ordered = sorted(latencies)
-    p50 = statistics.median(ordered) * 1000
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
     print(
-        f"GET /v1/videos/{{id}}, {args.clients} clients x {args.reads} ({args.client}): "
-        f"{len(latencies) / read_s:7.1f} reads/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        f"GET /v1/videos/{{id}}, {args.clients} clients x {args.reads} ({args.client}), "
+        f"{args.workers} API process(es); ratio: reads/s over the round's first variant"
     )
-    # The server's own view (warm-up included): request in, first byte of the answer out.
-    total = args.clients * (args.reads + 1)
-    if served:
-        under = {bound: n / served for bound, n in buckets.items() if bound <= 0.25}
+    print("round | mechanisms off | reads/s | ratio | p50 ms | p99 ms | API CPU ms/read")
+    for i, run in enumerate(runs):
+        first = runs[i - i % len(variants)]
         print(
-            f"  in the API process: mean {served_s / served * 1000:.1f} ms over {served} reads; "
-            + ", ".join(f"{share:.0%} <= {bound * 1000:g} ms" for bound, share in under.items())
+            f"{i // len(variants) + 1} | {run.variant} | {run.reads_per_s:.1f} | "
+            f"{run.reads_per_s / first.reads_per_s:.2f} | {run.p50_ms:.1f} | {run.p99_ms:.1f} | "
+            f"{run.api_cpu_ms:.2f}"
         )
-    print(
-        f"  CPU per read (warm-up included): API process {server_cpu / total * 1000:.2f} ms, "
-        f"clients {client_cpu / total * 1000:.2f} ms"
-    )
     return 0
 
 

@@ -50,6 +50,7 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
         counter_url = redis_url(settings.broker_url.get_secret_value())
     except ValueError:
         counter_url = settings.broker_url.get_secret_value()
+    off = settings.api_read_path_off  # for benchmarks (docs/benchmarks.md)
     limiter = RateLimiter(
         redis.Redis.from_url(counter_url, socket_timeout=2.0, socket_connect_timeout=2.0),
         settings.api_rate_limit,
@@ -58,11 +59,12 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
             counter_url,
             socket_timeout=2.0,
             socket_connect_timeout=2.0,
-            single_connection_client=True,
+            single_connection_client="rate" not in off,
         ),
+        batched="rate" not in off,
     )
     metrics = ApiMetrics()
-    results = ResultCache(session_factory, metrics.result_reads)
+    results = ResultCache(session_factory, metrics.result_reads, batched_checks="stamps" not in off)
     context = ApiContext(settings, session_factory, limiter, metrics, KeyCache(), results)
     housekeeper = Housekeeper(context)
 

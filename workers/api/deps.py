@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from tasks.context import is_outage
 from workers.api.context import ApiContext
-from workers.api.flights import shared
 from workers.services.errors import Unreachable
 from workers.services.tenants import Caller, authenticate, hash_key
 
@@ -39,7 +36,6 @@ class KeyCache:
         self.size = size
         self._checked: dict[str, tuple[float, Caller | None]] = {}
         self._lock = threading.Lock()
-        self._lookups: dict[Hashable, asyncio.Task[Any]] = {}  # `flights.shared`'s
 
     def authenticate(self, session_factory: sessionmaker, key: str) -> Caller | None:
         digest, read_at = hash_key(key), time.monotonic()
@@ -49,21 +45,13 @@ class KeyCache:
         return self._remember(digest, read_at, authenticate(session_factory, key))
 
     async def authenticate_async(self, session_factory: sessionmaker, key: str) -> Caller | None:
-        """As `authenticate`; a recent check costs no thread, only a miss reads in one.
-
-        Concurrent misses of one key share one read: when a busy key's check expires, its
-        requests in flight wait for one thread rather than each taking one (a burst of
-        identical queries that stalled the process for a tenth of a second)."""
+        """As `authenticate`; a recent check costs no thread, only a miss reads in one."""
         digest, read_at = hash_key(key), time.monotonic()
         hit = self._recent(digest, read_at)
         if hit is not None:
             return hit[1]
-
-        async def look_up() -> Caller | None:
-            caller = await run_in_threadpool(authenticate, session_factory, key)
-            return self._remember(digest, read_at, caller)
-
-        return await shared(self._lookups, digest, look_up)
+        caller = await run_in_threadpool(authenticate, session_factory, key)
+        return self._remember(digest, read_at, caller)
 
     def _recent(self, digest: str, now: float) -> tuple[float, Caller | None] | None:
         with self._lock:
@@ -112,7 +100,10 @@ async def get_caller(request: Request, context: ApiContext = Depends(get_context
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(401, "send an API key as 'Authorization: Bearer KEY'", BEARER)
     try:
-        caller = await context.keys.authenticate_async(context.session_factory, token.strip())
+        if "keys" in context.settings.api_read_path_off:
+            caller = await run_in_threadpool(authenticate, context.session_factory, token.strip())
+        else:
+            caller = await context.keys.authenticate_async(context.session_factory, token.strip())
     except Exception as exc:
         if is_outage(exc):  # the database is down: 503 with Retry-After, not a 500
             raise Unreachable(f"cannot check the API key: {type(exc).__name__}") from exc

@@ -4,7 +4,8 @@
 - `oceanstream_api_request_seconds{method,route}` (histogram);
 - `oceanstream_api_uploaded_bytes_total`, `oceanstream_api_callbacks_queued_total`;
 - `oceanstream_api_result_reads_total{source}`: `GET /v1/videos/{id}` answers by where their
-  JSON came from, `cache` or `database` (`workers.api.result_cache`); 404s are not counted.
+  JSON came from, `cache` or `database` (`workers.api.result_cache`); 304s and 404s are not
+  counted.
 
 The route is the path template (`/v1/jobs/{job_id}`), never the path, so ids do not make new
 series.

@@ -1,37 +1,40 @@
-"""`GET /v1/videos/{id}`'s answer, kept serialized per (tenant, video) and checked on every read.
+"""`GET /v1/videos/{id}`'s answer, kept serialized per (tenant, video) and checked on every read,
+with an `ETag` from the result's stamp (`If-None-Match` naming it is answered 304).
 
 A stored result is read from five tables and shown as JSON; for a video in a final state it
 rarely changes, so one API process keeps the JSON bytes it last sent. It never trusts them
 blindly: every read first runs one query, scoped to the caller's tenant, for the video's
 result stamp (`db.repository.results.result_stamp`: status, last change, predictions, job
-entries, segments). No row (an unknown id, another tenant's video, a video erased through any
-API process or the CLI a moment ago) answers 404; a stamp unlike the kept one reads the
+entries, segments), which is also the answer's ETag, the same in every API process. No row
+(an unknown id, another tenant's video, a video erased through any API process or the CLI a
+moment ago) answers 404; a stamp unlike the kept one reads the
 result again. So the cache saves the reading and the serializing, never the check, and
 erasure is seen at once. Entries are keyed by tenant and video, so no tenant is ever served
 another's bytes; a video not yet final is never kept (it changes with every stage).
 
 On PostgreSQL the check runs on the event loop (`AsyncStamps`: a psycopg connection of its
 own, the checks of the reads that arrive together in one prepared query), so a read answered
-from the cache takes no thread; only reading a result anew goes to the thread pool, once for
-all the reads that need it (`workers.api.flights`). On SQLite, or while that connection
-fails, the whole read runs in the thread pool.
+from the cache or with 304 takes no thread; only reading a result anew goes to the thread
+pool. On SQLite, or while that connection fails, the whole read runs in the thread pool.
+`read_uncached` is the read without the cache (`OCEANSTREAM_API_READ_PATH_OFF`, for
+benchmarks).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 
 from core.status import FINAL_STATUSES
-from workers.api.flights import shared
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
@@ -60,6 +63,57 @@ def dump_json(content: Any) -> bytes:
     ).encode("utf-8")
 
 
+def result_etag(stamp: tuple[Any, ...]) -> str:
+    """A result's strong ETag: a digest of its stamp, times as UTC, so every API process and
+    both ways of reading the stamp give the same tag for the same result."""
+
+    def canonical(value: Any) -> Any:
+        if isinstance(value, datetime):
+            if value.tzinfo is not None:
+                value = value.astimezone(UTC).replace(tzinfo=None)
+            return value.isoformat()
+        return value
+
+    text = repr(tuple(canonical(value) for value in stamp))
+    return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an `If-None-Match` header names `etag` (weak comparison, as RFC 9110 asks for
+    this header) or is `*`."""
+    if not if_none_match:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A read's answer: the result's ETag and its JSON, or no JSON when the reader's copy
+    (`If-None-Match`) is current."""
+
+    etag: str
+    body: bytes | None
+
+
+def read_uncached(
+    session_factory: sessionmaker, tenant_id: str, video_id: str, if_none_match: str | None
+) -> Answer | None:
+    """The read without a cache: the stamp, then (unless the reader's copy is current) the
+    result, in one session. None when the tenant has no such video."""
+    from db.repository.results import query_results, result_stamp
+
+    with session_factory() as session:
+        stamp = result_stamp(session=session, video_id=video_id, tenant_id=tenant_id)
+        if stamp is None:
+            return None
+        etag = result_etag(stamp)
+        if etag_matches(if_none_match, etag):
+            return Answer(etag, None)
+        rows = query_results(session=session, video_id=video_id)
+    return Answer(etag, dump_json(rows[0].to_dict())) if rows else None
+
+
 @dataclass(frozen=True)
 class _Entry:
     stamp: tuple[Any, ...]
@@ -76,6 +130,7 @@ class ResultCache:
         reads: Counter | None = None,
         size: int = 2048,
         max_bytes: int = 64 << 20,
+        batched_checks: bool = True,
     ) -> None:
         """`reads`: a counter labelled by `source` (`cache` or `database`), counted per read."""
         self.session_factory = session_factory
@@ -86,40 +141,47 @@ class ResultCache:
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._checks = _check_engine(session_factory)
-        self._reading: dict[Hashable, asyncio.Task[Any]] = {}  # `flights.shared`'s
         engine = session_factory.kw["bind"]
-        self.stamps = AsyncStamps(engine) if engine.dialect.name == "postgresql" else None
+        postgresql = engine.dialect.name == "postgresql"
+        self.stamps = AsyncStamps(engine) if postgresql and batched_checks else None
 
     async def aclose(self) -> None:
         if self.stamps is not None:
             await self.stamps.aclose()
 
-    def read(self, tenant_id: str, video_id: str) -> bytes | None:
-        """The tenant's video's result as JSON bytes; None when the tenant has no such video."""
+    def read(
+        self, tenant_id: str, video_id: str, if_none_match: str | None = None
+    ) -> Answer | None:
+        """The tenant's video's result, or None when the tenant has no such video; its JSON
+        is left out when `if_none_match` names its ETag."""
         from db.repository.results import result_stamp
 
         with self._checks.connect() as connection:
             stamp = result_stamp(session=connection, video_id=video_id, tenant_id=tenant_id)
-        return self._answer(tenant_id, video_id, stamp)
+        return self._answer(tenant_id, video_id, stamp, if_none_match)
 
-    async def read_async(self, tenant_id: str, video_id: str) -> bytes | None:
-        """As `read`; a kept result whose stamp `AsyncStamps` checks takes no thread."""
+    async def read_async(
+        self, tenant_id: str, video_id: str, if_none_match: str | None = None
+    ) -> Answer | None:
+        """As `read`; a kept or unchanged result whose stamp `AsyncStamps` checks takes no
+        thread."""
         if self.stamps is not None:
             try:
                 stamp = await self.stamps.fetch(video_id, tenant_id)
             except StampsUnavailable:
                 pass
             else:
+                if stamp is None:
+                    self._drop((tenant_id, video_id))
+                    return None
+                etag = result_etag(stamp)
+                if etag_matches(if_none_match, etag):
+                    return Answer(etag, None)
                 body = self._kept((tenant_id, video_id), stamp)
                 if body is not None:
-                    return body
-
-                async def answer() -> bytes | None:
-                    return await run_in_threadpool(self._answer, tenant_id, video_id, stamp)
-
-                # Concurrent reads of one new or changed result read and serialize it once.
-                return await shared(self._reading, (tenant_id, video_id, stamp), answer)
-        return await run_in_threadpool(self.read, tenant_id, video_id)
+                    return Answer(etag, body)
+                return await run_in_threadpool(self._answer, tenant_id, video_id, stamp)
+        return await run_in_threadpool(self.read, tenant_id, video_id, if_none_match)
 
     def _kept(self, key: tuple[str, str], stamp: tuple[Any, ...] | None) -> bytes | None:
         """The kept JSON when its stamp is `stamp`."""
@@ -133,17 +195,27 @@ class ResultCache:
         self._count("cache")
         return entry.body
 
-    def _answer(self, tenant_id: str, video_id: str, stamp: tuple[Any, ...] | None) -> bytes | None:
-        """The result whose stamp was just read as `stamp`: kept, or read and maybe kept."""
+    def _answer(
+        self,
+        tenant_id: str,
+        video_id: str,
+        stamp: tuple[Any, ...] | None,
+        if_none_match: str | None = None,
+    ) -> Answer | None:
+        """The result whose stamp was just read as `stamp`: current at the reader, kept, or
+        read and maybe kept."""
         from db.repository.results import query_results
 
         key = (tenant_id, video_id)
         if stamp is None:
             self._drop(key)
             return None
+        etag = result_etag(stamp)
+        if etag_matches(if_none_match, etag):
+            return Answer(etag, None)
         body = self._kept(key, stamp)
         if body is not None:
-            return body
+            return Answer(etag, body)
         # Read after the stamp: a change in between leaves a stamp older than the bytes, so
         # the next read finds it stale and reads again (never the other way round).
         with self.session_factory() as session:
@@ -157,7 +229,7 @@ class ResultCache:
             self._keep(key, _Entry(stamp, body))
         else:
             self._drop(key)
-        return body
+        return Answer(etag, body)
 
     def _count(self, source: str) -> None:
         if self.reads is not None:

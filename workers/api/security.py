@@ -113,12 +113,19 @@ class RateLimiter:
     the asyncio client, a counter per key with all of its requests added at once. Each
     request still gets its own place in its key's count, so exactly `limit` pass a window
     whatever the concurrency, and a burst of N requests costs one round trip instead of N.
-    `check` is for synchronous code: one round trip per check.
+    `check` is for synchronous code: one round trip per check. `batched=False` sends one
+    command per check (`OCEANSTREAM_API_READ_PATH_OFF`, to measure what batching is worth).
     """
 
     def __init__(
-        self, redis_client: Any, limit: int, window_s: int, async_client: Any = None
+        self,
+        redis_client: Any,
+        limit: int,
+        window_s: int,
+        async_client: Any = None,
+        batched: bool = True,
     ) -> None:
+        self.batched = batched
         self.redis = redis_client
         self.async_redis = async_client
         self.limit = limit
@@ -144,6 +151,13 @@ class RateLimiter:
             from starlette.concurrency import run_in_threadpool
 
             return await run_in_threadpool(self.check, key_id)
+        if not self.batched:
+            counter, retry_after = self._window(key_id)
+            try:
+                (count,) = await self._count_async(keys=[counter], args=[self.window_s + 1, 1])
+            except Exception as exc:  # redis raises its own connection and timeout errors
+                return self._uncounted(exc)
+            return RateVerdict(int(count) <= self.limit, retry_after)
         counter, _ = self._window(key_id)
         verdict: asyncio.Future[RateVerdict] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(counter, []).append(verdict)

@@ -244,10 +244,10 @@ def video_page(
     caller: Caller = Depends(web_caller),
     context: ApiContext = Depends(get_context),
 ) -> HTMLResponse:
-    body = context.results.read(caller.tenant_id, video_id)
-    if body is None:
+    answer = context.results.read(caller.tenant_id, video_id)
+    if answer is None or answer.body is None:
         raise HTTPException(404, GONE.format(what="video"))
-    row = json.loads(body)
+    row = json.loads(answer.body)
     chosen = {"person": _index(person), "segment": _index(segment)}
     query = urlencode({name: value for name, value in chosen.items() if value is not None})
     return _page(

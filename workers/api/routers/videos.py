@@ -10,10 +10,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from workers.api.context import ApiContext
 from workers.api.deps import get_caller, get_context, request_context
 from workers.api.problems import not_found
+from workers.api.result_cache import read_uncached
 from workers.services.errors import UsageError
 from workers.services.tenants import Caller
 
@@ -38,17 +40,31 @@ def _owned_or_404(context: ApiContext, video_id: str, caller: Caller) -> None:
 async def get_video(video_id: str, request: Request) -> Response:
     """One query checks the video is the caller's and unchanged since this process last sent
     it (`workers.api.result_cache`); only a new or changed result is read and serialized
-    again. 404 for anyone else's or no video.
+    again. The answer's `ETag` is the result's stamp; `If-None-Match` naming it is answered
+    304 without a body. 404 for anyone else's or no video.
 
     The caller is found by calling `get_caller` here rather than through `Depends`: this is
     the route applications poll, and FastAPI's dependency solving was a tenth of its cost."""
     context = request_context(request)
     caller = await get_caller(request, context)
     offset, limit = _segment_page(request)
-    body = await context.results.read_async(caller.tenant_id, video_id)
-    if body is None:
+    if_none_match = request.headers.get("if-none-match")
+    if "cache" in context.settings.api_read_path_off:
+        answer = await run_in_threadpool(
+            read_uncached, context.session_factory, caller.tenant_id, video_id, if_none_match
+        )
+    else:
+        answer = await context.results.read_async(caller.tenant_id, video_id, if_none_match)
+    if answer is None:
         raise not_found("video")
-    return Response(page_segments(body, offset, limit), media_type="application/json")
+    # no-cache: a client or proxy may keep the answer but asks again (with If-None-Match)
+    # before each use, so an erased or changed result is never shown from a cache. One ETag
+    # serves every page of a result: the pages change together.
+    headers = {"ETag": answer.etag, "Cache-Control": "private, no-cache"}
+    if answer.body is None:
+        return Response(status_code=304, headers=headers)
+    body = page_segments(answer.body, offset, limit)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 #: Segments in one result page by default: a 3-hour video has 720 segments of 15 s.
