@@ -150,7 +150,8 @@ class VideoAnalyzer:
             result.error = str(exc)
             return result
         result.timings["probe"] = time.perf_counter() - start
-        plan = plan_video(result.info, self.config.segment_seconds)
+        keyframes = path if self.config.segment_keyframes else None
+        plan = plan_video(result.info, self.config.segment_seconds, keyframes)
         upcoming = pool.submit(self._sample, path, plan, 0, result.info)
         for segment in plan:
             sampled, seconds = _result_of(upcoming)

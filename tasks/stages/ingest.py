@@ -81,6 +81,9 @@ def _plan(ctx: StageContext, ref: VideoRef) -> StageUpdate:
                 info = probe_video(path, ctx.config.limits)
             except InputError as exc:
                 raise type(exc)(str(exc).replace(str(path), ref.source)) from exc
+            # Boundaries on keyframes, found in the container index (no decoding).
+            keyframes = path if ctx.config.segment_keyframes else None
+            segments = plan_video(info, ctx.config.segment_seconds, keyframes)
     except ContentMismatchError as exc:
         log.warning("ingest of video %s refused: %s", ref.id, exc)
         return StageUpdate(VideoStatus.FAILED, error=CHANGED_AFTER_UPLOAD)
@@ -92,7 +95,7 @@ def _plan(ctx: StageContext, ref: VideoRef) -> StageUpdate:
         VideoStatus.EXTRACTING,
         timings={"probe": time.perf_counter() - start},
         probe=info.to_dict(),
-        segments=plan_video(info, ctx.config.segment_seconds),
+        segments=segments,
     )
 
 
