@@ -205,6 +205,10 @@ def decode_frames(
     with _open(path) as container:
         stream = _video_stream(container, path)
         stream.codec_context.thread_count = decode_threads
+        # Frame threads, as OpenCV uses: PyAV's default (slice threads) gives x264 output,
+        # one slice per frame, no parallelism, and makes each frame wait on idle threads: on a
+        # busy host a 15 s 720p window took 3.6 s instead of 1.0 s for the same CPU time.
+        stream.codec_context.thread_type = "AUTO"
         grid = stream_grid(stream)
         rate = float(grid.rate) if grid else float(stream.guessed_rate or 0)
         check = IndexGuard(limits, rate, path)
