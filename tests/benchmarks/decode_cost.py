@@ -89,10 +89,13 @@ def stream_copy(piece: Path, minutes: float, seconds: float) -> Path:
 def sampling_cpu(video: Path, picks: int | None, keyframes: bool = True) -> tuple[float, int, int]:
     """Mean sampling CPU per segment over ``picks`` segments spread over the video (None:
     all); with the segment count and the frames decoded per segment."""
+    from core.decode_limits import VideoLimits
     from core.segment_sampling import plan_video, sample_video_segment
     from core.video import probe_video
 
-    info = probe_video(video)
+    # A long video at 8 Mbit/s is past the default size and duration limits.
+    limits = VideoLimits(max_bytes=2**40, max_duration_s=4 * 3600)
+    info = probe_video(video, limits)
     plan = plan_video(info, 15.0, video if keyframes else None)
     count = len(plan) if picks is None else min(picks, len(plan))
     chosen = sorted({round(i * (len(plan) - 1) / max(1, count - 1)) for i in range(count)})
@@ -100,7 +103,7 @@ def sampling_cpu(video: Path, picks: int | None, keyframes: bool = True) -> tupl
     for index in chosen:
         seconds, sampled = cpu(
             lambda i=index: sample_video_segment(
-                video, plan, i, T, info=info, max_side=MAX_SIDE, decode_threads=1
+                video, plan, i, T, info=info, limits=limits, max_side=MAX_SIDE, decode_threads=1
             )
         )
         total += seconds
