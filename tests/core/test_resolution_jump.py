@@ -3,8 +3,10 @@
 The probe sees only the stream's first sequence header (320x240); the frames after the jump
 are 8192x8192. Sampling must refuse the first such frame before converting or keeping it, and
 scale kept frames down as they come, so a segment's memory stays bounded whatever the stream
-does. The peak is measured in a process of its own (``ru_maxrss``): before the check, this
-stream (2 frames after the jump) grew it to about 760 MB, and 4 s of them to 6.1 GB.
+does. The peak is measured in a process of its own: its high-water resident set (``VmHWM``;
+``ru_maxrss`` would carry over the forking test process's size through exec). Before the
+check, this stream (2 frames after the jump) grew it to about 760 MB, and 4 s of them to
+6.1 GB.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PEAK_LIMIT_MB = 500
 
 SAMPLE_IN_A_PROCESS = """
-import json, resource, sys
+import json, sys
+from pathlib import Path
 from core.segment_sampling import plan_video, sample_video_segment
 from core.video import probe_video
 path = sys.argv[1]
@@ -40,7 +43,8 @@ try:
 except Exception as error:
     out = {"error": type(error).__name__, "message": str(error)}
 out["width"] = info.width
-out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+status = Path("/proc/self/status").read_text().splitlines()
+out["peak_mb"] = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:")) / 1024
 print(json.dumps(out))
 """
 
