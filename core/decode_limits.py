@@ -9,6 +9,12 @@ Both decoders use what is here: `core.video` (OpenCV, a forward pass over the wh
 `DecodeGuard`, and `core.selective_decode` (PyAV, a segment's frames only) with `IndexGuard`;
 both check the file first with `check_file`, and judge a stream's real length against its
 declared one with `MIN_DECODED_FRACTION` (`check_decoded`) and `overrun_allowance`.
+
+The resolution limit holds on every decoded frame too (`check_frame_size`), before the frame
+is converted or kept: a stream may change its resolution mid-way (MPEG-TS, a new sequence
+header), and the header describes only its start. Frames kept are scaled down as they come
+(`core.video.fit_frame`), so a segment holds at most T pairs of small frames, whatever the
+stream does.
 """
 
 from __future__ import annotations
@@ -66,6 +72,24 @@ def check_file(path: Path, limits: VideoLimits) -> None:
         )
 
 
+def exceeds_resolution(width: int, height: int, limits: VideoLimits) -> bool:
+    """Whether a ``width`` x ``height`` picture is over the limits' box, in either orientation."""
+    long_side, short_side = max(width, height), min(width, height)
+    max_long = max(limits.max_width, limits.max_height)
+    max_short = min(limits.max_width, limits.max_height)
+    return long_side > max_long or short_side > max_short
+
+
+def check_frame_size(width: int, height: int, limits: VideoLimits, path: Path) -> None:
+    """Refuse a decoded frame over the resolution limit, whatever the header declared."""
+    if exceeds_resolution(width, height, limits):
+        raise VideoLimitError(
+            f"video has a {width}x{height} frame, over the limit of {limits.max_width}x"
+            f"{limits.max_height} (its resolution changes past what its header declares): "
+            f"{path}"
+        )
+
+
 def overrun_allowance(declared: int) -> int:
     """Frames a stream may hold past its declared count before the count is taken as wrong."""
     return max(2, math.ceil(OVERRUN_FRACTION * declared))
@@ -120,6 +144,9 @@ class DecodeGuard:
                 f"{seconds:.1f} s, {self._declared()}): {self._path}"
             )
 
+    def check_frame(self, width: int, height: int) -> None:
+        check_frame_size(width, height, self._limits, self._path)
+
     def _decoded_s(self, decoded: int) -> float:
         position = self._cap.get(cv2.CAP_PROP_POS_MSEC)
         if np.isfinite(position) and position > 0:
@@ -158,3 +185,6 @@ class IndexGuard:
                 f"video runs past the {limits.max_duration_s:g} s limit (reached "
                 f"{seconds:.1f} s): {self._path}"
             )
+
+    def check_frame(self, width: int, height: int) -> None:
+        check_frame_size(width, height, self._limits, self._path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +45,9 @@ class PipelineConfig:
     # Sampled frames are an intermediate: deleted once a segment's face and flow features
     # are stored, unless kept (for debugging a stage).
     keep_frames: bool = False
+    # Whether window boundaries move onto the nearest keyframes (`core.keyframes`), so that
+    # no segment decodes frames before its own; False keeps exact multiples of the window.
+    segment_keyframes: bool = True
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,14 @@ def sample_video(
     """
     try:
         info = probe_video(path, limits)
-        sampled = sample_frames(
-            path, num_frames=num_frames, limits=limits, info=info, decode_threads=decode_threads
+        # Frames are scaled as they are decoded, so a segment never holds T full-size pairs.
+        return sample_frames(
+            path,
+            num_frames=num_frames,
+            limits=limits,
+            info=info,
+            decode_threads=decode_threads,
+            max_side=max_side,
         )
     except InputError as exc:
         if name is None:
@@ -127,13 +136,6 @@ def sample_video(
         # The same error, naming the file as its user knows it. (Messages never quote a
         # file's bytes: `core.video` describes what it received without them.)
         raise type(exc)(str(exc).replace(str(path), name)) from exc
-    if max_side is None:
-        return sampled
-    return replace(
-        sampled,
-        frames=downscale(sampled.frames, max_side),
-        successors=downscale(sampled.successors, max_side),
-    )
 
 
 def downscale(frames: np.ndarray, max_side: int) -> np.ndarray:

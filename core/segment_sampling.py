@@ -10,12 +10,12 @@ gives, so a 15 s clip is analysed as it always was.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from core.errors import InputError
-from core.segments import Segment, plan_segments, segment_frame_ranges
+from core.keyframes import keyframes_near
+from core.segments import Segment, align_to_keyframes, plan_segments, segment_frame_ranges
 from core.storage import StoredVideo
 
 if TYPE_CHECKING:
@@ -23,15 +23,27 @@ if TYPE_CHECKING:
     from core.video import SampledFrames, VideoInfo
 
 
-def plan_video(info: VideoInfo, segment_seconds: float) -> list[Segment]:
+def plan_video(
+    info: VideoInfo,
+    segment_seconds: float,
+    source: str | Path | BinaryIO | StoredVideo | None = None,
+) -> list[Segment]:
     """The segments of a probed video: by its frames' duration (frame count / fps).
 
-    A video whose header gives no usable frame count or rate is one segment; sampling it
-    counts the frames that decode.
+    With ``source`` (the video itself), boundaries move onto the keyframes nearest them,
+    found in its container index (`core.segments.align_to_keyframes`). A video whose header
+    gives no usable frame count or rate is one segment; sampling it counts the frames that
+    decode.
     """
     if info.frame_count < 1 or not info.fps > 0:
         return plan_segments(0.0, segment_seconds)
-    return plan_segments(info.frame_count / info.fps, segment_seconds)
+    plan = plan_segments(info.frame_count / info.fps, segment_seconds)
+    if source is None or len(plan) < 2:
+        return plan
+    if isinstance(source, StoredVideo):
+        source = source.open()
+    near = keyframes_near(source, [s.start_s for s in plan[1:]], segment_seconds / 3)
+    return align_to_keyframes(plan, near, info.fps, segment_seconds)
 
 
 def sample_video_segment(
@@ -52,7 +64,7 @@ def sample_video_segment(
     video whose header declares no frames is sampled whole, counting what decodes. Errors
     name the file as `name` (its user's name for it) instead of `path`, a storage copy.
     """
-    from core.pipeline import downscale, sample_video
+    from core.pipeline import sample_video
     from core.selective_decode import sample_segment
 
     if info.frame_count < 1 or not info.fps > 0:
@@ -63,17 +75,16 @@ def sample_video_segment(
         return sample_video(path, num_frames, limits, max_side, decode_threads, name=name)
     frames = segment_frame_ranges(segments, info.fps, info.frame_count)[index]
     try:
-        sampled = sample_segment(
-            path, frames, num_frames, info=info, limits=limits, decode_threads=decode_threads
+        return sample_segment(
+            path,
+            frames,
+            num_frames,
+            info=info,
+            limits=limits,
+            decode_threads=decode_threads,
+            max_side=max_side,
         )
     except InputError as exc:
         if name is None:
             raise
         raise type(exc)(str(exc).replace(str(path), name)) from exc
-    if max_side is None:
-        return sampled
-    return replace(
-        sampled,
-        frames=downscale(sampled.frames, max_side),
-        successors=downscale(sampled.successors, max_side),
-    )

@@ -10,6 +10,11 @@ Segments are planned in seconds (what a user reads) and mapped to frames here, o
 `i` is shown at `i / fps` and belongs to the segment whose window holds that moment. The first
 segment starts at frame 0 and the last one ends at the video's last frame, so the segments
 cover every frame exactly once, whatever rounding the frame rate brings.
+
+A stored video's boundaries then move onto keyframes (`align_to_keyframes`): each one to the
+keyframe nearest its nominal mark, within a third of a window either side, so that a segment
+starts decoding at its own first frame. Segments then last about 15 s, not exactly; where no
+keyframe lies within reach the fixed cut stays. Live sources cut as they go, on fixed marks.
 """
 
 from __future__ import annotations
@@ -86,6 +91,43 @@ def plan_segments(
     starts = [i * segment_seconds for i in range(count)]
     ends = [*starts[1:], float(duration_s)]
     return [Segment(i, start, end) for i, (start, end) in enumerate(zip(starts, ends, strict=True))]
+
+
+def align_to_keyframes(
+    segments: Sequence[Segment],
+    keyframes: Sequence[Sequence[float]],
+    fps: float,
+    segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
+) -> list[Segment]:
+    """Move each boundary of ``segments`` onto the nearest keyframe within reach.
+
+    ``keyframes[i]`` holds the keyframe times (seconds) found near the start of segment
+    ``i + 1`` (`core.keyframes.keyframes_near`). A boundary moves to the nearest of them that
+    lies within a third of a window of its mark and leaves every segment at least a third of
+    a window long; else it stays. Boundaries are put on the frame grid (``fps``), so that the
+    stored start of a segment is the time of its first frame.
+    """
+    if len(keyframes) != len(segments) - 1:
+        raise ValueError(
+            f"expected keyframes for {len(segments) - 1} boundaries, got {len(keyframes)}"
+        )
+    if len(segments) < 2 or not (math.isfinite(fps) and fps > 0):
+        return list(segments)
+    reach = segment_seconds / 3
+    end = segments[-1].end_s
+    starts = [segments[0].start_s]
+    for segment, near in zip(segments[1:], keyframes, strict=True):
+        mark = segment.start_s
+        fits = [
+            t
+            for t in (round(k * fps) / fps for k in near)
+            if abs(t - mark) <= reach + _FRAME_TOLERANCE
+            and t - starts[-1] >= reach
+            and end - t >= reach
+        ]
+        starts.append(min(fits, key=lambda t: (abs(t - mark), t), default=mark))
+    ends = [*starts[1:], end]
+    return [Segment(i, a, b) for i, (a, b) in enumerate(zip(starts, ends, strict=True))]
 
 
 def first_frame_at(seconds: float, fps: float) -> int:

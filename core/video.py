@@ -27,6 +27,7 @@ from core.decode_limits import (  # VideoLimits stays importable from here (INTE
     VideoLimits,
     check_decoded,
     check_file,
+    exceeds_resolution,
     overrun_allowance,
 )
 from core.errors import EmptyVideoError, VideoDecodeError, VideoLimitError
@@ -131,10 +132,7 @@ def _check_limits(info: VideoInfo, limits: VideoLimits, path: VideoSource) -> No
             f"video declares {info.frame_count} frames, over the limit of {limits.max_frames} "
             f"({limits.max_duration_s:g} s at up to {limits.max_fps:g} fps): {path}"
         )
-    long_side, short_side = max(info.width, info.height), min(info.width, info.height)
-    max_long = max(limits.max_width, limits.max_height)
-    max_short = min(limits.max_width, limits.max_height)
-    if long_side > max_long or short_side > max_short:
+    if exceeds_resolution(info.width, info.height, limits):
         raise VideoLimitError(
             f"video is {info.width}x{info.height}, over the limit of "
             f"{limits.max_width}x{limits.max_height}: {path}"
@@ -188,15 +186,33 @@ class _Pass:
     overran: bool  # the stream ran on past its declared count: `decoded` is its real length
 
 
+def fit_frame(frame: np.ndarray, max_side: int | None) -> np.ndarray:
+    """One [H, W, C] frame scaled (area filter) so that max(H, W) <= ``max_side``."""
+    if max_side is None:
+        return frame
+    height, width = frame.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return frame
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
 def _read_forward(
-    path: Path, wanted: set[int], declared: int, guard: _Guard, threads: int = 0
+    path: Path,
+    wanted: set[int],
+    declared: int,
+    guard: _Guard,
+    threads: int = 0,
+    max_side: int | None = None,
 ) -> _Pass:
     """Decode forward once, keeping the frames at ``wanted`` indices as RGB.
 
     Every frame is grabbed (demuxed and decoded) but only wanted ones are retrieved
-    (colour-converted and copied out). After the last wanted frame the read goes on to the
-    stream's end: one more grab where the header was right; to the real end, within the
-    limits, where the stream runs on past its declared count.
+    (colour-converted, checked against the resolution limit, scaled to ``max_side`` and
+    copied out). After the last wanted frame the read goes on to the stream's end: one more
+    grab where the header was right; to the real end, within the limits, where the stream
+    runs on past its declared count.
     """
     last = max(wanted)
     overrun_at = max(last, declared - 1) + overrun_allowance(declared)
@@ -211,7 +227,8 @@ def _read_forward(
                 ok, frame = cap.retrieve()
                 if not ok or frame is None:
                     return _Pass(kept, index, ended_early=True, overran=False)
-                kept[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                check.check_frame(frame.shape[1], frame.shape[0])
+                kept[index] = cv2.cvtColor(fit_frame(frame, max_side), cv2.COLOR_BGR2RGB)
             index += 1
             if index > overrun_at:
                 while cap.grab():
@@ -250,11 +267,16 @@ def stack_frames(
 
 
 def _sample(
-    path: Path, frame_count: int, num_frames: int, guard: _Guard, threads: int = 0
+    path: Path,
+    frame_count: int,
+    num_frames: int,
+    guard: _Guard,
+    threads: int = 0,
+    max_side: int | None = None,
 ) -> _Pass:
     indices = plan_sample_indices(frame_count, num_frames)
     wanted = set(indices.tolist()) | set(successor_indices(indices, frame_count).tolist())
-    return _read_forward(path, wanted, frame_count, guard, threads)
+    return _read_forward(path, wanted, frame_count, guard, threads, max_side)
 
 
 def sample_frames(
@@ -263,10 +285,12 @@ def sample_frames(
     limits: VideoLimits | None = None,
     info: VideoInfo | None = None,
     decode_threads: int = 0,
+    max_side: int | None = None,
 ) -> SampledFrames:
     """Sample ``num_frames`` frames spread over the clip, each with its successor.
 
-    ``decode_threads`` > 0 caps the decoder's threads; 0 leaves the choice to FFmpeg.
+    ``decode_threads`` > 0 caps the decoder's threads; 0 leaves the choice to FFmpeg. With
+    ``max_side``, each kept frame is scaled down to it as it is decoded (`fit_frame`).
 
     Pass ``info`` from an earlier ``probe_video`` to skip probing again. The stream is read
     forward once; only when the declared count was wrong (the stream ends before the planned
@@ -288,13 +312,13 @@ def sample_frames(
     declared = info.frame_count if info.frame_count > 0 else _count_frames(path, guard)
     if declared < 1:
         raise VideoDecodeError(f"video has no decodable frames: {path}")
-    read = _sample(path, declared, num_frames, guard, decode_threads)
+    read = _sample(path, declared, num_frames, guard, decode_threads, max_side)
     frame_count = declared
     if read.ended_early or read.overran:
         if read.ended_early:
             check_decoded(read.decoded, declared, path)
         frame_count = read.decoded
-        read = _sample(path, frame_count, num_frames, guard, decode_threads)
+        read = _sample(path, frame_count, num_frames, guard, decode_threads, max_side)
         if read.ended_early or read.overran:
             raise VideoDecodeError(
                 f"video is corrupt: it decoded {frame_count} frames on one read and "

@@ -96,6 +96,18 @@ class SegmentedResult:
 Sampled = SampledFrames | InputError
 
 
+@dataclass(frozen=True)
+class _Opened:
+    """A video probed and planned, its first segment sampled: or why it could not be."""
+
+    path: str
+    info: VideoInfo | None = None
+    plan: list[Segment] = field(default_factory=list)
+    probe_s: float = 0.0
+    first: tuple[Sampled, float] | None = None
+    error: str | None = None
+
+
 class VideoAnalyzer:
     """Every stage of one video in this process, segment by segment."""
 
@@ -128,39 +140,71 @@ class VideoAnalyzer:
     ) -> Iterator[SegmentedResult]:
         """Analyze videos in order; the next segment decodes while the current one computes.
 
+        The next segment is the next video's first once a video's last segment computes, so
+        a batch of short clips overlaps decoding and computing as a long video does.
         Decoding (FFmpeg) and the models (TensorFlow) both release the GIL, so on a
         multi-core machine the overlap hides most of the decode time.
         """
+        queue = iter(paths)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-            for path in paths:
-                yield self._analyze(pool, str(path), on_segment)
+            first = next(queue, None)
+            opening = None if first is None else pool.submit(self._open, str(first))
+            while opening is not None:
+                opened = opening.result()
+                after = next(queue, None)
+
+                def open_next(after: str | Path | None = after) -> Future[_Opened] | None:
+                    return None if after is None else pool.submit(self._open, str(after))
+
+                result, opening = self._analyze(pool, opened, on_segment, open_next)
+                yield result
+
+    def _open(self, path: str) -> _Opened:
+        """Probe and plan a video and sample its first segment (in the decode thread)."""
+        start = time.perf_counter()
+        try:
+            info = probe_video(path, self.config.limits)
+        except InputError as exc:
+            return _Opened(path, error=str(exc))
+        probe_s = time.perf_counter() - start
+        keyframes = path if self.config.segment_keyframes else None
+        plan = plan_video(info, self.config.segment_seconds, keyframes)
+        return _Opened(path, info, plan, probe_s, self._sample(path, plan, 0, info))
 
     def _analyze(
         self,
         pool: ThreadPoolExecutor,
-        path: str,
+        opened: _Opened,
         on_segment: Callable[[str, SegmentResult], None] | None,
-    ) -> SegmentedResult:
+        open_next: Callable[[], Future[_Opened] | None],
+    ) -> tuple[SegmentedResult, Future[_Opened] | None]:
+        """One video's segments; the future of the next video's opening, started on the way."""
         meta = self.bundle.metadata
+        path = opened.path
         result = SegmentedResult(path, meta.version, meta.trained)
-        start = time.perf_counter()
-        try:
-            result.info = probe_video(path, self.config.limits)
-        except InputError as exc:
-            result.error = str(exc)
-            return result
-        result.timings["probe"] = time.perf_counter() - start
-        plan = plan_video(result.info, self.config.segment_seconds)
-        upcoming = pool.submit(self._sample, path, plan, 0, result.info)
+        if opened.error is not None or opened.info is None or opened.first is None:
+            result.error = opened.error
+            return result, open_next()
+        result.info = opened.info
+        result.timings["probe"] = opened.probe_s
+        plan = opened.plan
+        upcoming: Future[tuple[Sampled, float]] | None = None
+        following: Future[_Opened] | None = None
         for segment in plan:
-            sampled, seconds = _result_of(upcoming)
+            if segment.index == 0:
+                sampled, seconds = opened.first
+            else:
+                assert upcoming is not None
+                sampled, seconds = _result_of(upcoming)
             if segment.index + 1 < len(plan):
-                upcoming = pool.submit(self._sample, path, plan, segment.index + 1, result.info)
+                upcoming = pool.submit(self._sample, path, plan, segment.index + 1, opened.info)
+            else:
+                following = open_next()
             outcome = self._segment(segment, sampled, seconds)
             result.segments.append(outcome)
             if on_segment is not None:
                 on_segment(path, outcome)
-        return result
+        return result, following
 
     def _sample(
         self, path: str, plan: list[Segment], index: int, info: VideoInfo

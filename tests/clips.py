@@ -291,6 +291,42 @@ def write_h264(
     return path
 
 
+def write_resolution_jump(
+    path: str | Path,
+    *,
+    small: Size = (320, 240),
+    large: Size = (8192, 8192),
+    small_s: float = 2.0,
+    large_frames: int = 2,
+    fps: int = 5,
+) -> Path:
+    """An MPEG-TS whose resolution jumps mid-stream: ``small`` for ``small_s`` seconds, then
+    ``large_frames`` frames of ``large`` (a new sequence header; the container's header and a
+    probe see only ``small``). Two H.264 test patterns joined as transport streams are.
+    """
+    import imageio_ffmpeg
+
+    path = Path(path)
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    parts = []
+    for i, (size, frames, offset) in enumerate(
+        [(small, round(small_s * fps), 0.0), (large, large_frames, small_s)]
+    ):
+        part = path.with_name(f"{path.stem}.part{i}.ts")
+        command = [
+            ffmpeg, "-y", "-nostdin", "-loglevel", "error",
+            "-f", "lavfi", "-i", f"testsrc=size={size[0]}x{size[1]}:rate={fps}",
+            "-frames:v", str(frames), "-c:v", "libx264", "-preset", "ultrafast",
+            "-pix_fmt", "yuv420p", "-output_ts_offset", str(offset), "-f", "mpegts", str(part),
+        ]  # fmt: skip
+        subprocess.run(command, check=True, capture_output=True)
+        parts.append(part)
+    path.write_bytes(b"".join(p.read_bytes() for p in parts))
+    for part in parts:
+        part.unlink()
+    return path
+
+
 def write_empty(path: str | Path) -> Path:
     """Write a zero-byte file (an upload that never arrived)."""
     path = Path(path)

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         description="Length of the windows a video is analysed in, seconds (a video up to 1.5 "
         "windows long is one segment).",
     )
+    segment_keyframes: bool = Field(
+        default=True,
+        description="Move each segment boundary onto the keyframe nearest it (within a third "
+        "of a window), found in the container index; false keeps exact multiples of the window.",
+    )
     watch_reconnect_s: float = Field(
         default=60.0,
         ge=0.0,
@@ -217,6 +222,7 @@ class Settings(BaseSettings):
     def pipeline_config(self) -> PipelineConfig:
         return PipelineConfig(
             segment_seconds=self.segment_seconds,
+            segment_keyframes=self.segment_keyframes,
             num_frames=self.num_frames,
             flow_method=self.flow_method,
             detect_width=self.detect_width,

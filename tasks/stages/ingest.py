@@ -107,6 +107,9 @@ def _plan(ctx: StageContext, ref: VideoRef) -> StageUpdate:
                 info = probe_video(video, ctx.config.limits)
             except InputError as exc:
                 raise type(exc)(str(exc).replace(str(video), ref.source)) from exc
+            # Boundaries on keyframes, found in the container index (no decoding).
+            keyframes = video.open() if ctx.config.segment_keyframes else None
+            segments = plan_video(info, ctx.config.segment_seconds, keyframes)
             read = video.bytes_read
     except ContentMismatchError as exc:
         log.warning("ingest of video %s refused: %s", ref.id, exc)
@@ -120,7 +123,7 @@ def _plan(ctx: StageContext, ref: VideoRef) -> StageUpdate:
         VideoStatus.EXTRACTING,
         timings={"probe": time.perf_counter() - start, "probe_bytes": read},
         probe=info.to_dict(),
-        segments=plan_video(info, ctx.config.segment_seconds),
+        segments=segments,
     )
 
 

@@ -20,7 +20,9 @@ from tests.people_clips import write_edit, write_side_by_side
 
 pytestmark = pytest.mark.slow
 
-ONE_SECOND = {"OCEANSTREAM_SEGMENT_SECONDS": "1"}
+# Exact 1 s windows, so that every shot is whole segments (boundaries on keyframes would move
+# to the clip's keyframes, every 12 frames).
+ONE_SECOND = {"OCEANSTREAM_SEGMENT_SECONDS": "1", "OCEANSTREAM_SEGMENT_KEYFRAMES": "false"}
 
 
 @pytest.fixture(scope="module")

@@ -119,6 +119,8 @@ def one_second_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
             running_cluster(home, url, broker) as nodes,
         ):
             nodes.extra_env["OCEANSTREAM_SEGMENT_SECONDS"] = "1"
+            # Exact windows, so that every shot of the edit is whole segments.
+            nodes.extra_env["OCEANSTREAM_SEGMENT_KEYFRAMES"] = "false"
             nodes.start_worker("ingest,faces,flow,inference", concurrency=2)
             yield nodes
     finally:
@@ -311,7 +313,9 @@ def test_analyze_and_workers_give_the_same_segment_scores(
         for segment in result["segments"]
         for i, p in enumerate(segment["persons"])
     }
-    assert [s["start_s"] for s in result["segments"]] == [0, 2, 4]
+    # Boundaries on the clip's keyframes (mp4v: every 12 frames, 0.8 s): 2 s moves to 1.6 s
+    # (the earlier of two equally near), 4 s is one.
+    assert [s["start_s"] for s in result["segments"]] == [0, 1.6, 4]
 
     sqlite_cluster.start_worker("ingest,faces,flow,inference")
     job = submit(sqlite_cluster, clip)

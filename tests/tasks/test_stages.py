@@ -28,7 +28,13 @@ from tasks import stages
 from tasks.context import StageContext
 from tasks.stages.features import FACES, FLOW
 from tasks.stages.skeleton import VideoRef, run_stage
-from tests.clips import write_faceless, write_random_bytes, write_talking_head, write_text
+from tests.clips import (
+    write_faceless,
+    write_random_bytes,
+    write_resolution_jump,
+    write_talking_head,
+    write_text,
+)
 from tests.tasks.helpers import analyze_with_stages, prepare_segments, submit
 
 T = 8
@@ -147,10 +153,12 @@ def test_segments_of_a_longer_video_match_the_in_process_analysis(
     clip = write_talking_head(tmp_path / "long.mp4", seconds=3.4, fps=10, seed=12)
     video_id = submit(ctx, clip)
     ids = analyze_with_stages(ctx, video_id)
-    # 3.4 s in windows of 1 s: the last absorbs the 0.4 s remainder.
+    # 3.4 s in windows of 1 s: the last absorbs the 0.4 s remainder. The clip (mp4v) has a
+    # keyframe every 12 frames: the 1 s boundary moves onto the one at 1.2 s; 2.4 s lies
+    # beyond a third of a window from 2 s, so that boundary stays.
     with ctx.session_factory() as session:
         plan = [(s.start_s, s.end_s) for s in repo.get_segments(session=session, video_id=video_id)]
-    assert len(ids) == 3 and plan == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.4)]
+    assert len(ids) == 3 and plan == [(0.0, 1.2), (1.2, 2.0), (2.0, 3.4)]
     expected = VideoAnalyzer(bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
     expected_scores = [[list(p.scores) for p in s.persons] for s in expected.segments]
     np.testing.assert_allclose(
@@ -202,6 +210,23 @@ def test_faceless_and_broken_videos_end_final_with_messages(
     assert row.status == "failed" and "not a video" in row.error
 
 
+def test_a_resolution_jump_past_the_limit_fails_its_segment_with_a_clear_error(
+    ctx: StageContext, tmp_path: Path
+) -> None:
+    """The probe sees 320x240; the frame after the jump (4096x4096) is refused when decoded."""
+    clip = write_resolution_jump(tmp_path / "jump.ts", large=(4096, 4096), large_frames=1)
+    video_id = submit(ctx, clip)
+    [segment_id] = stages.run_ingest(ctx, video_id)
+    assert stages.run_sample(ctx, segment_id) == []
+    row = segment_row(ctx, segment_id)
+    assert row.status == "failed"
+    assert row.error == (
+        "video has a 4096x4096 frame, over the limit of 3840x2160 (its resolution changes "
+        f"past what its header declares): {clip}"
+    )
+    assert video_row(ctx, video_id).status == "failed"
+
+
 def test_missing_features_fail_that_segment_alone(ctx: StageContext, tmp_path: Path) -> None:
     ctx.config = dataclasses.replace(ctx.config, segment_seconds=1.0)
     video_id = submit(ctx, write_talking_head(tmp_path / "e.mp4", seconds=2.2, fps=10, seed=6))
@@ -213,7 +238,8 @@ def test_missing_features_fail_that_segment_alone(ctx: StageContext, tmp_path: P
     assert stages.run_inference(ctx, first) == "done"
     row = video_row(ctx, video_id)
     assert row.status == "done"
-    assert row.error.startswith("segment 1 (1-2.2 s): ") and "missing" in row.error
+    # The boundary sits on the keyframe at 1.2 s (mp4v: every 12 frames).
+    assert row.error.startswith("segment 1 (1.2-2.2 s): ") and "missing" in row.error
 
 
 def test_delivery_cap_fails_a_video_that_never_finishes(ctx: StageContext, tmp_path: Path) -> None:
