@@ -104,7 +104,7 @@ class VideoAnalyzer:
         bundle: ModelBundle,
         config: PipelineConfig | None = None,
         detector: FaceDetector | None = None,
-        embed: Callable[[Person, np.ndarray], np.ndarray] | None = None,
+        embed: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         from core.faces import FaceDetector
 
