@@ -107,7 +107,7 @@ def extract_persons(
     with timer("face_cnn"):
         static = _encode_faces(persons, bundle)
     return [
-        PersonFeatures(person, features, _person_embedding(person), cuts)
+        PersonFeatures(person, features, person_embedding(person), cuts)
         for person, features in zip(persons, static, strict=True)
     ]
 
@@ -133,7 +133,7 @@ def describe_faces(
     return out
 
 
-def _person_embedding(person: Person) -> np.ndarray | None:
+def person_embedding(person: Person) -> np.ndarray | None:
     """The mean of the descriptors of the person's best faces (`core.identity.best_frames`)."""
     descriptors = person.track.descriptors
     if descriptors is None:

@@ -78,9 +78,13 @@ def shot_of_frames(num_frames: int, cuts: Sequence[int]) -> np.ndarray:
     return shots
 
 
-def shot_starts(sample_times: Sequence[float], cuts: Sequence[int]) -> list[float]:
-    """Video times at which a new shot is seen: the time of each sample that begins one.
+def cut_times(start_s: float, end_s: float, num_frames: int, cuts: Sequence[int]) -> list[float]:
+    """Video times of a segment's cuts: midway between the two samples each lies between.
 
-    The cut itself lies somewhere between that sample and the one before.
+    A segment spreads its ``num_frames`` samples evenly over ``start_s`` to ``end_s``, so a
+    time is good to half a sampling interval (about half a second), the most the samples say.
     """
-    return [float(sample_times[t]) for t in sorted(set(cuts))]
+    if num_frames < 2 or not cuts:
+        return []
+    step = (end_s - start_s) / (num_frames - 1)
+    return [round(start_s + (t - 0.5) * step, 3) for t in sorted(set(cuts))]

@@ -18,8 +18,8 @@ import pytest
 from core.faces import FaceDetector
 from core.identity import FaceResEmbedder
 from core.person_links import ContinuityLinker, EmbeddingLinker, PersonSummary, link_video
-from core.segment_analysis import _person_embedding, describe_faces
-from core.shots import cut_scores, detect_cuts, shot_of_frames, shot_starts
+from core.segment_analysis import describe_faces, person_embedding
+from core.shots import cut_scores, cut_times, detect_cuts, shot_of_frames
 from core.tracks import Person, detect_persons, find_persons
 from tests import clips, people_clips
 from tests.backbone_graph import installed_backbones
@@ -65,7 +65,8 @@ def test_cuts_are_found_where_the_edit_cuts(edit: np.ndarray) -> None:
     assert scores.shape == (len(edit) - 1,)
     assert np.delete(scores, np.array(CUTS) - 1).max() < 0.5 * scores[np.array(CUTS) - 1].min()
     assert shot_of_frames(6, (2, 5)).tolist() == [0, 0, 1, 1, 1, 2]
-    assert shot_starts([0.5, 1.5, 2.5], (2,)) == [2.5]
+    assert cut_times(15.0, 30.0, 16, (5, 8)) == [19.5, 22.5]
+    assert cut_times(15.0, 30.0, 16, ()) == []
 
 
 def test_one_continuous_shot_with_turns_and_light_changes_is_one_person(
@@ -127,7 +128,7 @@ def test_with_identity_the_two_people_keep_their_numbers_across_cuts_and_segment
         assert len(persons) == 2 and all(len(set(is_cameraman(p))) == 1 for p in persons), k
         segments.append(
             [
-                (replace(PersonSummary.of(p), embedding=_person_embedding(p)), is_cameraman(p)[0])
+                (replace(PersonSummary.of(p), embedding=person_embedding(p)), is_cameraman(p)[0])
                 for p in persons
             ]
         )
