@@ -25,28 +25,14 @@ from tests import clips, people_clips
 from tests.backbone_graph import installed_backbones
 
 T = 16
-# (who, samples): cuts at samples 5, 24 and 43, i.e. offsets 5, 8 and 11 of segments of 16.
-SHOTS = (("astronaut", 5), ("cameraman", 19), ("astronaut", 19), ("cameraman", 5))
-CUTS = (5, 24, 43)
-
-
-def shot_frames(who: str, samples: int, seed: int) -> Iterator[np.ndarray]:
-    shot = {"seconds": float(samples), "fps": 1.0, "seed": seed}
-    if who == "astronaut":
-        return clips.talking_head_frames(**shot)
-    return people_clips.cameraman_frames(**shot)
-
-
-def edit_frames() -> Iterator[np.ndarray]:
-    for i, (who, samples) in enumerate(SHOTS):
-        yield from shot_frames(who, samples, seed=10 * i)
+CUTS = people_clips.CUT_EDIT_CUTS  # offsets 5, 8 and 11 of segments of 16
 
 
 @pytest.fixture(scope="module")
 def edit(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     """The decoded edit: 48 samples, three segments of 16."""
     path = tmp_path_factory.mktemp("shots") / "edit.mp4"
-    return people_clips.read_frames(clips.write_video(path, edit_frames(), fps=4))
+    return people_clips.read_frames(people_clips.write_cut_edit(path))
 
 
 def is_cameraman(person: Person) -> list[bool]:
