@@ -28,7 +28,7 @@ SIGNATURE_SIZE = (64, 48)
 _HUE_BINS, _SATURATION_BINS, _GREY_BINS = 16, 8, 12
 _GREY_RANGE = 3.0  # grey levels over their mean, binned from 0 to this
 # One minus histogram intersection above which two consecutive samples are different shots.
-CUT_THRESHOLD = 0.4
+CUT_THRESHOLD = 0.45
 
 
 def frame_signature(frame: np.ndarray) -> np.ndarray:

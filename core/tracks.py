@@ -46,9 +46,10 @@ MIN_TRACK_FRACTION = 0.25
 # (docs/backbones.md, "Identity across segments").
 IDENTITY_THRESHOLD = 0.67
 # Cosine similarity of one face's descriptor to a track's mean at or above which the face may
-# continue the track: single faces scatter more than means of five (docs/backbones.md,
-# "Shot changes", `python -m tests.benchmarks.shots --backbones DIR`).
-SAME_FACE_THRESHOLD = 0.6
+# continue the track: midway between one face against its own track (min 0.913) and against
+# the other person's tracks (max 0.443), measured by `python -m tests.benchmarks.shots
+# --backbones DIR` (docs/backbones.md, "Shot changes").
+SAME_FACE_THRESHOLD = 0.67
 
 
 @dataclass(frozen=True)
