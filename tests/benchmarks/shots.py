@@ -225,12 +225,10 @@ def face_similarities(backbones: Path, folder: Path) -> None:
                 different.extend(float(_unit(face) @ mean) for mean in means)
     s, d = np.array(same), np.array(different)
     print(f"\nsingle face against a track's mean (FaceRes, {len(s)} faces in 2 x 8 tracks):")
-    print(
-        f"  own track:    min {s.min():.3f}  p5 {np.quantile(s, 0.05):.3f}  median {np.median(s):.3f}"
-    )
-    print(
-        f"  other person: median {np.median(d):.3f}  p95 {np.quantile(d, 0.95):.3f}  max {d.max():.3f}"
-    )
+    own = f"min {s.min():.3f}  p5 {np.quantile(s, 0.05):.3f}  median {np.median(s):.3f}"
+    other = f"median {np.median(d):.3f}  p95 {np.quantile(d, 0.95):.3f}  max {d.max():.3f}"
+    print(f"  own track:    {own}")
+    print(f"  other person: {other}")
     print(f"  midway: {(s.min() + d.max()) / 2:.3f}")
 
 
