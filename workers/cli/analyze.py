@@ -54,7 +54,7 @@ def analyze(
             markup=False,
         )
     if analyzer.videos.embed is None:
-        err.print(f"note: {POSITION_ONLY}", style="yellow", markup=False, highlight=False)
+        err.print(f"note: {POSITION_ONLY}", style="yellow", markup=False, soft_wrap=True)
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
