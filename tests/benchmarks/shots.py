@@ -21,6 +21,10 @@ not detected is missed. The cost is the CPU time of `core.shots.detect_cuts` on 
 face CNN, flow, the model: `core.video_analysis.VideoAnalyzer`, built-in bundle) on the
 same frames, both measured in this run.
 
+The same segments are also scored by the measures tried before choosing (colour or grey levels
+alone, an edge change ratio, a grey thumbnail's correlation), each at its own best threshold
+on them.
+
 With ``--backbones`` (FaceRes installed there) it also prints, for 2 s tracks of each face,
 the cosine similarity of single faces to their own track's mean (without that face) and to
 the other person's track means: what `core.tracks.SAME_FACE_THRESHOLD` separates.
@@ -29,6 +33,7 @@ the other person's track means: what `core.tracks.SAME_FACE_THRESHOLD` separates
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import tempfile
@@ -40,7 +45,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.shots import CUT_THRESHOLD, cut_scores
+from core.shots import CUT_THRESHOLD, cut_scores, frame_signature
 from tests import clips, people_clips
 
 T = 16
@@ -166,6 +171,86 @@ def accuracy(
     return found, missed, false, notes
 
 
+def _colour_only(frames: np.ndarray) -> np.ndarray:
+    split = 16 * 8
+    sig = np.stack([frame_signature(f)[:split] for f in frames])
+    return 1.0 - np.minimum(sig[1:], sig[:-1]).sum(axis=1)
+
+
+def _grey_only(frames: np.ndarray) -> np.ndarray:
+    split = 16 * 8
+    sig = np.stack([frame_signature(f)[split:] for f in frames])
+    return 1.0 - np.minimum(sig[1:], sig[:-1]).sum(axis=1)
+
+
+def _edge_change(frames: np.ndarray) -> np.ndarray:
+    """Edge change ratio: the larger share of edge pixels entering or leaving (Zabih et al.)."""
+    kernel = np.ones((5, 5), np.uint8)
+    edges = [
+        cv2.Canny(
+            cv2.cvtColor(
+                cv2.resize(f, (128, 96), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY
+            ),
+            50,
+            150,
+        )
+        > 0
+        for f in frames
+    ]
+    out = []
+    for a, b in itertools.pairwise(edges):
+        near_a = cv2.dilate(a.astype(np.uint8), kernel) > 0
+        near_b = cv2.dilate(b.astype(np.uint8), kernel) > 0
+        entering = (b & ~near_a).sum() / max(int(b.sum()), 1)
+        leaving = (a & ~near_b).sum() / max(int(a.sum()), 1)
+        out.append(max(entering, leaving))
+    return np.array(out)
+
+
+def _thumbnail(frames: np.ndarray) -> np.ndarray:
+    """One minus the correlation of 16x12 grey thumbnails, halved into [0, 1]."""
+    thumbs = []
+    for f in frames:
+        small = cv2.resize(f, (16, 12), interpolation=cv2.INTER_AREA)
+        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float64).ravel()
+        grey -= grey.mean()
+        thumbs.append(grey / max(float(np.linalg.norm(grey)), 1e-9))
+    return np.array([(1.0 - float(a @ b)) / 2 for a, b in itertools.pairwise(thumbs)])
+
+
+MEASURES = {
+    "colour or grey levels (core.shots)": cut_scores,
+    "colour histogram only": _colour_only,
+    "grey-level histogram only": _grey_only,
+    "edge change ratio": _edge_change,
+    "16x12 thumbnail correlation": _thumbnail,
+}
+
+
+def compare(segments: list[tuple[str, np.ndarray, int | None]]) -> None:
+    """Each measure at its own best threshold on these segments (fewest missed + false)."""
+    header = "measure                               best thr  found  missed  false"
+    print(f"\n{header}   cut min  within max")
+    for name, measure in MEASURES.items():
+        scored = [(measure(frames), cut) for _, frames, cut in segments]
+        cuts = np.array([scores[cut - 1] for scores, cut in scored if cut is not None])
+        within = np.concatenate(
+            [np.delete(scores, [cut - 1] if cut is not None else []) for scores, cut in scored]
+        )
+        best: tuple[int, float, int, int] | None = None
+        for threshold in np.linspace(0.05, 0.95, 91):
+            missed = int((cuts <= threshold).sum())
+            false = int((within > threshold).sum())
+            if best is None or missed + false < best[0]:
+                best = (missed + false, float(threshold), missed, false)
+        assert best is not None
+        _, threshold, missed, false = best
+        print(
+            f"{name:38s}{threshold:8.2f}  {len(cuts) - missed:5d}  {missed:6d}  {false:5d}"
+            f"   {cuts.min():7.2f}  {within.max():10.2f}"
+        )
+
+
 def cost(frames: np.ndarray, repeats: int = 3) -> tuple[float, float]:
     """CPU seconds of `detect_cuts` on one segment, and of the segment's analysis."""
     from core.bundle import build_default_bundle
@@ -254,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {threshold:.2f}     {found:4d}  {missed:6d}  {false:5d}{mark}")
         for note in accuracy(segments, CUT_THRESHOLD)[3]:
             print(f"    {note}")
+        compare(segments)
         cuts, analysis = cost(segments[0][1])
         print(
             f"\ncost per segment ({T} frames, {SIZE[0]}x{SIZE[1]}, CPU seconds): detect_cuts "
