@@ -144,7 +144,7 @@ def _build_context() -> StageContext:
 
     linker, embed = identity_for(backbones_dir(settings.home_dir, settings.backbones))
     if embed is None:
-        log.warning(POSITION_ONLY)
+        log.info(POSITION_ONLY)  # a worker's log; `watch` says it in its summary
     return StageContext(
         session_factory=session_factory,
         store=ArtifactStore(settings.effective_storage_url, settings.storage_mode),
