@@ -19,7 +19,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from core.tracks import Person, assign, match_scores
+from core.tracks import IDENTITY_THRESHOLD, Person, assign, match_scores
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,10 @@ class PersonSummary:
     face_frames: int
     person: int | None = None
     embedding: np.ndarray | None = None  # [D] identity embedding, for linkers that use one
+    # Seen in its segment's first shot, and in its last (`core.tracks.Person`): position links
+    # a person across a boundary only when no cut lies between the two boxes it compares.
+    opens_segment: bool = True
+    closes_segment: bool = True
 
     @classmethod
     def of(cls, person: Person, person_id: int | None = None) -> PersonSummary:
@@ -48,6 +52,8 @@ class PersonSummary:
             last_box=boxes[seen[-1]],
             face_frames=len(seen),
             person=person_id,
+            opens_segment=person.opens_segment,
+            closes_segment=person.closes_segment,
         )
 
 
@@ -69,7 +75,9 @@ class ContinuityLinker:
     The centre may move ``max_shift`` face sizes, as within a segment (`TrackingConfig`),
     since the boundary frames are one sampling interval apart. Sizes must agree more closely
     than within a segment (``min_size_ratio`` 0.67 rather than 0.5): a wrong link merges two
-    people's scores for the rest of the video, a missed one only splits a person in two.
+    people's scores for the rest of the video, a missed one only splits a person in two. For
+    the same reason a person last seen before a cut in its segment, or first seen after one,
+    is never linked across the boundary: a cut lies between the boxes compared.
     """
 
     max_shift: float = 1.0
@@ -94,6 +102,8 @@ class ContinuityLinker:
             self.max_shift,
             self.min_size_ratio,
         )
+        scores[[not summary.closes_segment for summary in previous], :] = -np.inf
+        scores[:, [not summary.opens_segment for summary in current]] = -np.inf
         links: list[int | None] = [None] * len(current)
         for row, col in assign(scores):
             links[col] = ids[row]
@@ -117,12 +127,7 @@ def _corners(boxes: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
 
 
-# Linking by identity.
-
-# Cosine similarity of two track embeddings above which they are one person: midway in the
-# gap between the same-person and different-person similarities measured by
-# `python -m tests.benchmarks.identity` (docs/backbones.md, "Identity across segments").
-IDENTITY_THRESHOLD = 0.67
+# Linking by identity (`IDENTITY_THRESHOLD`: `core.tracks`, where tracks are joined by it too).
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ that way (`flow_region: "person"`), or one flow over the whole frame shared by e
 leading person axis: static tokens [P, T, static_dim], masks [P, T], dynamic tokens
 [P, T, dynamic_dim] (or [1, T, dynamic_dim] for a whole-frame bundle).
 
+Persons never span a shot change unless identity joins them (`core.shots`, `core.tracks`). With
+a face-identity network (``embed``), every detected face is described once, in one batch: the
+descriptors keep each track to one identity, join one person's tracks across cuts, and give
+each person its identity embedding (the mean of its best faces' descriptors, `core.identity`).
+
 For a segment with one person and a whole-frame bundle, the tokens are exactly those of
 `core.pipeline.extract_static` and `extract_dynamic`: the person's crops are the ones
 `FaceDetector.detect` cuts, and the flow is the same call.
@@ -24,13 +29,15 @@ import numpy as np
 
 from core.artifacts import MAX_PERSONS as MAX_STORED_PERSONS
 from core.errors import NoFaceError
+from core.identity import best_frames, identity_crop, mean_direction
 from core.pipeline import StaticFeatures, Timer
 from core.regions import Region, crop_pair
+from core.shots import detect_cuts
 from core.tracks import Person, TrackingConfig, find_persons
 
 if TYPE_CHECKING:
     from core.bundle import ModelBundle
-    from core.faces import FaceDetector
+    from core.faces import FaceDetection, FaceDetector
     from core.person_links import PersonLinker
 
 
@@ -46,6 +53,8 @@ class PersonFeatures:
     static: StaticFeatures
     # The identity embedding (`core.identity`), when an identity backbone is installed.
     embedding: np.ndarray | None = None
+    # The samples of the segment that begin a new shot (`core.shots.detect_cuts`).
+    cuts: tuple[int, ...] = ()
 
 
 def faces_seen(persons: Sequence[PersonFeatures], num_frames: int) -> int:
@@ -63,12 +72,14 @@ def extract_persons(
     timings: dict[str, float] | None = None,
     *,
     tracking: TrackingConfig | None = None,
-    embed: Callable[[Person, np.ndarray], np.ndarray] | None = None,
+    embed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[PersonFeatures]:
     """Every person of a segment's sampled frames, with their face tokens and mask.
 
-    One batched detection, tracks linked across the frames, then one face-CNN call over
-    every person's crops. `embed`, when given, computes each person's identity embedding.
+    One batched detection, the shot changes between the frames, tracks linked across the
+    frames within each shot, then one face-CNN call over every person's crops. ``embed``, when
+    given, is a face-identity network (`core.identity.Embedder`: crops [N, 224, 224, 3] in,
+    descriptors [N, D] out), called once on every face found.
     Raises `NoFaceError` when no face was found, or none was seen often enough to be a person.
     """
     timer = Timer(timings if timings is not None else {})
@@ -78,8 +89,16 @@ def extract_persons(
     found = sum(1 for faces in detections if faces)
     if found == 0:
         raise NoFaceError(f"no face found in any of the {len(frames)} sampled frames")
+    with timer("shots"):
+        cuts = detect_cuts(frames)
+    descriptors = None
+    if embed is not None:
+        with timer("identity"):
+            descriptors = describe_faces(frames, detections, embed)
     with timer("faces"):
-        persons = find_persons(frames, detections, detector, tracking)[:MAX_PERSONS]
+        persons = find_persons(
+            frames, detections, detector, tracking, cuts=cuts, descriptors=descriptors
+        )[:MAX_PERSONS]
     if not persons:
         raise NoFaceError(
             f"faces were found in {found} of the {len(frames)} sampled frames, but no face "
@@ -87,14 +106,40 @@ def extract_persons(
         )
     with timer("face_cnn"):
         static = _encode_faces(persons, bundle)
-    embeddings: list[np.ndarray | None] = [None] * len(persons)
-    if embed is not None:
-        with timer("identity"):
-            embeddings = [embed(person, frames) for person in persons]
     return [
-        PersonFeatures(person, features, embedding)
-        for person, features, embedding in zip(persons, static, embeddings, strict=True)
+        PersonFeatures(person, features, person_embedding(person), cuts)
+        for person, features in zip(persons, static, strict=True)
     ]
+
+
+def describe_faces(
+    frames: np.ndarray,
+    detections: Sequence[Sequence[FaceDetection]],
+    embed: Callable[[np.ndarray], np.ndarray],
+) -> list[np.ndarray | None]:
+    """Each frame's identity descriptors [faces, D] (None for a frame without a face), from
+    one ``embed`` call over every face's identity crop (`core.identity.identity_crop`)."""
+    crops = [
+        identity_crop(frames[t], face.box) for t, faces in enumerate(detections) for face in faces
+    ]
+    if not crops:
+        return [None] * len(detections)
+    described = np.asarray(embed(np.stack(crops)), np.float64)
+    out: list[np.ndarray | None] = []
+    start = 0
+    for faces in detections:
+        out.append(described[start : start + len(faces)] if faces else None)
+        start += len(faces)
+    return out
+
+
+def person_embedding(person: Person) -> np.ndarray | None:
+    """The mean of the descriptors of the person's best faces (`core.identity.best_frames`)."""
+    descriptors = person.track.descriptors
+    if descriptors is None:
+        return None
+    picked = [descriptors[t] for t in best_frames(person.track.detections)]
+    return mean_direction(np.stack([d for d in picked if d is not None]))
 
 
 def _encode_faces(persons: Sequence[Person], bundle: ModelBundle) -> list[StaticFeatures]:
@@ -174,24 +219,25 @@ def person_rows(
 
 
 class IdentityEmbed:
-    """A person's identity embedding with FaceRes, loaded on first use (`ctx.embed`)."""
+    """FaceRes as an `core.identity.Embedder`, loaded on first use (`ctx.embed`)."""
 
     def __init__(self, backbones_folder: Path) -> None:
         self.folder = backbones_folder
         self._embedder: Any = None
 
-    def __call__(self, person: Person, frames: np.ndarray) -> np.ndarray:
-        from core.identity import FaceResEmbedder, identity_embedding
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        from core.identity import FaceResEmbedder
 
         if self._embedder is None:
             self._embedder = FaceResEmbedder.load(self.folder)
-        return identity_embedding(person, self._embedder, frames=frames)
+        return np.asarray(self._embedder(faces))
 
 
 def identity_for(backbones_folder: Path) -> tuple[PersonLinker, IdentityEmbed | None]:
     """How persons are linked across segments, and embedded for it, with what is installed.
 
-    With FaceRes installed: by identity embedding, across cuts; else by continuity.
+    With FaceRes installed: by identity embedding, across cuts; else by position only
+    (`POSITION_ONLY` says so), never across a shot change.
     """
     from core.person_links import EmbeddingLinker, linker_for
 
@@ -199,3 +245,11 @@ def identity_for(backbones_folder: Path) -> tuple[PersonLinker, IdentityEmbed | 
     if isinstance(linker, EmbeddingLinker):
         return linker, IdentityEmbed(backbones_folder)
     return linker, None
+
+
+#: What a run says once when no face-identity network is installed.
+POSITION_ONLY = (
+    "persons are linked by position only (no face-identity network installed; run "
+    "`oceanstream backbones install faceres` to link them by face): a person seen again "
+    "after a shot change counts as a new person"
+)

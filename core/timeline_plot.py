@@ -8,7 +8,8 @@ A panel per trait, time on the shared x axis. Each person's segment scores are a
 through the segments' middles (broken where the person is absent) with a thin bar across
 each segment, its aggregate a dashed line over the time it was seen with the spread (one
 standard deviation across its segments) shaded around it. Segments without a face, failed
-ones and unfinished ones are shaded bands across every panel. Scores from an untrained model
+ones and unfinished ones are shaded bands across every panel; each shot change found
+(`core.shots`) is a dotted vertical line across every panel. Scores from an untrained model
 carry a warning on the figure itself, so a copied image never passes for an assessment.
 """
 
@@ -85,6 +86,8 @@ class TimelinePlotData:
     #: False: scores from an untrained model (the figure says so); None: no scores.
     trained: bool | None
     duration_s: float | None = None
+    #: Video times at which a new shot is first seen (`core.shots`).
+    shots: tuple[float, ...] = ()
 
     @property
     def end_s(self) -> float:
@@ -111,6 +114,15 @@ def build_timeline_figure(data: TimelinePlotData) -> Figure:
         axis.grid(axis="y", alpha=0.3)
         for boundary in sorted({s.start_s for s in data.segments} - {0.0}):
             axis.axvline(boundary, color="0.8", linewidth=0.6, zorder=0)
+        for number, cut in enumerate(data.shots):
+            axis.axvline(
+                cut,
+                color="0.35",
+                linestyle=":",
+                linewidth=1.0,
+                zorder=1,
+                label="shot change" if trait_index == 0 and number == 0 else None,
+            )
     axes[-1].set_xlabel("time (s)")
     if not any(s.points for s in data.persons):
         axes[0].text(

@@ -13,6 +13,17 @@ Each person gets what one face gets today (aligned crops [T, 112, 112, 3] and a 
 the same `FaceDetector.crop`), so for a one-person clip they are exactly `FaceDetector.detect`'s,
 and a flow region: its median face box over the segment grown to cover head and shoulders and
 clipped to the frame (`core.regions`).
+
+A track never crosses a shot change: given the samples that begin a new shot (`core.shots`),
+every open track ends there, since after a hard cut the next face often sits where the last one
+was and would otherwise be taken for it. With identity descriptors of every detection (one per
+face, from a face-identity network), a detection also continues a track only when it looks like
+that track's face (cosine similarity to the track's mean descriptor at least
+``same_face``): a face that changes identity without a detected cut starts a new track, so a
+person of a segment is one identity. Tracks of one identity on either side of a cut are then
+joined again (`rejoin_tracks`: mean descriptors at least ``IDENTITY_THRESHOLD`` alike). Without
+descriptors nothing joins them: two tracks of one person are an honest split, one track of two
+people would mix their scores.
 """
 
 from __future__ import annotations
@@ -25,9 +36,20 @@ import numpy as np
 
 from core.faces import FaceCrops, FaceDetection, FaceDetector
 from core.regions import Region, RegionGrowth, flow_region
+from core.shots import detect_cuts, shot_of_frames
 
 # A track seen in at least this fraction of a segment's sampled frames is a person.
 MIN_TRACK_FRACTION = 0.25
+# Cosine similarity of two tracks' mean identity descriptors (FaceRes, `core.identity`) at or
+# above which they are one person: midway in the gap between the same-person and
+# different-person similarities measured by `python -m tests.benchmarks.identity`
+# (docs/backbones.md, "Identity across segments").
+IDENTITY_THRESHOLD = 0.67
+# Cosine similarity of one face's descriptor to a track's mean at or above which the face may
+# continue the track: midway between one face against its own track (min 0.913) and against
+# the other person's tracks (max 0.443), measured by `python -m tests.benchmarks.shots
+# --backbones DIR` (docs/backbones.md, "Shot changes").
+SAME_FACE_THRESHOLD = 0.67
 
 
 @dataclass(frozen=True)
@@ -47,12 +69,19 @@ class TrackingConfig:
     max_gap: int = 2
     min_fraction: float = MIN_TRACK_FRACTION
     growth: RegionGrowth = field(default_factory=RegionGrowth)
+    same_face: float = SAME_FACE_THRESHOLD
+    same_person: float = IDENTITY_THRESHOLD
 
     def __post_init__(self) -> None:
         if self.max_shift <= 0 or not 0 < self.min_size_ratio <= 1:
             raise ValueError(
                 f"need max_shift > 0 and min_size_ratio in (0, 1], got {self.max_shift}, "
                 f"{self.min_size_ratio}"
+            )
+        if not (-1 <= self.same_face <= 1 and -1 <= self.same_person <= 1):
+            raise ValueError(
+                f"same_face and same_person are cosine similarities in [-1, 1], got "
+                f"{self.same_face}, {self.same_person}"
             )
         if self.max_gap < 0 or not 0 < self.min_fraction <= 1:
             raise ValueError(
@@ -67,9 +96,19 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class Track:
-    """One face followed through a segment: a detection or None per sampled frame."""
+    """One face followed through a segment: a detection or None per sampled frame, and each
+    detection's identity descriptor when a face-identity network gave one."""
 
     detections: tuple[FaceDetection | None, ...]
+    descriptors: tuple[np.ndarray | None, ...] | None = None
+
+    @property
+    def identity(self) -> np.ndarray | None:
+        """The L2-normalised mean of the track's descriptors, or None without them."""
+        if self.descriptors is None:
+            return None
+        found = [d for d in self.descriptors if d is not None]
+        return _mean_direction(found) if found else None
 
     @property
     def mask(self) -> np.ndarray:
@@ -97,6 +136,10 @@ class Person:
     track: Track
     faces: FaceCrops  # as `FaceDetector.detect` gives: crops [T, c, c, 3], mask [T], ...
     region: Region
+    # Whether the person is seen in the segment's first shot and in its last: only then may
+    # position alone link it to the segment before, or after (`core.person_links`).
+    opens_segment: bool = True
+    closes_segment: bool = True
 
     @property
     def faces_found(self) -> int:
@@ -169,33 +212,133 @@ def assign(scores: np.ndarray) -> list[tuple[int, int]]:
 
 
 def link_tracks(
-    detections: Sequence[Sequence[FaceDetection]], config: TrackingConfig | None = None
+    detections: Sequence[Sequence[FaceDetection]],
+    config: TrackingConfig | None = None,
+    *,
+    cuts: Sequence[int] = (),
+    descriptors: Sequence[np.ndarray | None] | None = None,
 ) -> list[Track]:
     """Link each frame's detections to the tracks they continue, in order of first appearance.
 
     A track is compared by its last seen box, and stays open for ``max_gap`` frames without a
-    detection; a detection that continues no open track starts a new one.
+    detection, but not past a cut (``cuts``: the samples that begin a new shot). With
+    ``descriptors`` (per frame, [faces, D] in the order of its detections) a detection only
+    continues a track whose mean descriptor it matches (``config.same_face``). A detection that
+    continues no open track starts a new one.
     """
     config = config or TrackingConfig()
     count = len(detections)
+    if descriptors is not None and len(descriptors) != count:
+        raise ValueError(f"need descriptors for every frame: {len(descriptors)} for {count}")
+    cut_set = set(cuts)
     tracks: list[list[FaceDetection | None]] = []
+    track_descriptors: list[list[np.ndarray | None]] = []
     last: list[tuple[int, FaceDetection]] = []  # per track: the frame and face last seen
+    shot_start = 0
     for t, found in enumerate(detections):
-        open_tracks = [k for k, (seen, _) in enumerate(last) if t - seen <= config.max_gap + 1]
+        if t in cut_set:
+            shot_start = t
+        open_tracks = [
+            k
+            for k, (seen, _) in enumerate(last)
+            if t - seen <= config.max_gap + 1 and seen >= shot_start
+        ]
         previous = np.array([last[k][1].box for k in open_tracks])
         current = np.array([face.box for face in found])
         scores = match_scores(previous, current, config.max_shift, config.min_size_ratio)
+        frame_descriptors = None if descriptors is None else descriptors[t]
+        if frame_descriptors is not None and len(found):
+            scores = _gate_by_identity(
+                scores,
+                [track_descriptors[k] for k in open_tracks],
+                np.asarray(frame_descriptors, np.float64),
+                config.same_face,
+            )
         matched: set[int] = set()
         for row, col in assign(scores):
             tracks[open_tracks[row]][t] = found[col]
+            track_descriptors[open_tracks[row]][t] = _row(frame_descriptors, col)
             last[open_tracks[row]] = (t, found[col])
             matched.add(col)
         for col, face in enumerate(found):
             if col not in matched:
                 tracks.append([None] * count)
+                track_descriptors.append([None] * count)
                 tracks[-1][t] = face
+                track_descriptors[-1][t] = _row(frame_descriptors, col)
                 last.append((t, face))
-    return [Track(detections=tuple(track)) for track in tracks]
+    return [
+        Track(
+            detections=tuple(track),
+            descriptors=None if descriptors is None else tuple(described),
+        )
+        for track, described in zip(tracks, track_descriptors, strict=True)
+    ]
+
+
+def _row(descriptors: np.ndarray | None, index: int) -> np.ndarray | None:
+    return None if descriptors is None else np.asarray(descriptors[index], np.float64)
+
+
+def _gate_by_identity(
+    scores: np.ndarray,
+    tracks: Sequence[Sequence[np.ndarray | None]],
+    current: np.ndarray,
+    threshold: float,
+) -> np.ndarray:
+    """``scores`` with -inf where a detection's descriptor is unlike the track's mean."""
+    scores = scores.copy()
+    for row, described in enumerate(tracks):
+        seen = [d for d in described if d is not None]
+        if not seen:
+            continue
+        mean = _mean_direction(seen)
+        unit = current / np.maximum(np.linalg.norm(current, axis=1, keepdims=True), 1e-12)
+        scores[row, unit @ mean < threshold] = -np.inf
+    return scores
+
+
+def _mean_direction(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    stacked = np.asarray(vectors, np.float64)
+    unit = stacked / np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
+    mean = unit.mean(axis=0)
+    return np.asarray(mean / max(float(np.linalg.norm(mean)), 1e-12))
+
+
+def rejoin_tracks(tracks: Sequence[Track], threshold: float = IDENTITY_THRESHOLD) -> list[Track]:
+    """Tracks never seen in the same frame whose mean descriptors agree (cosine at least
+    ``threshold``), joined into one: the same person on either side of a cut.
+
+    The most similar pair is joined first, then again with the joined track's mean, until no
+    pair is alike; tracks without descriptors are left as they are. The joined track keeps the
+    place of the one seen first.
+    """
+    joined = list(tracks)
+    while True:
+        best: tuple[float, int, int] | None = None
+        for i, a in enumerate(joined):
+            for j in range(i + 1, len(joined)):
+                b = joined[j]
+                ida, idb = a.identity, b.identity
+                if ida is None or idb is None or (a.mask & b.mask).any():
+                    continue
+                similarity = float(ida @ idb)
+                if similarity >= threshold and (best is None or similarity > best[0]):
+                    best = (similarity, i, j)
+        if best is None:
+            return joined
+        _, i, j = best
+        a, b = joined[i], joined[j]
+        assert a.descriptors is not None and b.descriptors is not None
+        joined[i] = Track(
+            detections=tuple(
+                x if x is not None else y for x, y in zip(a.detections, b.detections, strict=True)
+            ),
+            descriptors=tuple(
+                x if x is not None else y for x, y in zip(a.descriptors, b.descriptors, strict=True)
+            ),
+        )
+        del joined[j]
 
 
 def select_persons(
@@ -223,26 +366,43 @@ def find_persons(
     detections: Sequence[Sequence[FaceDetection]],
     detector: FaceDetector,
     config: TrackingConfig | None = None,
+    *,
+    cuts: Sequence[int] = (),
+    descriptors: Sequence[np.ndarray | None] | None = None,
 ) -> list[Person]:
-    """The persons of a segment from its frames and every face found in them."""
+    """The persons of a segment from its frames, every face found in them, the samples that
+    begin a new shot (``cuts``) and, when a face-identity network is installed, each
+    detection's descriptor (rejoining one person's tracks across cuts)."""
     config = config or TrackingConfig()
     frames = np.asarray(frames)
     if len(detections) != len(frames):
         raise ValueError(f"need detections for every frame: {len(detections)} for {len(frames)}")
     frame_size = (int(frames.shape[2]), int(frames.shape[1]))
-    tracks = select_persons(link_tracks(detections, config), len(frames), config)
-    return [
-        Person(
-            track=track,
-            faces=detector.crop(frames, track.detections),
-            region=flow_region(track.boxes, frame_size, config.growth),
+    linked = link_tracks(detections, config, cuts=cuts, descriptors=descriptors)
+    if descriptors is not None:
+        linked = rejoin_tracks(linked, config.same_person)
+    tracks = select_persons(linked, len(frames), config)
+    shots = shot_of_frames(len(frames), cuts)
+    persons = []
+    for track in tracks:
+        seen = np.flatnonzero(track.mask)
+        persons.append(
+            Person(
+                track=track,
+                faces=detector.crop(frames, track.detections),
+                region=flow_region(track.boxes, frame_size, config.growth),
+                opens_segment=bool(shots[seen[0]] == 0),
+                closes_segment=bool(shots[seen[-1]] == shots[-1]),
+            )
         )
-        for track in tracks
-    ]
+    return persons
 
 
 def detect_persons(
     frames: np.ndarray, detector: FaceDetector, config: TrackingConfig | None = None
 ) -> list[Person]:
-    """Every person of a segment's sampled frames [T, H, W, 3], with one batched detection."""
-    return find_persons(frames, detector.detect_all(frames), detector, config)
+    """Every person of a segment's sampled frames [T, H, W, 3], with one batched detection,
+    tracks ended at the shot changes found in the frames (`core.shots`)."""
+    return find_persons(
+        frames, detector.detect_all(frames), detector, config, cuts=detect_cuts(frames)
+    )

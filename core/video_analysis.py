@@ -35,6 +35,7 @@ from core.segment_analysis import (
 )
 from core.segment_sampling import plan_video, sample_video_segment
 from core.segments import Segment
+from core.shots import cut_times
 from core.status import VideoStatus
 from core.video import SampledFrames, VideoInfo, probe_video
 
@@ -66,6 +67,8 @@ class SegmentResult:
     persons: list[PersonResult] = field(default_factory=list)
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # Video times at which a new shot is first seen (`core.shots.cut_times`).
+    shots: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -116,7 +119,7 @@ class VideoAnalyzer:
         bundle: ModelBundle,
         config: PipelineConfig | None = None,
         detector: FaceDetector | None = None,
-        embed: Callable[[Person, np.ndarray], np.ndarray] | None = None,
+        embed: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         from core.faces import FaceDetector
 
@@ -273,6 +276,7 @@ class VideoAnalyzer:
             faces_found=faces_seen(persons, frames),
             persons=scored,
             timings=timings,
+            shots=cut_times(segment.start_s, segment.end_s, frames, persons[0].cuts),
         )
 
     def _predict(self, person: PersonFeatures, dynamic: np.ndarray) -> PersonResult:

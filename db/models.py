@@ -31,6 +31,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -327,6 +328,9 @@ class Segment(Base):
     faces_found: Mapped[int | None] = mapped_column(Integer)
     # How many persons the segment holds (`core.tracks`), once its faces stage is done.
     persons: Mapped[int | None] = mapped_column(Integer)
+    # Video times (s) at which a new shot is first seen in the segment (`core.shots`), once
+    # its faces stage is done; empty for one shot.
+    shots: Mapped[list[float] | None] = mapped_column(JSON)
     faces_ready: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     flow_ready: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     deliveries: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -362,6 +366,10 @@ class SegmentPerson(Base):
     # The identity embedding (float32, L2-normalised; `core.identity`), when a face
     # backbone was installed: what links the person across cuts.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Seen in the segment's first shot, and in its last (`core.tracks.Person`): continuity
+    # links it across a boundary only where no cut lies in between.
+    opens_segment: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    closes_segment: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     segment: Mapped[Segment] = relationship(back_populates="segment_persons")
     predictions: Mapped[list[SegmentPrediction]] = relationship(

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from core.bundle import ModelBundle
     from core.faces import FaceDetector
     from core.person_links import PersonLinker
-    from core.tracks import Person
 
 
 class VersionSource(Protocol):
@@ -59,8 +58,8 @@ class StageContext:
     layout: ArtifactLayout = LAYOUT
     # Links a video's persons across its segments (`core.person_links.linker_for`).
     linker: PersonLinker = field(default_factory=_continuity)
-    # A person's identity embedding from the segment's frames, when a backbone is installed.
-    embed: Callable[[Person, np.ndarray], np.ndarray] | None = None
+    # A face-identity network (`core.identity.Embedder`), when a backbone is installed.
+    embed: Callable[[np.ndarray], np.ndarray] | None = None
     # Told the bytes a stage read from the store (stage name, bytes): a metrics counter.
     on_read: Callable[[str, int], None] = field(default=lambda stage, count: None)
     _detectors: dict[int, FaceDetector] = field(default_factory=dict)

@@ -9,6 +9,8 @@ written to disk, so tests decode it like a real upload.
 * ``side_by_side_frames``: the two heads in the left and right halves of the frame.
 * ``edit_frames``: the astronaut on the left, a cut to the cameraman on the right, a faceless
   stretch (``skimage.data.coffee()``), the astronaut again; ``EDIT_SHOTS`` gives the timing.
+* ``cut_edit_frames``: the two in turn in the same framing and place, a frame per second of
+  motion, cut at ``CUT_EDIT_CUTS`` (inside each segment of 16 frames, at offsets 5, 8, 11).
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ EDIT_SHOTS: tuple[tuple[str | None, float], ...] = (
     (None, 1.0),
     ("astronaut", 2.0),
 )
+# The same-framing edit: (who, frames), each frame a second of motion after the one before.
+CUT_EDIT_SHOTS: tuple[tuple[str, int], ...] = (
+    ("astronaut", 5),
+    ("cameraman", 19),
+    ("astronaut", 19),
+    ("cameraman", 5),
+)
+CUT_EDIT_CUTS = (5, 24, 43)
 # Where each person rests in the edit, as a fraction of the frame width from the centre.
 EDIT_OFFSETS = {"astronaut": -0.2, "cameraman": 0.2}
 
@@ -112,6 +122,22 @@ def edit_frames(*, fps: float = 10, size: Size = (320, 240), seed: int = 0) -> I
             yield from cameraman_frames(
                 seconds=seconds, fps=fps, size=size, seed=shot_seed, offset=offset
             )
+
+
+def cut_edit_frames(*, size: Size = (320, 240)) -> Iterator[np.ndarray]:
+    """Yield the shots of ``CUT_EDIT_SHOTS`` back to back: one frame per second of motion, so
+    every frame moves as much from the last as a segment's samples do."""
+    for shot, (who, count) in enumerate(CUT_EDIT_SHOTS):
+        frames = {"seconds": float(count), "fps": 1.0, "size": size, "seed": 10 * shot}
+        if who == "astronaut":
+            yield from clips.talking_head_frames(**frames)
+        else:
+            yield from cameraman_frames(**frames)
+
+
+def write_cut_edit(path: str | Path, *, fps: float = 4) -> Path:
+    """Write the same-framing edit (mp4v, 48 frames at ``fps``) and return its path."""
+    return clips.write_video(path, cut_edit_frames(), fps=fps)
 
 
 def edit_shot_frames(fps: float = 10) -> list[tuple[str | None, int, int]]:

@@ -113,7 +113,7 @@ def get_context() -> StageContext:
 
 def _build_context() -> StageContext:
     from core.backbones.registry import backbones_dir
-    from core.segment_analysis import identity_for
+    from core.segment_analysis import POSITION_ONLY, identity_for
     from core.storage import ArtifactStore
     from db.engine import make_engine, make_session_factory
     from tasks.context import StageContext
@@ -144,6 +144,8 @@ def _build_context() -> StageContext:
         return _checked_bundle(settings.effective_database_url, version)
 
     linker, embed = identity_for(backbones_dir(settings.home_dir, settings.backbones))
+    if embed is None:
+        log.info(POSITION_ONLY)  # a worker's log; `watch` says it in its summary
     return StageContext(
         session_factory=session_factory,
         store=ArtifactStore(settings.effective_storage_url, settings.storage_mode),

@@ -223,6 +223,8 @@ def _segment_persons(session: Session, segment_ids: list[str], model_version: st
             SegmentPerson.first_box,
             SegmentPerson.last_box,
             SegmentPerson.embedding,
+            SegmentPerson.opens_segment,
+            SegmentPerson.closes_segment,
             SegmentPrediction.id.label("prediction_id"),
             *(getattr(SegmentPrediction, name) for name in TRAITS),
         )
@@ -262,6 +264,8 @@ def _summary(row: Any) -> PersonSummary | None:
         last_box=np.asarray(row.last_box, np.float64),
         face_frames=int(row.face_frames),
         embedding=None if row.embedding is None else np.frombuffer(row.embedding, np.float32),
+        opens_segment=bool(row.opens_segment),
+        closes_segment=bool(row.closes_segment),
     )
 
 

@@ -135,5 +135,6 @@ def _store_segment(
         frames=outcome.frames,
         faces_found=outcome.faces_found,
         persons=len(outcome.persons),
+        shots=outcome.shots if outcome.persons else None,
     )
     finish_segment(session=session, segment_id=segment_id, changes=changes, from_statuses=None)

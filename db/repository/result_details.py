@@ -84,6 +84,8 @@ class SegmentResult:
     error: str | None
     persons: tuple[SegmentPersonResult, ...] = ()
     faces_found: int | None = None
+    # Video times at which a new shot is first seen in the segment (`core.shots`).
+    shots: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +95,7 @@ class SegmentResult:
             "status": self.status,
             "error": self.error,
             "persons": [person.to_dict() for person in self.persons],
+            "shots": list(self.shots),
         }
 
 
@@ -169,6 +172,7 @@ def _segments(
             Segment.status,
             Segment.error,
             Segment.faces_found,
+            Segment.shots,
             SegmentPerson.id.label("segment_person_id"),
             SegmentPerson.index.label("person_index"),
             SegmentPerson.person,
@@ -222,4 +226,5 @@ def _segment(rows: Sequence[Any], version: str | None) -> SegmentResult:
         error=first.error,
         persons=tuple(sorted(persons.values(), key=lambda p: p.index)),
         faces_found=first.faces_found,
+        shots=tuple(float(t) for t in first.shots or ()),
     )

@@ -90,7 +90,15 @@ class ResultRow:
             "duration_s": self.duration_s,
             "persons": [person.to_dict() for person in self.persons],
             "segments": [segment.to_dict() for segment in self.segments],
+            "shots": self.shots,
         }
+
+    @property
+    def shots(self) -> list[float]:
+        """Video times at which a new shot is first seen, over all segments (`core.shots`):
+        each within half a sampling interval of the cut. Cuts at a segment boundary are not
+        seen (each segment compares its own samples)."""
+        return [t for segment in self.segments for t in segment.shots]
 
 
 def query_results(

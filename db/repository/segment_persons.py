@@ -43,6 +43,9 @@ class SegmentPersonRecord:
     region: Mapping[str, int] | None = None
     # The identity embedding (`core.identity.identity_embedding`), when one was computed.
     embedding: np.ndarray | None = None
+    # Seen in the segment's first shot, and in its last (`core.tracks.Person`).
+    opens_segment: bool = True
+    closes_segment: bool = True
 
     @classmethod
     def of(
@@ -57,6 +60,8 @@ class SegmentPersonRecord:
             last_box=[float(v) for v in summary.last_box],
             region=person.region.as_dict(),
             embedding=embedding,
+            opens_segment=person.opens_segment,
+            closes_segment=person.closes_segment,
         )
 
 
@@ -214,6 +219,8 @@ def _person_row(segment_id: str, record: SegmentPersonRecord) -> dict[str, Any]:
         "last_box": _box("last_box", record.last_box),
         "region": None if record.region is None else {k: int(v) for k, v in record.region.items()},
         "embedding": _embedding_bytes(record.embedding),
+        "opens_segment": bool(record.opens_segment),
+        "closes_segment": bool(record.closes_segment),
     }
 
 

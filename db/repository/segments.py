@@ -13,6 +13,7 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -33,6 +34,8 @@ class SegmentUpdate(StageUpdate):
     """
 
     persons: int | None = None
+    # Video times at which a new shot is first seen in the segment (`core.shots.cut_times`).
+    shots: list[float] | None = None
 
 
 def create_segments(
@@ -140,14 +143,24 @@ def finish_segment(
     True if the segment moved to `changes.status`. The row is locked first, so of faces and
     flow finishing at once exactly one sees both flags set (`changes.ready`) and moves the
     segment on; a segment found in another status, or a feature flag already set, is left
-    untouched and gives False. `SegmentUpdate.persons` stores the persons count.
+    untouched and gives False. `SegmentUpdate.persons` stores the persons count, and
+    `SegmentUpdate.shots` the shot changes.
     """
     if changes.probe is not None:
         raise ValueError("a segment has no probe data; store the probe on its video")
-    extra: dict[str, int] = {}
+    extra: dict[str, Any] = {}
     if isinstance(changes, SegmentUpdate) and changes.persons is not None:
         extra["persons"] = _non_negative("persons", changes.persons)
+    if isinstance(changes, SegmentUpdate) and changes.shots is not None:
+        extra["shots"] = _shot_times(changes.shots)
     return guarded_finish(session, Segment, segment_id, changes, from_statuses, extra)
+
+
+def _shot_times(shots: Sequence[float]) -> list[float]:
+    times = [float(t) for t in shots]
+    if not all(math.isfinite(t) and t >= 0 for t in times) or times != sorted(times):
+        raise ValueError(f"shots must be finite, non-negative times in order, got {shots!r}")
+    return times
 
 
 def count_segment_delivery(*, session: Session, segment_id: str, stage: str) -> int:

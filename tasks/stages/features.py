@@ -31,6 +31,7 @@ from core.segment_analysis import (
     faces_seen,
     stack_static,
 )
+from core.shots import cut_times
 from core.status import VideoStatus
 from db import repository as repo
 from db.models import SegmentPerson
@@ -45,9 +46,12 @@ from tasks.stages.skeleton import StageSpec, VideoRef, run_stage
 
 @dataclass
 class PersonsUpdate(SegmentUpdate):
-    """Faces' finish: the persons to store with it."""
+    """Faces' finish: the persons to store with it, and the samples that begin a new shot
+    (stored as video times, `shots`, once the segment's window is read)."""
 
     records: list[SegmentPersonRecord] = field(default_factory=list)
+    cuts: tuple[int, ...] = ()
+    samples: int = 0
 
 
 def _frames(ctx: StageContext, ref: VideoRef, num_frames: int, *names: str) -> list[np.ndarray]:
@@ -83,6 +87,8 @@ def _faces(ctx: StageContext, ref: VideoRef) -> StageUpdate:
         faces_found=faces_seen(persons, len(frames)),
         ready="faces",
         persons=len(persons),
+        cuts=persons[0].cuts,
+        samples=len(frames),
         records=[
             SegmentPersonRecord.of(index, p.person, p.embedding) for index, p in enumerate(persons)
         ],
@@ -94,6 +100,9 @@ def _store_persons(
 ) -> None:
     if isinstance(changes, PersonsUpdate):
         repo.save_segment_persons(session=session, segment_id=ref.id, persons=changes.records)
+        segment = repo.get_segment(session=session, segment_id=ref.id)
+        if segment is not None:
+            changes.shots = cut_times(segment.start_s, segment.end_s, changes.samples, changes.cuts)
 
 
 def person_regions(session: Session, segment_id: str) -> list[Region] | None:

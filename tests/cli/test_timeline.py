@@ -174,6 +174,18 @@ def test_the_figure_holds_persons_bands_and_the_warning(factory, stored: StoredV
     )
     trained = build_timeline_figure(plot_data_trained(data))
     assert UNTRAINED_WARNING not in figure_texts(trained)
+    assert "shot change" not in figure_texts(figure)
+
+
+def test_the_figure_marks_each_shot_change(factory, stored: StoredVideos) -> None:
+    from dataclasses import replace
+
+    data = replace(plot_data(video_result(factory, INTERVIEW)), shots=(20.0, 33.5))
+    figure = build_timeline_figure(data)
+    assert "shot change" in figure_texts(figure)
+    for axis in figure.get_axes():
+        dotted = [line for line in axis.get_lines() if line.get_linestyle() == ":"]
+        assert [list(line.get_xdata()) for line in dotted] == [[20.0, 20.0], [33.5, 33.5]]
 
 
 def plot_data_trained(data):

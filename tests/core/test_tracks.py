@@ -11,6 +11,7 @@ import pytest
 from core.faces import FaceDetection, FaceDetector
 from core.flow import compute_flow
 from core.regions import Region, RegionGrowth, crop_pair, crop_region, flow_region
+from core.shots import detect_cuts
 from core.tracks import (
     Track,
     TrackingConfig,
@@ -110,13 +111,32 @@ def test_a_face_missing_in_a_frame_or_two_stays_one_track(
 ) -> None:
     frames = one_face.copy()
     frames[[5, 6, 11]] = faceless(3, (320, 240))
-    (person,) = detect_persons(frames, detector)
+    # The detector missing the face in those frames (no shot change given): one track.
+    (person,) = find_persons(frames, detector.detect_all(frames), detector)
     assert not person.faces.mask[[5, 6, 11]].any()
     assert person.faces_found >= T - 4
     # Three frames in a row is more than the tracker waits: the face starts a second track.
     frames[[5, 6, 7]] = faceless(3, (320, 240))
     masks = [track.mask for track in link_tracks(detector.detect_all(frames))]
     assert len(masks) == 2 and not masks[0][5:].any() and not masks[1][:8].any()
+
+
+def test_a_track_ends_at_every_shot_change(detector: FaceDetector, one_face: np.ndarray) -> None:
+    # Another picture cut in is two shot changes each time: the face's track ends at each.
+    frames = one_face.copy()
+    frames[[5, 6, 11]] = faceless(3, (320, 240))
+    assert detect_cuts(frames) == (5, 7, 11, 12)
+    tracks = link_tracks(detector.detect_all(frames), cuts=(5, 7, 11, 12))
+    assert [np.flatnonzero(track.mask).tolist() for track in tracks] == [
+        [0, 1, 2, 3, 4],
+        [7, 8, 9, 10],
+        [12, 13, 14, 15],
+    ]
+    persons = detect_persons(frames, detector)  # ceil(16 / 4) = 4 frames make a person
+    seen = sorted(
+        (int(np.argmax(p.faces.mask)), p.opens_segment, p.closes_segment) for p in persons
+    )
+    assert seen == [(0, True, False), (7, False, False), (12, False, True)]
 
 
 def test_a_track_in_fewer_than_a_quarter_of_the_frames_is_not_a_person(
@@ -132,7 +152,7 @@ def test_a_track_in_fewer_than_a_quarter_of_the_frames_is_not_a_person(
     (person,) = find_persons(frames, detections, detector)
     assert person.track == tracks[0]
     frames[12, :, 160:] = side_by_side[12, :, 160:]
-    assert len(detect_persons(frames, detector)) == 2
+    assert len(find_persons(frames, detector.detect_all(frames), detector)) == 2
 
 
 def test_flow_runs_on_a_persons_region(detector: FaceDetector, side_by_side: np.ndarray) -> None:

@@ -46,9 +46,11 @@ TABLES = {
 }
 #: The tables as of revision 0003, before tenants.
 TABLES_0003 = TABLES - {"tenants", "api_keys", "callback_attempts"}
-#: Words in the drift of a revision before 0004 against today's models: what 0004 and the
-#: revisions after it added.
+#: Words in the drift of a revision before 0004 against today's models: what 0004 added,
+#: and the columns 0006 added (the storage stamp).
 ADDED_IN_0004 = ("tenant", "idempotency_key", "callback", "content_hash", "storage_stamp")
+#: Columns 0007 added (shots), left out of comparisons with older revisions too.
+ADDED_IN_0007 = ("'shots'", "opens_segment", "closes_segment")
 #: The tables as of revision 0002, before segments and persons.
 TABLES_0002 = {"model_versions", "jobs", "videos", "job_videos", "predictions", "attention_maps"}
 
@@ -76,12 +78,14 @@ def schema_drift(url: URL, metadata: MetaData = Base.metadata) -> list[object]:
 def drift_before_0004(url: URL, tables: set[str] = TABLES_0003) -> list[object]:
     """`schema_drift` of a database at 0003 or earlier, less what 0004 changed."""
     diffs = schema_drift(url, metadata_of(tables | {"tenants"}))  # jobs and videos refer to it
-    return [diff for diff in diffs if not any(word in repr(diff) for word in ADDED_IN_0004)]
+    added = ADDED_IN_0004 + ADDED_IN_0007
+    return [diff for diff in diffs if not any(word in repr(diff) for word in added)]
 
 
 def before_0004(table: Table) -> Table:
     """`table` less the columns 0004 added, to write rows at an earlier revision."""
     added = {"tenant_id", "idempotency_key", "callback_url", "callback_state"}
+    added |= {"shots", "opens_segment", "closes_segment"}
     if not added & set(table.columns.keys()):
         return table
     columns = [column._copy() for column in table.columns if column.name not in added]
@@ -427,5 +431,23 @@ def test_existing_rows_become_one_segment_and_one_person_across_0003(
         with factory() as session:
             assert len(session.scalars(select(Segment)).all()) == 3
             assert len(session.scalars(select(SegmentPrediction)).all()) == 2
+    finally:
+        engine.dispose()
+
+
+def test_0007_adds_shots_and_the_persons_cut_flags(empty_database_url: URL) -> None:
+    """0007 adds the segments' shots and the persons' flags (true by default: persons stored
+    before are linked by continuity as before); down drops the three columns."""
+    upgrade_database(empty_database_url, "0006")
+    engine = make_engine(empty_database_url, poolclass=NullPool)
+    try:
+        upgrade_database(empty_database_url, "0007")
+        columns = {c["name"]: c for c in inspect(engine).get_columns("segment_persons")}
+        assert {"opens_segment", "closes_segment"} <= set(columns)
+        assert not columns["opens_segment"]["nullable"]
+        assert "shots" in {c["name"] for c in inspect(engine).get_columns("segments")}
+        downgrade_database(empty_database_url, "0006")
+        columns = {c["name"]: c for c in inspect(engine).get_columns("segment_persons")}
+        assert not {"opens_segment", "closes_segment"} & set(columns)
     finally:
         engine.dispose()

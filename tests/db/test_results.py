@@ -29,6 +29,7 @@ CONTRACT_KEYS = [
     "duration_s",
     "persons",
     "segments",
+    "shots",
 ]
 
 

@@ -8,6 +8,7 @@ stage takes one of its segments.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from pathlib import Path
 
@@ -402,3 +403,43 @@ def test_sampled_frames_are_dropped_once_both_features_are_stored(
     assert stages.run_inference(ctx, segment_id) == "done"
     for features in (LAYOUT.segment_static(video_id, 0), LAYOUT.segment_dynamic(video_id, 0)):
         assert ctx.store.exists(ctx.store.uri(features))
+
+
+def test_the_stages_store_shots_and_never_link_across_a_cut(
+    bundle, face_detector, tmp_path: Path
+) -> None:
+    """The same-framing edit (a cut inside each 4 s segment): the faces stage stores each
+    segment's cut as a video time, two persons per segment, and continuity links persons
+    across segment boundaries only, as the in-process analysis does."""
+    from db.models import Segment, SegmentPerson
+    from tests.people_clips import write_cut_edit
+
+    ctx = make_context(tmp_path, bundle, face_detector, segment_seconds=4.0)
+    video_id = submit(ctx, write_cut_edit(tmp_path / "cuts.mp4"))
+    ids = analyze_with_stages(ctx, video_id)
+    assert len(ids) == 3
+    with ctx.session_factory() as session:
+        segments = repo.get_segments(session=session, video_id=video_id)
+        shots = [session.get(Segment, s.id).shots for s in segments]  # type: ignore[union-attr]
+        persons = [
+            [
+                (p.person, p.opens_segment, p.closes_segment)
+                for p in session.query(SegmentPerson)
+                .filter_by(segment_id=s.id)
+                .order_by(SegmentPerson.index)
+            ]
+            for s in segments
+        ]
+    assert [len(s) for s in shots] == [1, 1, 1]
+    assert [s[0] for s in shots] == pytest.approx([1.25, 6.0, 10.75], abs=0.3)
+    # Each segment: one person before its cut (opens it), one after (closes it).
+    assert [sorted(flags for _, *flags in seg) for seg in persons] == [
+        [[False, True], [True, False]]
+    ] * 3
+    numbers = [{(opens, p) for p, opens, _ in seg} for seg in persons]
+    # The person closing a segment is the one opening the next; no other link.
+    for before, after in itertools.pairwise(numbers):
+        closing = {p for opens, p in before if not opens}
+        opening = {p for opens, p in after if opens}
+        assert closing == opening
+    assert len({p for seg in numbers for _, p in seg}) == 4

@@ -39,6 +39,7 @@ def analyze(
     ),
 ) -> None:
     """Analyze videos in this process (no broker) and store the results."""
+    from core.segment_analysis import POSITION_ONLY
     from workers.services.analysis import analyze_inputs, prepare
     from workers.services.models import UNTRAINED_WARNING
 
@@ -52,6 +53,8 @@ def analyze(
             style="yellow",
             markup=False,
         )
+    if analyzer.videos.embed is None:
+        err.print(f"note: {POSITION_ONLY}", style="yellow", markup=False, soft_wrap=True)
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

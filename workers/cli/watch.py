@@ -43,6 +43,7 @@ def watch(
     from dataclasses import replace
 
     from core.live import SourceOptions
+    from core.segment_analysis import POSITION_ONLY
     from workers import bootstrap
     from workers.services.watch import NeverOpened, Watcher
     from workers.services.watch_metrics import WatchMetrics
@@ -112,6 +113,8 @@ def watch(
         highlight=False,
         markup=False,
     )
+    if ctx.embed is None:
+        err.print(f"note: {POSITION_ONLY}", style="yellow", markup=False, soft_wrap=True)
     raise typer.Exit(EXIT_FAILED if report.status == VideoStatus.FAILED else EXIT_OK)
 
 

@@ -118,6 +118,7 @@ def plot_data(row: ResultRow) -> TimelinePlotData:
         persons=tuple(series),
         trained=(False not in trained) if trained else None,
         duration_s=row.duration_s,
+        shots=tuple(row.shots),
     )
 
 
