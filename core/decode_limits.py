@@ -80,8 +80,9 @@ def exceeds_resolution(width: int, height: int, limits: VideoLimits) -> bool:
     return long_side > max_long or short_side > max_short
 
 
-def check_frame_size(width: int, height: int, limits: VideoLimits, path: Path) -> None:
-    """Refuse a decoded frame over the resolution limit, whatever the header declared."""
+def check_frame_size(width: int, height: int, limits: VideoLimits, path: object) -> None:
+    """Refuse a decoded frame over the resolution limit, whatever the header declared
+    (``path`` names the video: a path or a stored object)."""
     if exceeds_resolution(width, height, limits):
         raise VideoLimitError(
             f"video has a {width}x{height} frame, over the limit of {limits.max_width}x"

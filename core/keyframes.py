@@ -16,6 +16,7 @@ So does any stream whose timestamps do not sit on its frame grid.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def keyframes_near(
-    source: str | Path | BinaryIO, marks: Sequence[float], reach_s: float
+    source: str | Path | BinaryIO | io.BufferedIOBase, marks: Sequence[float], reach_s: float
 ) -> list[tuple[float, ...]]:
     """For each of ``marks`` (seconds from the stream's first frame), the keyframes nearest it.
 

@@ -40,9 +40,8 @@ def plan_video(
     plan = plan_segments(info.frame_count / info.fps, segment_seconds)
     if source is None or len(plan) < 2:
         return plan
-    if isinstance(source, StoredVideo):
-        source = source.open()
-    near = keyframes_near(source, [s.start_s for s in plan[1:]], segment_seconds / 3)
+    opened = source.open() if isinstance(source, StoredVideo) else source
+    near = keyframes_near(opened, [s.start_s for s in plan[1:]], segment_seconds / 3)
     return align_to_keyframes(plan, near, info.fps, segment_seconds)
 
 

@@ -108,7 +108,7 @@ def _plan(ctx: StageContext, ref: VideoRef) -> StageUpdate:
             except InputError as exc:
                 raise type(exc)(str(exc).replace(str(video), ref.source)) from exc
             # Boundaries on keyframes, found in the container index (no decoding).
-            keyframes = video.open() if ctx.config.segment_keyframes else None
+            keyframes = video if ctx.config.segment_keyframes else None
             segments = plan_video(info, ctx.config.segment_seconds, keyframes)
             read = video.bytes_read
     except ContentMismatchError as exc:
