@@ -48,7 +48,7 @@ def analyze(home: Path, clip: Path, env: dict[str, str], *, note: bool | None = 
 # (at 1.25, 6.0 and 10.75 s), the astronaut (A) and the cameraman (B) in the same place. Of
 # each segment's 8 samples B has 5 and A 3 in the first, 4 each in the second, A 5 and B 3 in
 # the third.
-FOUR_SECONDS = {"OCEANSTREAM_SEGMENT_SECONDS": "4"}
+FOUR_SECONDS = {"OCEANSTREAM_SEGMENT_SECONDS": "4", "OCEANSTREAM_SEGMENT_KEYFRAMES": "false"}
 
 
 def test_a_cut_inside_a_segment_gives_two_persons_and_a_shot(
