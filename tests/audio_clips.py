@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import wave
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,35 @@ def mux_audio(
     if result.returncode != 0:
         raise RuntimeError(f"ffmpeg failed muxing {out}: {result.stderr.decode(errors='replace')}")
     return out
+
+
+SENTENCES = (
+    "I would love to tell you about my weekend.",
+    "The project went well and the team was happy.",
+    "Honestly, I think we should try something new.",
+    "Let me explain how this works, step by step.",
+    "We met at the station and walked to the river.",
+    "Thank you all for coming here today.",
+)
+
+
+def write_voices(
+    path: str | Path, pitches: Sequence[int], *, seed: int = 0
+) -> tuple[Path, list[tuple[float, float]]]:
+    """One WAV of utterances by espeak-ng at ``pitches``, and each one's (start_s, end_s).
+
+    Sentences and speaking rates vary at random (``seed``), independently of the pitch, so a
+    model that learns the pitch learns it from the voice and not from what is said.
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[np.ndarray] = []
+    spans: list[tuple[float, float]] = []
+    rate, position = 0, 0
+    for pitch in pitches:
+        text = SENTENCES[int(rng.integers(len(SENTENCES)))]
+        voice, rate = speech(text, pitch=int(pitch), words_per_minute=int(rng.integers(140, 200)))
+        spans.append((position / rate, (position + len(voice)) / rate))
+        gap = np.zeros(rate // 4, np.float32)
+        parts += [voice, gap]
+        position += len(voice) + len(gap)
+    return write_wav(path, np.concatenate(parts), rate), spans
