@@ -180,7 +180,7 @@ def mel_filterbank(
     def hz(mels: np.ndarray) -> np.ndarray:
         return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
 
-    edges = hz(np.linspace(0.0, mel(np.float64(sample_rate / 2)), num_mels + 2))
+    edges = hz(np.linspace(0.0, mel(np.array(sample_rate / 2)), num_mels + 2))
     bins = np.linspace(0.0, sample_rate / 2, fft_size // 2 + 1)
     lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
     rising = (bins[:, None] - lower) / (centre - lower)
@@ -203,7 +203,7 @@ def log_mel_spectrogram(samples: np.ndarray) -> np.ndarray:
 
 
 def audio_tokens(
-    window: AudioWindow, frame_times_s: Sequence[float]
+    window: AudioWindow, frame_times_s: Sequence[float] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """One token per frame time: ``([T, AUDIO_TOKEN_DIM] float32, [T] bool mask)``.
 
@@ -245,7 +245,7 @@ def _frames_usable(window: AudioWindow, count: int) -> np.ndarray:
 
 
 def segment_audio_tokens(
-    path: str | Path, start_s: float, end_s: float, frame_times_s: Sequence[float]
+    path: str | Path, start_s: float, end_s: float, frame_times_s: Sequence[float] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """A segment's audio tokens: the window its frame times need, decoded, then tokenised.
 

@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 
 from core.audio import AUDIO_TOKEN_DIM, audio_tokens, decode_audio_window
-from core.model import AudioEncoder, CompletePersonalityModel, VoiceAttention, get_attention_weights
+from core.model import (
+    AudioEncoder,
+    CompletePersonalityModel,
+    VoiceAttention,
+    get_attention_weights,
+    plot_attention_map,
+)
 from tests.audio_clips import write_voices
 
 SMALL = {"static_dim": 12, "dynamic_dim": 8, "fusion_dim": 16, "num_heads": 2}
@@ -79,6 +85,15 @@ def test_voice_model_returns_three_directions_and_masks_absent_audio() -> None:
     np.testing.assert_allclose(direct, attention, atol=1e-6)
 
 
+def test_three_directions_are_drawn(tmp_path: Path) -> None:
+    model = _voice_model()
+    _, attention = model(_inputs(1, 4), training=False, return_attention_scores=True)
+    (path,) = plot_attention_map(_numpy(attention), tmp_path / "voice.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="3 directions"):
+        plot_attention_map(np.ones((4, 2, 4, 4)), tmp_path / "bad.png")
+
+
 def test_wrong_number_of_inputs_names_what_was_expected() -> None:
     static, dynamic, _ = _inputs(1, 3)
     with pytest.raises(ValueError, match="static, dynamic, audio"):
@@ -129,12 +144,12 @@ CLIPS, HELD_OUT = 80, 24
 EPOCHS = 20  # full-batch steps
 
 
-@pytest.fixture(scope="module")
-def voices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
-    """Audio tokens of espeak-ng utterances at random pitches, decoded from one WAV file."""
+def planted_voice_data(root: Path) -> dict[str, np.ndarray]:
+    """Audio tokens of espeak-ng utterances at random pitches, decoded from one WAV file;
+    labels from the pitch alone; face and flow tokens of pure noise."""
     rng = np.random.default_rng(0)
     pitches = rng.integers(0, 100, CLIPS)
-    path, spans = write_voices(tmp_path_factory.mktemp("voices") / "voices.wav", pitches)
+    path, spans = write_voices(root / "voices.wav", pitches)
     tokens = np.zeros((CLIPS, FRAMES, AUDIO_TOKEN_DIM), np.float32)
     masks = np.zeros((CLIPS, FRAMES), bool)
     for i, (start, end) in enumerate(spans):
@@ -149,6 +164,11 @@ def voices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
         "audio_mask": masks,
         "labels": labels,
     }
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    return planted_voice_data(tmp_path_factory.mktemp("voices"))
 
 
 def _fit_and_score(data: dict[str, np.ndarray], with_audio: bool) -> tuple[float, float, float]:
