@@ -141,7 +141,7 @@ def test_voice_model_keras_file_round_trip(tmp_path: Path) -> None:
 
 FRAMES = 6
 CLIPS, HELD_OUT = 80, 24
-EPOCHS = 20  # full-batch steps
+EPOCHS = 30  # full-batch steps
 
 
 def planted_voice_data(root: Path) -> dict[str, np.ndarray]:
