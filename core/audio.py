@@ -72,6 +72,7 @@ class AudioWindow:
 def decode_audio_window(path: str | Path, start_s: float, end_s: float) -> AudioWindow:
     """The audio of ``[start_s, end_s)`` seconds of ``path``, at 16 kHz mono.
 
+    Times count from the video's first frame (frame ``i`` of the sampling is at ``i / fps``).
     Reads from the packet at or before ``start_s`` (a seek, not a decode from the start) to
     the first frame past ``end_s``. Samples the track does not cover (no track, a track that
     starts late or ends early, a gap, a packet that does not decode) are zeros with
@@ -92,9 +93,22 @@ def decode_audio_window(path: str | Path, start_s: float, end_s: float) -> Audio
             return AudioWindow(samples, mask, start_s, None, 0)
         stream = container.streams.audio[0]
         rate, channels = stream.rate or None, stream.channels or 0
-        for time_s, chunk in _resampled_runs(container, stream, start_s, end_s):
-            _place(samples, mask, chunk, round((time_s - start_s) * SAMPLE_RATE))
+        origin = _origin_s(container, stream)
+        for time_s, chunk in _resampled_runs(container, stream, origin + start_s, origin + end_s):
+            _place(samples, mask, chunk, round((time_s - origin - start_s) * SAMPLE_RATE))
     return AudioWindow(samples, mask, start_s, rate, channels)
+
+
+def _origin_s(container: av.container.InputContainer, stream: av.AudioStream) -> float:
+    """The time of video frame 0 (`core.frame_grid`), which times in this module count from.
+
+    MP4 starts its streams at 0; MPEG-TS typically at 1.4 s. Without a video stream the audio
+    track's own start is the origin.
+    """
+    for candidate in (*container.streams.video[:1], stream):
+        if candidate.start_time is not None and candidate.time_base is not None:
+            return float(candidate.start_time * candidate.time_base)
+    return 0.0
 
 
 def _place(samples: np.ndarray, mask: np.ndarray, chunk: np.ndarray, offset: int) -> None:
@@ -114,7 +128,6 @@ def _resampled_runs(
     the same; a gap in the timestamps, or a change of rate or channel layout, ends the run
     (its resampler is flushed) and starts another at the new frame's own time.
     """
-    _seek(container, stream, start_s)
     resampler: av.AudioResampler | None = None
     run_start = expected = 0.0
     key: tuple[int, str, str] | None = None
@@ -127,7 +140,7 @@ def _resampled_runs(
             yield run_start, np.concatenate(parts)
         parts.clear()
 
-    for frame in _decoded(container, stream):
+    for frame in _frames_from(container, stream, start_s):
         if frame.pts is None or frame.time_base is None or frame.samples == 0:
             continue
         time_s = float(frame.pts * frame.time_base)
@@ -143,11 +156,35 @@ def _resampled_runs(
     yield from finish()
 
 
-def _seek(container: av.container.InputContainer, stream: av.AudioStream, start_s: float) -> None:
-    if start_s <= 0 or stream.time_base is None:
+def _frames_from(
+    container: av.container.InputContainer, stream: av.AudioStream, start_s: float
+) -> Iterator[av.AudioFrame]:
+    """Decoded frames from the last one starting at or before ``start_s`` on.
+
+    Some demuxers (MPEG-TS) land a seek after its target; then it seeks again, earlier each
+    time (0.5 s, 1 s, 2 s... before), down to the stream's start.
+    """
+    back = 0.0
+    while True:
+        target = max(start_s - back, 0.0)
+        _seek(container, stream, target)
+        frames = _decoded(container, stream)
+        first = next(frames, None)
+        if first is None:
+            return
+        time_s = float(first.pts * first.time_base) if first.pts is not None else 0.0
+        if target <= 0 or time_s <= start_s + _GAP_SECONDS:
+            yield first
+            yield from frames
+            return
+        back = 2 * back if back else 0.5
+
+
+def _seek(container: av.container.InputContainer, stream: av.AudioStream, time_s: float) -> None:
+    if stream.time_base is None:
         return
     try:
-        container.seek(int(start_s / stream.time_base), stream=stream, backward=True)
+        container.seek(int(time_s / stream.time_base), stream=stream, backward=True)
     except av.FFmpegError:
         container.seek(0, stream=stream, backward=True)
 

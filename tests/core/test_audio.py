@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import imageio_ffmpeg
 import numpy as np
 import pytest
 
@@ -134,3 +136,25 @@ def test_mel_filterbank_covers_the_spectrum() -> None:
 def test_not_a_container_is_a_decode_error(tmp_path: Path) -> None:
     with pytest.raises(VideoDecodeError):
         decode_audio_window(write_text(tmp_path / "x.mp4"), 0.0, 1.0)
+
+
+def test_a_rate_and_layout_change_mid_stream(tmp_path: Path) -> None:
+    """Two MPEG-TS parts joined: 22.05 kHz mono, then 44.1 kHz stereo (as a broadcast splice)."""
+    parts = []
+    for name, hz, rate, channels, offset in (("a", 220, 22_050, 1, 0), ("b", 880, 44_100, 2, 2)):
+        part = tmp_path / f"{name}.ts"
+        source = f"sine=frequency={hz}:duration=2:sample_rate={rate}"
+        command = [
+            imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error",
+            "-f", "lavfi", "-i", source, "-ac", str(channels), "-c:a", "aac",
+            "-output_ts_offset", str(offset), "-f", "mpegts", str(part),
+        ]  # fmt: skip
+        subprocess.run(command, check=True, capture_output=True)
+        parts.append(part.read_bytes())
+    spliced = tmp_path / "spliced.ts"
+    spliced.write_bytes(b"".join(parts))
+    window = decode_audio_window(spliced, 0.0, 4.0)  # MPEG-TS starts at 1.4 s: the origin
+    assert (window.source_rate, window.source_channels) == (22_050, 1)
+    assert window.mask.mean() > 0.9
+    assert abs(_peak_hz(window.samples[SAMPLE_RATE // 2 : 3 * SAMPLE_RATE // 2]) - 220) < 10
+    assert abs(_peak_hz(window.samples[5 * SAMPLE_RATE // 2 : 7 * SAMPLE_RATE // 2]) - 880) < 10
