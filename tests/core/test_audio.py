@@ -20,6 +20,7 @@ from core.audio import (
     segment_audio_tokens,
 )
 from core.errors import VideoDecodeError
+from core.segments import plan_segment_samples
 from tests.audio_clips import mux_audio, speech, tone
 from tests.clips import write_h264, write_text
 
@@ -125,6 +126,23 @@ def test_speech_at_8khz_mono(clips: dict[str, Path], tmp_path: Path) -> None:
     # Nothing above the 4 kHz Nyquist of the source: the top mel bands hold (almost) nothing.
     spectrum = log_mel_spectrogram(window.samples[: int(spoken * SAMPLE_RATE)])
     assert spectrum[:, -4:].mean() < spectrum[:, 10:20].mean() - 5
+
+
+def test_tokens_line_up_with_a_segments_sampled_frames(tmp_path: Path) -> None:
+    """A talking head silent for 3 s, then speaking: the T tokens of its sampled frames are
+    masked before the voice starts and valid while it speaks."""
+    fps, seconds = 10, 6.0
+    video = write_h264(
+        tmp_path / "head.mp4", seconds=seconds, fps=fps, size=(160, 120), preset="veryfast"
+    )
+    voice, rate = speech("Good morning, let me tell you about my plans for the summer.")
+    track = np.concatenate([np.zeros(3 * rate, np.float32), voice])[: int(seconds * rate)]
+    clip = mux_audio(video, tmp_path / "head_speech.mp4", track, rate)
+    samples = plan_segment_samples(range(0, 60), 60, 12)
+    times = samples.indices / fps  # frame i is shown at i / fps
+    tokens, mask = segment_audio_tokens(clip, 0.0, seconds, times)
+    assert tokens.shape == (12, AUDIO_TOKEN_DIM)
+    assert not mask[times < 2.4].any() and mask[(times > 3.6) & (times < 5.0)].all()
 
 
 def test_mel_filterbank_covers_the_spectrum() -> None:
