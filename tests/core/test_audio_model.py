@@ -22,6 +22,7 @@ from core.model import (
     get_attention_weights,
     plot_attention_map,
 )
+from core.runtime import compile_inference
 from tests.audio_clips import write_voices
 
 SMALL = {"static_dim": 12, "dynamic_dim": 8, "fusion_dim": 16, "num_heads": 2}
@@ -83,6 +84,22 @@ def test_voice_model_returns_three_directions_and_masks_absent_audio() -> None:
         model, static, dynamic, ones, ones, audio=audio, audio_mask=audio_mask
     )
     np.testing.assert_allclose(direct, attention, atol=1e-6)
+
+
+def test_compiled_inference_matches_the_eager_call() -> None:
+    model = _voice_model()
+    run = compile_inference(model, return_attention_scores=True)
+    for batch in (1, 3):
+        static, dynamic, audio = _inputs(batch, 4, seed=batch)
+        ones = np.ones((batch, 4), bool)
+        audio_mask = ones.copy()
+        audio_mask[0, 2:] = False
+        inputs = (static, dynamic, audio, ones, ones, audio_mask)
+        scores, attention = run(inputs)
+        eager_scores, eager_attention = model(inputs, training=False, return_attention_scores=True)
+        np.testing.assert_allclose(scores, _numpy(eager_scores), atol=1e-6)
+        np.testing.assert_allclose(attention, _numpy(eager_attention), atol=1e-6)
+        assert attention.shape == (batch, 3, 2, 4, 4)
 
 
 def test_three_directions_are_drawn(tmp_path: Path) -> None:
