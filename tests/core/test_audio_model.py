@@ -146,12 +146,18 @@ def test_layer_configs_round_trip(layer) -> None:
 def test_voice_model_keras_file_round_trip(tmp_path: Path) -> None:
     model = _voice_model(dropout_rate=0.3)
     inputs = _inputs(2, 4)
+    model(inputs, training=False)
+    assert model.voice is not None
+    model.voice.encoder.adapt(inputs[2] * 2 + 5)  # the standardisation travels with the file
     expected = _numpy(model(inputs, training=False))
     model.save(tmp_path / "voice.keras")
     loaded = keras.models.load_model(tmp_path / "voice.keras")
     assert isinstance(loaded, CompletePersonalityModel) and loaded.audio_dim == AUDIO
     assert loaded.get_config() == model.get_config()
     np.testing.assert_array_equal(_numpy(loaded(inputs, training=False)), expected)
+    np.testing.assert_allclose(
+        _numpy(loaded.voice.encoder.feature_mean), (inputs[2] * 2 + 5).reshape(-1, AUDIO).mean(0)
+    )
 
 
 # --- the planted signal -------------------------------------------------------------------
