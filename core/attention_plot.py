@@ -13,7 +13,9 @@ import numpy as np
 
 # Row labels for the two directions of `get_attention_weights` / stored maps: query, key.
 DIRECTIONS = (("face", "flow"), ("flow", "face"))
-_SHAPES = "[B, 2, H, T, T], [2, H, T, T] or [H, T, T]"
+# A model with the voice (`audio_dim`) adds a third direction: voice queries over flow keys.
+VOICE_DIRECTION = ("voice", "flow")
+_SHAPES = "[B, 2, H, T, T], [2, H, T, T] or [H, T, T] (3 directions with the voice)"
 
 
 def plot_attention_map(
@@ -25,7 +27,8 @@ def plot_attention_map(
 
     - [2, H, T, T] (one video) or [1, 2, H, T, T] (a batch of one): one figure at `save_path`
       itself, a row per direction (face queries over flow keys, then flow over face) and a
-      column per head.
+      column per head. [3, H, T, T] (a model with the voice) adds a third row, voice queries
+      over flow keys.
     - [H, T, T]: one direction; one figure at `save_path`, a single row.
     - [B, 2, H, T, T] with B > 1: one figure per sample, `<stem>_0<suffix>` ...
       `<stem>_<B-1><suffix>` next to `save_path` (samples are separate videos, so they are
@@ -42,8 +45,8 @@ def plot_attention_map(
     if maps.ndim == 3:
         maps = maps[None]
         rows: tuple[tuple[str, str], ...] = (("query", "key"),)
-    elif maps.ndim in (4, 5) and maps.shape[-4] == 2:
-        rows = DIRECTIONS
+    elif maps.ndim in (4, 5) and maps.shape[-4] in (2, 3):
+        rows = DIRECTIONS if maps.shape[-4] == 2 else (*DIRECTIONS, VOICE_DIRECTION)
     else:
         raise ValueError(f"expected attention {_SHAPES}, got shape {tuple(maps.shape)}")
     if maps.size == 0:
