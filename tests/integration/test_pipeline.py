@@ -123,8 +123,11 @@ def test_worker_child_killed_mid_task_still_one_prediction_each(
     for i in range(4):  # long enough that the ingest queue's work is caught in progress
         write_talking_head(folder / f"long_{i}.mp4", seconds=12, fps=15, size=(640, 480), seed=i)
     cluster.start_worker("faces,flow,inference")
-    ingest = cluster.start_worker("ingest", concurrency=2)
+    # Queued before the ingest worker starts, so its work begins as it comes up rather than
+    # while `submit` is still returning (on a loaded host that was after the ingest queue's
+    # work for four short clips had ended).
     job_id = submit(cluster, folder)
+    ingest = cluster.start_worker("ingest", concurrency=2)
 
     def ingesting() -> bool:
         # A video being probed, or a segment whose sampling (the ingest queue's longer task)

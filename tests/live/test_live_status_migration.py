@@ -56,7 +56,7 @@ def test_live_status_is_accepted_after_0005_and_rows_survive(
         _seed(engine)
         with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
             connection.execute(sa.text("UPDATE videos SET status = 'live'"))
-        upgrade_database(url)
+        upgrade_database(url, "0005")
         assert current_revision(url) == "0005"
         assert _rows(engine, "SELECT count(*) FROM segment_persons") == [(1,)]
         assert _rows(engine, "SELECT id, status FROM segments") == [("s1", "extracting")]
