@@ -9,28 +9,24 @@ take the messages of a later test that happened to pick the same database number
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.api.harness import ApiServer, create_key, key_id
-from tests.db.postgres import POSTGRES_URL, open_postgres
-from tests.integration.harness import Cluster, RedisServer
+from tests.support.api import (
+    MAX_FILE_BYTES,
+    MAX_FILES,
+    MAX_REQUEST_BYTES,
+    ApiServer,
+    Keys,
+    create_key,
+    key_id,
+)
+from tests.support.cluster import Cluster
+from tests.support.postgres import POSTGRES_URL, open_postgres
+from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.integration
-
-#: Small limits so the tests can pass them with small bodies.
-MAX_FILE_BYTES = 2_000_000
-MAX_REQUEST_BYTES = 3_000_000
-MAX_FILES = 4
-
-
-@dataclass
-class Keys:
-    alpha: str  # tenant "alpha"
-    beta: str  # tenant "beta"
-    revoked: str  # a revoked key of tenant "alpha"
 
 
 @pytest.fixture(scope="package")
@@ -91,7 +87,7 @@ def api(api_cluster: Cluster, keys: Keys) -> Iterator[ApiServer]:
 @pytest.fixture(scope="package")
 def pipeline_workers(api_cluster: Cluster) -> Cluster:
     """A worker for every pipeline queue and a callback worker, for the rest of the session."""
-    from tests.api.harness import start_callback_worker
+    from tests.support.api import start_callback_worker
 
     api_cluster.start_worker("ingest,faces,flow,inference")
     start_callback_worker(api_cluster)

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import MAX_FILE_BYTES, Keys
-from tests.api.harness import ApiServer, stored_files
-from tests.integration.harness import Cluster, wait_for
+from tests.support.api import MAX_FILE_BYTES, ApiServer, Keys, stored_files
+from tests.support.cluster import Cluster
+from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ def test_another_tenants_ids_answer_exactly_like_unknown_ones(
 def test_jobs_are_listed_newest_first_a_page_at_a_time(
     api: ApiServer, api_cluster: Cluster, clips: dict[str, Path]
 ) -> None:
-    from tests.api.harness import create_key
+    from tests.support.api import create_key
 
     with api.client(create_key(api_cluster, "pager")) as client:
         made = [upload(client, clips["broken"]).json()["id"] for _ in range(3)]
@@ -224,7 +224,7 @@ def test_answers_carry_security_headers_and_problem_details(api: ApiServer, keys
 
 
 def test_the_rate_limit_answers_429_with_retry_after(api_cluster: Cluster) -> None:
-    from tests.api.harness import create_key
+    from tests.support.api import create_key
 
     limited = ApiServer(
         api_cluster,

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.harness import ApiServer, create_key, result_reads
 from tests.clips import write_talking_head
-from tests.integration.harness import Cluster, machine_redis_database
+from tests.support.api import ApiServer, create_key, result_reads
+from tests.support.cluster import Cluster
+from tests.support.redis import machine_redis_database
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,10 @@ from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_database
 from db.repository import tenants
 from db.repository.results import result_stamp
-from tests.db.helpers import add_video
-from tests.db.postgres import POSTGRES_URL, open_postgres
-from tests.integration.harness import free_port, machine_redis_database
+from tests.support.postgres import POSTGRES_URL, open_postgres
+from tests.support.redis import machine_redis_database
+from tests.support.rows import add_video
+from tests.support.services import free_port
 from workers.api import deps
 from workers.api.metrics import ApiMetrics
 from workers.api.result_cache import (

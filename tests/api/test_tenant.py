@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import Keys
-from tests.api.harness import ApiServer, CallbackReceiver, create_key
-from tests.integration.harness import Cluster, wait_for
+from tests.support.api import ApiServer, CallbackReceiver, Keys, create_key
+from tests.support.cluster import Cluster
+from tests.support.services import wait_for
 from workers.services.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 pytestmark = pytest.mark.integration

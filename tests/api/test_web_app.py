@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.api.conftest import MAX_FILE_BYTES, MAX_FILES, Keys
-from tests.api.harness import ApiServer
-from tests.db.postgres import service_unavailable
-from tests.integration.harness import Cluster
+from tests.support.api import MAX_FILE_BYTES, MAX_FILES, ApiServer, Keys
+from tests.support.cluster import Cluster
+from tests.support.services import service_unavailable
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

@@ -41,9 +41,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.harness import ApiServer, create_key
-from tests.db.postgres import POSTGRES_URL, open_postgres
-from tests.integration.harness import Cluster, RedisServer
+from tests.support.api import ApiServer, create_key
+from tests.support.cluster import Cluster
+from tests.support.postgres import POSTGRES_URL, open_postgres
+from tests.support.redis import RedisServer
 
 
 def make_clips(folder: Path, count: int) -> list[Path]:

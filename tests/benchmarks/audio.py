@@ -14,7 +14,7 @@ each also as a ratio to the sampling. It then writes a ``--minutes`` long clip (
 only its audio matters) and decodes the audio window of its first and of its last segment:
 the seek keeps the last one as cheap as the first.
 
-``--curves`` also prints the planted-signal learning curves of tests/core/test_audio_model.py
+``--curves`` also prints the planted-signal learning curves of tests/support/voices.py
 (held-out MSE per epoch with the voice, without it, and with the voice shuffled across clips).
 
     .venv/bin/python -m tests.benchmarks.audio [--repeat 5] [--minutes 5] [--curves]
@@ -113,7 +113,8 @@ def long_clip_costs(root: Path, minutes: float, repeat: int) -> None:
 def learning_curves() -> None:
     import keras
 
-    from tests.core import test_audio_model as planted
+    from core.model import CompletePersonalityModel
+    from tests.support import voices as planted
 
     data = planted.planted_voice_data(Path(tempfile.mkdtemp(prefix="voices")))
     train = slice(0, planted.CLIPS - planted.HELD_OUT)
@@ -127,7 +128,7 @@ def learning_curves() -> None:
         ("voice shuffled across clips", shuffled, True),
     ):
         keras.utils.set_random_seed(0)
-        model = planted.CompletePersonalityModel(
+        model = CompletePersonalityModel(
             **planted.SMALL,
             dropout_rate=0.1,
             audio_dim=source["audio"].shape[-1] if audio else None,

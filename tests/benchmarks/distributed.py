@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from db.engine import normalize_url
-from tests.db.postgres import POSTGRES_URL
+from tests.support.postgres import POSTGRES_URL
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -93,8 +93,9 @@ def in_process(clips: list[Path], home: Path) -> float:
 def distributed(clips: list[Path], home: Path, admin_url: str, per_queue: int) -> float:
     from core.storage import ArtifactStore
     from db.engine import make_engine, make_session_factory
-    from tests.db.postgres import PostgresDatabases
-    from tests.integration.harness import Cluster, RedisServer
+    from tests.support.cluster import Cluster
+    from tests.support.postgres import PostgresDatabases
+    from tests.support.redis import RedisServer
     from workers.celery_app import create_app
     from workers.services.jobs import register_inputs
     from workers.settings import Settings

@@ -40,9 +40,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from db.engine import normalize_url
-from tests.db.postgres import POSTGRES_URL, PostgresDatabases
-from tests.integration.harness import Cluster, RedisServer, free_port
-from tests.integration.pool_harness import (
+from tests.support.cluster import Cluster
+from tests.support.pool import (
     make_feature_segments,
     register_version,
     scrape,
@@ -50,6 +49,9 @@ from tests.integration.pool_harness import (
     start_pool_worker,
     wait_finished,
 )
+from tests.support.postgres import POSTGRES_URL, PostgresDatabases
+from tests.support.redis import RedisServer
+from tests.support.services import free_port
 
 T = 16
 

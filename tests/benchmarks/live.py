@@ -30,15 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from db.engine import normalize_url
-from tests.db.postgres import POSTGRES_URL
+from tests.support.postgres import POSTGRES_URL
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def watch_streams(cluster: object, clip: Path, count: int, seconds: float) -> list[float]:
     """Serve `count` streams of `clip` at once, watch each; every segment's latency."""
-    from tests.integration.harness import ROOT
     from tests.live.streams import TcpStream
+    from tests.support.services import ROOT
 
     streams = [TcpStream(clip).start() for _ in range(count)]
     latencies: list[float] = []
@@ -87,8 +87,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from tests.clips import write_h264
-    from tests.db.postgres import PostgresDatabases
-    from tests.integration.harness import Cluster, RedisServer
+    from tests.support.cluster import Cluster
+    from tests.support.postgres import PostgresDatabases
+    from tests.support.redis import RedisServer
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

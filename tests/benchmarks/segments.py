@@ -42,7 +42,7 @@ from core.video import probe_video
 from db.engine import normalize_url
 from tests.benchmarks.distributed import group_cpu_seconds
 from tests.benchmarks.selective_decode import segmented
-from tests.db.postgres import POSTGRES_URL
+from tests.support.postgres import POSTGRES_URL
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -104,8 +104,9 @@ class Run:
 def distributed(video: Path, warmups: list[Path], home: Path, admin: str, per_queue: int) -> Run:
     from core.storage import ArtifactStore
     from db.engine import make_engine, make_session_factory
-    from tests.db.postgres import PostgresDatabases
-    from tests.integration.harness import Cluster, RedisServer
+    from tests.support.cluster import Cluster
+    from tests.support.postgres import PostgresDatabases
+    from tests.support.redis import RedisServer
     from workers.celery_app import create_app
     from workers.services.jobs import register_inputs
     from workers.settings import Settings

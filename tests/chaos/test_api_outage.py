@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.harness import ApiServer, create_key
-from tests.integration.harness import Cluster, RedisServer, wait_for
-from tests.integration.private_postgres import PrivatePostgres
+from tests.support.api import ApiServer, create_key
+from tests.support.cluster import Cluster
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.redis import RedisServer
+from tests.support.services import wait_for
 from workers.api.deps import KEY_CACHE_S
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]

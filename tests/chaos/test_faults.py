@@ -34,8 +34,10 @@ import redis
 
 from tests.chaos.faults import Timeline, poll_until, push_poison
 from tests.clips import write_talking_head
-from tests.integration.harness import ROOT, Cluster, RedisServer
-from tests.integration.private_postgres import PrivatePostgres
+from tests.support.cluster import Cluster
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.redis import RedisServer
+from tests.support.services import ROOT
 from workers.services.dead_letters import counts
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]

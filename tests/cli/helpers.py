@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,13 +31,6 @@ def oceanstream(
         timeout=timeout,
         cwd=cwd,
     )
-
-
-def free_port() -> int:
-    """A local TCP port nothing listens on (bound and released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *parts: str) -> None:

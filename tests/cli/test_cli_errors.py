@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import assert_one_line_error, free_port, oceanstream
+from tests.cli.helpers import assert_one_line_error, oceanstream
 from tests.clips import write_talking_head
+from tests.support.services import free_port
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_reconcile_loop_survives_an_outage(tmp_path: Path) -> None:
     """The database is missing at first (an outage), then appears: the loop goes on."""
     from sqlalchemy import text
 
-    from tests.db.postgres import POSTGRES_URL, open_postgres
+    from tests.support.postgres import POSTGRES_URL, open_postgres
 
     databases = open_postgres(POSTGRES_URL)
     name = f"oceanstream_reconcile_{uuid.uuid4().hex[:12]}"

@@ -7,16 +7,15 @@ them (reasons, payload previews) comes from the broker and must print literally.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.cli.helpers import assert_one_line_error, free_port, oceanstream
-from tests.db.postgres import service_unavailable
-from tests.integration.harness import RedisServer
+from tests.cli.helpers import assert_one_line_error, oceanstream
+from tests.support.redis import RedisServer, own_redis_server
+from tests.support.services import free_port
 from workers.services.dead_letters import (
     MAX_DEAD_LETTERS,
     MAX_PAYLOAD_BYTES,
@@ -31,9 +30,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    if not shutil.which("redis-server"):
-        service_unavailable("redis-server is not installed")
-    with RedisServer(tmp_path_factory.mktemp("redis")) as running:
+    with own_redis_server(tmp_path_factory.mktemp("redis")) as running:
         yield running
 
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cli.helpers import oceanstream
 from tests.clips import write_talking_head, write_text
-from tests.integration.harness import machine_redis_database
 
 pytestmark = pytest.mark.slow
 
@@ -102,14 +100,6 @@ def test_a_link_named_on_the_command_line_is_followed(folder: Path, tmp_path: Pa
     assert [row["status"] for row in json.loads(done.stdout)] == ["done"]
 
 
-@pytest.fixture
-def broker() -> Iterator[str]:
-    """A database of the machine's Redis of its own, so no other test's worker takes these
-    messages."""
-    with machine_redis_database() as url:
-        yield url
-
-
 def submit(home: Path, folder: Path, broker: str, **env: str) -> subprocess.CompletedProcess:
     return oceanstream(home, "submit", str(folder), env={"OCEANSTREAM_BROKER_URL": broker, **env})
 
@@ -121,10 +111,10 @@ def status(home: Path, job: str) -> dict:
 
 
 def test_submit_stores_nothing_from_outside_the_folder(
-    folder: Path, tmp_path: Path, broker: str
+    folder: Path, tmp_path: Path, shared_redis_url: str
 ) -> None:
     home = tmp_path / "home"
-    done = submit(home, folder, broker)
+    done = submit(home, folder, shared_redis_url)
     assert done.returncode == 0, done.stderr
     failures = {
         Path(f["video"]).name: f["error"] for f in status(home, done.stdout.strip())["failures"]
@@ -140,12 +130,14 @@ def test_submit_stores_nothing_from_outside_the_folder(
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
 
 
-def test_shared_storage_mode_is_configurable(folder: Path, tmp_path: Path, broker: str) -> None:
+def test_shared_storage_mode_is_configurable(
+    folder: Path, tmp_path: Path, shared_redis_url: str
+) -> None:
     home = tmp_path / "home"
-    done = submit(home, folder, broker, OCEANSTREAM_STORAGE_MODE="shared")
+    done = submit(home, folder, shared_redis_url, OCEANSTREAM_STORAGE_MODE="shared")
     assert done.returncode == 0, done.stderr
     assert_private(home / "storage", file_mode=0o640, dir_mode=0o750)
     octal = tmp_path / "octal"
-    done = submit(octal, folder, broker, OCEANSTREAM_STORAGE_MODE="0660")
+    done = submit(octal, folder, shared_redis_url, OCEANSTREAM_STORAGE_MODE="0660")
     assert done.returncode == 0, done.stderr
     assert_private(octal / "storage", file_mode=0o660, dir_mode=0o770)

@@ -24,7 +24,7 @@ from core.timeline_plot import (
 )
 from core.traits import TRAITS
 from tests.cli.helpers import assert_one_line_error, oceanstream
-from tests.cli.timeline_data import StoredVideos, attention_map, populate, session_factory_for
+from tests.support.timeline_data import StoredVideos, attention_map, populate, session_factory_for
 from workers.cli.distributed import progress_line
 from workers.cli.render import timeline_csv
 from workers.services.jobs import JobProgress, job_progress

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import free_port, oceanstream
+from tests.cli.helpers import oceanstream
 from tests.clips import write_faceless
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.integration
 

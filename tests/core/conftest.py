@@ -1,7 +1,7 @@
-"""Session-wide clips and the shared face detector for the core tests.
+"""Session-wide clips for the core tests.
 
 Clips are written once per session to a temporary folder and decoded by OpenCV like real
-uploads. The MTCNN detector is built once: construction loads TensorFlow and the networks.
+uploads. The face detector is the session's `face_detector` (tests/support/faces.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from core.faces import FaceDetector
 from tests import clips
 
 
@@ -40,8 +39,3 @@ def talking_head_h264(clip_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def faceless(clip_dir: Path) -> Path:
     return clips.write_faceless(clip_dir / "faceless.mp4")
-
-
-@pytest.fixture(scope="session")
-def detector() -> FaceDetector:
-    return FaceDetector()

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from core.audio import AUDIO_TOKEN_DIM, audio_tokens, decode_audio_window
+from core.audio import AUDIO_TOKEN_DIM
 from core.model import (
     AudioEncoder,
     CompletePersonalityModel,
@@ -23,9 +23,8 @@ from core.model import (
     plot_attention_map,
 )
 from core.runtime import compile_inference
-from tests.audio_clips import write_voices
+from tests.support.voices import CLIPS, EPOCHS, FRAMES, HELD_OUT, SMALL, planted_voice_data
 
-SMALL = {"static_dim": 12, "dynamic_dim": 8, "fusion_dim": 16, "num_heads": 2}
 AUDIO = 10
 
 
@@ -161,32 +160,6 @@ def test_voice_model_keras_file_round_trip(tmp_path: Path) -> None:
 
 
 # --- the planted signal -------------------------------------------------------------------
-
-FRAMES = 6
-CLIPS, HELD_OUT = 80, 24
-EPOCHS = 30  # full-batch steps
-
-
-def planted_voice_data(root: Path) -> dict[str, np.ndarray]:
-    """Audio tokens of espeak-ng utterances at random pitches, decoded from one WAV file;
-    labels from the pitch alone; face and flow tokens of pure noise."""
-    rng = np.random.default_rng(0)
-    pitches = rng.integers(0, 100, CLIPS)
-    path, spans = write_voices(root / "voices.wav", pitches)
-    tokens = np.zeros((CLIPS, FRAMES, AUDIO_TOKEN_DIM), np.float32)
-    masks = np.zeros((CLIPS, FRAMES), bool)
-    for i, (start, end) in enumerate(spans):
-        window = decode_audio_window(path, start, end)
-        tokens[i], masks[i] = audio_tokens(window, np.linspace(start + 0.5, end - 0.5, FRAMES))
-    labels = np.repeat((0.2 + 0.6 * pitches / 99.0)[:, None], 5, axis=1).astype(np.float32)
-    noise = np.random.default_rng(1)
-    return {
-        "static": noise.normal(size=(CLIPS, FRAMES, 12)).astype(np.float32),
-        "dynamic": noise.normal(size=(CLIPS, FRAMES, 8)).astype(np.float32),
-        "audio": tokens,
-        "audio_mask": masks,
-        "labels": labels,
-    }
 
 
 @pytest.fixture(scope="module")

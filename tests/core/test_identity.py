@@ -153,7 +153,7 @@ def same_framing_edit(fps: float = 10) -> Iterator[np.ndarray]:
 
 
 def segment_summaries(
-    frames: np.ndarray, detector: FaceDetector, embedder: FaceResEmbedder
+    frames: np.ndarray, face_detector: FaceDetector, embedder: FaceResEmbedder
 ) -> list[list[PersonSummary]]:
     """Each shot of the edit as one segment of T samples: its persons, with embeddings."""
     segments = []
@@ -165,7 +165,7 @@ def segment_summaries(
                     PersonSummary.of(found),
                     embedding=identity_embedding(found, embedder, frames=sampled),
                 )
-                for found in detect_persons(sampled, detector)
+                for found in detect_persons(sampled, face_detector)
             ]
         )
     return segments
@@ -173,11 +173,11 @@ def segment_summaries(
 
 @pytest.mark.slow
 def test_two_people_cut_together_in_one_framing_are_two_persons_found_again(
-    tmp_path: Path, detector: FaceDetector, faceres: tuple[Path, FaceResEmbedder]
+    tmp_path: Path, face_detector: FaceDetector, faceres: tuple[Path, FaceResEmbedder]
 ) -> None:
     folder, embedder = faceres
     path = clips.write_video(tmp_path / "same_framing.mp4", same_framing_edit(), fps=10)
-    segments = segment_summaries(people_clips.read_frames(path), detector, embedder)
+    segments = segment_summaries(people_clips.read_frames(path), face_detector, embedder)
     assert [len(persons) for persons in segments] == [1, 1, 0, 1]
 
     assert link_video(segments, linker_for(folder)) == [[0], [1], [], [0]]
@@ -193,11 +193,11 @@ def test_two_people_cut_together_in_one_framing_are_two_persons_found_again(
 
 @pytest.mark.slow
 def test_the_edit_in_two_framings_links_by_identity(
-    tmp_path: Path, detector: FaceDetector, faceres: tuple[Path, FaceResEmbedder]
+    tmp_path: Path, face_detector: FaceDetector, faceres: tuple[Path, FaceResEmbedder]
 ) -> None:
     folder, embedder = faceres
     assert isinstance(linker_for(folder), EmbeddingLinker)
     path = people_clips.write_edit(tmp_path / "edit.mp4")
-    segments = segment_summaries(people_clips.read_frames(path), detector, embedder)
+    segments = segment_summaries(people_clips.read_frames(path), face_detector, embedder)
     assert link_video(segments, EmbeddingLinker()) == [[0], [1], [], [0]]
     assert link_video(segments, ContinuityLinker()) == [[0], [1], [], [2]]

@@ -88,9 +88,9 @@ def test_summary_keeps_room_for_an_embedding() -> None:
 
 
 def segment_persons(
-    detector: FaceDetector, frames: np.ndarray, start: int, end: int
+    face_detector: FaceDetector, frames: np.ndarray, start: int, end: int
 ) -> list[Person]:
-    return detect_persons(frames[people_clips.segment_samples(start, end, T)], detector)
+    return detect_persons(frames[people_clips.segment_samples(start, end, T)], face_detector)
 
 
 def link_segments(segments: list[list[Person]]) -> list[list[int]]:
@@ -122,11 +122,11 @@ def two_people(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 
 
 def test_two_people_keep_their_ids_across_a_boundary(
-    detector: FaceDetector, two_people: np.ndarray
+    face_detector: FaceDetector, two_people: np.ndarray
 ) -> None:
     half = len(two_people) // 2
-    first = segment_persons(detector, two_people, 0, half)
-    second = segment_persons(detector, two_people, half, len(two_people))
+    first = segment_persons(face_detector, two_people, 0, half)
+    second = segment_persons(face_detector, two_people, half, len(two_people))
     assert len(first) == len(second) == 2
     previous = [
         PersonSummary.of(person, person_id)
@@ -138,18 +138,18 @@ def test_two_people_keep_their_ids_across_a_boundary(
 
 
 def test_an_edit_links_within_a_shot_and_not_across_cuts(
-    detector: FaceDetector, edit: np.ndarray
+    face_detector: FaceDetector, edit: np.ndarray
 ) -> None:
     shots = people_clips.edit_shot_frames()
     assert [who for who, _, _ in shots] == ["astronaut", "cameraman", None, "astronaut"]
     (_, a_start, a_end), (_, b_start, b_end), (_, gap_start, gap_end), (_, a2_start, a2_end) = shots
     middle = (a_start + a_end) // 2
     segments = [
-        segment_persons(detector, edit, a_start, middle),  # the astronaut, first half
-        segment_persons(detector, edit, middle, a_end),  # ... second half: the same person
-        segment_persons(detector, edit, b_start, b_end),  # a cut to the cameraman elsewhere
-        segment_persons(detector, edit, gap_start, gap_end),  # no face
-        segment_persons(detector, edit, a2_start, a2_end),  # the astronaut after the gap
+        segment_persons(face_detector, edit, a_start, middle),  # the astronaut, first half
+        segment_persons(face_detector, edit, middle, a_end),  # ... second half: the same person
+        segment_persons(face_detector, edit, b_start, b_end),  # a cut to the cameraman elsewhere
+        segment_persons(face_detector, edit, gap_start, gap_end),  # no face
+        segment_persons(face_detector, edit, a2_start, a2_end),  # the astronaut after the gap
     ]
     # Continuity only sees the segment before: the astronaut's return is a new person.
     assert link_segments(segments) == [[0], [0], [1], [], [2]]

@@ -56,22 +56,22 @@ def test_cuts_are_found_where_the_edit_cuts(edit: np.ndarray) -> None:
 
 
 def test_one_continuous_shot_with_turns_and_light_changes_is_one_person(
-    detector: FaceDetector,
+    face_detector: FaceDetector,
 ) -> None:
     frames = np.stack(
         list(clips.talking_head_frames(seconds=T, fps=1.0, seed=5, motion=2.0, brightness=0.8))
     )
     assert detect_cuts(frames) == ()
-    (person,) = detect_persons(frames, detector)
+    (person,) = detect_persons(frames, face_detector)
     assert person.faces_found >= T - 2
 
 
 def test_without_identity_each_side_of_a_cut_is_its_own_person(
-    detector: FaceDetector, edit: np.ndarray
+    face_detector: FaceDetector, edit: np.ndarray
 ) -> None:
     summaries = []
     for k, frames in enumerate(segments_of(edit)):
-        persons = detect_persons(frames, detector)
+        persons = detect_persons(frames, face_detector)
         cut = CUTS[k] - k * T
         assert len(persons) == 2, f"segment {k}"
         for person in persons:
@@ -103,14 +103,14 @@ def faceres(tmp_path_factory: pytest.TempPathFactory) -> FaceResEmbedder:
 
 @pytest.mark.slow
 def test_with_identity_the_two_people_keep_their_numbers_across_cuts_and_segments(
-    detector: FaceDetector, edit: np.ndarray, faceres: FaceResEmbedder
+    face_detector: FaceDetector, edit: np.ndarray, faceres: FaceResEmbedder
 ) -> None:
     segments = []
     for k, frames in enumerate(segments_of(edit)):
-        detections = detector.detect_all(frames)
+        detections = face_detector.detect_all(frames)
         descriptors = describe_faces(frames, detections, faceres)
         # No cut given: identity alone keeps each track to one face.
-        persons = find_persons(frames, detections, detector, descriptors=descriptors)
+        persons = find_persons(frames, detections, face_detector, descriptors=descriptors)
         assert len(persons) == 2 and all(len(set(is_cameraman(p))) == 1 for p in persons), k
         segments.append(
             [
@@ -132,7 +132,7 @@ def test_with_identity_the_two_people_keep_their_numbers_across_cuts_and_segment
 
 @pytest.mark.slow
 def test_identity_rejoins_one_person_on_both_sides_of_a_cut(
-    tmp_path: Path, detector: FaceDetector, faceres: FaceResEmbedder
+    tmp_path: Path, face_detector: FaceDetector, faceres: FaceResEmbedder
 ) -> None:
     # The astronaut, a cut to another framing of her (larger, moved), and back.
     def frames() -> Iterator[np.ndarray]:
@@ -147,8 +147,8 @@ def test_identity_rejoins_one_person_on_both_sides_of_a_cut(
     # position alone splits her in three and identity joins her again.
     assert detect_cuts(sampled) == ()
     cuts = (6, 11)
-    detections = detector.detect_all(sampled)
-    assert len(find_persons(sampled, detections, detector, cuts=cuts)) == 3
+    detections = face_detector.detect_all(sampled)
+    assert len(find_persons(sampled, detections, face_detector, cuts=cuts)) == 3
     descriptors = describe_faces(sampled, detections, faceres)
-    (person,) = find_persons(sampled, detections, detector, cuts=cuts, descriptors=descriptors)
+    (person,) = find_persons(sampled, detections, face_detector, cuts=cuts, descriptors=descriptors)
     assert person.faces_found >= T - 2

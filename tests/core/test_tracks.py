@@ -64,9 +64,9 @@ def faceless(count: int, size: tuple[int, int]) -> np.ndarray:
 
 
 def test_two_faces_side_by_side_are_two_persons(
-    detector: FaceDetector, side_by_side: np.ndarray
+    face_detector: FaceDetector, side_by_side: np.ndarray
 ) -> None:
-    persons = detect_persons(side_by_side, detector)
+    persons = detect_persons(side_by_side, face_detector)
     assert len(persons) == 2
     left, right = persons
     for person in persons:
@@ -96,10 +96,10 @@ def saturation(crops: np.ndarray) -> float:
 
 
 def test_one_person_gets_exactly_the_crops_of_detect(
-    detector: FaceDetector, one_face: np.ndarray
+    face_detector: FaceDetector, one_face: np.ndarray
 ) -> None:
-    (person,) = detect_persons(one_face, detector)
-    today = detector.detect(one_face)
+    (person,) = detect_persons(one_face, face_detector)
+    today = face_detector.detect(one_face)
     np.testing.assert_array_equal(person.faces.mask, today.mask)
     np.testing.assert_array_equal(person.faces.crops, today.crops)
     np.testing.assert_array_equal(person.faces.boxes, today.boxes)  # NaN where none, both
@@ -107,32 +107,34 @@ def test_one_person_gets_exactly_the_crops_of_detect(
 
 
 def test_a_face_missing_in_a_frame_or_two_stays_one_track(
-    detector: FaceDetector, one_face: np.ndarray
+    face_detector: FaceDetector, one_face: np.ndarray
 ) -> None:
     frames = one_face.copy()
     frames[[5, 6, 11]] = faceless(3, (320, 240))
     # The detector missing the face in those frames (no shot change given): one track.
-    (person,) = find_persons(frames, detector.detect_all(frames), detector)
+    (person,) = find_persons(frames, face_detector.detect_all(frames), face_detector)
     assert not person.faces.mask[[5, 6, 11]].any()
     assert person.faces_found >= T - 4
     # Three frames in a row is more than the tracker waits: the face starts a second track.
     frames[[5, 6, 7]] = faceless(3, (320, 240))
-    masks = [track.mask for track in link_tracks(detector.detect_all(frames))]
+    masks = [track.mask for track in link_tracks(face_detector.detect_all(frames))]
     assert len(masks) == 2 and not masks[0][5:].any() and not masks[1][:8].any()
 
 
-def test_a_track_ends_at_every_shot_change(detector: FaceDetector, one_face: np.ndarray) -> None:
+def test_a_track_ends_at_every_shot_change(
+    face_detector: FaceDetector, one_face: np.ndarray
+) -> None:
     # Another picture cut in is two shot changes each time: the face's track ends at each.
     frames = one_face.copy()
     frames[[5, 6, 11]] = faceless(3, (320, 240))
     assert detect_cuts(frames) == (5, 7, 11, 12)
-    tracks = link_tracks(detector.detect_all(frames), cuts=(5, 7, 11, 12))
+    tracks = link_tracks(face_detector.detect_all(frames), cuts=(5, 7, 11, 12))
     assert [np.flatnonzero(track.mask).tolist() for track in tracks] == [
         [0, 1, 2, 3, 4],
         [7, 8, 9, 10],
         [12, 13, 14, 15],
     ]
-    persons = detect_persons(frames, detector)  # ceil(16 / 4) = 4 frames make a person
+    persons = detect_persons(frames, face_detector)  # ceil(16 / 4) = 4 frames make a person
     seen = sorted(
         (int(np.argmax(p.faces.mask)), p.opens_segment, p.closes_segment) for p in persons
     )
@@ -140,23 +142,25 @@ def test_a_track_ends_at_every_shot_change(detector: FaceDetector, one_face: np.
 
 
 def test_a_track_in_fewer_than_a_quarter_of_the_frames_is_not_a_person(
-    detector: FaceDetector, side_by_side: np.ndarray
+    face_detector: FaceDetector, side_by_side: np.ndarray
 ) -> None:
     # The cameraman shows in 3 of 16 frames (ceil(16 / 4) = 4 are needed), then in 4.
     frames = side_by_side.copy()
     frames[:, :, 160:] = faceless(T, (160, 240))
     frames[9:12, :, 160:] = side_by_side[9:12, :, 160:]
-    detections = detector.detect_all(frames)
+    detections = face_detector.detect_all(frames)
     tracks = link_tracks(detections)
     assert [track.frames_seen for track in tracks] == [T, 3]
-    (person,) = find_persons(frames, detections, detector)
+    (person,) = find_persons(frames, detections, face_detector)
     assert person.track == tracks[0]
     frames[12, :, 160:] = side_by_side[12, :, 160:]
-    assert len(find_persons(frames, detector.detect_all(frames), detector)) == 2
+    assert len(find_persons(frames, face_detector.detect_all(frames), face_detector)) == 2
 
 
-def test_flow_runs_on_a_persons_region(detector: FaceDetector, side_by_side: np.ndarray) -> None:
-    _, right = detect_persons(side_by_side, detector)
+def test_flow_runs_on_a_persons_region(
+    face_detector: FaceDetector, side_by_side: np.ndarray
+) -> None:
+    _, right = detect_persons(side_by_side, face_detector)
     successors = np.roll(side_by_side, -1, axis=0)
     cut, cut_next = crop_pair(side_by_side, successors, right.region)
     assert cut.shape == (T, right.region.height, right.region.width, 3)
@@ -164,9 +168,9 @@ def test_flow_runs_on_a_persons_region(detector: FaceDetector, side_by_side: np.
     assert flow.shape == (T, 112, 112, 2) and np.abs(flow).max() > 0
 
 
-def test_no_face_no_person(detector: FaceDetector) -> None:
-    assert detect_persons(faceless(4, (320, 240)), detector) == []
-    assert detect_persons(np.zeros((0, 240, 320, 3), np.uint8), detector) == []
+def test_no_face_no_person(face_detector: FaceDetector) -> None:
+    assert detect_persons(faceless(4, (320, 240)), face_detector) == []
+    assert detect_persons(np.zeros((0, 240, 320, 3), np.uint8), face_detector) == []
 
 
 # Synthetic boxes: the geometry and the assignment.

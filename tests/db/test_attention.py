@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from db.attention import decode_attention, encode_attention
-from tests.db.helpers import attention_map
+from tests.support.rows import attention_map
 
 
 def test_round_trip_keeps_shape_and_values_within_float16_precision() -> None:

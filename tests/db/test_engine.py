@@ -17,8 +17,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from db import repository as repo
 from db.engine import dispose_after_fork, make_engine, make_session_factory, normalize_url
-from tests.db.helpers import add_video, new_video, sha
-from tests.db.postgres import open_postgres
+from tests.support.postgres import open_postgres
+from tests.support.rows import add_video, new_video, sha
 
 
 def test_sqlite_connections_enforce_foreign_keys_and_use_wal(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repository as repo
-from tests.db.helpers import add_model, attention_map, new_video
+from tests.support.rows import add_model, attention_map, new_video
 from workers.services.erasure import erase_video
 from workers.settings import Settings
 

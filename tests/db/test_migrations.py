@@ -27,7 +27,7 @@ from db.migrate import (
     upgrade_database,
 )
 from db.models import Base, Segment, SegmentPerson, SegmentPrediction
-from tests.db.helpers import attention_map
+from tests.support.rows import attention_map
 
 TABLES = {
     "model_versions",

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import repository as repo
 from db.models import ModelVersion
-from tests.db.helpers import run_together
+from tests.support.rows import run_together
 
 Factory = sessionmaker[Session]
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.traits import TRAITS
 from db import repository as repo
 from db.models import AttentionMap, Prediction
-from tests.db.helpers import add_model, attention_map, new_video, run_together
+from tests.support.rows import add_model, attention_map, new_video, run_together
 
 Factory = sessionmaker[Session]
 SCORES = [0.1, 0.2, 0.3, 0.4, 0.5]

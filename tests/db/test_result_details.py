@@ -14,8 +14,8 @@ from core.segments import plan_segments
 from core.traits import TRAITS
 from db import repository as repo
 from db.repository.results import job_segment_counts
-from tests.cli.timeline_data import LEFT, MODEL, StoredVideos, populate
-from tests.db.helpers import add_video
+from tests.support.rows import add_video
+from tests.support.timeline_data import LEFT, MODEL, StoredVideos, populate
 
 Factory = sessionmaker[Session]
 

@@ -13,7 +13,7 @@ from core.status import VideoStatus
 from core.traits import TRAITS
 from db import repository as repo
 from db.models import Prediction
-from tests.db.helpers import add_model, add_video
+from tests.support.rows import add_model, add_video
 
 Factory = sessionmaker[Session]
 CONTRACT_KEYS = [

@@ -10,10 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session, sessionmaker
 
 from core.faces import FaceCrops
-from core.person_links import ContinuityLinker, EmbeddingLinker, link_video
+from core.person_links import EmbeddingLinker, link_video
 from core.regions import Region
 from core.segments import Segment as PlannedSegment
 from core.segments import plan_segments
@@ -32,12 +31,21 @@ from db.models import (
     Video,
 )
 from db.repository.aggregates import PersonAggregate, mark_main
-from tests.db.helpers import add_model, attention_map, new_video, run_together
+from tests.support.rows import add_model, attention_map, new_video, run_together
+from tests.support.segments import (
+    LEFT,
+    LINKER,
+    MIDDLE,
+    RIGHT,
+    Factory,
+    aggregate,
+    finish,
+    load_video,
+    person,
+    score,
+)
 
-Factory = sessionmaker[Session]
-LINKER = ContinuityLinker()
 FINAL = [s.value for s in (VideoStatus.DONE, VideoStatus.NO_FACE, VideoStatus.FAILED)]
-LEFT, RIGHT, MIDDLE = [100.0, 100.0, 60.0, 60.0], [500.0, 100.0, 60.0, 60.0], [300, 300, 120, 120]
 
 
 def planned(factory: Factory, label: str, duration_s: float) -> tuple[str, list[str], str]:
@@ -51,54 +59,9 @@ def planned(factory: Factory, label: str, duration_s: float) -> tuple[str, list[
     return video_id, ids, model
 
 
-def person(index: int, face_frames: int, box: Sequence[float]) -> repo.SegmentPersonRecord:
-    """A person seen in place at `box` (x, y, w, h) throughout the segment."""
-    return repo.SegmentPersonRecord(index, face_frames, list(box), list(box), None)
-
-
-def score(session: Session, segment_id: str, people: Sequence[Any], model: str) -> list[int]:
-    """Store `people` as (record, scores, attention) and their predictions."""
-    ids = repo.save_segment_persons(
-        session=session, segment_id=segment_id, persons=[p[0] for p in people]
-    )
-    for segment_person_id, (_, scores, attention) in zip(ids, people, strict=True):
-        repo.save_segment_prediction(
-            session=session,
-            segment_person_id=segment_person_id,
-            model_version=model,
-            scores=scores,
-            model_trained=False,
-            attention=attention,
-        )
-    return ids
-
-
-def finish(session: Session, segment_id: str, status: str, **changes: Any) -> bool:
-    return repo.finish_segment(
-        session=session,
-        segment_id=segment_id,
-        changes=repo.SegmentUpdate(status=VideoStatus(status), **changes),
-        from_statuses=None,
-    )
-
-
-def aggregate(factory: Factory, video_id: str, model: str) -> repo.AggregateOutcome | None:
-    with factory.begin() as session:
-        return repo.aggregate_video(
-            session=session, video_id=video_id, model_version=model, linker=LINKER
-        )
-
-
 def count(factory: Factory, entity: Any) -> int:
     with factory() as session:
         return int(session.scalar(select(func.count()).select_from(entity)) or 0)
-
-
-def load_video(factory: Factory, video_id: str) -> Video:
-    with factory() as session:
-        video = session.get(Video, video_id)
-        assert video is not None
-        return video
 
 
 # --- segments --------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.status import VideoStatus
 from db import repository as repo
 from db.models import Video
-from tests.db.helpers import add_model, new_video, run_together
+from tests.support.rows import add_model, new_video, run_together
 
 Factory = sessionmaker[Session]
 EXTRACTING = [VideoStatus.EXTRACTING]

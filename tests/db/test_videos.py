@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import repository as repo
 from db.engine import dispose_after_fork, make_session_factory
 from db.models import Video
-from tests.db.helpers import add_video, new_video, run_together, sha
+from tests.support.rows import add_video, new_video, run_together, sha
 
 Factory = sessionmaker[Session]
 

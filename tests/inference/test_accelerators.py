@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.integration.harness import ROOT
+from tests.support.services import ROOT
 from workers.accelerators import pool_environments
 
 

@@ -20,8 +20,9 @@ from core.bundle import build_default_bundle
 from db import repository as repo
 from tasks.context import StageContext
 from tests.inference.helpers import FlakyStore, add_segment, feature_keys, make_context
-from tests.integration.harness import RedisServer, free_port, wait_for
-from tests.integration.pool_harness import scrape
+from tests.support.pool import scrape
+from tests.support.redis import RedisServer
+from tests.support.services import free_port, wait_for
 from workers.batcher import InferenceBatcher
 from workers.celery_app import create_app
 from workers.inference_messages import SENT_AT_HEADER, segment_id_of
@@ -34,8 +35,8 @@ T = 8
 
 
 @pytest.fixture(scope="module")
-def bundles():
-    return {b.metadata.version: b for b in (build_default_bundle(T), build_default_bundle(T, 7))}
+def bundles(default_bundle):
+    return {b.metadata.version: b for b in (default_bundle, build_default_bundle(T, 7))}
 
 
 class Versions:

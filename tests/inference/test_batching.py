@@ -14,7 +14,6 @@ from core.batching import (
     run_batched,
     split_rows,
 )
-from core.bundle import build_default_bundle
 from core.errors import ArtifactError
 
 T = 8
@@ -30,11 +29,6 @@ def features(seed: int, frames: int = T, faces: int | None = None) -> FeatureSet
         mask,
         rng.standard_normal((frames, 256)).astype(np.float32),
     )
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    return build_default_bundle(num_frames=T)
 
 
 def test_buckets_are_powers_of_two_up_to_the_largest_batch() -> None:
@@ -90,11 +84,11 @@ def test_runner_returns_each_video_its_own_outputs_in_order() -> None:
         assert attention.shape == (2, 4, T, T)
 
 
-def test_padding_does_not_change_real_videos_results(bundle) -> None:
+def test_padding_does_not_change_real_videos_results(default_bundle) -> None:
     """Alone at batch 1 or among others in a padded bucket, a video's outputs are the same."""
     items = [features(10), features(11, faces=2), features(12, frames=5), features(13, faces=6)]
-    alone = [run_batched(bundle.predict, [item], (1,), T) for item in items]
-    together = run_batched(bundle.predict, [*items, features(14)], bucket_sizes(8), T)
+    alone = [run_batched(default_bundle.predict, [item], (1,), T) for item in items]
+    together = run_batched(default_bundle.predict, [*items, features(14)], bucket_sizes(8), T)
     assert together.calls[0].bucket == 8
     for index, single in enumerate(alone):
         np.testing.assert_allclose(together.scores[index], single.scores[0], atol=1e-5)
@@ -102,7 +96,7 @@ def test_padding_does_not_change_real_videos_results(bundle) -> None:
     # The 5-frame video padded to 8 frames equals the same video run at its own length.
     short = items[2]
     static, dynamic = short.static[None], short.dynamic[None]
-    scores, attention = bundle.predict(static, dynamic, short.static_mask[None], None)
+    scores, attention = default_bundle.predict(static, dynamic, short.static_mask[None], None)
     np.testing.assert_allclose(together.scores[2], scores[0], atol=1e-5)
     np.testing.assert_allclose(together.attention[2], attention[0], atol=1e-5)
 

@@ -26,23 +26,18 @@ from tests.inference.helpers import T, add_segment, feature_keys, make_context, 
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    return build_default_bundle(num_frames=T)
-
-
-@pytest.fixture(scope="module")
 def other_bundle():
     return build_default_bundle(num_frames=T, seed=99)
 
 
 @pytest.fixture
-def ctx(tmp_path: Path, bundle, other_bundle) -> StageContext:
-    bundles = {b.metadata.version: b for b in (bundle, other_bundle)}
-    return make_context(tmp_path, bundles, lambda session=None: bundle.metadata.version)
+def ctx(tmp_path: Path, default_bundle, other_bundle) -> StageContext:
+    bundles = {b.metadata.version: b for b in (default_bundle, other_bundle)}
+    return make_context(tmp_path, bundles, lambda session=None: default_bundle.metadata.version)
 
 
-def test_batched_results_equal_per_segment_inference(ctx: StageContext, bundle) -> None:
-    version = bundle.metadata.version
+def test_batched_results_equal_per_segment_inference(ctx: StageContext, default_bundle) -> None:
+    version = default_bundle.metadata.version
     seeds = range(11)
     single = [add_segment(ctx, f"single-{s}", version, seed=s) for s in seeds]
     batched = [add_segment(ctx, f"batched-{s}", version, seed=s) for s in seeds]
@@ -72,10 +67,10 @@ def test_batched_results_equal_per_segment_inference(ctx: StageContext, bundle) 
     assert rows == {8.0, 3.0}
 
 
-def test_every_person_of_a_segment_is_a_row_of_the_batch(ctx: StageContext, bundle) -> None:
+def test_every_person_of_a_segment_is_a_row_of_the_batch(ctx: StageContext, default_bundle) -> None:
     """Segments of 1, 2 and 3 persons share one call of 6 rows; each person scores as when
     its segment ran alone, and the persons of one segment score apart."""
-    version = bundle.metadata.version
+    version = default_bundle.metadata.version
     counts = (1, 2, 3)
     alone = [
         add_segment(ctx, f"alone-{n}", version, seed=40 + n, persons=n, person_flow=n == 3)
@@ -106,8 +101,8 @@ def test_every_person_of_a_segment_is_a_row_of_the_batch(ctx: StageContext, bund
     assert [p.person for p in persons] == [0, 1, 2] and sum(p.main for p in persons) == 1
 
 
-def test_bad_features_fail_their_segment_alone(ctx: StageContext, bundle) -> None:
-    version = bundle.metadata.version
+def test_bad_features_fail_their_segment_alone(ctx: StageContext, default_bundle) -> None:
+    version = default_bundle.metadata.version
     good = [add_segment(ctx, f"good-{i}", version, seed=i) for i in range(3)]
     missing = add_segment(ctx, "missing", version, seed=20)
     ctx.store.delete_prefix(feature_keys(ctx, missing)[1])
@@ -153,10 +148,10 @@ def test_bad_features_fail_their_segment_alone(ctx: StageContext, bundle) -> Non
 
 
 def test_features_longer_than_the_models_t_fail_their_segment_unread(
-    ctx: StageContext, bundle
+    ctx: StageContext, default_bundle
 ) -> None:
     """T=1024 would make a 1024x1024 attention row per head: refused from the header."""
-    version = bundle.metadata.version
+    version = default_bundle.metadata.version
     good = [add_segment(ctx, f"fits-{i}", version, seed=i) for i in range(3)]
     long_static = add_segment(ctx, "long-static", version, seed=30, frames=1024)
     long_dynamic = add_segment(ctx, "long-dynamic", version, seed=31)
@@ -182,8 +177,8 @@ def test_features_longer_than_the_models_t_fail_their_segment_unread(
     assert [c.rows for c in report.calls] == [3]  # the others shared one call of the model's T
 
 
-def test_duplicate_and_late_deliveries_change_nothing(ctx: StageContext, bundle) -> None:
-    version = bundle.metadata.version
+def test_duplicate_and_late_deliveries_change_nothing(ctx: StageContext, default_bundle) -> None:
+    version = default_bundle.metadata.version
     ids = [add_segment(ctx, f"dup-{i}", version, seed=i, persons=1 + i % 2) for i in range(4)]
     report = stages.run_inference_batch(ctx, [*ids, ids[0], ids[1], "no-such-segment"])
     assert report.statuses == {**dict.fromkeys(ids, "done"), "no-such-segment": None}
@@ -209,9 +204,9 @@ def test_duplicate_and_late_deliveries_change_nothing(ctx: StageContext, bundle)
 
 
 def test_segments_are_grouped_by_their_pinned_model_version(
-    ctx: StageContext, bundle, other_bundle
+    ctx: StageContext, default_bundle, other_bundle
 ) -> None:
-    old, new = bundle.metadata.version, other_bundle.metadata.version
+    old, new = default_bundle.metadata.version, other_bundle.metadata.version
     ids = [add_segment(ctx, f"v{i}", old if i % 2 else new, seed=100 + i) for i in range(6)]
     report = stages.run_inference_batch(ctx, ids)
     assert set(report.statuses.values()) == {"done"}
@@ -227,8 +222,8 @@ def test_segments_are_grouped_by_their_pinned_model_version(
             assert not repo.get_prediction(session=session, video_id=video_id, model_version=other)
 
 
-def test_outages_ask_for_redelivery_and_store_nothing(ctx: StageContext, bundle) -> None:
-    version = bundle.metadata.version
+def test_outages_ask_for_redelivery_and_store_nothing(ctx: StageContext, default_bundle) -> None:
+    version = default_bundle.metadata.version
     fine = add_segment(ctx, "fine", version, seed=1)
     unreadable = add_segment(ctx, "unreadable", version, seed=2)
     ctx.store.down = set(feature_keys(ctx, unreadable))
@@ -249,8 +244,8 @@ def test_outages_ask_for_redelivery_and_store_nothing(ctx: StageContext, bundle)
     assert result.segment.deliveries == {"inference": 1} and result.video.status == "done"
 
 
-def test_an_unloadable_model_version_asks_for_redelivery(ctx: StageContext, bundle) -> None:
-    version = bundle.metadata.version
+def test_an_unloadable_model_version_asks_for_redelivery(ctx: StageContext, default_bundle) -> None:
+    version = default_bundle.metadata.version
     with ctx.session_factory.begin() as session:
         repo.ensure_model_version(session=session, version="v-gone", trained=True, metadata={})
     lost = add_segment(ctx, "lost", "v-gone", seed=3)
@@ -262,21 +257,25 @@ def test_an_unloadable_model_version_asks_for_redelivery(ctx: StageContext, bund
     assert result.segment.status == "inference" and result.segment.deliveries == {"inference": 0}
 
 
-def test_a_segment_delivered_too_often_fails_with_that_message(ctx: StageContext, bundle) -> None:
-    segment_id = add_segment(ctx, "poison", bundle.metadata.version, seed=5)
+def test_a_segment_delivered_too_often_fails_with_that_message(
+    ctx: StageContext, default_bundle
+) -> None:
+    segment_id = add_segment(ctx, "poison", default_bundle.metadata.version, seed=5)
     with ctx.session_factory.begin() as session:
         for _ in range(ctx.max_deliveries):
             repo.count_segment_delivery(session=session, segment_id=segment_id, stage="inference")
     report = stages.run_inference_batch(ctx, [segment_id])
     assert report.statuses == {segment_id: "failed"} and report.calls == []
-    result = stored(ctx, segment_id, bundle.metadata.version)
+    result = stored(ctx, segment_id, default_bundle.metadata.version)
     assert result.segment.status == "failed"
     assert result.segment.error.startswith("inference stage started 7 times without finishing")
     assert result.video.status == "failed" and "7 times without finishing" in result.video.error
 
 
-def test_queue_delay_counts_from_the_send_time_when_given(ctx: StageContext, bundle) -> None:
-    version = bundle.metadata.version
+def test_queue_delay_counts_from_the_send_time_when_given(
+    ctx: StageContext, default_bundle
+) -> None:
+    version = default_bundle.metadata.version
     ids = [add_segment(ctx, f"q{i}", version, seed=i) for i in range(2)]
     now = time.time()
     report = stages.run_inference_batch(ctx, ids, sent_at={ids[0]: now - 2.5}, started_at=now)
@@ -288,11 +287,11 @@ def test_queue_delay_counts_from_the_send_time_when_given(ctx: StageContext, bun
 
 
 def test_a_remote_store_is_read_concurrently_with_the_same_results(
-    ctx: StageContext, bundle
+    ctx: StageContext, default_bundle
 ) -> None:
     # fsspec's in-memory filesystem stands in for a bucket: not local, so the batch's feature
     # sets are read by a pool of threads; outcomes must not depend on which path read them.
-    version = bundle.metadata.version
+    version = default_bundle.metadata.version
     remote = dataclasses.replace(ctx, store=ArtifactStore(f"memory://bucket-{uuid.uuid4().hex}"))
     assert not remote.store.is_local and ctx.store.is_local
     local_ids = [

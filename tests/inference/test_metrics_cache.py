@@ -9,7 +9,8 @@ from pathlib import Path
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
-from tests.integration.harness import RedisServer, free_port, wait_for
+from tests.support.redis import RedisServer
+from tests.support.services import free_port, wait_for
 from workers.celery_app import QUEUES, create_app
 from workers.metrics import QueueLengthCollector, start_exporter
 from workers.settings import Settings

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from core.bundle import build_default_bundle
-from tests.integration.harness import Cluster
-from tests.integration.pool_harness import (
+from tests.support.bundles import write_trained_bundle
+from tests.support.cluster import Cluster
+from tests.support.pool import (
     log_text,
     make_feature_segments,
     register_version,
@@ -25,7 +26,6 @@ from tests.integration.pool_harness import (
     start_pool_worker,
     wait_finished,
 )
-from tests.integration.test_model_rollout import write_trained_bundle
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

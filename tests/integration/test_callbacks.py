@@ -18,9 +18,10 @@ import pytest
 from db.engine import make_engine, make_session_factory
 from db.models import Job
 from db.repository.jobs import callback_attempts, get_job
-from tests.api.harness import start_callback_worker
-from tests.integration.conftest import running_cluster
-from tests.integration.harness import Cluster, RedisServer, wait_for
+from tests.support.api import start_callback_worker
+from tests.support.cluster import Cluster, running_cluster
+from tests.support.redis import RedisServer
+from tests.support.services import wait_for
 from workers.celery_app import create_app
 from workers.services.callbacks import address_problem, deliver, dispatch_due
 from workers.settings import Settings
@@ -64,9 +65,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def nodes(tmp_path: Path, own_redis: RedisServer) -> Iterator[Cluster]:
+def nodes(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
     url = f"sqlite:///{tmp_path / 'home' / 'oceanstream.db'}"
-    with running_cluster(tmp_path / "home", url, own_redis.url) as cluster:
+    with running_cluster(tmp_path / "home", url, redis_server.url) as cluster:
         cluster.extra_env["OCEANSTREAM_CALLBACK_ALLOW_PRIVATE"] = "1"
         yield cluster
 
@@ -96,7 +97,7 @@ def callback_state(cluster: Cluster, job_id: str) -> str:
 
 
 def test_a_callback_lost_with_the_broker_is_resent_once_and_delivered(
-    nodes: Cluster, own_redis: RedisServer, receiver: Receiver
+    nodes: Cluster, redis_server: RedisServer, receiver: Receiver
 ) -> None:
     job_id = add_job(nodes, receiver.url)
     settings = settings_of(nodes)
@@ -104,8 +105,8 @@ def test_a_callback_lost_with_the_broker_is_resent_once_and_delivered(
     assert dispatch_due(factory, create_app(settings)) == 1
     assert callback_state(nodes, job_id) == "queued"
 
-    own_redis.kill()  # the queued message is lost with the broker's memory
-    own_redis.start()
+    redis_server.kill()  # the queued message is lost with the broker's memory
+    redis_server.start()
     swept = nodes.cli("reconcile", "--older-than", "0")
     assert swept.returncode == 0, swept.stderr
     assert "resent 1 lost callback" in swept.stderr, swept.stderr

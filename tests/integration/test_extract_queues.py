@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.clips import write_talking_head, write_text
-from tests.integration.harness import Cluster
+from tests.support.cluster import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,13 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import ROOT, Cluster, free_port, wait_for
-from tests.integration.pool_harness import (
-    log_text,
-    make_feature_videos,
-    register_version,
-    start_pool_worker,
-)
+from tests.support.cluster import Cluster
+from tests.support.pool import log_text, make_feature_videos, register_version, start_pool_worker
+from tests.support.services import ROOT, free_port, wait_for
 from workers.celery_app import create_app
 from workers.settings import Settings
 

@@ -19,8 +19,8 @@ from kombu import Connection
 
 from core.artifacts import LAYOUT
 from core.bundle import build_default_bundle
-from tests.integration.harness import Cluster, free_port, wait_for
-from tests.integration.pool_harness import (
+from tests.support.cluster import Cluster
+from tests.support.pool import (
     log_text,
     make_feature_segments,
     register_version,
@@ -29,6 +29,7 @@ from tests.integration.pool_harness import (
     start_pool_worker,
     wait_finished,
 )
+from tests.support.services import free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 T = 8  # the cluster's OCEANSTREAM_NUM_FRAMES

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
 from tests.clips import write_talking_head
-from tests.integration.harness import Cluster
+from tests.support.bundles import write_trained_bundle
+from tests.support.cluster import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -19,15 +19,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture
 def cluster(isolated_cluster: Cluster) -> Cluster:
     return isolated_cluster
-
-
-def write_trained_bundle(folder: Path) -> Path:
-    """A bundle saved as `oceanstream train` saves one, for T=8 like the cluster's settings."""
-    import keras
-
-    keras.utils.set_random_seed(77)
-    meta = BundleMetadata(version="", trained=True, num_frames=8, seed=77, dataset="rollout")
-    return save_bundle(ModelBundle(meta, *build_models(meta)), folder)
 
 
 def submit(cluster: Cluster, path: Path) -> str:

@@ -21,9 +21,10 @@ import pytest
 import redis
 
 from tests.clips import write_talking_head
-from tests.integration.conftest import running_cluster
-from tests.integration.harness import ROOT, Cluster, RedisServer, wait_for
-from tests.integration.private_postgres import PrivatePostgres
+from tests.support.cluster import Cluster, running_cluster
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.redis import RedisServer
+from tests.support.services import ROOT, wait_for
 from workers.broker.kombu_redis import KombuRedisLayout
 from workers.broker.queued_messages import queued_messages
 
@@ -119,7 +120,7 @@ def queue_length(broker_url: str, queue: str) -> int:
 
 
 def test_a_stopped_stage_gets_one_message_per_segment_and_fails_none(
-    isolated_cluster: Cluster, own_redis: RedisServer, tmp_path: Path
+    isolated_cluster: Cluster, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     cluster = isolated_cluster
     clip = write_talking_head(tmp_path / "clip.mp4", seconds=1.5, seed=31)
@@ -131,7 +132,9 @@ def test_a_stopped_stage_gets_one_message_per_segment_and_fails_none(
     # Sampling commits, then sends faces and flow: stop the worker only once both are queued
     # (stopped in between, the reconciler would rightly resend them before the restart).
     wait_for(
-        lambda: queue_length(own_redis.url, "faces") == queue_length(own_redis.url, "flow") == 1,
+        lambda: (
+            queue_length(redis_server.url, "faces") == queue_length(redis_server.url, "flow") == 1
+        ),
         60,
         "faces and flow to be queued",
     )
@@ -140,8 +143,8 @@ def test_a_stopped_stage_gets_one_message_per_segment_and_fails_none(
     reconciler = Reconciler(cluster, older_than=0.2, every=0.3)
     try:
         reconciler.wait_rounds(4)
-        own_redis.kill()  # the queued faces and flow messages are lost
-        own_redis.start()
+        redis_server.kill()  # the queued faces and flow messages are lost
+        redis_server.start()
         reconciler.wait_rounds(10)
         assert reconciler.process.poll() is None, reconciler.lines()  # rode out the restart
     finally:
@@ -151,7 +154,7 @@ def test_a_stopped_stage_gets_one_message_per_segment_and_fails_none(
     assert resends.count("reconcile: resent 2 messages") == 1, lines
     assert set(resends) == {"reconcile: resent 0 messages", "reconcile: resent 2 messages"}
     assert "Traceback" not in reconciler.log.read_text()
-    assert queue_length(own_redis.url, "faces") == queue_length(own_redis.url, "flow") == 1
+    assert queue_length(redis_server.url, "faces") == queue_length(redis_server.url, "flow") == 1
 
     cluster.start_worker("faces")
 
@@ -159,7 +162,7 @@ def test_a_stopped_stage_gets_one_message_per_segment_and_fails_none(
         segment = segment_of(cluster, job_id)
         assert segment is not None
         return segment["status"] in FINAL or (
-            bool(segment["faces_ready"]) and queue_length(own_redis.url, "faces") == 0
+            bool(segment["faces_ready"]) and queue_length(redis_server.url, "faces") == 0
         )
 
     wait_for(faces_settled, 120, "the faces stage")
@@ -180,12 +183,14 @@ OUTAGE_S = 45
 
 @pytest.mark.waits
 def test_a_database_outage_is_ridden_out_by_the_stages_and_the_reconciler(
-    tmp_path: Path, own_redis: RedisServer
+    tmp_path: Path, redis_server: RedisServer
 ) -> None:
     clip = write_talking_head(tmp_path / "clip.mp4", seconds=1.5, seed=32)
     with (
         PrivatePostgres(tmp_path / "pg") as postgres,
-        running_cluster(tmp_path / "home", postgres.url, own_redis.url, signal.SIGKILL) as cluster,
+        running_cluster(
+            tmp_path / "home", postgres.url, redis_server.url, signal.SIGKILL
+        ) as cluster,
     ):
         worker = cluster.start_worker("ingest,faces,flow,inference")
         # A deadline longer than the test: whatever finishes, the stages' retries did it.

@@ -19,8 +19,9 @@ from tests.clips import (
     write_text,
     write_truncated,
 )
-from tests.integration.conftest import running_cluster
-from tests.integration.harness import Cluster, RedisServer, wait_for
+from tests.support.cluster import Cluster, running_cluster
+from tests.support.redis import RedisServer
+from tests.support.services import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -167,17 +168,17 @@ def test_whole_worker_killed_then_reconcile_finishes(cluster: Cluster, tmp_path:
 
 
 def test_redis_restart_loses_queue_and_reconcile_recovers(
-    tmp_path: Path, postgres_database: str, own_redis: RedisServer
+    tmp_path: Path, postgres_database: str, redis_server: RedisServer
 ) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    cluster = Cluster(home=home, database_url=postgres_database, broker_url=own_redis.url)
+    cluster = Cluster(home=home, database_url=postgres_database, broker_url=redis_server.url)
     assert cluster.cli("db", "upgrade").returncode == 0
     expected = make_batch(tmp_path / "in", good=4, faceless=1)
     try:
         job_id = submit(cluster, tmp_path / "in")  # queued, no worker yet
-        own_redis.kill()  # every queued message is gone
-        own_redis.start()
+        redis_server.kill()  # every queued message is gone
+        redis_server.start()
         cluster.start_worker("ingest,faces,flow,inference")
         time.sleep(1.0)
         assert set(statuses(cluster, job_id).values()) == {"pending"}

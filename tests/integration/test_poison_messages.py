@@ -25,9 +25,11 @@ import pytest
 import redis
 
 from tests.clips import write_talking_head
-from tests.db.postgres import POSTGRES_URL, open_postgres
-from tests.integration.harness import Cluster, RedisServer, wait_for
-from tests.integration.pool_harness import log_text, start_pool_worker
+from tests.support.cluster import Cluster
+from tests.support.pool import log_text, start_pool_worker
+from tests.support.postgres import POSTGRES_URL, open_postgres
+from tests.support.redis import RedisServer
+from tests.support.services import wait_for
 from workers.celery_app import create_app
 from workers.services.dead_letters import MAX_PAYLOAD_BYTES, dead_letter_key, parse_record
 from workers.settings import Settings

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.harness import ApiServer, create_key
 from tests.clips import write_talking_head
-from tests.integration.harness import Cluster, wait_for
+from tests.support.api import ApiServer, create_key
+from tests.support.cluster import Cluster
 from tests.support.s3 import S3Server
+from tests.support.services import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.clips import write_faceless
-from tests.integration.conftest import running_cluster
-from tests.integration.harness import ROOT, Cluster, RedisServer, free_port, wait_for
+from tests.support.cluster import Cluster, running_cluster
+from tests.support.redis import RedisServer
+from tests.support.services import ROOT, free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

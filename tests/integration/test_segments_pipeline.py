@@ -22,10 +22,11 @@ import pytest
 from core.traits import TRAITS
 from db.attention import decode_attention
 from tests.clips import write_talking_head
-from tests.db.postgres import POSTGRES_URL, open_postgres
-from tests.integration.conftest import running_cluster
-from tests.integration.harness import Cluster, RedisServer, machine_redis_database, wait_for
 from tests.people_clips import write_edit, write_side_by_side
+from tests.support.cluster import Cluster, running_cluster
+from tests.support.postgres import POSTGRES_URL, open_postgres
+from tests.support.redis import RedisServer, machine_redis_database
+from tests.support.services import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -228,10 +229,10 @@ def long_clips(tmp_path: Path) -> list[Path]:
 
 
 def test_faces_worker_killed_and_redis_restarted_mid_video(
-    tmp_path: Path, postgres_database: str, own_redis: RedisServer, long_clips: list[Path]
+    tmp_path: Path, postgres_database: str, redis_server: RedisServer, long_clips: list[Path]
 ) -> None:
     with running_cluster(
-        tmp_path / "home", postgres_database, own_redis.url, stop=signal.SIGKILL
+        tmp_path / "home", postgres_database, redis_server.url, stop=signal.SIGKILL
     ) as cluster:
         cluster.extra_env["OCEANSTREAM_SEGMENT_SECONDS"] = "2"
         cluster.start_worker("ingest,flow,inference")
@@ -269,8 +270,8 @@ def test_faces_worker_killed_and_redis_restarted_mid_video(
             return 0 < len(final) < 6
 
         wait_for(part_done, 60, "some segments final", every=0.01)
-        own_redis.kill()
-        own_redis.start()
+        redis_server.kill()
+        redis_server.start()
         time.sleep(2.0)  # the workers reconnect
         waiting = [s for _, _, _, s, _ in segments_of(cluster, video) if s not in FINAL]
         assert waiting, "every segment finished before Redis was restarted"

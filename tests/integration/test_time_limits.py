@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.clips import write_talking_head
-from tests.integration.harness import Cluster, wait_for
+from tests.support.cluster import Cluster
+from tests.support.services import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.integration.harness import ROOT, free_port
+from tests.support.services import ROOT, free_port
 
 
 def ffmpeg() -> str:

@@ -10,13 +10,12 @@ from core.status import VideoStatus
 from db import repository as repo
 from db.models import Segment
 from db.repository.segments import append_segment
-from tests.db.conftest import database_url, engine, session_factory  # noqa: F401 (fixtures)
-from tests.db.helpers import add_model, run_together
-from tests.db.test_segments import LEFT, Factory, aggregate, finish, load_video, person, score
+from tests.support.rows import add_model, run_together
+from tests.support.segments import LEFT, Factory, aggregate, finish, load_video, person, score
 
 
 def _live_video(factory: Factory) -> tuple[str, str]:
-    from tests.db.helpers import add_video
+    from tests.support.rows import add_video
 
     with factory.begin() as session:
         video = add_video(session, "camera", name="camera")
@@ -27,7 +26,7 @@ def _live_video(factory: Factory) -> tuple[str, str]:
 
 
 def test_appended_segments_take_the_next_index_and_may_leave_a_gap(
-    session_factory: Factory,  # noqa: F811
+    session_factory: Factory,
 ) -> None:
     video_id, _ = _live_video(session_factory)
     with session_factory.begin() as session:
@@ -53,7 +52,7 @@ def test_appended_segments_take_the_next_index_and_may_leave_a_gap(
         append_segment(session=s, video_id="nope", start_s=0.0, end_s=1.0)
 
 
-def test_racing_appends_take_distinct_indexes(session_factory: Factory) -> None:  # noqa: F811
+def test_racing_appends_take_distinct_indexes(session_factory: Factory) -> None:
     video_id, _ = _live_video(session_factory)
 
     def append(i: int) -> str | None:
@@ -78,7 +77,7 @@ def test_racing_appends_take_distinct_indexes(session_factory: Factory) -> None:
 
 
 def test_a_live_video_is_aggregated_only_once_it_leaves_live(
-    session_factory: Factory,  # noqa: F811
+    session_factory: Factory,
 ) -> None:
     video_id, model = _live_video(session_factory)
     with session_factory.begin() as session:
@@ -101,11 +100,11 @@ def test_a_live_video_is_aggregated_only_once_it_leaves_live(
 
 
 def test_persons_of_a_live_video_are_numbered_over_its_final_segments_so_far(
-    session_factory: Factory,  # noqa: F811
+    session_factory: Factory,
 ) -> None:
     from db.models import SegmentPerson
     from db.repository.aggregates import number_live_persons
-    from tests.db.test_segments import LINKER
+    from tests.support.segments import LINKER
 
     video_id, model = _live_video(session_factory)
     with session_factory.begin() as session:
@@ -137,12 +136,12 @@ def test_persons_of_a_live_video_are_numbered_over_its_final_segments_so_far(
 
 
 def test_a_segment_whose_analysis_raised_in_the_watcher_fails_and_ends_its_video(
-    session_factory: Factory,  # noqa: F811
+    session_factory: Factory,
 ) -> None:
     from types import SimpleNamespace
 
     from db.repository.stages import StageUpdate
-    from tests.db.test_segments import LINKER
+    from tests.support.segments import LINKER
     from workers.services.watch import Watcher
 
     video_id, _ = _live_video(session_factory)

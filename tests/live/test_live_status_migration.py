@@ -47,7 +47,7 @@ def _seed(engine: sa.Engine) -> None:
 def test_live_status_is_accepted_after_0005_and_rows_survive(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from tests.db.conftest import new_database_url
+    from tests.support.databases import new_database_url
 
     url: URL = new_database_url(backend, request, tmp_path_factory)
     upgrade_database(url, "0004")

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 
 from core.traits import TRAITS
 from tests.clips import write_h264
-from tests.integration.harness import ROOT, free_port
 from tests.live.streams import (
     HlsStream,
     TcpStream,
@@ -24,6 +23,7 @@ from tests.live.streams import (
     start_watch,
     wait_connected,
 )
+from tests.support.services import ROOT, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.waits]
 
@@ -169,7 +169,7 @@ def test_sigterm_mid_stream_leaves_the_video_final_and_a_restart_continues_it(
 
 
 def test_a_source_that_never_opens_fails_with_one_line_and_exit_1(tmp_path: Path) -> None:
-    from tests.conftest import REDIS_URL
+    from tests.support.redis import REDIS_URL
 
     home = tmp_path / "home"
     env = env_for(home, OCEANSTREAM_WATCH_RECONNECT_S="1", OCEANSTREAM_BROKER_URL=REDIS_URL)

@@ -8,20 +8,15 @@ from pathlib import Path
 import pytest
 
 from tests.clips import write_h264
-from tests.integration.conftest import (  # noqa: F401 (fixtures)
-    cluster,
-    postgres_database,
-    shared_redis_url,
-)
-from tests.integration.harness import Cluster
 from tests.live.streams import TcpStream, start_watch, wait_connected
+from tests.support.cluster import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.waits]
 
 
 def test_segments_go_to_the_workers_and_their_results_come_back_while_streaming(
     tmp_path: Path,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     clip = write_h264(tmp_path / "talking.mp4", seconds=8, fps=15, preset="veryfast")
     cluster.extra_env.update(OCEANSTREAM_SEGMENT_SECONDS="2", OCEANSTREAM_WATCH_RECONNECT_S="2")

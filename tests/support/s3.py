@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
 
+import pytest
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -116,3 +118,18 @@ def running_s3_server(log_dir: Path) -> Iterator[S3Server]:
             process.kill()
             process.wait(10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """An S3-compatible server (moto's standalone server) on localhost, for the session."""
+    with running_s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A new, empty bucket on the session's S3 server; the AWS variables point at it."""
+    bucket = s3_server.new_bucket()
+    with s3_server.environment():
+        yield bucket

@@ -21,18 +21,11 @@ from db import repository as repo
 from db.repository.segments import SegmentUpdate
 from tasks.context import StageContext
 from tasks.reconcile import find_lost_work
-from tests.db.conftest import (  # noqa: F401 - the database fixtures of tests/db
-    backend,
-    database_url,
-    engine,
-    postgres_databases,
-    session_factory,
-)
-from tests.db.helpers import new_video
+from tests.support.rows import new_video
 
 
 @pytest.fixture
-def ctx(session_factory: sessionmaker[Session], tmp_path: Path) -> StageContext:  # noqa: F811
+def ctx(session_factory: sessionmaker[Session], tmp_path: Path) -> StageContext:
     def no_bundles(version: str):
         raise AssertionError("the reconciler loads no model")
 

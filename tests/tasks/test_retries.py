@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from core.errors import StorageError, VideoDecodeError
 from tasks.celery_tasks import MAX_RETRIES, RETRY_JITTER, RETRY_MAX_S, RETRYABLE, retry_delay
 from tasks.context import is_outage
-from tests.integration.harness import free_port
+from tests.support.services import free_port
 
 
 def raised(call) -> BaseException:

@@ -41,11 +41,6 @@ from tests.tasks.helpers import analyze_with_stages, prepare_segments, submit
 T = 8
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    return build_default_bundle(num_frames=T)
-
-
 def make_context(tmp_path: Path, bundle, face_detector, **config: object) -> StageContext:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     upgrade_database(url)
@@ -67,8 +62,8 @@ def make_context(tmp_path: Path, bundle, face_detector, **config: object) -> Sta
 
 
 @pytest.fixture
-def ctx(tmp_path: Path, bundle, face_detector) -> StageContext:
-    return make_context(tmp_path, bundle, face_detector)
+def ctx(tmp_path: Path, default_bundle, face_detector) -> StageContext:
+    return make_context(tmp_path, default_bundle, face_detector)
 
 
 def video_row(ctx: StageContext, video_id: str):
@@ -93,7 +88,9 @@ def stored_scores(ctx: StageContext, video_id: str, version: str) -> list[list[l
     return [scores[index] for index in sorted(scores)]
 
 
-def test_stages_match_in_process_analysis(ctx: StageContext, bundle, tmp_path: Path) -> None:
+def test_stages_match_in_process_analysis(
+    ctx: StageContext, default_bundle, tmp_path: Path
+) -> None:
     clip = write_talking_head(tmp_path / "a.mp4", seconds=1.5, seed=4)
     video_id = submit(ctx, clip)
     [segment_id] = stages.run_ingest(ctx, video_id)
@@ -103,12 +100,12 @@ def test_stages_match_in_process_analysis(ctx: StageContext, bundle, tmp_path: P
     assert stages.run_faces(ctx, segment_id) == ["inference"]
     assert stages.run_inference(ctx, segment_id) == "done"
 
-    expected = VideoAnalyzer(bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
+    expected = VideoAnalyzer(default_bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
     [segment] = expected.segments
     [person] = segment.persons
     with ctx.session_factory() as session:
         prediction = repo.get_prediction(
-            session=session, video_id=video_id, model_version=bundle.metadata.version
+            session=session, video_id=video_id, model_version=default_bundle.metadata.version
         )
         attention = repo.load_attention(session=session, prediction_id=prediction.id)
     stored = [getattr(prediction, trait) for trait in expected_traits()]
@@ -128,18 +125,18 @@ def expected_traits() -> tuple[str, ...]:
 
 
 def test_a_first_impressions_clip_scores_as_the_whole_video_analysis_did(
-    bundle, face_detector, tmp_path: Path
+    default_bundle, face_detector, tmp_path: Path
 ) -> None:
     """15 s, one person: one segment, and exactly the scores of the whole-video analysis
     that came before segments (`core.pipeline.Analyzer`: one window, the first face)."""
-    ctx = make_context(tmp_path, bundle, face_detector)
+    ctx = make_context(tmp_path, default_bundle, face_detector)
     clip = write_talking_head(tmp_path / "fi.mp4", seconds=15, fps=8, seed=3)
     video_id = submit(ctx, clip)
     assert len(analyze_with_stages(ctx, video_id)) == 1
-    before = Analyzer(bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
+    before = Analyzer(default_bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
     with ctx.session_factory() as session:
         prediction = repo.get_prediction(
-            session=session, video_id=video_id, model_version=bundle.metadata.version
+            session=session, video_id=video_id, model_version=default_bundle.metadata.version
         )
     stored = [getattr(prediction, trait) for trait in expected_traits()]
     np.testing.assert_allclose(stored, before.scores, atol=1e-6)
@@ -148,9 +145,9 @@ def test_a_first_impressions_clip_scores_as_the_whole_video_analysis_did(
 
 
 def test_segments_of_a_longer_video_match_the_in_process_analysis(
-    bundle, face_detector, tmp_path: Path
+    default_bundle, face_detector, tmp_path: Path
 ) -> None:
-    ctx = make_context(tmp_path, bundle, face_detector, segment_seconds=1.0)
+    ctx = make_context(tmp_path, default_bundle, face_detector, segment_seconds=1.0)
     clip = write_talking_head(tmp_path / "long.mp4", seconds=3.4, fps=10, seed=12)
     video_id = submit(ctx, clip)
     ids = analyze_with_stages(ctx, video_id)
@@ -160,10 +157,10 @@ def test_segments_of_a_longer_video_match_the_in_process_analysis(
     with ctx.session_factory() as session:
         plan = [(s.start_s, s.end_s) for s in repo.get_segments(session=session, video_id=video_id)]
     assert len(ids) == 3 and plan == [(0.0, 1.2), (1.2, 2.0), (2.0, 3.4)]
-    expected = VideoAnalyzer(bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
+    expected = VideoAnalyzer(default_bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
     expected_scores = [[list(p.scores) for p in s.persons] for s in expected.segments]
     np.testing.assert_allclose(
-        stored_scores(ctx, video_id, bundle.metadata.version), expected_scores, atol=1e-6
+        stored_scores(ctx, video_id, default_bundle.metadata.version), expected_scores, atol=1e-6
     )
     assert video_row(ctx, video_id).status == "done"
 
@@ -337,12 +334,12 @@ def test_messages_with_nothing_to_do_are_logged_once_with_the_reason(
 
 
 def test_errors_name_the_users_file_never_the_stored_copy(
-    ctx: StageContext, bundle, tmp_path: Path
+    ctx: StageContext, default_bundle, tmp_path: Path
 ) -> None:
     empty = tmp_path / "holiday.mp4"
     empty.write_bytes(b"")
     garbage = write_random_bytes(tmp_path / "garbage.mp4", n=4096, seed=2)
-    analyzer = VideoAnalyzer(bundle, ctx.config, detector=ctx.detector(112))
+    analyzer = VideoAnalyzer(default_bundle, ctx.config, detector=ctx.detector(112))
     for clip, words in ((empty, "empty"), (garbage, "not a video")):
         video_id = submit(ctx, clip)
         assert stages.run_ingest(ctx, video_id) == []
@@ -387,9 +384,9 @@ def test_a_person_region_bundle_runs_flow_after_faces_per_person(
 
 @pytest.mark.parametrize("keep", [False, True])
 def test_sampled_frames_are_dropped_once_both_features_are_stored(
-    tmp_path: Path, bundle, face_detector, keep: bool
+    tmp_path: Path, default_bundle, face_detector, keep: bool
 ) -> None:
-    ctx = make_context(tmp_path, bundle, face_detector, keep_frames=keep)
+    ctx = make_context(tmp_path, default_bundle, face_detector, keep_frames=keep)
     video_id = submit(ctx, write_talking_head(tmp_path / "f.mp4", seconds=1.5, seed=6))
     [segment_id] = stages.run_ingest(ctx, video_id)
     stages.run_sample(ctx, segment_id)
@@ -406,7 +403,7 @@ def test_sampled_frames_are_dropped_once_both_features_are_stored(
 
 
 def test_the_stages_store_shots_and_never_link_across_a_cut(
-    bundle, face_detector, tmp_path: Path
+    default_bundle, face_detector, tmp_path: Path
 ) -> None:
     """The same-framing edit (a cut inside each 4 s segment): the faces stage stores each
     segment's cut as a video time, two persons per segment, and continuity links persons
@@ -414,7 +411,7 @@ def test_the_stages_store_shots_and_never_link_across_a_cut(
     from db.models import Segment, SegmentPerson
     from tests.people_clips import write_cut_edit
 
-    ctx = make_context(tmp_path, bundle, face_detector, segment_seconds=4.0)
+    ctx = make_context(tmp_path, default_bundle, face_detector, segment_seconds=4.0)
     video_id = submit(ctx, write_cut_edit(tmp_path / "cuts.mp4"))
     ids = analyze_with_stages(ctx, video_id)
     assert len(ids) == 3

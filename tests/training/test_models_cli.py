@@ -7,26 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
+from tests.support.bundles import write_trained_bundle
 from tests.training.cli import oceanstream, said
 
 pytestmark = pytest.mark.slow
 
 
-def write_bundle(folder: Path, seed: int, accuracy: float) -> Path:
-    """A bundle saved as training saves one (trained flag, data set, metrics)."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    meta = BundleMetadata(version="", trained=True, num_frames=8, seed=seed, dataset="demo")
-    meta.metrics = {"test": {"mean": {"accuracy": accuracy, "baseline": 0.85, "pearson_r": 0.5}}}
-    return save_bundle(ModelBundle(meta, *build_models(meta)), folder)
-
-
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("bundles")
-    return write_bundle(root / "first", 1, 0.91), write_bundle(root / "second", 2, 0.93)
+    return (
+        write_trained_bundle(root / "first", seed=1, dataset="demo", accuracy=0.91),
+        write_trained_bundle(root / "second", seed=2, dataset="demo", accuracy=0.93),
+    )
 
 
 def listed(home: Path) -> dict[str, dict]:
@@ -71,7 +64,7 @@ def test_register_is_idempotent_and_refuses_bad_input(
 
 
 def test_activation_refuses_a_bundle_that_moved(tmp_path: Path) -> None:
-    folder = write_bundle(tmp_path / "moving", 3, 0.9)
+    folder = write_trained_bundle(tmp_path / "moving", seed=3, dataset="demo", accuracy=0.9)
     version = oceanstream(tmp_path, "models", "register", str(folder)).stdout.strip()
     folder.rename(tmp_path / "moved")
     done = oceanstream(tmp_path, "models", "activate", version)

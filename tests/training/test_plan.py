@@ -73,13 +73,13 @@ def test_register_trained_bundle_records_and_activates(tmp_path: Path) -> None:
     from db import repository as repo
     from db.engine import make_engine, make_session_factory
     from db.migrate import upgrade_database
-    from tests.training.test_models_cli import write_bundle
+    from tests.support.bundles import write_trained_bundle
     from workers.services.training import register_trained_bundle
 
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     upgrade_database(url)
     session_factory = make_session_factory(make_engine(url))
-    bundle_dir = write_bundle(tmp_path / "bundle", seed=1, accuracy=0.9)
+    bundle_dir = write_trained_bundle(tmp_path / "bundle", seed=1, dataset="demo", accuracy=0.9)
     version = register_trained_bundle(session_factory, bundle_dir)
     assert register_trained_bundle(session_factory, bundle_dir) == version
     with session_factory() as session:

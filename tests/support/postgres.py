@@ -1,9 +1,10 @@
-"""The PostgreSQL server the database tests use, and the policy when it is missing."""
+"""The PostgreSQL server the tests use: uniquely named databases on it, dropped at the end."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import URL, text
@@ -11,17 +12,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from db.engine import make_engine, normalize_url
+from tests.support.services import service_unavailable
 
 POSTGRES_URL = os.environ.get(
     "OCEANSTREAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-
-
-def service_unavailable(message: str) -> None:
-    """Fail when `CI` is set (a missing service there is a broken build); skip otherwise."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI is set, so this fails instead of skipping)")
-    pytest.skip(f"{message}; set CI=1 to make this a failure")
 
 
 class PostgresDatabases:
@@ -63,3 +58,23 @@ def open_postgres(maintenance_url: str | URL) -> PostgresDatabases:
         safe = url.render_as_string(hide_password=True)
         service_unavailable(f"PostgreSQL at {safe} is not reachable ({exc.__class__.__name__})")
     return databases
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[PostgresDatabases]:
+    """Databases on the test server for the session, all dropped at its end."""
+    databases = open_postgres(POSTGRES_URL)
+    try:
+        yield databases
+    finally:
+        databases.drop_all()
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    databases = open_postgres(POSTGRES_URL)
+    try:
+        yield databases.create("it").render_as_string(hide_password=False)
+    finally:
+        databases.drop_all()

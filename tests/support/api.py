@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.harness import ROOT, Cluster, free_port, wait_for
+from tests.support.cluster import Cluster
+from tests.support.services import ROOT, free_port, wait_for
 
 
 @dataclass
@@ -224,3 +225,16 @@ def start_callback_worker(cluster: Cluster) -> subprocess.Popen[bytes]:
     if process.poll() is not None:
         raise RuntimeError(f"callback-worker exited:\n{log.read_text()[-3000:]}")
     return process
+
+
+#: Small limits so the tests can pass them with small bodies.
+MAX_FILE_BYTES = 2_000_000
+MAX_REQUEST_BYTES = 3_000_000
+MAX_FILES = 4
+
+
+@dataclass
+class Keys:
+    alpha: str  # tenant "alpha"
+    beta: str  # tenant "beta"
+    revoked: str  # a revoked key of tenant "alpha"

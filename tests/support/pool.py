@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from tests.integration.harness import ROOT, Cluster, wait_for
+from tests.support.cluster import Cluster
+from tests.support.services import ROOT, wait_for
 
 
 def register_version(database_url: str, metadata: Any) -> None:

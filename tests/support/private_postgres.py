@@ -28,8 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.db.postgres import service_unavailable
-from tests.integration.harness import free_port, wait_for
+from tests.support.services import free_port, service_unavailable, wait_for
 
 DATABASE = "oceanstream"
 _USER = "postgres"

@@ -19,18 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import make_engine, make_session_factory, normalize_url
 from db.migrate import upgrade_database
 from db.models import Base
-from tests.db.postgres import POSTGRES_URL, PostgresDatabases, open_postgres
+from tests.support.postgres import PostgresDatabases
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(scope="session")
-def postgres_databases() -> Iterator[PostgresDatabases]:
-    databases = open_postgres(POSTGRES_URL)
-    try:
-        yield databases
-    finally:
-        databases.drop_all()
 
 
 def new_database_url(

@@ -1,147 +1,23 @@
-"""Real processes for the integration tests: redis-server, `oceanstream worker`, Flower."""
+"""Clusters of real processes: `oceanstream` CLI calls and worker processes sharing one
+database, broker and storage folder; the fixtures that start them on a fresh database."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
-from tests.conftest import REDIS_URL, port_open
-from tests.db.postgres import service_unavailable
-
-ROOT = Path(__file__).resolve().parents[2]
-
-# Database numbers of the machine's Redis handed out by `machine_redis_database` and not
-# given back yet (their holders may not have connected anything to them so far).
-_HELD_DATABASES: set[int] = set()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def machine_redis_database() -> Iterator[str]:
-    """The machine's Redis on a database number nobody uses, emptied first.
-
-    Nobody: no client connected to it (a worker of another test, of this run or of another
-    run on the machine, consuming there would take this test's messages) and not held by a
-    test of this run that has not connected yet.
-    """
-    if not port_open("127.0.0.1", 6379):
-        service_unavailable("Redis on 127.0.0.1:6379 is not reachable")
-    import redis
-
-    base = REDIS_URL.rsplit("/", 1)[0]
-    first, last = _database_range()
-    with redis.Redis.from_url(f"{base}/0") as client:
-        busy = {int(entry["db"]) for entry in client.client_list()} | _HELD_DATABASES
-    free = [number for number in range(first, last + 1) if number not in busy]
-    if not free:
-        raise RuntimeError(f"every database {first}-{last} of the Redis at {base} has clients")
-    number = random.choice(free)
-    _HELD_DATABASES.add(number)
-    url = f"{base}/{number}"
-    try:
-        with redis.Redis.from_url(url) as client:
-            client.flushdb()
-        yield url
-    finally:
-        _HELD_DATABASES.discard(number)
-
-
-def _database_range() -> tuple[int, int]:
-    """The database numbers this test run may use: `OCEANSTREAM_TEST_REDIS_DBS` ("8-15"),
-    so that two pytest processes run side by side (`python -m tests`) never pick the same
-    one between one's choice and its workers' connecting; 1-15 without it."""
-    first, _, last = os.environ.get("OCEANSTREAM_TEST_REDIS_DBS", "1-15").partition("-")
-    return int(first), int(last or first)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-class RedisServer:
-    """A redis-server of the test's own, on a free port, that can be killed and restarted."""
-
-    def __init__(self, workdir: Path, password: str | None = None) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.password = password
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return self.url_with(self.password)
-
-    def url_with(self, password: str | None) -> str:
-        """This server's URL carrying `password` (a wrong one, to test refusals)."""
-        auth = f":{password}@" if password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-                *(("--requirepass", self.password) if self.password else ()),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(self.ping, 10, "redis-server to accept connections")
-
-    def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                auth = f"AUTH {self.password}\r\n" if self.password else ""
-                sock.sendall(f"{auth}PING\r\n".encode())
-                return b"+PONG" in sock.recv(64)
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.kill()
+from tests.support.redis import RedisServer
+from tests.support.services import ROOT, wait_for
 
 
 @dataclass
@@ -260,3 +136,37 @@ class Cluster:
             job=job_id,
         )
         return {status: count for status, count in rows}
+
+
+@contextlib.contextmanager
+def running_cluster(
+    home: Path, database_url: str, broker_url: str, stop: int = signal.SIGTERM
+) -> Iterator[Cluster]:
+    """A migrated database and the environment for CLI calls and workers; workers stopped after."""
+    home.mkdir()
+    nodes = Cluster(home=home, database_url=database_url, broker_url=broker_url)
+    migrated = nodes.cli("db", "upgrade")
+    assert migrated.returncode == 0, migrated.stderr
+    try:
+        yield nodes
+    finally:
+        nodes.stop_workers(stop)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, postgres_database: str, shared_redis_url: str) -> Iterator[Cluster]:
+    """Workers and CLI on the machine's Redis (a random database number) and PostgreSQL."""
+    with running_cluster(tmp_path / "home", postgres_database, shared_redis_url) as nodes:
+        yield nodes
+
+
+@pytest.fixture
+def isolated_cluster(
+    tmp_path: Path, postgres_database: str, redis_server: RedisServer
+) -> Iterator[Cluster]:
+    """Like `cluster`, with a redis-server of the test's own: no other test run's workers can
+    take its messages. Workers are killed at the end (the test is over)."""
+    with running_cluster(
+        tmp_path / "home", postgres_database, redis_server.url, stop=signal.SIGKILL
+    ) as nodes:
+        yield nodes
