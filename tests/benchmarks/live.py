@@ -37,8 +37,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def watch_streams(cluster: object, clip: Path, count: int, seconds: float) -> list[float]:
     """Serve `count` streams of `clip` at once, watch each; every segment's latency."""
-    from tests.live.streams import TcpStream
     from tests.support.services import ROOT
+    from tests.support.streams import TcpStream
 
     streams = [TcpStream(clip).start() for _ in range(count)]
     latencies: list[float] = []

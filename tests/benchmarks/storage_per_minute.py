@@ -60,7 +60,7 @@ def main() -> None:
     from db.migrate import upgrade_database
     from tasks.context import StageContext
     from tests.clips import write_talking_head
-    from tests.tasks.helpers import analyze_with_stages, submit
+    from tests.support.stages import analyze_with_stages, submit
 
     with tempfile.TemporaryDirectory(prefix="storage-bench-") as folder:
         root = Path(folder)

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from core.traits import TRAITS
 from tests.clips import write_h264
-from tests.live.streams import (
+from tests.support.services import ROOT, free_port
+from tests.support.streams import (
     HlsStream,
     TcpStream,
     UdpStream,
@@ -23,7 +24,6 @@ from tests.live.streams import (
     start_watch,
     wait_connected,
 )
-from tests.support.services import ROOT, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.waits]
 

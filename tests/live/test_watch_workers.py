@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.clips import write_h264
-from tests.live.streams import TcpStream, start_watch, wait_connected
 from tests.support.cluster import Cluster
+from tests.support.streams import TcpStream, start_watch, wait_connected
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.waits]
 

@@ -15,7 +15,7 @@ from tasks.context import StageContext
 from tasks.stages.ingest import CHANGED_AFTER_UPLOAD
 from tests.clips import write_talking_head
 from tests.support.long_videos import write_long_video
-from tests.tasks.helpers import submit
+from tests.support.stages import submit
 from workers import bootstrap
 from workers.metrics import StorageMetrics
 from workers.settings import Settings

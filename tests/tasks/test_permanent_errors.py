@@ -28,7 +28,7 @@ from tasks import stages
 from tasks.context import StageContext
 from tasks.stages.ingest import CHANGED_AFTER_UPLOAD
 from tests.clips import write_talking_head
-from tests.tasks.helpers import submit
+from tests.support.stages import submit
 from workers import bootstrap
 from workers.services.models import activate_version, register_bundle_dir
 from workers.settings import Settings

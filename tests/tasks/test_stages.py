@@ -36,7 +36,7 @@ from tests.clips import (
     write_talking_head,
     write_text,
 )
-from tests.tasks.helpers import analyze_with_stages, prepare_segments, submit
+from tests.support.stages import analyze_with_stages, prepare_segments, submit
 
 T = 8
 

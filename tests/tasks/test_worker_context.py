@@ -17,7 +17,7 @@ from db.migrate import upgrade_database
 from tasks import stages
 from tasks.context import StageContext
 from tests.clips import write_talking_head
-from tests.tasks.helpers import submit
+from tests.support.stages import submit
 from workers import bootstrap
 from workers.settings import Settings
 
