@@ -1,7 +1,7 @@
 """Stored videos analysed as segments × persons, written through the repository functions the
 pipeline uses, for the read-side tests and the example plot in the docs.
 
-`python -m tests.cli.timeline_data docs/timeline-example.png` draws the example from a
+`python -m tests.support.timeline_data docs/timeline-example.png` draws the example from a
 SQLite database it populates in a temporary folder.
 """
 
