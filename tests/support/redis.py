@@ -11,6 +11,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -31,8 +32,10 @@ def machine_redis_database() -> Iterator[str]:
     run on the machine, consuming there would take this test's messages) and not held by a
     test of this run that has not connected yet.
     """
-    if not port_open("127.0.0.1", 6379):
-        service_unavailable("Redis on 127.0.0.1:6379 is not reachable")
+    where = urlsplit(REDIS_URL)
+    host, port = where.hostname or "127.0.0.1", where.port or 6379
+    if not port_open(host, port):
+        service_unavailable(f"Redis on {host}:{port} is not reachable")
     import redis
 
     base = REDIS_URL.rsplit("/", 1)[0]
