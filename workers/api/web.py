@@ -156,7 +156,7 @@ def jobs_page(
     caller: Caller = Depends(web_caller),
     context: ApiContext = Depends(get_context),
 ) -> HTMLResponse:
-    from workers.services.jobs import list_job_views
+    from workers.services.progress import list_job_views
 
     views = list_job_views(
         context.session_factory, caller.tenant_id, limit=PAGE + 1, after=after_job(cursor)
@@ -214,7 +214,7 @@ def job_page(
     caller: Caller = Depends(web_caller),
     context: ApiContext = Depends(get_context),
 ) -> HTMLResponse:
-    from workers.services.jobs import job_view
+    from workers.services.progress import job_view
     from workers.services.results import job_results
 
     try:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from workers.broker.kombu_redis import KombuRedisLayout
-    from workers.services.jobs import JobProgress
+    from workers.services.progress import JobProgress
     from workers.settings import Settings
 
 
@@ -58,7 +58,7 @@ def submit(
 ) -> None:
     """Register a job, store its videos and queue them for the workers."""
     from workers.services import jobs
-    from workers.services.results import job_segment_progress
+    from workers.services import progress as job_views
 
     settings = load_settings()
     inputs = collect_inputs(paths)
@@ -74,11 +74,11 @@ def submit(
         task = bar.add_task("waiting", total=None)
 
         def show(progress: JobProgress) -> None:
-            segments = job_segment_progress(session_factory, registration.job_id)
+            segments = job_views.job_segment_progress(session_factory, registration.job_id)
             bar.update(task, total=progress.total, completed=progress.finished)
             bar.update(task, description=progress_line(progress, segments))
 
-        final, rows = jobs.follow_job(
+        final, rows = job_views.follow_job(
             session_factory, registration.job_id, timeout_s=timeout or None, on_progress=show
         )
     if not final.done:
@@ -101,11 +101,11 @@ def status(
     """Per-state counts of a job's videos and of their segments, and the failures with their
     messages."""
     from workers.services import jobs
-    from workers.services.results import job_segment_progress
+    from workers.services import progress as job_views
 
     session_factory = open_database(load_settings())
-    progress = jobs.job_progress(session_factory, job)
-    segments = job_segment_progress(session_factory, job)
+    progress = job_views.job_progress(session_factory, job)
+    segments = job_views.job_segment_progress(session_factory, job)
     failures = jobs.job_failures(session_factory, job)
     report = {
         "job": job,

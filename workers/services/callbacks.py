@@ -175,7 +175,7 @@ def address_problem(url: str, allow_private: bool) -> str | None:
 def job_summary(session_factory: sessionmaker, job_id: str) -> dict[str, Any] | None:
     """The JSON a callback carries: the job, its counts and its results; None if erased."""
     from db.repository.jobs import get_job
-    from workers.services.jobs import job_progress
+    from workers.services.progress import job_progress
     from workers.services.results import job_results
 
     with session_factory() as session:

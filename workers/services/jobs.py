@@ -1,4 +1,6 @@
-"""Jobs: registering inputs (`analyze`, `submit`), queueing them, following their progress.
+"""Jobs: registering inputs (`analyze`, `submit`, uploads) and queueing them.
+
+Following a job (progress, the views the API shows) is `workers.services.progress`.
 
 A job keeps one entry per path given, in order, even when two paths hold the same bytes;
 storage keeps one video per content (see `register_video`), so such entries share one
@@ -8,31 +10,25 @@ analysis and one result.
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.status import FINAL_STATUSES, VideoStatus
+from core.status import VideoStatus
 from db.models import DEFAULT_TENANT_ID
 from workers.services.errors import (
     ServiceError,
-    UnknownJob,
     Unreachable,
     hide_password,
     masked_url,
 )
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from sqlalchemy.orm import Session, sessionmaker
 
     from core.artifacts import ArtifactLayout
     from core.storage import ArtifactStore
-    from db.models import Job
-    from workers.services.results import ResultRow
     from workers.settings import Settings
 
 
@@ -78,19 +74,6 @@ class Registration:
         if notes:
             head += f" ({', '.join(notes)})"
         return head
-
-
-@dataclass(frozen=True)
-class JobProgress:
-    """Entries of a job per state; `finished` counts the final ones."""
-
-    counts: dict[VideoStatus, int]
-    total: int
-    finished: int
-
-    @property
-    def done(self) -> bool:
-        return self.finished == self.total
 
 
 def _noun(count: int, noun: str) -> str:
@@ -414,94 +397,6 @@ def _register_uploads(
         return job.id, video_ids, to_process
 
 
-def job_progress(session_factory: sessionmaker, job_id: str) -> JobProgress:
-    """Entries per state (every state present); raises `UnknownJob`."""
-    from db import repository as repo
-
-    with session_factory() as session:
-        if repo.get_job(session=session, job_id=job_id) is None:
-            raise UnknownJob(job_id)
-        raw = repo.job_status_counts(session=session, job_id=job_id)
-    counts = {status: raw.get(status.value, 0) for status in VideoStatus}
-    finished = sum(counts[status] for status in FINAL_STATUSES)
-    return JobProgress(counts=counts, total=sum(counts.values()), finished=finished)
-
-
-@dataclass(frozen=True)
-class JobEntry:
-    position: int
-    name: str  # the path or file name given (an uploaded file's name is only text)
-    video_id: str
-    status: str
-
-
-@dataclass(frozen=True)
-class JobView:
-    """A job as the API shows it: who asked for it, its entries and its progress."""
-
-    id: str
-    kind: str
-    created_at: datetime
-    callback_url: str | None
-    callback_state: str | None
-    entries: list[JobEntry]
-    progress: JobProgress
-
-
-def job_view(session_factory: sessionmaker, job_id: str, tenant_id: str) -> JobView:
-    """The tenant's job; another tenant's raises `UnknownJob` exactly like an unknown id."""
-    from db.repository.jobs import get_tenant_job
-
-    with session_factory() as session:
-        job = get_tenant_job(session=session, job_id=job_id, tenant_id=tenant_id)
-        if job is None:
-            raise UnknownJob(job_id)
-        return _view(session, job)
-
-
-def list_job_views(
-    session_factory: sessionmaker,
-    tenant_id: str,
-    *,
-    limit: int,
-    after: tuple[datetime, str] | None = None,
-) -> list[JobView]:
-    """The tenant's jobs, newest first, after the (created_at, id) cursor `after`."""
-    from db.repository.jobs import list_jobs
-
-    with session_factory() as session:
-        jobs = list_jobs(session=session, tenant_id=tenant_id, limit=limit, after=after)
-        return [_view(session, job) for job in jobs]
-
-
-def _view(session: Session, job: Job) -> JobView:
-    from db.repository.jobs import job_entries
-
-    entries = [JobEntry(*row) for row in job_entries(session=session, job_id=job.id)]
-    statuses = {entry.video_id: entry.status for entry in entries}
-    counts = {status: 0 for status in VideoStatus}
-    for entry in entries:
-        counts[VideoStatus(statuses[entry.video_id])] += 1
-    finished = sum(counts[status] for status in FINAL_STATUSES)
-    return JobView(
-        id=job.id,
-        kind=job.kind,
-        created_at=job.created_at,
-        callback_url=job.callback_url,
-        callback_state=job.callback_state,
-        entries=entries,
-        progress=JobProgress(counts=counts, total=len(entries), finished=finished),
-    )
-
-
-def owns_video(session_factory: sessionmaker, video_id: str, tenant_id: str) -> bool:
-    """Whether `video_id` (a full id) is one of the tenant's videos."""
-    from db.repository.videos import get_tenant_video
-
-    with session_factory() as session:
-        return get_tenant_video(session=session, video_id=video_id, tenant_id=tenant_id) is not None
-
-
 def job_failures(session_factory: sessionmaker, job_id: str) -> list[tuple[str, str]]:
     """(path as given, error) of the job's failed entries, in order."""
     from db import repository as repo
@@ -510,23 +405,9 @@ def job_failures(session_factory: sessionmaker, job_id: str) -> list[tuple[str, 
         return repo.job_failures(session=session, job_id=job_id)
 
 
-def follow_job(
-    session_factory: sessionmaker,
-    job_id: str,
-    *,
-    timeout_s: float | None = None,
-    poll_s: float = 0.5,
-    on_progress: Callable[[JobProgress], None] | None = None,
-) -> tuple[JobProgress, list[ResultRow]]:
-    """Poll until every entry is final (or `timeout_s` passes); the last progress and rows."""
-    from workers.services.results import job_results
+def owns_video(session_factory: sessionmaker, video_id: str, tenant_id: str) -> bool:
+    """Whether `video_id` (a full id) is one of the tenant's videos."""
+    from db.repository.videos import get_tenant_video
 
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        progress = job_progress(session_factory, job_id)
-        if on_progress is not None:
-            on_progress(progress)
-        if progress.done or (deadline is not None and time.monotonic() > deadline):
-            break
-        time.sleep(poll_s)
-    return progress, job_results(session_factory, job_id)
+    with session_factory() as session:
+        return get_tenant_video(session=session, video_id=video_id, tenant_id=tenant_id) is not None

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     import numpy as np
     from sqlalchemy.orm import Session, sessionmaker
 
-    from workers.services.jobs import JobProgress
 
 MIN_ID_PREFIX = 8
 _ID_PREFIX = re.compile(rf"[0-9a-f]{{{MIN_ID_PREFIX},32}}")
@@ -29,7 +28,6 @@ __all__ = [
     "ResultRow",
     "StoredAttention",
     "job_results",
-    "job_segment_progress",
     "query_rows",
     "resolve_video",
     "stored_attention",
@@ -68,19 +66,6 @@ def video_result(session_factory: sessionmaker, video: str) -> ResultRow:
             f"{video!r} names {len(distinct)} videos ({', '.join(distinct)}); give one by id"
         )
     return max(rows, key=lambda row: row.created_at)
-
-
-def job_segment_progress(session_factory: sessionmaker, job_id: str) -> JobProgress:
-    """The job's segments per state (every state present), over its distinct videos."""
-    from core.status import FINAL_STATUSES, VideoStatus
-    from db.repository.results import job_segment_counts
-    from workers.services.jobs import JobProgress
-
-    with session_factory() as session:
-        raw = job_segment_counts(session=session, job_id=job_id)
-    counts = {status: raw.get(status.value, 0) for status in VideoStatus}
-    finished = sum(counts[status] for status in FINAL_STATUSES)
-    return JobProgress(counts=counts, total=sum(counts.values()), finished=finished)
 
 
 def resolve_video(session: Session, ref: str) -> str:

@@ -20,13 +20,8 @@ from workers.api.uploads import UploadLimits, read_upload
 from workers.api.views import MAX_PAGE, after_job, encode_cursor, job_cursor, job_json, offset_of
 from workers.services.callbacks import address_problem
 from workers.services.errors import UnknownJob
-from workers.services.jobs import (
-    IdempotencyKeyReused,
-    JobView,
-    job_view,
-    list_job_views,
-    submit_uploads,
-)
+from workers.services.jobs import IdempotencyKeyReused, submit_uploads
+from workers.services.progress import JobView, job_view, list_job_views
 from workers.services.tenants import Caller
 
 if TYPE_CHECKING:
