@@ -25,7 +25,7 @@ from db.repository.results import result_stamp
 from tests.db.helpers import add_video
 from tests.db.postgres import POSTGRES_URL, open_postgres
 from tests.integration.harness import free_port, machine_redis_database
-from workers.api import deps
+from workers.api import auth
 from workers.api.metrics import ApiMetrics
 from workers.api.result_cache import (
     APPLICATION_NAME,
@@ -272,14 +272,14 @@ def test_a_kept_key_check_answers_a_burst_without_reading(
 ) -> None:
     key = create_key(factory, "burst").key
     reads: list[str] = []
-    real = deps.authenticate
+    real = auth.authenticate
 
     def counted(session_factory: sessionmaker, presented: str) -> object:
         reads.append(presented)
         return real(session_factory, presented)
 
-    monkeypatch.setattr(deps, "authenticate", counted)
-    keys = deps.KeyCache(ttl_s=60)
+    monkeypatch.setattr(auth, "authenticate", counted)
+    keys = auth.KeyCache(ttl_s=60)
 
     async def burst() -> list[object]:
         first = await keys.authenticate_async(factory, key)

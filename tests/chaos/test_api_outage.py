@@ -18,7 +18,7 @@ import pytest
 from tests.api.harness import ApiServer, create_key
 from tests.integration.harness import Cluster, RedisServer, wait_for
 from tests.integration.private_postgres import PrivatePostgres
-from workers.api.deps import KEY_CACHE_S
+from workers.api.auth import KEY_CACHE_S
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from workers.api import web
+from workers.api.auth import KeyCache
 from workers.api.background import Housekeeper
 from workers.api.context import ApiContext
-from workers.api.deps import KeyCache
 from workers.api.metrics import ApiMetrics, MetricsMiddleware
 from workers.api.problems import install_problem_handlers
 from workers.api.result_cache import ResultCache

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from core.status import VideoStatus
 from core.traits import TRAITS
+from workers.api.auth import RateLimited, admit
 from workers.api.context import ApiContext
 from workers.api.deps import get_context
 from workers.api.uploads import UploadLimits, read_upload
@@ -48,14 +49,16 @@ def csrf_token(key: str) -> str:
     return hmac.new(key.encode(), b"oceanstream-csrf", hashlib.sha256).hexdigest()
 
 
-def web_caller(request: Request, context: ApiContext = Depends(get_context)) -> Caller:
+async def web_caller(request: Request, context: ApiContext = Depends(get_context)) -> Caller:
     key = request.cookies.get(COOKIE, "")
-    caller = context.keys.authenticate(context.session_factory, key) if key else None
+    try:
+        caller = await admit(context, key) if key else None
+    except RateLimited as exc:
+        raise HTTPException(
+            429, "too many requests", {"Retry-After": str(exc.retry_after_s)}
+        ) from exc
     if caller is None:
         raise SignInRequired
-    verdict = context.limiter.check(caller.key_id)
-    if not verdict.allowed:
-        raise HTTPException(429, "too many requests", {"Retry-After": str(verdict.retry_after_s)})
     return caller
 
 
