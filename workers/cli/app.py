@@ -1,4 +1,7 @@
-"""The Typer application and helpers every command shares."""
+"""The Typer application and helpers every command shares.
+
+Command modules register on `app` when imported; `workers.cli.commands` imports them all.
+"""
 
 from __future__ import annotations
 
@@ -138,7 +141,3 @@ def open_database(settings: Settings) -> sessionmaker:
     prepare_home(settings)  # a SQLite file's folder and file, private to the user
     upgrade_database(url, sqlite_busy_timeout_ms=busy_ms)
     return make_session_factory(make_engine(url, sqlite_busy_timeout_ms=busy_ms))
-
-
-from workers.cli import backbones as _backbones  # noqa: E402, F401  (registers its commands)
-from workers.cli import dead_letters as _dead_letters  # noqa: E402, F401  (registers its commands)
