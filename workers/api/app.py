@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from workers import package_version
 from workers.api import web
 from workers.api.auth import KeyCache
 from workers.api.background import Housekeeper
@@ -44,7 +45,6 @@ def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
     import redis.asyncio
 
     from workers.broker.kombu_redis import redis_url
-    from workers.cli.app import package_version
 
     try:
         counter_url = redis_url(settings.broker_url.get_secret_value())

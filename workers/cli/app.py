@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from workers import package_version
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
@@ -43,15 +45,6 @@ err = Console(stderr=True, soft_wrap=True, emoji=False)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-
-def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("oceanstream")
-    except PackageNotFoundError:  # a checkout that was never installed
-        return "unknown"
 
 
 def _print_version(value: bool) -> None:

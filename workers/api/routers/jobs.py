@@ -19,6 +19,7 @@ from workers.api.problems import not_found
 from workers.api.uploads import UploadLimits, read_upload
 from workers.api.views import MAX_PAGE, after_job, encode_cursor, job_cursor, job_json, offset_of
 from workers.services.callbacks import address_problem
+from workers.services.csv_export import results_csv
 from workers.services.errors import UnknownJob
 from workers.services.jobs import IdempotencyKeyReused, submit_uploads
 from workers.services.progress import JobView, job_view, list_job_views
@@ -231,8 +232,6 @@ def job_results(
     _view_or_404(context, job_id, caller)
     rows = [row.to_dict() for row in rows_of(context.session_factory, job_id)]
     if format == "csv":
-        from workers.cli.render import results_csv
-
         return Response(
             results_csv(rows),
             media_type="text/csv; charset=utf-8",
