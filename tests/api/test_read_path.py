@@ -27,6 +27,7 @@ from tests.db.postgres import POSTGRES_URL, open_postgres
 from tests.integration.harness import free_port, machine_redis_database
 from workers.api import auth
 from workers.api.metrics import ApiMetrics
+from workers.api.rate_limit import RateLimiter
 from workers.api.result_cache import (
     APPLICATION_NAME,
     Answer,
@@ -35,7 +36,6 @@ from workers.api.result_cache import (
     StampsUnavailable,
     read_uncached,
 )
-from workers.api.security import RateLimiter
 from workers.services.tenants import create_key
 
 pytestmark = pytest.mark.integration

@@ -21,9 +21,10 @@ from workers.api.background import Housekeeper
 from workers.api.context import ApiContext
 from workers.api.metrics import ApiMetrics, MetricsMiddleware
 from workers.api.problems import install_problem_handlers
+from workers.api.rate_limit import RateLimiter
 from workers.api.result_cache import ResultCache
 from workers.api.routers import health, jobs, tenant, videos
-from workers.api.security import RateLimiter, SecurityHeaders
+from workers.api.security import SecurityHeaders
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker

@@ -11,8 +11,8 @@ if TYPE_CHECKING:
 
     from workers.api.auth import KeyCache
     from workers.api.metrics import ApiMetrics
+    from workers.api.rate_limit import RateLimiter
     from workers.api.result_cache import ResultCache
-    from workers.api.security import RateLimiter
     from workers.settings import Settings
 
 
