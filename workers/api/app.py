@@ -25,6 +25,7 @@ from workers.api.rate_limit import RateLimiter
 from workers.api.result_cache import ResultCache
 from workers.api.routers import health, jobs, tenant, videos
 from workers.api.security import SecurityHeaders
+from workers.broker.kombu_redis import redis_url
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
@@ -44,8 +45,6 @@ Scores made by an untrained model (`model_trained: false`) are no assessment of 
 def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
     import redis
     import redis.asyncio
-
-    from workers.broker.kombu_redis import redis_url
 
     try:
         counter_url = redis_url(settings.broker_url.get_secret_value())

@@ -15,8 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.artifacts import LAYOUT, ArtifactLayout
+from core.files import file_sha256, missing_file_key, refusal
 from core.status import VideoStatus
+from core.storage import ArtifactStore
+from db import repository as repo
 from db.models import DEFAULT_TENANT_ID
+from db.repository.jobs import create_job, job_by_idempotency_key
+from db.repository.videos import get_tenant_video
+from workers.celery_app import create_app
 from workers.services.errors import (
     ServiceError,
     Unreachable,
@@ -27,8 +34,6 @@ from workers.services.errors import (
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from core.artifacts import ArtifactLayout
-    from core.storage import ArtifactStore
     from workers.settings import Settings
 
 
@@ -95,8 +100,6 @@ def register_video(
     a stable key derived from its path, so it can still be reported as failed in the job's
     results.
     """
-    from db import repository as repo
-
     content_hash, size, problem = _identify(path, refusal)
     video, created = repo.get_or_create_video(
         session=session,
@@ -114,8 +117,6 @@ def register_video(
 
 def _identify(path: Path, refusal: str | None) -> tuple[str, int, str | None]:
     """(content hash or stand-in key, size, why the file is not read) of `path`."""
-    from core.files import file_sha256, missing_file_key
-
     if refusal is not None:
         return missing_file_key(path, kind="refused"), 0, refusal
     try:
@@ -138,10 +139,6 @@ def register_inputs(
     `expand_inputs` (a symlink leaving its folder), which is never opened, uploaded or
     analysed.
     """
-    from core.artifacts import LAYOUT
-    from core.files import refusal
-    from db import repository as repo
-
     with session_factory.begin() as session:
         job = repo.create_job(session=session, kind=kind, options={}, tenant_id=tenant_id)
         registration = Registration(job_id=job.id, video_ids=[])
@@ -188,8 +185,6 @@ def register_inputs(
 
 
 def _fail(session: Session, video: RegisteredVideo) -> None:
-    from db import repository as repo
-
     repo.transition_video(
         session=session,
         video_id=video.video_id,
@@ -220,9 +215,6 @@ def submit(
 
     Nothing is stored when the broker cannot be reached.
     """
-    from core.storage import ArtifactStore
-    from workers.celery_app import create_app
-
     check_broker(settings.broker_url.get_secret_value())
     store = ArtifactStore(settings.effective_storage_url, settings.storage_mode)
     registration = register_inputs(session_factory, inputs, kind="submit", store=store)
@@ -273,8 +265,6 @@ class UploadedJob:
 
 def tenant_layout(tenant_id: str) -> ArtifactLayout:
     """Where a tenant's uploads go: the default tenant's as before, others' under their id."""
-    from core.artifacts import LAYOUT, ArtifactLayout
-
     if tenant_id == DEFAULT_TENANT_ID:
         return LAYOUT
     return ArtifactLayout(prefix=f"tenants/{tenant_id}")
@@ -297,9 +287,6 @@ def submit_uploads(
     Nothing is stored when the broker cannot be reached.
     """
     from sqlalchemy.exc import IntegrityError
-
-    from core.storage import ArtifactStore
-    from workers.celery_app import create_app
 
     check_broker(settings.broker_url.get_secret_value())
     fingerprint = request_fingerprint(uploads, callback_url)
@@ -332,8 +319,6 @@ def _job_for_key(
     session_factory: sessionmaker, tenant_id: str, key: str, fingerprint: str
 ) -> str | None:
     """The job made with Idempotency-Key `key`, if it was made for the same request."""
-    from db.repository.jobs import job_by_idempotency_key
-
     with session_factory() as session:
         job = job_by_idempotency_key(session=session, tenant_id=tenant_id, key=key)
         if job is None:
@@ -356,9 +341,6 @@ def _register_uploads(
     idempotency_key: str | None,
     fingerprint: str,
 ) -> tuple[str, list[str], list[str]]:
-    from db import repository as repo
-    from db.repository.jobs import create_job
-
     layout = tenant_layout(tenant_id)
     with session_factory.begin() as session:
         job = create_job(
@@ -399,15 +381,11 @@ def _register_uploads(
 
 def job_failures(session_factory: sessionmaker, job_id: str) -> list[tuple[str, str]]:
     """(path as given, error) of the job's failed entries, in order."""
-    from db import repository as repo
-
     with session_factory() as session:
         return repo.job_failures(session=session, job_id=job_id)
 
 
 def owns_video(session_factory: sessionmaker, video_id: str, tenant_id: str) -> bool:
     """Whether `video_id` (a full id) is one of the tenant's videos."""
-    from db.repository.videos import get_tenant_video
-
     with session_factory() as session:
         return get_tenant_video(session=session, video_id=video_id, tenant_id=tenant_id) is not None
