@@ -32,10 +32,10 @@ from workers.api.routers.videos import get_attention_png, get_timeline_png
 from workers.api.uploads import UploadLimits, read_upload
 from workers.api.views import after_job, job_cursor, job_json
 from workers.services.errors import UnknownJob
-from workers.services.jobs import submit_uploads
 from workers.services.progress import job_view, list_job_views
 from workers.services.results import job_results
 from workers.services.tenants import Caller, authenticate
+from workers.services.uploads import submit_uploads
 
 router = APIRouter(prefix="/app", include_in_schema=False)
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))

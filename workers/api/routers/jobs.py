@@ -22,10 +22,10 @@ from workers.services.callbacks import address_problem
 from workers.services.csv_export import results_csv
 from workers.services.erasure import erase_job
 from workers.services.errors import UnknownJob
-from workers.services.jobs import IdempotencyKeyReused, submit_uploads
 from workers.services.progress import JobView, job_view, list_job_views
 from workers.services.results import job_results as rows_of
 from workers.services.tenants import Caller
+from workers.services.uploads import IdempotencyKeyReused, submit_uploads
 
 if TYPE_CHECKING:
     from workers.settings import Settings
