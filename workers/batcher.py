@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING, Any
 from core.batching import bucket_sizes, compile_buckets
 from workers.batch_report import BatchReporter
 from workers.batch_runs import RunningBatch, Settler, run_batch
+from workers.broker.dead_letter_lists import dead_letters
 from workers.broker.kombu_redis import layout_of, redis_url, restore_visible
 from workers.inference_messages import Delivery, delivery_of
 from workers.redis_inbox import Received, RedisInbox
-from workers.services.dead_letters import dead_letters
 
 if TYPE_CHECKING:
     from celery import Celery

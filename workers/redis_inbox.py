@@ -20,7 +20,7 @@ A payload that is not UTF-8, not JSON or not an envelope is returned like any ot
 dead-letters and acknowledges it; the rest of the take is unaffected. Decoding never raises,
 whatever the payload (`decode_payload`). So is a message kombu restored `redelivered` more
 times than the layout's `max_deliveries` allows (its redeliveries are counted on the broker,
-`workers.services.dead_letters.count_deliveries`): a batch that kills its pool process comes
+`workers.broker.dead_letter_lists.count_deliveries`): a batch that kills its pool process comes
 back a bounded number of times, then its messages are dead-lettered, never run again.
 
 The layout is kombu's (queue lists with kombu's priority suffixes, the two unacked keys, the
@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from workers.broker.dead_letter_lists import count_deliveries
 from workers.broker.kombu_redis import (
     REQUEUE_SCRIPT,
     TAKE_SCRIPT,
@@ -44,7 +45,6 @@ from workers.broker.kombu_redis import (
     restore_visible,
     too_many_deliveries,
 )
-from workers.services.dead_letters import count_deliveries
 
 __all__ = ["Received", "RedisInbox", "decode_payload", "restore_visible"]
 

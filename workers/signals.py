@@ -83,8 +83,12 @@ def start_queue_metrics(settings: Settings) -> QueueLengthCollector | None:
         return None
     from prometheus_client import CollectorRegistry
 
-    from workers.broker.kombu_redis import KombuRedisLayout, UnsupportedBrokerSetting
-    from workers.celery_app import BROKER_TRANSPORT_OPTIONS, QUEUES
+    from workers.broker.kombu_redis import (
+        BROKER_TRANSPORT_OPTIONS,
+        KombuRedisLayout,
+        UnsupportedBrokerSetting,
+    )
+    from workers.celery_app import QUEUES
     from workers.metrics import QueueLengthCollector, start_exporter, storage_metrics
 
     try:

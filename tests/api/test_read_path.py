@@ -26,8 +26,9 @@ from tests.support.postgres import POSTGRES_URL, open_postgres
 from tests.support.redis import machine_redis_database
 from tests.support.rows import add_video
 from tests.support.services import free_port
-from workers.api import deps
+from workers.api import auth
 from workers.api.metrics import ApiMetrics
+from workers.api.rate_limit import RateLimiter
 from workers.api.result_cache import (
     APPLICATION_NAME,
     Answer,
@@ -36,7 +37,6 @@ from workers.api.result_cache import (
     StampsUnavailable,
     read_uncached,
 )
-from workers.api.security import RateLimiter
 from workers.services.tenants import create_key
 
 pytestmark = pytest.mark.integration
@@ -273,14 +273,14 @@ def test_a_kept_key_check_answers_a_burst_without_reading(
 ) -> None:
     key = create_key(factory, "burst").key
     reads: list[str] = []
-    real = deps.authenticate
+    real = auth.authenticate
 
     def counted(session_factory: sessionmaker, presented: str) -> object:
         reads.append(presented)
         return real(session_factory, presented)
 
-    monkeypatch.setattr(deps, "authenticate", counted)
-    keys = deps.KeyCache(ttl_s=60)
+    monkeypatch.setattr(auth, "authenticate", counted)
+    keys = auth.KeyCache(ttl_s=60)
 
     async def burst() -> list[object]:
         first = await keys.authenticate_async(factory, key)

@@ -20,7 +20,7 @@ from tests.support.cluster import Cluster
 from tests.support.private_postgres import PrivatePostgres
 from tests.support.redis import RedisServer
 from tests.support.services import wait_for
-from workers.api.deps import KEY_CACHE_S
+from workers.api.auth import KEY_CACHE_S
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

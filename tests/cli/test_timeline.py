@@ -26,9 +26,9 @@ from core.traits import TRAITS
 from tests.cli.helpers import assert_one_line_error, oceanstream
 from tests.support.timeline_data import StoredVideos, attention_map, populate, session_factory_for
 from workers.cli.distributed import progress_line
-from workers.cli.render import timeline_csv
-from workers.services.jobs import JobProgress, job_progress
-from workers.services.results import job_segment_progress, stored_segment_attention, video_result
+from workers.services.csv_export import timeline_csv
+from workers.services.progress import JobProgress, job_progress, job_segment_progress
+from workers.services.results import stored_segment_attention, video_result
 from workers.services.timeline import TIMELINE_FIELDS, plot_data
 
 INTERVIEW = "talks/interview.mp4"

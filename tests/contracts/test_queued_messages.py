@@ -16,9 +16,8 @@ import redis
 from celery import Celery
 from kombu import Consumer, Exchange, Queue
 
-from workers.broker.kombu_redis import layout_of
+from workers.broker.kombu_redis import BROKER_TRANSPORT_OPTIONS, layout_of
 from workers.broker.queued_messages import QueuedMessage, queued_messages
-from workers.celery_app import BROKER_TRANSPORT_OPTIONS
 
 pytestmark = pytest.mark.integration
 

@@ -14,15 +14,18 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from workers import package_version
 from workers.api import web
+from workers.api.auth import KeyCache
 from workers.api.background import Housekeeper
 from workers.api.context import ApiContext
-from workers.api.deps import KeyCache
 from workers.api.metrics import ApiMetrics, MetricsMiddleware
 from workers.api.problems import install_problem_handlers
+from workers.api.rate_limit import RateLimiter
 from workers.api.result_cache import ResultCache
 from workers.api.routers import health, jobs, tenant, videos
-from workers.api.security import RateLimiter, SecurityHeaders
+from workers.api.security import SecurityHeaders
+from workers.broker.kombu_redis import redis_url
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
@@ -42,9 +45,6 @@ Scores made by an untrained model (`model_trained: false`) are no assessment of 
 def create_app(settings: Settings, session_factory: sessionmaker) -> FastAPI:
     import redis
     import redis.asyncio
-
-    from workers.broker.kombu_redis import redis_url
-    from workers.cli.app import package_version
 
     try:
         counter_url = redis_url(settings.broker_url.get_secret_value())

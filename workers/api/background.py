@@ -2,7 +2,8 @@
 
 About once a second it queues the callbacks of jobs that became final
 (`workers.services.callbacks.dispatch_due`); every `RETENTION_EVERY_S` it erases what is older
-than `OCEANSTREAM_RETENTION_DAYS`, if set. An outage is logged and the next round tries again.
+than `OCEANSTREAM_RETENTION_DAYS`, if set (`workers.services.reconcile.apply_retention`, as
+`oceanstream reconcile` does). An outage is logged and the next round tries again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import threading
 import time
 
 from workers.api.context import ApiContext
+from workers.celery_app import create_app
+from workers.services.callbacks import dispatch_due
+from workers.services.reconcile import apply_retention
 
 log = logging.getLogger("oceanstream.api")
 
@@ -42,10 +46,6 @@ class Housekeeper:
                 log.warning("housekeeping round failed: %s", type(exc).__name__)
 
     def round(self) -> None:
-        from workers.celery_app import create_app
-        from workers.services.callbacks import dispatch_due
-        from workers.services.erasure import purge_expired
-
         settings = self.context.settings
         if self._celery is None:
             self._celery = create_app(settings)  # type: ignore[assignment]
@@ -55,6 +55,6 @@ class Housekeeper:
         now = time.monotonic()
         if settings.retention_days is not None and now >= self._next_retention:
             self._next_retention = now + RETENTION_EVERY_S
-            erased = purge_expired(settings, self.context.session_factory)
-            if erased.jobs or erased.videos:
-                log.info("retention: %s", erased.summary())
+            erased = apply_retention(settings, self.context.session_factory)
+            if erased is not None:
+                log.info("retention: %s", erased)

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
-    from workers.api.deps import KeyCache
+    from workers.api.auth import KeyCache
     from workers.api.metrics import ApiMetrics
+    from workers.api.rate_limit import RateLimiter
     from workers.api.result_cache import ResultCache
-    from workers.api.security import RateLimiter
     from workers.settings import Settings
 
 

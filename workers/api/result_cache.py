@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.concurrency import run_in_threadpool
 
 from core.status import FINAL_STATUSES
+from db.repository.results import query_results, result_stamp, result_stamps_select
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
@@ -101,8 +102,6 @@ def read_uncached(
 ) -> Answer | None:
     """The read without a cache: the stamp, then (unless the reader's copy is current) the
     result, in one session. None when the tenant has no such video."""
-    from db.repository.results import query_results, result_stamp
-
     with session_factory() as session:
         stamp = result_stamp(session=session, video_id=video_id, tenant_id=tenant_id)
         if stamp is None:
@@ -154,8 +153,6 @@ class ResultCache:
     ) -> Answer | None:
         """The tenant's video's result, or None when the tenant has no such video; its JSON
         is left out when `if_none_match` names its ETag."""
-        from db.repository.results import result_stamp
-
         with self._checks.connect() as connection:
             stamp = result_stamp(session=connection, video_id=video_id, tenant_id=tenant_id)
         return self._answer(tenant_id, video_id, stamp, if_none_match)
@@ -204,8 +201,6 @@ class ResultCache:
     ) -> Answer | None:
         """The result whose stamp was just read as `stamp`: current at the reader, kept, or
         read and maybe kept."""
-        from db.repository.results import query_results
-
         key = (tenant_id, video_id)
         if stamp is None:
             self._drop(key)
@@ -279,8 +274,6 @@ class AsyncStamps:
 
     def __init__(self, engine: Engine, connect_timeout_s: float = 5.0) -> None:
         from sqlalchemy.dialects import postgresql
-
-        from db.repository.results import result_stamps_select
 
         self.connect_timeout_s = connect_timeout_s
         self._sql = str(result_stamps_select().compile(dialect=postgresql.dialect()))

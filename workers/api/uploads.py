@@ -22,7 +22,7 @@ from typing import IO
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from workers.services.jobs import Upload
+from workers.services.uploads import Upload
 
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
 #: Longest name kept for an uploaded file.

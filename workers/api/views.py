@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from workers.services.jobs import JobView
+from workers.services.progress import JobView
 
 MAX_PAGE = 100
 

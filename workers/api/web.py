@@ -24,12 +24,18 @@ from starlette.concurrency import run_in_threadpool
 
 from core.status import VideoStatus
 from core.traits import TRAITS
+from workers.api.auth import RateLimited, admit
 from workers.api.context import ApiContext
 from workers.api.deps import get_context
+from workers.api.routers.jobs import job_events
+from workers.api.routers.videos import get_attention_png, get_timeline_png
 from workers.api.uploads import UploadLimits, read_upload
 from workers.api.views import after_job, job_cursor, job_json
 from workers.services.errors import UnknownJob
+from workers.services.progress import job_view, list_job_views
+from workers.services.results import job_results
 from workers.services.tenants import Caller, authenticate
+from workers.services.uploads import submit_uploads
 
 router = APIRouter(prefix="/app", include_in_schema=False)
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -48,14 +54,16 @@ def csrf_token(key: str) -> str:
     return hmac.new(key.encode(), b"oceanstream-csrf", hashlib.sha256).hexdigest()
 
 
-def web_caller(request: Request, context: ApiContext = Depends(get_context)) -> Caller:
+async def web_caller(request: Request, context: ApiContext = Depends(get_context)) -> Caller:
     key = request.cookies.get(COOKIE, "")
-    caller = context.keys.authenticate(context.session_factory, key) if key else None
+    try:
+        caller = await admit(context, key) if key else None
+    except RateLimited as exc:
+        raise HTTPException(
+            429, "too many requests", {"Retry-After": str(exc.retry_after_s)}
+        ) from exc
     if caller is None:
         raise SignInRequired
-    verdict = context.limiter.check(caller.key_id)
-    if not verdict.allowed:
-        raise HTTPException(429, "too many requests", {"Retry-After": str(verdict.retry_after_s)})
     return caller
 
 
@@ -156,8 +164,6 @@ def jobs_page(
     caller: Caller = Depends(web_caller),
     context: ApiContext = Depends(get_context),
 ) -> HTMLResponse:
-    from workers.services.jobs import list_job_views
-
     views = list_job_views(
         context.session_factory, caller.tenant_id, limit=PAGE + 1, after=after_job(cursor)
     )
@@ -178,8 +184,6 @@ async def upload(
     caller: Caller = Depends(web_caller),
     context: ApiContext = Depends(get_context),
 ) -> Response:
-    from workers.services.jobs import submit_uploads
-
     _same_site(request)
     settings = context.settings
     form = await read_upload(
@@ -214,9 +218,6 @@ def job_page(
     caller: Caller = Depends(web_caller),
     context: ApiContext = Depends(get_context),
 ) -> HTMLResponse:
-    from workers.services.jobs import job_view
-    from workers.services.results import job_results
-
     try:
         view = job_view(context.session_factory, job_id, caller.tenant_id)
     except UnknownJob:
@@ -229,8 +230,6 @@ def job_page(
 def job_page_events(
     job_id: str, caller: Caller = Depends(web_caller), context: ApiContext = Depends(get_context)
 ) -> StreamingResponse:
-    from workers.api.routers.jobs import job_events
-
     return job_events(job_id, caller, context)
 
 
@@ -279,8 +278,6 @@ def video_attention(
     caller: Caller = Depends(web_caller),
     context: ApiContext = Depends(get_context),
 ) -> Response:
-    from workers.api.routers.videos import get_attention_png
-
     return get_attention_png(video_id, segment, person, caller=caller, context=context)
 
 
@@ -288,6 +285,4 @@ def video_attention(
 def video_timeline(
     video_id: str, caller: Caller = Depends(web_caller), context: ApiContext = Depends(get_context)
 ) -> Response:
-    from workers.api.routers.videos import get_timeline_png
-
     return get_timeline_png(video_id, caller, context)

@@ -14,7 +14,7 @@ changes any of it.
 `_brpop_read` and `_get` (the two places a consumer pops a payload and decodes it): a
 payload kombu cannot turn into a message (not UTF-8, not JSON, not an envelope with a
 delivery tag and delivery info, a body that does not decode) is dead-lettered
-(`workers.services.dead_letters`) instead of raising out of the worker's event loop, which
+(`workers.broker.dead_letter_lists`) instead of raising out of the worker's event loop, which
 kills the worker and loses the messages it had prefetched. Celery selects it with
 `broker_transport` (`TRANSPORT`); `dead_letter_message` does the same for a message the
 Celery consumer refuses after kombu delivered it.
@@ -23,7 +23,7 @@ Decoding never raises: any exception from it (a `RecursionError` for `[[[[...`, 
 `MemoryError` for a huge payload, a `UnicodeError`) dead-letters that payload alone. And no
 payload can crash consumers in a loop: kombu marks a message it restores (visibility
 timeout, a rejected or abandoned delivery) `redelivered`; each redelivery is counted on the
-broker (`workers.services.dead_letters.count_deliveries`), and a message delivered
+broker (`workers.broker.dead_letter_lists.count_deliveries`), and a message delivered
 `max_deliveries` times without an acknowledgement (transport option, `DEFAULT_MAX_DELIVERIES`)
 is dead-lettered instead of being handed to a task again, by this channel and by the
 inference pool's inbox alike.
@@ -33,12 +33,16 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
+
+from workers.broker.dead_letter_lists import count_deliveries, dead_letter
+from workers.time_limits import VISIBILITY_TIMEOUT_S
 
 # kombu.transport.redis.Channel's defaults (the contract tests compare them).
 DEFAULT_SEP = "\x06\x16"
@@ -47,6 +51,13 @@ DEFAULT_UNACKED_KEY = "unacked"
 DEFAULT_UNACKED_INDEX_KEY = "unacked_index"
 #: Deliveries of one message without an acknowledgement before it is dead-lettered instead.
 DEFAULT_MAX_DELIVERIES = 5
+
+#: The pipeline's kombu Redis transport options (the app adds `max_deliveries` from the
+#: settings); `KombuRedisLayout.from_transport_options` reads the key names from them.
+BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": VISIBILITY_TIMEOUT_S,
+    "queue_order_strategy": "priority",
+}
 
 # redis-py URL scheme of each kombu Redis broker scheme.
 _SCHEMES = {"redis": "redis", "rediss": "rediss", "redis+socket": "unix"}
@@ -376,8 +387,6 @@ class DeadLetteringChannel(kombu_redis.Channel):
 
     def _deliverable(self, queue: str, item: bytes, client: Any = None) -> dict[str, Any] | None:
         """The envelope of a popped payload, or None once it is dead-lettered."""
-        from workers.services.dead_letters import count_deliveries, dead_letter
-
         payload, problem = payload_problem(item)
         if payload is not None:
             try:
@@ -398,8 +407,6 @@ class DeadLetteringChannel(kombu_redis.Channel):
         return None
 
     def dead_letter(self, queue: str, raw: bytes | str, reason: str) -> None:
-        from workers.services.dead_letters import dead_letter
-
         with self.conn_or_acquire() as client:
             dead_letter(client, queue, raw, reason)
 
@@ -427,8 +434,6 @@ def dead_letter_message(message: Any, reason: str) -> None:
     if isinstance(channel, DeadLetteringChannel):
         channel.dead_letter(queue, text, reason)
     else:  # another transport: nowhere to put it but the log
-        import logging
-
         logging.getLogger("oceanstream.dead_letters").error(
             "dropped a message on %s (no dead-letter list on this broker): %s", queue, reason
         )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from workers.cli.app import app
+from workers.cli.app import app, err
+from workers.cli.failures import describe_failure, exit_code_for
 
 
 def main() -> None:
@@ -14,26 +15,11 @@ def main() -> None:
         from workers.cli.quiet import quiet_third_party
 
         quiet_third_party()
-    # Commands register themselves on import.
-    from workers.cli import (  # noqa: F401
-        analyze,
-        callbacks,
-        database,
-        distributed,
-        extract,
-        keys,
-        models,
-        plot,
-        processes,
-        purge,
-        results,
-        serve,
-        training,
-        watch,
-    )
+    # Imported here, after the libraries are quieted: the command modules import them.
+    from workers.cli.commands import app as registered
 
     try:
-        app()
+        registered()
     except Exception as exc:
         _exit_on_expected_failure(exc)
         raise
@@ -41,9 +27,6 @@ def main() -> None:
 
 def _exit_on_expected_failure(exc: Exception) -> None:
     """A database or broker outage or a usage error: one line, no traceback."""
-    from workers.cli.app import err
-    from workers.cli.failures import describe_failure, exit_code_for
-
     message = describe_failure(exc)
     if message is None:
         return

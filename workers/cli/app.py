@@ -1,4 +1,7 @@
-"""The Typer application and helpers every command shares."""
+"""The Typer application and helpers every command shares.
+
+Command modules register on `app` when imported; `workers.cli.commands` imports them all.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+from workers import package_version
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
@@ -40,15 +45,6 @@ err = Console(stderr=True, soft_wrap=True, emoji=False)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-
-def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("oceanstream")
-    except PackageNotFoundError:  # a checkout that was never installed
-        return "unknown"
 
 
 def _print_version(value: bool) -> None:
@@ -138,7 +134,3 @@ def open_database(settings: Settings) -> sessionmaker:
     prepare_home(settings)  # a SQLite file's folder and file, private to the user
     upgrade_database(url, sqlite_busy_timeout_ms=busy_ms)
     return make_session_factory(make_engine(url, sqlite_busy_timeout_ms=busy_ms))
-
-
-from workers.cli import backbones as _backbones  # noqa: E402, F401  (registers its commands)
-from workers.cli import dead_letters as _dead_letters  # noqa: E402, F401  (registers its commands)

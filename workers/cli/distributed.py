@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -26,10 +26,7 @@ from workers.cli.app import (
 from workers.cli.render import print_results_table
 
 if TYPE_CHECKING:
-    from celery import Celery
-
-    from workers.broker.kombu_redis import KombuRedisLayout
-    from workers.services.jobs import JobProgress
+    from workers.services.progress import JobProgress
     from workers.settings import Settings
 
 
@@ -58,7 +55,7 @@ def submit(
 ) -> None:
     """Register a job, store its videos and queue them for the workers."""
     from workers.services import jobs
-    from workers.services.results import job_segment_progress
+    from workers.services import progress as job_views
 
     settings = load_settings()
     inputs = collect_inputs(paths)
@@ -74,11 +71,11 @@ def submit(
         task = bar.add_task("waiting", total=None)
 
         def show(progress: JobProgress) -> None:
-            segments = job_segment_progress(session_factory, registration.job_id)
+            segments = job_views.job_segment_progress(session_factory, registration.job_id)
             bar.update(task, total=progress.total, completed=progress.finished)
             bar.update(task, description=progress_line(progress, segments))
 
-        final, rows = jobs.follow_job(
+        final, rows = job_views.follow_job(
             session_factory, registration.job_id, timeout_s=timeout or None, on_progress=show
         )
     if not final.done:
@@ -101,11 +98,11 @@ def status(
     """Per-state counts of a job's videos and of their segments, and the failures with their
     messages."""
     from workers.services import jobs
-    from workers.services.results import job_segment_progress
+    from workers.services import progress as job_views
 
     session_factory = open_database(load_settings())
-    progress = jobs.job_progress(session_factory, job)
-    segments = job_segment_progress(session_factory, job)
+    progress = job_views.job_progress(session_factory, job)
+    segments = job_views.job_segment_progress(session_factory, job)
     failures = jobs.job_failures(session_factory, job)
     report = {
         "job": job,
@@ -151,8 +148,16 @@ def reconcile(
     next round tries again; a single run reports it and exits with 1. An error that is no
     outage (a bug) ends the command with its traceback, in either mode.
     """
+    # Here, not at the top: the service loads the stage code and Celery (seconds), which
+    # the other commands and --help should not wait for.
+    from workers.services.reconcile import Reconciler
+
     settings = load_settings()
-    reconciler = _Reconciler(settings)
+
+    def report(line: str) -> None:
+        err.print(f"reconcile: {line}", highlight=False, markup=False)
+
+    reconciler = Reconciler(settings, prepare=lambda: open_database(settings), report=report)
     while True:
         try:
             resent = reconciler.run_once(older_than)
@@ -182,128 +187,3 @@ def _outage_line(exc: Exception, settings: Settings) -> str | None:
     for url in (settings.effective_database_url, settings.broker_url.get_secret_value()):
         reason = hide_password(reason, str(url))
     return f"{type(exc).__name__}: {reason}".rstrip(": ")
-
-
-class _Reconciler:
-    """Opens the database and the broker on first use, so an outage at start is a round
-    that failed, like any later one."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.celery: Celery | None = None
-        self._redis: Any = None
-        self._layout: KombuRedisLayout | None = None
-
-    def run_once(self, older_than: float) -> int:
-        from tasks.reconcile import find_lost_work
-        from workers import bootstrap
-
-        if self.celery is None:
-            self.celery = self._connect()
-        in_flight = None
-        if self._layout is not None:
-
-            def in_flight() -> set[tuple[str, str]]:
-                return self._in_flight(older_than)
-
-        from tasks.queues import STAGE_QUEUES, task_name
-
-        work = find_lost_work(bootstrap.get_context(), older_than, in_flight)
-        for stage, row_id in work:
-            self.celery.send_task(task_name(stage), args=[row_id], queue=STAGE_QUEUES[stage])
-        self._resend_callbacks(older_than)
-        self._apply_retention()
-        return len(work)
-
-    def _resend_callbacks(self, older_than: float) -> None:
-        """Send again the completion callbacks whose messages were lost."""
-        from workers import bootstrap
-        from workers.services.callbacks import resend_lost
-
-        assert self.celery is not None
-        on_broker = self._callbacks_on_broker(older_than) if self._layout is not None else None
-        resent = resend_lost(
-            bootstrap.get_context().session_factory,
-            self.celery,
-            idle_s=older_than,
-            on_broker=on_broker,
-        )
-        if resent:
-            err.print(f"reconcile: resent {plural(resent, 'lost callback')}", highlight=False)
-
-    def _callbacks_on_broker(self, older_than: float) -> set[str]:
-        """Job ids with a callback message waiting, or held by a worker (a retry waiting out
-        its backoff) for less than the longest backoff, an attempt and `older_than`."""
-        from workers.broker.queued_messages import queued_messages
-        from workers.services.callbacks import MAX_BACKOFF_S, QUEUE, TASK
-
-        assert self._layout is not None
-        patience = MAX_BACKOFF_S + self.settings.callback_timeout_s + older_than
-        now = time.time()
-        return {
-            str(message.args[0])
-            for message in queued_messages(self._redis, self._layout, [QUEUE])
-            if message.task == TASK
-            and message.args
-            and (not message.held or now - (message.held_since or 0.0) < patience)
-        }
-
-    def _apply_retention(self) -> None:
-        """Erase what is older than OCEANSTREAM_RETENTION_DAYS, when that is set."""
-        from workers import bootstrap
-        from workers.services.erasure import purge_expired
-
-        erased = purge_expired(self.settings, bootstrap.get_context().session_factory)
-        if erased.jobs or erased.videos:
-            err.print(f"reconcile: retention: {erased.summary()}", highlight=False)
-
-    def _connect(self) -> Celery:
-        from workers import bootstrap
-        from workers.broker.kombu_redis import UnsupportedBrokerSetting, layout_of, redis_url
-        from workers.celery_app import create_app
-
-        open_database(self.settings)
-        bootstrap.configure(self.settings)
-        celery = create_app(self.settings)
-        try:
-            self._layout = layout_of(celery)
-        except UnsupportedBrokerSetting as exc:
-            err.print(
-                f"reconcile: cannot see which messages are queued ({exc}); "
-                "resending every idle video's stage",
-                highlight=False,
-                markup=False,
-            )
-        else:
-            import redis
-
-            self._redis = redis.Redis.from_url(
-                redis_url(self.settings.broker_url.get_secret_value()),
-                socket_timeout=10.0,
-                socket_connect_timeout=5.0,
-            )
-        return celery
-
-    def _in_flight(self, older_than: float) -> set[tuple[str, str]]:
-        """(stage, video or segment id) of each stage message waiting on its queue, or held
-        by a worker for less than `older_than` seconds.
-
-        A message held longer is taken as lost with its worker (killed, its node gone): kombu
-        would put it back only after the visibility timeout (12 minutes), so it is resent,
-        and the stage's guard makes the late copy harmless.
-        """
-        from tasks.queues import STAGE_QUEUES, task_name
-        from workers.broker.queued_messages import queued_messages
-        from workers.celery_app import QUEUES
-
-        assert self._layout is not None
-        stage_of = {task_name(stage): stage for stage in STAGE_QUEUES}
-        now = time.time()
-        return {
-            (stage_of[message.task], str(message.args[0]))
-            for message in queued_messages(self._redis, self._layout, QUEUES)
-            if message.task in stage_of
-            and message.queue == STAGE_QUEUES[stage_of[message.task]]
-            and message.args
-            and (not message.held or now - (message.held_since or 0.0) < older_than)
-        }

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,43 +108,6 @@ def print_results_table(console: Console, rows: Sequence[dict[str, Any]]) -> Non
         console.print("[yellow]untrained: scores from seeded weights, not an assessment[/]")
 
 
-#: A text cell starting with one of these is read as a formula by spreadsheet programs.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise_cell(value: Any) -> Any:
-    """A text cell that a spreadsheet would run as a formula, prefixed with a single quote.
-
-    Only text is touched: numbers (trait scores, counts) stay numbers.
-    """
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-def results_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows as CSV; text cells that would start a formula are neutralised."""
-    fields = [
-        "video",
-        "video_id",
-        "status",
-        *TRAITS,
-        "faces_found",
-        "frames",
-        "model_version",
-        "model_trained",
-        "error",
-    ]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        flat = {k: v for k, v in row.items() if k in fields}
-        flat.update(row.get("traits") or {})
-        writer.writerow({key: neutralise_cell(value) for key, value in flat.items()})
-    return buffer.getvalue()
-
-
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -181,27 +142,3 @@ def print_timeline_table(console: Console, rows: Sequence[dict[str, Any]]) -> No
                 escape(row.get("error") or ""),
             )
         console.print(table)
-
-
-def timeline_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """Timeline rows as CSV, the traits flattened; text cells neutralised as in `results_csv`."""
-    fields = [
-        "video",
-        "video_id",
-        "segment",
-        "start_s",
-        "end_s",
-        "status",
-        "person",
-        *TRAITS,
-        "faces_found",
-        "error",
-    ]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        flat = {k: v for k, v in row.items() if k in fields}
-        flat.update(row.get("traits") or {})
-        writer.writerow({key: neutralise_cell(value) for key, value in flat.items()})
-    return buffer.getvalue()

@@ -10,12 +10,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from workers.cli.app import app, err, load_settings, open_database, out
-from workers.cli.render import (
-    print_results_table,
-    print_timeline_table,
-    results_csv,
-    timeline_csv,
-)
+from workers.cli.render import print_results_table, print_timeline_table
+from workers.services.csv_export import results_csv, timeline_csv
 
 if TYPE_CHECKING:
     from workers.services.results import ResultRow

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.attention_plot import plot_attention_map
+from core.backbones.registry import backbones_dir
+from core.segment_analysis import identity_for
+from db import repository as repo
+from db.repository.outcomes import store_segmented
 from workers.services.jobs import Registration, register_inputs
 from workers.services.models import register_bundle, serving_bundle
 from workers.services.results import ResultRow, job_results
@@ -41,8 +46,6 @@ def prepare(
     Persons are linked across segments by identity when FaceRes is installed, else by
     continuity (`core.segment_analysis.identity_for`).
     """
-    from core.backbones.registry import backbones_dir
-    from core.segment_analysis import identity_for
     from core.video_analysis import VideoAnalyzer
 
     bundle, uri = serving_bundle(session_factory, settings, model)
@@ -68,8 +71,6 @@ def analyze_inputs(
     failed at registration and not analysed. Each video is stored in one transaction with
     its segments, persons and aggregate (`db.repository.outcomes.store_segmented`).
     """
-    from db.repository.outcomes import store_segmented
-
     registration = register_inputs(session_factory, inputs, kind="analyze")
     paths_of: dict[str, list[Path]] = {}
     for path, video_id in zip(inputs, registration.video_ids, strict=True):
@@ -99,9 +100,6 @@ def write_attention(
     """`<stem>-<short id>.png` in `directory`: the video's headline map (its main person's,
     from that person's segment with most face frames). Nothing for a video without one.
     The short id is accepted wherever an id is."""
-    from core.attention_plot import plot_attention_map
-    from db import repository as repo
-
     with session_factory() as session:
         prediction = repo.get_prediction(
             session=session, video_id=video_id, model_version=result.model_version

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.backbones.emotion import convert_emotion
 from core.backbones.registry import (
     BackboneSource,
     backbone_source,
@@ -170,8 +171,6 @@ def _convert(source: BackboneSource, files: dict[str, Path]) -> Any:
         from core.backbones.faceres import convert_faceres
 
         return convert_faceres(by_name["faceres.json"], by_name["faceres.bin"])
-    from core.backbones.emotion import convert_emotion
-
     return convert_emotion(by_name["emotion_model.hdf5"])
 
 

@@ -44,6 +44,19 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from db.repository.jobs import (
+    count_callback_attempts,
+    get_job,
+    idle_queued_callbacks,
+    jobs_due_for_callback,
+    move_callback,
+    record_callback_attempt,
+)
+from db.types import utcnow
+from workers.services.progress import job_progress
+from workers.services.results import job_results
+from workers.services.tenants import webhook_secret
+
 if TYPE_CHECKING:
     from celery import Celery
     from sqlalchemy.orm import sessionmaker
@@ -92,8 +105,6 @@ def backoff_s(settings: Settings, attempt: int) -> float:
 
 def dispatch_due(session_factory: sessionmaker, celery: Celery) -> int:
     """Queue the callback of every final job still waiting for it; how many were queued."""
-    from db.repository.jobs import jobs_due_for_callback, move_callback
-
     with session_factory() as session:
         due = jobs_due_for_callback(session=session)
     sent = 0
@@ -134,9 +145,6 @@ def resend_lost(
     """
     from datetime import timedelta
 
-    from db.repository.jobs import idle_queued_callbacks
-    from db.types import utcnow
-
     if on_broker is None:
         idle_s += MAX_BACKOFF_S + 60.0
     with session_factory() as session:
@@ -174,10 +182,6 @@ def address_problem(url: str, allow_private: bool) -> str | None:
 
 def job_summary(session_factory: sessionmaker, job_id: str) -> dict[str, Any] | None:
     """The JSON a callback carries: the job, its counts and its results; None if erased."""
-    from db.repository.jobs import get_job
-    from workers.services.jobs import job_progress
-    from workers.services.results import job_results
-
     with session_factory() as session:
         job = get_job(session=session, job_id=job_id)
         if job is None:
@@ -207,9 +211,6 @@ def deliver(
 ) -> Outcome:
     """POST the job's summary once and record the attempt."""
     import httpx
-
-    from db.repository.jobs import get_job
-    from workers.services.tenants import webhook_secret
 
     with session_factory() as session:
         job = get_job(session=session, job_id=job_id)
@@ -258,8 +259,6 @@ def _record(
     status_code: int | None,
     error: str | None,
 ) -> None:
-    from db.repository.jobs import get_job, record_callback_attempt
-
     with session_factory.begin() as session:
         if get_job(session=session, job_id=job_id) is not None:
             record_callback_attempt(
@@ -272,8 +271,6 @@ def _record(
 
 
 def finish(session_factory: sessionmaker, job_id: str, delivered: bool) -> None:
-    from db.repository.jobs import move_callback
-
     with session_factory.begin() as session:
         move_callback(
             session=session,
@@ -292,8 +289,6 @@ def register_callback_task(app: Celery, settings: Settings, session_factory: ses
 
     @app.task(name=TASK, bind=True, acks_late=True, max_retries=max_attempts - 1)
     def callback(self: Any, job_id: str) -> None:
-        from db.repository.jobs import count_callback_attempts, get_job
-
         with session_factory() as session:
             job = get_job(session=session, job_id=job_id)
             if job is None or job.callback_state != "queued":

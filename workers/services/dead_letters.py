@@ -3,9 +3,10 @@
 A payload that is not UTF-8, not JSON, not a kombu envelope, or not a task message its
 queue's consumer accepts (unknown task, arguments that do not fit) can never succeed: left
 on the queue it would crash or loop a worker. Every consumer (the Celery workers through
-`workers.broker.kombu_redis` and `workers.celery_app`, the inference pool through
-`workers.batcher`) calls `dead_letter` instead, which logs one line with the queue and the
-reason and pushes a record onto that queue's dead-letter list.
+`workers.broker.kombu_redis` and `workers.broker.celery_consumer`, the inference pool through
+`workers.batcher`) calls `dead_letter` (`workers.broker.dead_letter_lists`, the write side)
+instead, which logs one line with the queue and the reason and pushes a record onto that
+queue's dead-letter list.
 
 The list of queue `q` is the Redis list `oceanstream.dead.q` (`dead_letter_key`), in the
 broker's database, outside kombu's key names (`q`, `q` + separator + priority, `unacked*`,
@@ -28,106 +29,50 @@ consumer can dead-letter a message that keeps coming back unacknowledged
 (`workers.broker.kombu_redis`).
 """
 
-from __future__ import annotations
-
 import base64
 import binascii
 import json
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+import redis
+
+from workers.broker.dead_letter_lists import (
+    DELIVERY_COUNT_TTL_S as DELIVERY_COUNT_TTL_S,
+)
+from workers.broker.dead_letter_lists import (
+    DELIVERY_KEY_PREFIX as DELIVERY_KEY_PREFIX,
+)
+from workers.broker.dead_letter_lists import (
+    KEY_PREFIX as KEY_PREFIX,
+)
+from workers.broker.dead_letter_lists import (
+    MAX_DEAD_LETTERS as MAX_DEAD_LETTERS,
+)
+from workers.broker.dead_letter_lists import (
+    MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES,
+)
+from workers.broker.dead_letter_lists import (
+    count_deliveries as count_deliveries,
+)
+from workers.broker.dead_letter_lists import (
+    dead_letter as dead_letter,
+)
+from workers.broker.dead_letter_lists import (
+    dead_letter_key as dead_letter_key,
+)
+from workers.broker.dead_letter_lists import (
+    dead_letter_record as dead_letter_record,
+)
+from workers.broker.dead_letter_lists import (
+    dead_letters as dead_letters,
+)
+from workers.broker.dead_letter_lists import (
+    one_line as one_line,
+)
+from workers.broker.kombu_redis import BROKER_TRANSPORT_OPTIONS, KombuRedisLayout, redis_url
 from workers.services.errors import UsageError
-
-log = logging.getLogger("oceanstream.dead_letters")
-
-KEY_PREFIX = "oceanstream.dead."
-#: Records kept per queue; older ones are dropped as new ones arrive.
-MAX_DEAD_LETTERS = 10_000
-#: Bytes of a payload kept in a record; the rest is dropped (the record keeps its size).
-MAX_PAYLOAD_BYTES = 8192
-#: Characters of a reason kept in a record (one line).
-_REASON_CHARS = 300
-DELIVERY_KEY_PREFIX = "oceanstream.deliveries."
-#: How long a message's redelivery count is kept after its last redelivery.
-DELIVERY_COUNT_TTL_S = 7 * 24 * 3600
-
-
-def dead_letter_key(queue: str) -> str:
-    """The Redis list holding `queue`'s dead letters."""
-    return f"{KEY_PREFIX}{queue}"
-
-
-def dead_letter_record(queue: str, raw: bytes | str, reason: str) -> str:
-    """The JSON record of one dead letter (see the module doc)."""
-    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
-    size = len(data)
-    if size > MAX_PAYLOAD_BYTES:
-        data = data[:MAX_PAYLOAD_BYTES]
-        text = data.decode("utf-8", "ignore")  # cut on a character boundary
-        payload, encoded = text, False
-    else:
-        try:
-            payload, encoded = data.decode("utf-8"), False
-        except UnicodeDecodeError:
-            payload, encoded = base64.b64encode(data).decode("ascii"), True
-    return json.dumps(
-        {
-            "queue": queue,
-            "reason": one_line(reason),
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "payload": payload,
-            "base64": encoded,
-            "size": size,
-        }
-    )
-
-
-def dead_letter(client: Any, queue: str, raw: bytes | str, reason: str) -> None:
-    """Move one unreadable message of `queue` aside, logging it once. `client`: redis.Redis."""
-    dead_letters(client, queue, [(raw, reason)])
-
-
-def dead_letters(client: Any, queue: str, messages: Iterable[tuple[bytes | str, str]]) -> int:
-    """`dead_letter` for several messages of one queue, in one round trip; returns how many."""
-    records = []
-    for raw, reason in messages:
-        log.error("dead-lettered a message on %s: %s", queue, one_line(reason))
-        records.append(dead_letter_record(queue, raw, reason))
-    if records:
-        key = dead_letter_key(queue)
-        pipe = client.pipeline(transaction=True)
-        pipe.lpush(key, *records)
-        pipe.ltrim(key, 0, MAX_DEAD_LETTERS - 1)
-        pipe.execute()
-    return len(records)
-
-
-def count_deliveries(client: Any, tags: list[str]) -> list[int]:
-    """Count one more redelivery of each message (by kombu delivery tag), in one round trip.
-
-    Returns each message's deliveries so far, this one included (2 on its first
-    redelivery). A first delivery is not counted: only messages kombu marked `redelivered`
-    come here, so the counters exist for the few messages that came back.
-    """
-    if not tags:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for tag in tags:
-        key = f"{DELIVERY_KEY_PREFIX}{tag}"
-        pipe.incr(key)
-        pipe.expire(key, DELIVERY_COUNT_TTL_S)
-    counted = pipe.execute()
-    return [int(n) + 1 for n in counted[::2]]
-
-
-def one_line(text: str) -> str:
-    """`text` on one line, at most `_REASON_CHARS` characters."""
-    line = " ".join(str(text).split())
-    return line if len(line) <= _REASON_CHARS else line[: _REASON_CHARS - 1] + "…"
-
 
 # -- reading, replaying, purging (the operator's side) -----------------------------------------
 
@@ -229,8 +174,6 @@ def replay(client: Any, queue: str, queue_list: str, limit: int | None = None) -
     They go behind the messages waiting there, oldest first, and leave the dead-letter list
     in the same transaction (WATCHed: a record written meanwhile is not lost).
     """
-    import redis
-
     key = dead_letter_key(queue)
     with client.pipeline(transaction=True) as pipe:
         while True:
@@ -275,16 +218,9 @@ def purge(client: Any, queue: str) -> int:
 
 def broker_client(settings: Any) -> Any:
     """A redis.Redis on the configured broker (UnsupportedBrokerSetting if not Redis)."""
-    import redis
-
-    from workers.broker.kombu_redis import redis_url
-
     return redis.Redis.from_url(redis_url(settings.broker_url.get_secret_value()))
 
 
 def producer_list(queue: str) -> str:
     """The Redis list producers push `queue`'s messages to (kombu's lowest priority)."""
-    from workers.broker.kombu_redis import KombuRedisLayout
-    from workers.celery_app import BROKER_TRANSPORT_OPTIONS
-
     return KombuRedisLayout.from_transport_options(BROKER_TRANSPORT_OPTIONS).queue_lists(queue)[0]

@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from core.artifacts import LAYOUT
+from core.storage import ArtifactStore
+from db.engine import scrub_deleted
 from db.models import DEFAULT_TENANT_ID
+from db.repository import jobs as job_repo
+from db.repository.jobs import jobs_older_than
+from db.repository.videos import delete_videos, get_tenant_video, get_video, videos_older_than
 from workers.services.errors import UnknownJob, UsageError
 
 if TYPE_CHECKING:
@@ -71,9 +77,6 @@ def erase_job(
     `scrub=False` leaves the scrub of the database files to the caller (a purge of many jobs
     scrubs once).
     """
-    from db.repository import jobs as job_repo
-    from db.repository.videos import delete_videos
-
     with session_factory.begin() as session:
         job = (
             job_repo.get_job(session=session, job_id=job_id)
@@ -95,8 +98,6 @@ def erase_video(
     settings: Settings, session_factory: sessionmaker, video_id: str, tenant_id: str | None = None
 ) -> Erased:
     """Erase one video; with `tenant_id`, only that tenant's (else `UnknownVideo`)."""
-    from db.repository.videos import delete_videos, get_tenant_video, get_video
-
     with session_factory.begin() as session:
         video = (
             get_video(session=session, video_id=video_id)
@@ -113,9 +114,6 @@ def erase_video(
 
 def purge_older_than(settings: Settings, session_factory: sessionmaker, days: float) -> Erased:
     """Erase every job and video created more than `days` days ago (any tenant)."""
-    from db.repository.jobs import jobs_older_than
-    from db.repository.videos import delete_videos, videos_older_than
-
     if days <= 0:
         raise UsageError(f"--older-than must be a positive number of days, got {days}")
     cutoff = datetime.now(UTC) - timedelta(days=days)
@@ -147,8 +145,6 @@ def scrub_database(session_factory: sessionmaker) -> bool:
     """Scrub deleted rows from the database files; False (and a warning) if it must wait."""
     from sqlalchemy.exc import OperationalError
 
-    from db.engine import scrub_deleted
-
     try:
         scrub_deleted(session_factory.kw["bind"])
     except OperationalError as exc:
@@ -160,9 +156,6 @@ def scrub_database(session_factory: sessionmaker) -> bool:
 
 def _erase_objects(settings: Settings, video_ids: Collection[str], uploads: list[str]) -> int:
     """Delete the videos' work folders and the given upload URIs; how many existed."""
-    from core.artifacts import LAYOUT
-    from core.storage import ArtifactStore
-
     store = ArtifactStore(settings.effective_storage_url, settings.storage_mode)
     erased = 0
     for video_id in video_ids:

@@ -14,9 +14,21 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from core.faces import FaceDetector
+from core.training.extraction import clip_config, failure_key
+from core.training.extraction_run import (
+    EXTRACTED,
+    FAILED,
+    SKIPPED,
+    ClipOutcome,
+    extract_dataset,
+    read_failure,
+    record_outcomes,
+)
+from workers.celery_app import create_app
+
 if TYPE_CHECKING:
     from core.training.extraction import DatasetLayout, ExtractionConfig
-    from core.training.extraction_run import ClipOutcome
     from workers.settings import Settings
 
 OnOutcome = Callable[["ClipOutcome"], None]
@@ -30,9 +42,6 @@ def extract_in_process(
     on_clip: OnOutcome | None = None,
 ) -> list[ClipOutcome]:
     """Extract every clip of `manifest` here, with a detector made for `config`."""
-    from core.faces import FaceDetector
-    from core.training.extraction_run import extract_dataset
-
     detector = FaceDetector(
         detect_width=config.detect_width,
         min_confidence=config.min_face_confidence,
@@ -44,8 +53,6 @@ def extract_in_process(
 
 def _check_worker_settings(layout: DatasetLayout, key: str, config: ExtractionConfig) -> None:
     """Workers extract with their own settings: the first clip back must match ours."""
-    from core.training.extraction import clip_config
-
     made = clip_config(layout.store.get_arrays(layout.store.uri(key)))
     if made != config:
         raise ValueError(
@@ -57,8 +64,6 @@ def _check_worker_settings(layout: DatasetLayout, key: str, config: ExtractionCo
 
 
 def _outcome(layout: DatasetLayout, clip_id: str, key: str) -> ClipOutcome | None:
-    from core.training.extraction_run import EXTRACTED, ClipOutcome, read_failure
-
     if layout.store.exists(layout.store.uri(key)):
         return ClipOutcome(clip_id, EXTRACTED)
     failure = read_failure(layout.store, key)
@@ -74,10 +79,7 @@ def send_clips(
 
     Returns the outcomes known now (clips already there) and the clips sent, key -> clip id.
     """
-    from core.training.extraction import failure_key
-    from core.training.extraction_run import SKIPPED, ClipOutcome
     from tasks.extract import QUEUE, TASK_NAME
-    from workers.celery_app import create_app
 
     store = layout.store
     celery = create_app(settings)
@@ -107,8 +109,6 @@ def wait_for_clips(
     Returns the outcomes in manifest order. Raises ValueError when the workers extracted
     with other settings than `config`.
     """
-    from core.training.extraction_run import EXTRACTED, FAILED, ClipOutcome, record_outcomes
-
     outcomes, pending = dict(sent[0]), dict(sent[1])
     deadline = None if timeout is None else time.monotonic() + timeout
     checked = False

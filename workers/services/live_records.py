@@ -16,6 +16,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from core.status import VideoStatus
+from db import repository as repo
+from db.models import DEFAULT_TENANT_ID
+from db.repository.segments import append_segment, finish_segment, get_segment, get_segments
+from db.repository.stages import StageUpdate
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -69,10 +73,6 @@ def register_live_video(
 ) -> LiveVideo:
     """A job for this watch and the live video called `name` (made, or found), moved to
     `live` with the source's probe; a new video is pinned to `version(session)`."""
-    from db import repository as repo
-    from db.models import DEFAULT_TENANT_ID
-    from db.repository.stages import StageUpdate
-
     job = repo.create_job(session=session, kind=job_kind, options={"watch": name})
     video, _ = repo.get_or_create_video(
         session=session,
@@ -104,8 +104,6 @@ def resume_point(
     """Where a watch of a video resumes on its timeline (the next window start after its
     last segment, plus the time since that segment was stored), and where that segment ends
     (None: the video has no segment)."""
-    from db.repository.segments import get_segments
-
     segments = get_segments(session=session, video_id=video_id)
     if not segments:
         return 0.0, None
@@ -118,16 +116,12 @@ def resume_point(
 def model_facts(*, session: Session, version: str, default_frames: int) -> tuple[int, bool]:
     """The version's T and whether its flow covers persons, from its registration (so that
     a watcher whose segments the workers analyse never loads the model)."""
-    from db import repository as repo
-
     row = repo.get_model_version(session=session, version=version)
     meta = {} if row is None else dict(row.meta or {})
     return int(meta.get("num_frames") or default_frames), meta.get("flow_region") == "person"
 
 
 def next_segment_index(*, session: Session, video_id: str) -> int:
-    from db.repository.segments import get_segments
-
     segments = get_segments(session=session, video_id=video_id)
     return segments[-1].index + 1 if segments else 0
 
@@ -145,9 +139,6 @@ def store_live_segment(
     """Append the segment and move it to `extracting` (its frames are stored); with `gap_s`,
     record the hole before it (`gap_before_s` on it, `gaps` and `gap_s` on the video).
     Returns its id and index."""
-    from db.repository.segments import append_segment, finish_segment, get_segment
-    from db.repository.stages import StageUpdate
-
     segment_id = append_segment(session=session, video_id=video_id, start_s=start_s, end_s=end_s)
     stored = get_segment(session=session, segment_id=segment_id)
     assert stored is not None  # just added
@@ -168,9 +159,6 @@ def store_live_segment(
 
 def record_gap(*, session: Session, video_id: str, gap_s: float) -> None:
     """One more gap of `gap_s` seconds in the live video's timings (`gaps`, `gap_s`)."""
-    from db import repository as repo
-    from db.repository.stages import StageUpdate
-
     video = repo.get_video(session=session, video_id=video_id)
     timings = {} if video is None else dict(video.timings or {})
     repo.finish_stage(
@@ -190,9 +178,6 @@ def record_gap(*, session: Session, video_id: str, gap_s: float) -> None:
 def end_live_video(*, session: Session, video_id: str, linker: PersonLinker) -> None:
     """The source ended: the video leaves `live` and is aggregated if every segment is final
     (else its last segment to finish does it); a video without a segment fails."""
-    from db import repository as repo
-    from db.repository.segments import get_segments
-
     if not get_segments(session=session, video_id=video_id):
         repo.transition_video(
             session=session,

@@ -12,6 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.errors import ModelBundleError
+from core.model_card import card_of
+from db import repository as repo
+from db.repository.model_catalog import list_model_versions
 from workers.services.errors import UsageError
 
 if TYPE_CHECKING:
@@ -49,8 +53,6 @@ def serving_bundle(
     In order: an explicit `--model`, `OCEANSTREAM_MODEL`, the version activated in the
     database (`oceanstream models activate`), the built-in untrained bundle.
     """
-    from db import repository as repo
-
     path = override or getattr(settings, "model", None)
     num_frames = int(getattr(settings, "num_frames", 16))
     if path:
@@ -66,8 +68,6 @@ def serving_bundle(
 
 def register_bundle(session_factory: object, bundle: ModelBundle, uri: str | None = None) -> None:
     """Make sure the bundle's version has a row, so predictions can reference it."""
-    from db import repository as repo
-
     meta = bundle.metadata
     with session_factory.begin() as session:  # type: ignore[attr-defined]
         repo.ensure_model_version(
@@ -83,8 +83,6 @@ def active_or_default_version(*, session: Session, settings: Settings) -> str:
     """The version activated in the database, else the configured (or built-in) bundle's,
     registered. All in the caller's session: on SQLite it may hold the write lock, and a
     second session opened here would wait on it."""
-    from db import repository as repo
-
     active = repo.get_active_model_version(session=session)
     if active is not None:
         return str(active.version)
@@ -103,8 +101,6 @@ def active_or_default_version(*, session: Session, settings: Settings) -> str:
 def load_registered_bundle(session_factory: object, version: str) -> ModelBundle:
     """Load the bundle a `model_versions` row points at, checking it is that version."""
     from core.bundle import build_default_bundle, load_bundle
-    from core.errors import ModelBundleError
-    from db import repository as repo
 
     with session_factory() as session:  # type: ignore[operator]
         row = repo.get_model_version(session=session, version=version)
@@ -139,7 +135,6 @@ def register_bundle_dir(
     trained flag.
     """
     from core.bundle import load_bundle
-    from db import repository as repo
 
     directory = str(path.expanduser().absolute())
     bundle = load_bundle(path.expanduser())  # its errors name the folder as the user gave it
@@ -164,8 +159,6 @@ def register_bundle_dir(
 
 def activate_version(session_factory: object, version: str) -> None:
     """Activate `version` after checking its bundle loads and is that version."""
-    from db import repository as repo
-
     load_registered_bundle(session_factory, version)
     with session_factory.begin() as session:  # type: ignore[attr-defined]
         repo.activate_model_version(session=session, version=version)
@@ -180,8 +173,6 @@ def find_version(*, session: Session, ref: str) -> ModelVersion | None:
 
     An ambiguous prefix raises `UnknownModelVersion` listing the candidates.
     """
-    from db.repository.model_catalog import list_model_versions
-
     rows = list_model_versions(session=session)
     exact = [row for row in rows if row.version == ref]
     matches = exact or [row for row in rows if ref and row.version.startswith(ref)]
@@ -197,8 +188,6 @@ def model_card(session_factory: object, ref: str, num_frames: int = 16) -> dict[
     The card is the bundle's own (`BundleMetadata.card`), or for bundles saved before cards
     one derived from their metadata, gaps left as None.
     """
-    from core.model_card import card_of
-
     with session_factory() as session:  # type: ignore[operator]
         row = find_version(session=session, ref=ref)
         if row is not None:

@@ -12,14 +12,20 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from db.repository.results import ResultRow, SegmentPersonResult, SegmentResult
+from db import repository as repo
+from db.repository.results import (
+    ResultRow,
+    SegmentPersonResult,
+    SegmentResult,
+    video_ids_with_prefix,
+)
+from db.repository.segment_persons import load_segment_attention
 from workers.services.errors import AmbiguousVideoId, UnknownJob, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
     from sqlalchemy.orm import Session, sessionmaker
 
-    from workers.services.jobs import JobProgress
 
 MIN_ID_PREFIX = 8
 _ID_PREFIX = re.compile(rf"[0-9a-f]{{{MIN_ID_PREFIX},32}}")
@@ -29,7 +35,6 @@ __all__ = [
     "ResultRow",
     "StoredAttention",
     "job_results",
-    "job_segment_progress",
     "query_rows",
     "resolve_video",
     "stored_attention",
@@ -47,8 +52,6 @@ def query_rows(
     session_factory: sessionmaker, *, job_id: str | None = None, video: str | None = None
 ) -> list[ResultRow]:
     """Stored results filtered by job and video; raises `UnknownJob`, `AmbiguousVideoId`."""
-    from db import repository as repo
-
     with session_factory() as session:
         if job_id is not None and repo.get_job(session=session, job_id=job_id) is None:
             raise UnknownJob(job_id)
@@ -70,23 +73,8 @@ def video_result(session_factory: sessionmaker, video: str) -> ResultRow:
     return max(rows, key=lambda row: row.created_at)
 
 
-def job_segment_progress(session_factory: sessionmaker, job_id: str) -> JobProgress:
-    """The job's segments per state (every state present), over its distinct videos."""
-    from core.status import FINAL_STATUSES, VideoStatus
-    from db.repository.results import job_segment_counts
-    from workers.services.jobs import JobProgress
-
-    with session_factory() as session:
-        raw = job_segment_counts(session=session, job_id=job_id)
-    counts = {status: raw.get(status.value, 0) for status in VideoStatus}
-    finished = sum(counts[status] for status in FINAL_STATUSES)
-    return JobProgress(counts=counts, total=sum(counts.values()), finished=finished)
-
-
 def resolve_video(session: Session, ref: str) -> str:
     """A full video id for an id prefix of >= 8 hex characters; anything else unchanged."""
-    from db.repository.results import video_ids_with_prefix
-
     if not _ID_PREFIX.fullmatch(ref):
         return ref
     candidates = video_ids_with_prefix(session=session, prefix=ref)
@@ -112,8 +100,6 @@ class StoredAttention:
 
 def stored_attention(session_factory: sessionmaker, video: str) -> StoredAttention:
     """The attention map of the latest prediction for `video`; raises `UsageError`."""
-    from db import repository as repo
-
     with session_factory() as session:
         ref = resolve_video(session, video)
         rows = [r for r in repo.query_results(session=session, video=ref) if r.prediction_id]
@@ -136,8 +122,6 @@ def stored_segment_attention(
     `person`, the segment's person with most face frames; without `segment`, the person's
     segment with most face frames (the earliest on a tie), as the headline map is chosen.
     """
-    from db.repository.segment_persons import load_segment_attention
-
     row = video_result(session_factory, video)
     found = _segment_person(row, segment, person)
     where = f"segment {found[0].index} of {row.video!r}, person {_person_name(found[1])}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from db.repository import tenants as repo
 from workers.services.errors import UsageError
 
 if TYPE_CHECKING:
@@ -84,8 +85,6 @@ def hash_key(key: str) -> str:
 
 def create_key(session_factory: sessionmaker, tenant: str, *, admin: bool = False) -> NewKey:
     """A new key for tenant `tenant` (made, with its webhook secret, when new)."""
-    from db.repository import tenants as repo
-
     name = tenant.strip()
     if not name or len(name) > 128:
         raise UsageError("a tenant name is 1 to 128 characters")
@@ -105,8 +104,6 @@ def create_key(session_factory: sessionmaker, tenant: str, *, admin: bool = Fals
 
 
 def list_keys(session_factory: sessionmaker) -> list[KeyInfo]:
-    from db.repository import tenants as repo
-
     with session_factory() as session:
         return [
             KeyInfo(
@@ -124,8 +121,6 @@ def list_keys(session_factory: sessionmaker) -> list[KeyInfo]:
 
 def revoke_key(session_factory: sessionmaker, key_id: str) -> None:
     """Revoke the key; raises `UsageError` for an unknown id."""
-    from db.repository import tenants as repo
-
     with session_factory.begin() as session:
         if not repo.revoke_api_key(session=session, key_id=key_id):
             raise UsageError(f"no API key {key_id!r}")
@@ -133,8 +128,6 @@ def revoke_key(session_factory: sessionmaker, key_id: str) -> None:
 
 def authenticate(session_factory: sessionmaker, key: str) -> Caller | None:
     """The caller a presented key stands for; None for an unknown or revoked key."""
-    from db.repository import tenants as repo
-
     if not key.startswith(KEY_PREFIX) or len(key) > 128:
         return None
     with session_factory() as session:
@@ -146,8 +139,6 @@ def authenticate(session_factory: sessionmaker, key: str) -> Caller | None:
 
 def webhook_secret(session_factory: sessionmaker, tenant_id: str) -> str:
     """The secret that signs the tenant's callbacks now; raises `UnknownTenant`."""
-    from db.repository import tenants as repo
-
     with session_factory() as session:
         tenant = repo.get_tenant(session=session, tenant_id=tenant_id)
         if tenant is None:
@@ -158,8 +149,6 @@ def webhook_secret(session_factory: sessionmaker, tenant_id: str) -> str:
 def tenant_info(session_factory: sessionmaker, tenant_id: str, *, with_secret: bool) -> TenantInfo:
     """The tenant's name and id, and its webhook secret when `with_secret` (an admin key's
     view); raises `UnknownTenant`."""
-    from db.repository import tenants as repo
-
     with session_factory() as session:
         tenant = repo.get_tenant(session=session, tenant_id=tenant_id)
         if tenant is None:
@@ -178,8 +167,6 @@ def rotate_webhook_secret(session_factory: sessionmaker, tenant_id: str) -> Tena
     this commits (retries of earlier callbacks too) is signed with the new one; an attempt
     already signed may still arrive with the old one. Raises `UnknownTenant`.
     """
-    from db.repository import tenants as repo
-
     secret = new_webhook_secret()
     with session_factory.begin() as session:
         tenant = repo.set_webhook_secret(
@@ -192,8 +179,6 @@ def rotate_webhook_secret(session_factory: sessionmaker, tenant_id: str) -> Tena
 
 def tenant_id_named(session_factory: sessionmaker, name: str) -> str:
     """The id of the tenant called `name`; raises `UnknownTenantName`."""
-    from db.repository import tenants as repo
-
     with session_factory() as session:
         tenant = repo.tenant_by_name(session=session, name=name)
         if tenant is None:

@@ -7,13 +7,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.timeline_plot import (
+    PersonPoint,
+    PersonSeries,
+    SegmentSpan,
+    TimelinePlotData,
+    plot_timeline,
+)
 from core.traits import TRAITS
 from workers.services.errors import UsageError
+from workers.services.results import video_result
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
-    from core.timeline_plot import TimelinePlotData
     from db.repository.results import ResultRow
 
 __all__ = ["TIMELINE_FIELDS", "plot_data", "plot_video", "timeline_rows"]
@@ -76,8 +83,6 @@ def timeline_rows(rows: Iterable[ResultRow]) -> list[dict[str, Any]]:
 
 def plot_data(row: ResultRow) -> TimelinePlotData:
     """What `core.timeline_plot` draws for one stored result."""
-    from core.timeline_plot import PersonPoint, PersonSeries, SegmentSpan, TimelinePlotData
-
     points: dict[int, list[PersonPoint]] = {}
     trained: set[bool] = set()
     for segment in row.segments:
@@ -124,9 +129,6 @@ def plot_data(row: ResultRow) -> TimelinePlotData:
 
 def plot_video(session_factory: sessionmaker, video: str, save_path: Path) -> Path:
     """Draw `video`'s traits over time to `save_path`; raises `UsageError`."""
-    from core.timeline_plot import plot_timeline
-    from workers.services.results import video_result
-
     row = video_result(session_factory, video)
     if not row.segments:
         raise UsageError(

@@ -9,10 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.storage import ArtifactStore
+from core.training.datasets import dataset_name
+from core.training.extraction import DatasetLayout
+from workers.services.models import activate_version, register_bundle_dir
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
-    from core.training.extraction import DatasetLayout
     from workers.settings import Settings
 
 DATASETS_PREFIX = "datasets"
@@ -20,9 +24,6 @@ DATASETS_PREFIX = "datasets"
 
 def dataset_layout(settings: Settings, name: str, folder: Path | None) -> DatasetLayout:
     """`datasets/<name>` in the configured storage, or the root of `folder` (created)."""
-    from core.storage import ArtifactStore
-    from core.training.extraction import DatasetLayout
-
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         url = f"file://{folder.expanduser().absolute()}"
@@ -36,8 +37,6 @@ def extracted_dataset(settings: Settings, dataset: str | None, data: Path | None
 
     Raises ValueError when neither names one.
     """
-    from core.training.datasets import dataset_name
-
     if data is not None:
         if not data.is_dir():
             raise ValueError(f"--data {data} is not a folder")
@@ -60,8 +59,6 @@ def register_trained_bundle(
 
     Returns its version. Registering the same bundle again changes nothing.
     """
-    from workers.services.models import activate_version, register_bundle_dir
-
     version, _ = register_bundle_dir(session_factory, bundle_dir)
     if activate:
         activate_version(session_factory, version)

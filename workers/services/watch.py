@@ -41,7 +41,14 @@ from core.live import (
     open_source,
 )
 from core.status import FINAL_STATUSES, VideoStatus
+from db import repository as repo
+from db.models import Segment, Video
+from db.repository.aggregates import number_live_persons
+from db.repository.result_details import load_result_details
+from db.repository.stages import StageUpdate
+from tasks import stages
 from tasks.context import is_outage
+from tasks.queues import STAGE_QUEUES, task_name
 from workers.services import live_records as records
 from workers.services.live_records import LiveVideo
 from workers.services.watch_metrics import WatchMetrics
@@ -299,8 +306,6 @@ class Watcher:
         if self.celery is None:
             self._analysis.put(segment_id)
             return
-        from tasks.queues import STAGE_QUEUES, task_name
-
         for stage in ["faces"] if self._person_flow else ["faces", "flow"]:
             self.celery.send_task(task_name(stage), args=[segment_id], queue=STAGE_QUEUES[stage])
 
@@ -315,8 +320,6 @@ class Watcher:
 
     def _analyse(self) -> None:
         """Run faces, flow and inference of each handed-off segment, in order."""
-        from tasks import stages
-
         runners: dict[str, Callable[[StageContext, str], Any]] = {
             "faces": stages.run_faces,
             "flow": stages.run_flow,
@@ -343,7 +346,6 @@ class Watcher:
     def _fail_segment(self, segment_id: str, error: str) -> None:
         """Fail a segment whose analysis here raised: so that its video still ends (the
         finish aggregates the video when it was the last segment)."""
-        from db.repository.stages import StageUpdate
         from tasks.stages.segment_rows import finish_segment
 
         with self.ctx.session_factory.begin() as session:
@@ -364,10 +366,6 @@ class Watcher:
 
     def _report_finals(self, report: WatchReport) -> None:
         from sqlalchemy import select
-
-        from db.models import Segment, Video
-        from db.repository.aggregates import number_live_persons
-        from db.repository.result_details import load_result_details
 
         final = [s.value for s in FINAL_STATUSES]
         with self.ctx.session_factory() as session:
@@ -428,8 +426,6 @@ class Watcher:
     def _wait_final(self, report: WatchReport) -> None:
         """Until the workers have finished the video; a signal while waiting ends the wait
         (the workers go on)."""
-        from db import repository as repo
-
         stopped = self.stop.is_set()
         while stopped or not self.stop.is_set():
             with self.ctx.session_factory() as session:

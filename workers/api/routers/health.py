@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from workers.api.context import ApiContext
 from workers.api.deps import get_context
+from workers.services.jobs import check_broker
 
 router = APIRouter(tags=["health"])
 
@@ -20,8 +21,6 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="The database and the broker can be reached")
 def readyz(context: ApiContext = Depends(get_context)) -> JSONResponse:
     from sqlalchemy import text
-
-    from workers.services.jobs import check_broker
 
     checks: dict[str, str] = {}
     try:

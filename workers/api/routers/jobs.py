@@ -19,15 +19,13 @@ from workers.api.problems import not_found
 from workers.api.uploads import UploadLimits, read_upload
 from workers.api.views import MAX_PAGE, after_job, encode_cursor, job_cursor, job_json, offset_of
 from workers.services.callbacks import address_problem
+from workers.services.csv_export import results_csv
+from workers.services.erasure import erase_job
 from workers.services.errors import UnknownJob
-from workers.services.jobs import (
-    IdempotencyKeyReused,
-    JobView,
-    job_view,
-    list_job_views,
-    submit_uploads,
-)
+from workers.services.progress import JobView, job_view, list_job_views
+from workers.services.results import job_results as rows_of
 from workers.services.tenants import Caller
+from workers.services.uploads import IdempotencyKeyReused, submit_uploads
 
 if TYPE_CHECKING:
     from workers.settings import Settings
@@ -231,13 +229,9 @@ def job_results(
     context: ApiContext = Depends(get_context),
 ) -> Any:
     """The CLI's JSON result objects (`results --format json`), in submission order; CSV whole."""
-    from workers.services.results import job_results as rows_of
-
     _view_or_404(context, job_id, caller)
     rows = [row.to_dict() for row in rows_of(context.session_factory, job_id)]
     if format == "csv":
-        from workers.cli.render import results_csv
-
         return Response(
             results_csv(rows),
             media_type="text/csv; charset=utf-8",
@@ -254,8 +248,6 @@ def delete_job(
     job_id: str, caller: Caller = Depends(get_caller), context: ApiContext = Depends(get_context)
 ) -> Response:
     """Erase the job, its videos, frames, features, predictions and attention."""
-    from workers.services.erasure import erase_job
-
     try:
         erase_job(context.settings, context.session_factory, job_id, caller.tenant_id)
     except UnknownJob:

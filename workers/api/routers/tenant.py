@@ -10,7 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from workers.api.context import ApiContext
 from workers.api.deps import get_caller, get_context
-from workers.services.tenants import Caller, TenantInfo, UnknownTenant
+from workers.services.tenants import Caller, TenantInfo, UnknownTenant, tenant_info
+from workers.services.tenants import rotate_webhook_secret as rotate
 
 router = APIRouter(prefix="/v1/tenant", tags=["tenant"])
 
@@ -37,8 +38,6 @@ async def get_tenant(
 ) -> JSONResponse:
     """The tenant's id and name; an admin key also gets `webhook_secret`, the secret that
     signs the tenant's completion callbacks."""
-    from workers.services.tenants import tenant_info
-
     try:
         info = await run_in_threadpool(
             tenant_info, context.session_factory, caller.tenant_id, with_secret=caller.admin
@@ -58,8 +57,6 @@ async def rotate_webhook_secret(
 ) -> JSONResponse:
     """A new random webhook secret, stored and shown once in this answer; callback attempts
     from now on are signed with it, and the old one no longer verifies them."""
-    from workers.services.tenants import rotate_webhook_secret as rotate
-
     if not caller.admin:
         raise HTTPException(403, "rotating the webhook secret needs an admin key of the tenant")
     try:

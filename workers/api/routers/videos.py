@@ -12,12 +12,18 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from core.attention_plot import plot_attention_map
+from core.timeline_plot import UNTRAINED_WARNING
 from workers.api.context import ApiContext
 from workers.api.deps import get_caller, get_context, request_context
 from workers.api.problems import not_found
 from workers.api.result_cache import read_uncached
+from workers.services.erasure import UnknownVideo, erase_video
 from workers.services.errors import UsageError
+from workers.services.jobs import owns_video
+from workers.services.results import stored_attention, stored_segment_attention
 from workers.services.tenants import Caller
+from workers.services.timeline import plot_video
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
@@ -26,8 +32,6 @@ _PLOT_LOCK = threading.Lock()
 
 
 def _owned_or_404(context: ApiContext, video_id: str, caller: Caller) -> None:
-    from workers.services.jobs import owns_video
-
     if not owns_video(context.session_factory, video_id, caller.tenant_id):
         raise not_found("video")
 
@@ -117,8 +121,6 @@ def _attention(
 ) -> Any:
     """The video's headline map, or with `segment` and/or `person` that (segment, person)'s
     (`stored_segment_attention` picks the rest as the CLI does)."""
-    from workers.services.results import stored_attention, stored_segment_attention
-
     _owned_or_404(context, video_id, caller)
     try:
         if segment is None and person is None:
@@ -171,9 +173,6 @@ def get_attention_png(
     caller: Caller = Depends(get_caller),
     context: ApiContext = Depends(get_context),
 ) -> Response:
-    from core.attention_plot import plot_attention_map
-    from core.timeline_plot import UNTRAINED_WARNING
-
     stored = _attention(context, video_id, caller, segment, person)
     warning = None if stored.row.model_trained else UNTRAINED_WARNING
     with tempfile.TemporaryDirectory(prefix="attention-") as folder, _PLOT_LOCK:
@@ -197,8 +196,6 @@ def get_timeline_png(
     video_id: str, caller: Caller = Depends(get_caller), context: ApiContext = Depends(get_context)
 ) -> Response:
     """404 for a video without segments (analysed as a whole, or failed before them)."""
-    from workers.services.timeline import plot_video
-
     _owned_or_404(context, video_id, caller)
     with tempfile.TemporaryDirectory(prefix="timeline-") as folder, _PLOT_LOCK:
         try:
@@ -213,8 +210,6 @@ def get_timeline_png(
 def delete_video(
     video_id: str, caller: Caller = Depends(get_caller), context: ApiContext = Depends(get_context)
 ) -> Response:
-    from workers.services.erasure import UnknownVideo, erase_video
-
     try:
         erase_video(context.settings, context.session_factory, video_id, caller.tenant_id)
     except UnknownVideo:
