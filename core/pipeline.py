@@ -18,11 +18,11 @@ import numpy as np
 from core.errors import InputError, NoFaceError
 from core.status import VideoStatus
 from core.traits import traits_dict
-from core.video import SampledFrames, VideoInfo, VideoLimits, probe_video, sample_frames
+from core.video.probe import SampledFrames, VideoInfo, VideoLimits, probe_video, sample_frames
 
 if TYPE_CHECKING:
-    from core.bundle import ModelBundle
-    from core.faces import FaceDetector
+    from core.bundles.bundle import ModelBundle
+    from core.persons.faces import FaceDetector
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,12 @@ class PipelineConfig:
     # processes set it to their thread budget.
     decode_threads: int = 0
     limits: VideoLimits = field(default_factory=VideoLimits)
-    # The length of the windows a video is analysed in (`core.segments.plan_segments`).
+    # The length of the windows a video is analysed in (`core.video.segments.plan_segments`).
     segment_seconds: float = 15.0
     # Sampled frames are an intermediate: deleted once a segment's face and flow features
     # are stored, unless kept (for debugging a stage).
     keep_frames: bool = False
-    # Whether window boundaries move onto the nearest keyframes (`core.keyframes`), so that
+    # Whether window boundaries move onto the nearest keyframes (`core.video.keyframes`), so that
     # no segment decodes frames before its own; False keeps exact multiples of the window.
     segment_keyframes: bool = True
 
@@ -134,7 +134,7 @@ def sample_video(
         if name is None:
             raise
         # The same error, naming the file as its user knows it. (Messages never quote a
-        # file's bytes: `core.video` describes what it received without them.)
+        # file's bytes: `core.video.probe` describes what it received without them.)
         raise type(exc)(str(exc).replace(str(path), name)) from exc
 
 
@@ -177,7 +177,7 @@ def extract_dynamic(
     timings: dict[str, float] | None = None,
 ) -> np.ndarray:
     """Optical flow from each frame to its successor, encoded to dynamic tokens [T, D]."""
-    from core.flow import compute_flow
+    from core.video.flow import compute_flow
 
     timer = Timer(timings if timings is not None else {})
     with timer("flow"):
@@ -214,7 +214,7 @@ class Analyzer:
         config: PipelineConfig | None = None,
         detector: FaceDetector | None = None,
     ) -> None:
-        from core.faces import FaceDetector
+        from core.persons.faces import FaceDetector
 
         self.bundle = bundle
         self.config = config or PipelineConfig(num_frames=bundle.metadata.num_frames)

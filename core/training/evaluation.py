@@ -17,7 +17,7 @@ import numpy as np
 from core.traits import TRAITS
 
 if TYPE_CHECKING:
-    from core.bundle import ModelBundle
+    from core.bundles.bundle import ModelBundle
     from core.training.data import ClipBatches
 
 _ENCODE_CLIPS = 16  # clips per encoder call

@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from core.person_links import PersonLinker, PersonSummary, link_video
+from core.persons.person_links import PersonLinker, PersonSummary, link_video
 from core.status import FINAL_STATUSES, VideoStatus
 from core.traits import TRAITS
 from db.models import ModelVersion, Person, Segment, SegmentPerson, SegmentPrediction, Video

@@ -26,9 +26,9 @@ from db.repository.stages import StageUpdate, finish_stage, pin_model_version
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from core.person_links import PersonLinker
+    from core.persons.person_links import PersonLinker
     from core.pipeline import VideoResult
-    from core.segments import Segment
+    from core.video.segments import Segment
     from core.video_analysis import SegmentedResult, SegmentResult
 
 

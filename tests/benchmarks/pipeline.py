@@ -48,7 +48,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from core.bundle import build_default_bundle
+    from core.bundles.bundle import build_default_bundle
     from core.pipeline import Analyzer, PipelineConfig
     from tests.clips import write_h264
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.faces import FaceDetector
+from core.persons.faces import FaceDetector
 from tests import clips
 
 

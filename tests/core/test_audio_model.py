@@ -14,15 +14,15 @@ import keras
 import numpy as np
 import pytest
 
-from core.audio import AUDIO_TOKEN_DIM, audio_tokens, decode_audio_window
-from core.model import (
+from core.audio.voice import AUDIO_TOKEN_DIM, audio_tokens, decode_audio_window
+from core.model.personality import (
     AudioEncoder,
     CompletePersonalityModel,
     VoiceAttention,
     get_attention_weights,
     plot_attention_map,
 )
-from core.runtime import compile_inference
+from core.model.runtime import compile_inference
 from tests.audio_clips import write_voices
 
 SMALL = {"static_dim": 12, "dynamic_dim": 8, "fusion_dim": 16, "num_heads": 2}

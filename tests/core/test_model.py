@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from core.model import (
+from core.model.personality import (
     CompletePersonalityModel,
     CrossAttention,
     FeatureFusion,
@@ -19,7 +19,7 @@ from core.model import (
     plot_attention_map,
     sinusoidal_positions,
 )
-from core.runtime import compile_inference
+from core.model.runtime import compile_inference
 
 # Small dimensions keep the tests fast; one test uses the production defaults.
 SMALL = {"static_dim": 12, "dynamic_dim": 8, "fusion_dim": 16, "num_heads": 2}
@@ -309,7 +309,7 @@ def test_attention_plot_imports_neither_tensorflow_nor_keras():
     import sys
 
     code = (
-        "import sys, core.attention_plot\n"
+        "import sys, core.plots.attention\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
     )
     root = Path(__file__).resolve().parents[2]

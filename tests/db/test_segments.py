@@ -12,15 +12,15 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.faces import FaceCrops
-from core.person_links import ContinuityLinker, EmbeddingLinker, link_video
-from core.regions import Region
-from core.segments import Segment as PlannedSegment
-from core.segments import plan_segments
+from core.persons.faces import FaceCrops
+from core.persons.person_links import ContinuityLinker, EmbeddingLinker, link_video
+from core.persons.regions import Region
+from core.persons.tracks import Person as TrackedPerson
+from core.persons.tracks import Track
 from core.status import VideoStatus
-from core.tracks import Person as TrackedPerson
-from core.tracks import Track
 from core.traits import TRAITS
+from core.video.segments import Segment as PlannedSegment
+from core.video.segments import plan_segments
 from db import repository as repo
 from db.models import (
     AttentionMap,
@@ -531,7 +531,7 @@ def test_stored_embeddings_find_a_person_again_after_a_faceless_segment(
 
 
 def test_link_video_numbers_in_order_of_appearance() -> None:
-    from core.person_links import PersonSummary
+    from core.persons.person_links import PersonSummary
 
     def at(box: Sequence[float]) -> PersonSummary:
         return PersonSummary(np.array(box, float), np.array(box, float), 8)

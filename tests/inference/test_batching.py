@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.batching import (
+from core.bundles.bundle import build_default_bundle
+from core.errors import ArtifactError
+from core.model.batching import (
     FeatureSet,
     bucket_sizes,
     choose_bucket,
@@ -14,8 +16,6 @@ from core.batching import (
     run_batched,
     split_rows,
 )
-from core.bundle import build_default_bundle
-from core.errors import ArtifactError
 
 T = 8
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import build_default_bundle
+from core.bundles.bundle import build_default_bundle
 from tests.integration.harness import Cluster
 from tests.integration.pool_harness import (
     log_text,

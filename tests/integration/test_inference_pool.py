@@ -17,8 +17,8 @@ import pytest
 import redis
 from kombu import Connection
 
-from core.artifacts import LAYOUT
-from core.bundle import build_default_bundle
+from core.bundles.bundle import build_default_bundle
+from core.storage.artifacts import LAYOUT
 from tests.integration.harness import Cluster, free_port, wait_for
 from tests.integration.pool_harness import (
     log_text,

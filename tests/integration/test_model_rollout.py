@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
+from core.bundles.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
 from tests.clips import write_talking_head
 from tests.integration.harness import Cluster
 

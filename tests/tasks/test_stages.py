@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.artifacts import LAYOUT
-from core.bundle import build_default_bundle
+from core.bundles.bundle import build_default_bundle
 from core.errors import StorageError
 from core.pipeline import Analyzer, PipelineConfig
-from core.storage import ArtifactStore
+from core.storage.artifacts import LAYOUT
+from core.storage.store import ArtifactStore
 from core.video_analysis import VideoAnalyzer
 from db import repository as repo
 from db.engine import make_engine, make_session_factory

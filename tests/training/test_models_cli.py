@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
+from core.bundles.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
 from tests.training.cli import oceanstream, said
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ from workers.services.results import ResultRow, job_results
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
-    from core.bundle import ModelBundle
-    from core.person_links import PersonLinker
+    from core.bundles.bundle import ModelBundle
+    from core.persons.person_links import PersonLinker
     from core.video_analysis import SegmentedResult, VideoAnalyzer
 
 
@@ -39,10 +39,10 @@ def prepare(
     """The analyzer for the bundle to serve with (recorded in the database).
 
     Persons are linked across segments by identity when FaceRes is installed, else by
-    continuity (`core.segment_analysis.identity_for`).
+    continuity (`core.persons.segment_analysis.identity_for`).
     """
     from core.backbones.registry import backbones_dir
-    from core.segment_analysis import identity_for
+    from core.persons.segment_analysis import identity_for
     from core.video_analysis import VideoAnalyzer
 
     bundle, uri = serving_bundle(session_factory, settings, model)
@@ -99,7 +99,7 @@ def write_attention(
     """`<stem>-<short id>.png` in `directory`: the video's headline map (its main person's,
     from that person's segment with most face frames). Nothing for a video without one.
     The short id is accepted wherever an id is."""
-    from core.attention_plot import plot_attention_map
+    from core.plots.attention import plot_attention_map
     from db import repository as repo
 
     with session_factory() as session:

@@ -4,7 +4,7 @@ A payload that is not UTF-8, not JSON, not a kombu envelope, or not a task messa
 queue's consumer accepts (unknown task, arguments that do not fit) can never succeed: left
 on the queue it would crash or loop a worker. Every consumer (the Celery workers through
 `workers.broker.kombu_redis` and `workers.celery_app`, the inference pool through
-`workers.batcher`) calls `dead_letter` instead, which logs one line with the queue and the
+`workers.pool.batcher`) calls `dead_letter` instead, which logs one line with the queue and the
 reason and pushes a record onto that queue's dead-letter list.
 
 The list of queue `q` is the Redis list `oceanstream.dead.q` (`dead_letter_key`), in the

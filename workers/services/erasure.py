@@ -160,8 +160,8 @@ def scrub_database(session_factory: sessionmaker) -> bool:
 
 def _erase_objects(settings: Settings, video_ids: Collection[str], uploads: list[str]) -> int:
     """Delete the videos' work folders and the given upload URIs; how many existed."""
-    from core.artifacts import LAYOUT
-    from core.storage import ArtifactStore
+    from core.storage.artifacts import LAYOUT
+    from core.storage.store import ArtifactStore
 
     store = ArtifactStore(settings.effective_storage_url, settings.storage_mode)
     erased = 0

@@ -30,7 +30,7 @@ def extract_in_process(
     on_clip: OnOutcome | None = None,
 ) -> list[ClipOutcome]:
     """Extract every clip of `manifest` here, with a detector made for `config`."""
-    from core.faces import FaceDetector
+    from core.persons.faces import FaceDetector
     from core.training.extraction_run import extract_dataset
 
     detector = FaceDetector(

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session, sessionmaker
 
-    from core.artifacts import ArtifactLayout
-    from core.storage import ArtifactStore
+    from core.storage.artifacts import ArtifactLayout
+    from core.storage.store import ArtifactStore
     from db.models import Job
     from workers.services.results import ResultRow
     from workers.settings import Settings
@@ -131,7 +131,7 @@ def register_video(
 
 def _identify(path: Path, refusal: str | None) -> tuple[str, int, str | None]:
     """(content hash or stand-in key, size, why the file is not read) of `path`."""
-    from core.files import file_sha256, missing_file_key
+    from core.video.files import file_sha256, missing_file_key
 
     if refusal is not None:
         return missing_file_key(path, kind="refused"), 0, refusal
@@ -155,8 +155,8 @@ def register_inputs(
     `expand_inputs` (a symlink leaving its folder), which is never opened, uploaded or
     analysed.
     """
-    from core.artifacts import LAYOUT
-    from core.files import refusal
+    from core.storage.artifacts import LAYOUT
+    from core.video.files import refusal
     from db import repository as repo
 
     with session_factory.begin() as session:
@@ -237,7 +237,7 @@ def submit(
 
     Nothing is stored when the broker cannot be reached.
     """
-    from core.storage import ArtifactStore
+    from core.storage.store import ArtifactStore
     from workers.celery_app import create_app
 
     check_broker(settings.broker_url.get_secret_value())
@@ -290,7 +290,7 @@ class UploadedJob:
 
 def tenant_layout(tenant_id: str) -> ArtifactLayout:
     """Where a tenant's uploads go: the default tenant's as before, others' under their id."""
-    from core.artifacts import LAYOUT, ArtifactLayout
+    from core.storage.artifacts import LAYOUT, ArtifactLayout
 
     if tenant_id == DEFAULT_TENANT_ID:
         return LAYOUT
@@ -315,7 +315,7 @@ def submit_uploads(
     """
     from sqlalchemy.exc import IntegrityError
 
-    from core.storage import ArtifactStore
+    from core.storage.store import ArtifactStore
     from workers.celery_app import create_app
 
     check_broker(settings.broker_url.get_secret_value())

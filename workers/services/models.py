@@ -17,7 +17,7 @@ from workers.services.errors import UsageError
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from core.bundle import ModelBundle
+    from core.bundles.bundle import ModelBundle
     from db.models import ModelVersion
     from workers.settings import Settings
 
@@ -29,7 +29,7 @@ UNTRAINED_WARNING = (
 
 @lru_cache(maxsize=4)
 def _load(path: str | None, num_frames: int) -> ModelBundle:
-    from core.bundle import build_default_bundle, load_bundle
+    from core.bundles.bundle import build_default_bundle, load_bundle
 
     if path is None:
         return build_default_bundle(num_frames=num_frames)
@@ -102,7 +102,7 @@ def active_or_default_version(*, session: Session, settings: Settings) -> str:
 
 def load_registered_bundle(session_factory: object, version: str) -> ModelBundle:
     """Load the bundle a `model_versions` row points at, checking it is that version."""
-    from core.bundle import build_default_bundle, load_bundle
+    from core.bundles.bundle import build_default_bundle, load_bundle
     from core.errors import ModelBundleError
     from db import repository as repo
 
@@ -138,7 +138,7 @@ def register_bundle_dir(
     folder that is not a bundle, `ValueError` for a version already stored with the other
     trained flag.
     """
-    from core.bundle import load_bundle
+    from core.bundles.bundle import load_bundle
     from db import repository as repo
 
     directory = str(path.expanduser().absolute())
@@ -197,7 +197,7 @@ def model_card(session_factory: object, ref: str, num_frames: int = 16) -> dict[
     The card is the bundle's own (`BundleMetadata.card`), or for bundles saved before cards
     one derived from their metadata, gaps left as None.
     """
-    from core.model_card import card_of
+    from core.bundles.model_card import card_of
 
     with session_factory() as session:  # type: ignore[operator]
         row = find_version(session=session, ref=ref)

@@ -13,7 +13,7 @@ from workers.services.errors import UsageError
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
-    from core.timeline_plot import TimelinePlotData
+    from core.plots.timeline import TimelinePlotData
     from db.repository.results import ResultRow
 
 __all__ = ["TIMELINE_FIELDS", "plot_data", "plot_video", "timeline_rows"]
@@ -75,8 +75,8 @@ def timeline_rows(rows: Iterable[ResultRow]) -> list[dict[str, Any]]:
 
 
 def plot_data(row: ResultRow) -> TimelinePlotData:
-    """What `core.timeline_plot` draws for one stored result."""
-    from core.timeline_plot import PersonPoint, PersonSeries, SegmentSpan, TimelinePlotData
+    """What `core.plots.timeline` draws for one stored result."""
+    from core.plots.timeline import PersonPoint, PersonSeries, SegmentSpan, TimelinePlotData
 
     points: dict[int, list[PersonPoint]] = {}
     trained: set[bool] = set()
@@ -124,7 +124,7 @@ def plot_data(row: ResultRow) -> TimelinePlotData:
 
 def plot_video(session_factory: sessionmaker, video: str, save_path: Path) -> Path:
     """Draw `video`'s traits over time to `save_path`; raises `UsageError`."""
-    from core.timeline_plot import plot_timeline
+    from core.plots.timeline import plot_timeline
     from workers.services.results import video_result
 
     row = video_result(session_factory, video)

@@ -20,7 +20,7 @@ DATASETS_PREFIX = "datasets"
 
 def dataset_layout(settings: Settings, name: str, folder: Path | None) -> DatasetLayout:
     """`datasets/<name>` in the configured storage, or the root of `folder` (created)."""
-    from core.storage import ArtifactStore
+    from core.storage.store import ArtifactStore
     from core.training.extraction import DatasetLayout
 
     if folder is not None:

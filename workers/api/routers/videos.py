@@ -171,8 +171,8 @@ def get_attention_png(
     caller: Caller = Depends(get_caller),
     context: ApiContext = Depends(get_context),
 ) -> Response:
-    from core.attention_plot import plot_attention_map
-    from core.timeline_plot import UNTRAINED_WARNING
+    from core.plots.attention import plot_attention_map
+    from core.plots.timeline import UNTRAINED_WARNING
 
     stored = _attention(context, video_id, caller, segment, person)
     warning = None if stored.row.model_trained else UNTRAINED_WARNING
