@@ -304,7 +304,7 @@ class TraitScores:
 
 
 class Segment(Base):
-    """One analysis window of a video (`core.video.segments.Segment`) and where it is in the pipeline.
+    """One analysis window of a video (`core.video.segments.Segment`), where it is in the pipeline.
 
     Keyed by a random id like videos, since stage messages carry segment ids. Its status takes
     the video statuses; the video becomes final when all its segments are (`aggregate_video`).
@@ -349,7 +349,8 @@ class SegmentPerson(Base):
 
     `index` is its place in the segment, most face frames first, as `core.persons.tracks` orders
     them; `person` is the video-level person it was linked to, set when the video is
-    aggregated. Boxes are x, y, w, h in frame pixels, as in `core.persons.person_links.PersonSummary`.
+    aggregated. Boxes are x, y, w, h in frame pixels, as in
+    `core.persons.person_links.PersonSummary`.
     """
 
     __tablename__ = "segment_persons"

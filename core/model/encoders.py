@@ -71,8 +71,8 @@ def build_face_encoder(embed_dim: int = 512, crop_size: int = 112) -> keras.Mode
 def build_flow_encoder(embed_dim: int = 256, size: int = 112) -> keras.Model:
     """Flow CNN: [N, size, size, 2] float32 (dx, dy) in [-1, 1] -> [N, embed_dim] dynamic tokens.
 
-    `core.video.flow` already delivers zero-centred values in [-1, 1], so no rescaling is needed; the
-    stem's batch normalisation adapts to the typical displacement scale during training.
+    `core.video.flow` already delivers zero-centred values in [-1, 1], so no rescaling is needed;
+    the stem's batch normalisation adapts to the typical displacement scale during training.
     """
     inputs = keras.Input((size, size, 2), name="flow")
     return _encoder(inputs, inputs, 16, _FLOW_WIDTHS, embed_dim, "flow_encoder")

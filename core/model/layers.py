@@ -3,7 +3,8 @@
 Written with Keras 3 layers and `keras.ops` only, so the same code runs on the TensorFlow,
 JAX and PyTorch backends. Attention is computed explicitly (matmul + masked softmax) rather
 than through `keras.layers.MultiHeadAttention`, so the per-head weights are always available
-and masking behaves the same on every backend. `core.model.personality` assembles them into the model.
+and masking behaves the same on every backend. `core.model.personality` assembles them into
+the model.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The cross-attention fusion model: face tokens and flow tokens in, five trait scores out.
 
 With ``audio_dim`` set, a third stream joins: per-frame audio tokens (`core.audio.voice`) through a
-trainable encoder, attending over the flow tokens (`core.model.audio_layers.VoiceAttention`). Without
-it the model is exactly the two-stream one, the same variables in the same order, so every
+trainable encoder, attending over the flow tokens (`core.model.audio_layers.VoiceAttention`).
+Without it the model is exactly the two-stream one, the same variables in the same order, so every
 bundle saved before the voice existed loads and scores as it did.
 
 The layers live in `core.model.layers` and the drawing of attention maps in `core.plots.attention`

@@ -35,8 +35,8 @@ class PersonSummary:
     face_frames: int
     person: int | None = None
     embedding: np.ndarray | None = None  # [D] identity embedding, for linkers that use one
-    # Seen in its segment's first shot, and in its last (`core.persons.tracks.Person`): position links
-    # a person across a boundary only when no cut lies between the two boxes it compares.
+    # Seen in its segment's first shot, and in its last (`core.persons.tracks.Person`): position
+    # links a person across a boundary only when no cut lies between the two boxes it compares.
     opens_segment: bool = True
     closes_segment: bool = True
 
@@ -127,7 +127,8 @@ def _corners(boxes: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
 
 
-# Linking by identity (`IDENTITY_THRESHOLD`: `core.persons.tracks`, where tracks are joined by it too).
+# Linking by identity (`IDENTITY_THRESHOLD`: `core.persons.tracks`, where tracks are joined by it
+# too).
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ that way (`flow_region: "person"`), or one flow over the whole frame shared by e
 leading person axis: static tokens [P, T, static_dim], masks [P, T], dynamic tokens
 [P, T, dynamic_dim] (or [1, T, dynamic_dim] for a whole-frame bundle).
 
-Persons never span a shot change unless identity joins them (`core.persons.shots`, `core.persons.tracks`). With
-a face-identity network (``embed``), every detected face is described once, in one batch: the
-descriptors keep each track to one identity, join one person's tracks across cuts, and give
-each person its identity embedding (the mean of its best faces' descriptors, `core.persons.identity`).
+Persons never span a shot change unless identity joins them (`core.persons.shots`,
+`core.persons.tracks`). With a face-identity network (``embed``), every detected face is
+described once, in one batch: the descriptors keep each track to one identity, join one
+person's tracks across cuts, and give each person its identity embedding (the mean of its best
+faces' descriptors, `core.persons.identity`).
 
 For a segment with one person and a whole-frame bundle, the tokens are exactly those of
 `core.pipeline.extract_static` and `extract_dynamic`: the person's crops are the ones
@@ -134,7 +135,10 @@ def describe_faces(
 
 
 def person_embedding(person: Person) -> np.ndarray | None:
-    """The mean of the descriptors of the person's best faces (`core.persons.identity.best_frames`)."""
+    """The mean of the descriptors of the person's best faces.
+
+    The best faces are `core.persons.identity.best_frames`.
+    """
     descriptors = person.track.descriptors
     if descriptors is None:
         return None

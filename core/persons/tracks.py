@@ -40,8 +40,8 @@ from core.persons.shots import detect_cuts, shot_of_frames
 
 # A track seen in at least this fraction of a segment's sampled frames is a person.
 MIN_TRACK_FRACTION = 0.25
-# Cosine similarity of two tracks' mean identity descriptors (FaceRes, `core.persons.identity`) at or
-# above which they are one person: midway in the gap between the same-person and
+# Cosine similarity of two tracks' mean identity descriptors (FaceRes, `core.persons.identity`)
+# at or above which they are one person: midway in the gap between the same-person and
 # different-person similarities measured by `python -m tests.benchmarks.identity`
 # (docs/backbones.md, "Identity across segments").
 IDENTITY_THRESHOLD = 0.67

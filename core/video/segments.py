@@ -166,7 +166,8 @@ def plan_segment_samples(frames: range, frame_count: int, num_frames: int) -> Se
     The spread is `core.video.probe.plan_sample_indices` over the segment, shifted to its first
     frame; a segment's last sample has the next segment's first frame as its successor, and
     only the video's last frame is its own successor. For a one-segment video
-    (``frames == range(frame_count)``) this is exactly what `core.video.probe.sample_frames` samples.
+    (``frames == range(frame_count)``) this is exactly what `core.video.probe.sample_frames`
+    samples.
     """
     if len(frames) == 0 or frames.step != 1:
         raise ValueError(f"frames must be a non-empty range of step 1, got {frames}")

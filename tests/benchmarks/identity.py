@@ -7,8 +7,8 @@ Tracks are 2 s clips (10 fps, 320x240, mp4v, decoded by OpenCV) of the two real 
 animate (the astronaut, `tests.clips.talking_head_frames`, and the cameraman,
 `tests.people_clips.cameraman_frames`): each with its own pose, light and noise phases (seed),
 resting place, amount of motion, and one of the looks below; 8 frames are sampled as a segment
-samples them, MTCNN finds the person (`core.persons.tracks.detect_persons`), and its identity embedding
-is its 5 best faces through FaceRes (`core.persons.identity.identity_embedding`).
+samples them, MTCNN finds the person (`core.persons.tracks.detect_persons`), and its identity
+embedding is its 5 best faces through FaceRes (`core.persons.identity.identity_embedding`).
 
 Looks: as rendered; mirrored; tinted warm or cool; darker (x0.55); extra sensor noise; smaller
 (the frame shrunk to 0.6 and centred on black, so the face is 60 % of the size); blurred (the

@@ -1,4 +1,5 @@
-"""core.persons.faces with the real MTCNN on generated clips: detection, picking, alignment, crops."""
+"""core.persons.faces with the real MTCNN on generated clips: detection, picking, alignment,
+crops."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""core.persons.tracks: detections linked into tracks, tracks into persons, each person's crops and flow
-region; with the real MTCNN on decoded clips, and on synthetic boxes for the geometry."""
+"""core.persons.tracks: detections linked into tracks, tracks into persons, each person's crops and
+flow region; with the real MTCNN on decoded clips, and on synthetic boxes for the geometry."""
 
 from __future__ import annotations
 
