@@ -22,17 +22,17 @@ import numpy as np
 from keras import ops
 
 from core.model.layers import (
-    _PACKAGE,
+    SERIALIZABLE_PACKAGE,
     AttentionBlock,
-    _build,
-    _config,
-    _masked_mean,
-    _valid,
+    build_once,
+    layer_config,
+    masked_mean,
     sinusoidal_positions,
+    valid_mask,
 )
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class AudioEncoder(keras.layers.Layer):
     """Per-frame audio features [B, T, audio_dim] -> tokens [B, T, fusion_dim].
 
@@ -60,8 +60,8 @@ class AudioEncoder(keras.layers.Layer):
         self.feature_scale = self.add_weight(
             shape=(self.audio_dim,), initializer="ones", trainable=False, name="feature_scale"
         )
-        _build(self.hidden, (None, self.audio_dim))
-        _build(self.output_dense, (None, self.fusion_dim))
+        build_once(self.hidden, (None, self.audio_dim))
+        build_once(self.output_dense, (None, self.fusion_dim))
 
     def adapt(self, features: Any, mask: Any = None, floor: float = 1e-3) -> None:
         """Set the standardisation from features [..., audio_dim] (and a mask of the valid)."""
@@ -83,10 +83,10 @@ class AudioEncoder(keras.layers.Layer):
         return ops.reshape(self.output_dense(hidden), (batch, length, self.fusion_dim))
 
     def get_config(self) -> dict[str, Any]:
-        return _config(super().get_config(), self, "audio_dim", "fusion_dim", "dropout_rate")
+        return layer_config(super().get_config(), self, "audio_dim", "fusion_dim", "dropout_rate")
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class VoiceAttention(keras.layers.Layer):
     """Voice queries over flow tokens; returns the pooled voice vector [B, F] and the weights.
 
@@ -115,10 +115,10 @@ class VoiceAttention(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(dropout_rate)
 
     def build(self, audio_shape: Any, dynamic_tokens_shape: Any) -> None:
-        _build(self.encoder, audio_shape)
+        build_once(self.encoder, audio_shape)
         tokens = (*tuple(audio_shape)[:-1], self.fusion_dim)
-        _build(self.audio_to_dynamic, tokens, dynamic_tokens_shape)
-        _build(self.norm, (None, self.fusion_dim))
+        build_once(self.audio_to_dynamic, tokens, dynamic_tokens_shape)
+        build_once(self.norm, (None, self.fusion_dim))
 
     def call(
         self,
@@ -132,19 +132,19 @@ class VoiceAttention(keras.layers.Layer):
         tokens = tokens + sinusoidal_positions(
             ops.shape(tokens)[1], self.fusion_dim, self.compute_dtype
         )
-        a_valid, d_valid = _valid(tokens, audio_mask), _valid(dynamic_tokens, dynamic_mask)
+        a_valid, d_valid = valid_mask(tokens, audio_mask), valid_mask(dynamic_tokens, dynamic_mask)
         mask = ops.logical_and(a_valid[:, None, :, None], d_valid[:, None, None, :])
         context, weights = self.audio_to_dynamic(
             tokens, dynamic_tokens, attention_mask=mask, training=training
         )
-        pooled = _masked_mean(context, a_valid)
+        pooled = masked_mean(context, a_valid)
         # An all-masked voice pools to zeros and stays zeros: LayerNorm would add its bias.
         present = ops.cast(ops.any(a_valid, axis=1, keepdims=True), pooled.dtype)
         return self.dropout(self.norm(pooled) * present, training=training), weights
 
     def get_config(self) -> dict[str, Any]:
         names = ("audio_dim", "fusion_dim", "num_heads", "dropout_rate")
-        return _config(super().get_config(), self, *names)
+        return layer_config(super().get_config(), self, *names)
 
 
 __all__ = ["AudioEncoder", "VoiceAttention"]

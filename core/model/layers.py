@@ -18,11 +18,11 @@ from keras import ops
 
 from core.traits import NUM_TRAITS
 
-_PACKAGE = "oceanstream"
-_DIMS = ("static_dim", "dynamic_dim", "fusion_dim", "num_heads", "dropout_rate")
+SERIALIZABLE_PACKAGE = "oceanstream"
+MODEL_DIMS = ("static_dim", "dynamic_dim", "fusion_dim", "num_heads", "dropout_rate")
 
 
-def _config(base: dict[str, Any], layer: Any, *names: str) -> dict[str, Any]:
+def layer_config(base: dict[str, Any], layer: Any, *names: str) -> dict[str, Any]:
     """The base layer config plus the named constructor arguments, for `get_config`."""
     return {**base, **{name: getattr(layer, name) for name in names}}
 
@@ -55,7 +55,7 @@ def masked_attention(query: Any, key: Any, value: Any, mask: Any = None) -> tupl
     return ops.matmul(weights, value), weights
 
 
-def _as_tokens(features: Any, mask: Any) -> tuple[Any, Any]:
+def as_tokens(features: Any, mask: Any) -> tuple[Any, Any]:
     """Treat a [B, D] vector (and a [B] mask) as a one-token sequence."""
     if len(features.shape) == 2:
         features = ops.expand_dims(features, 1)
@@ -64,25 +64,26 @@ def _as_tokens(features: Any, mask: Any) -> tuple[Any, Any]:
     return features, mask
 
 
-def _valid(tokens: Any, mask: Any) -> Any:
+def valid_mask(tokens: Any, mask: Any) -> Any:
     """A boolean [B, T] mask; None means every frame is valid."""
     if mask is None:
         return ops.ones_like(tokens[..., 0], dtype="bool")
     return ops.cast(mask, "bool")
 
 
-def _build(layer: keras.layers.Layer, *shapes: Any) -> None:
+def build_once(layer: keras.layers.Layer, *shapes: Any) -> None:
     """Build a sublayer unless it already is (it may have been called on its own first)."""
     if not layer.built:
         layer.build(*shapes)
 
 
-def _token_shape(shape: Any) -> tuple[Any, ...]:
+def token_shape(shape: Any) -> tuple[Any, ...]:
+    """A [B, D] input shape as a one-token [B, 1, D] sequence; [B, T, D] as it is."""
     shape = tuple(shape)
     return (shape[0], 1, shape[1]) if len(shape) == 2 else shape
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class AttentionBlock(keras.layers.Layer):
     """One direction of cross-attention: queries from one stream, keys/values from the other."""
 
@@ -100,9 +101,9 @@ class AttentionBlock(keras.layers.Layer):
 
     def build(self, query_shape: Any, key_shape: Any) -> None:
         for layer in (self.query_dense, self.output_dense, self.norm):
-            _build(layer, query_shape)
-        _build(self.key_dense, key_shape)
-        _build(self.value_dense, key_shape)
+            build_once(layer, query_shape)
+        build_once(self.key_dense, key_shape)
+        build_once(self.value_dense, key_shape)
 
     def _heads(self, flat: Any, batch: Any) -> Any:
         """[B*T, F] -> [B, H, T, F/H]."""
@@ -128,10 +129,10 @@ class AttentionBlock(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         names = ("fusion_dim", "num_heads", "dropout_rate")
-        return _config(super().get_config(), self, *names)
+        return layer_config(super().get_config(), self, *names)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class CrossAttention(keras.layers.Layer):
     """Bidirectional cross-attention between face (static) and flow (dynamic) token sequences.
 
@@ -166,19 +167,19 @@ class CrossAttention(keras.layers.Layer):
         self.dynamic_to_static = AttentionBlock(**block, name="dynamic_to_static")
 
     def build(self, static_shape: Any, dynamic_shape: Any) -> None:
-        static_shape, dynamic_shape = _token_shape(static_shape), _token_shape(dynamic_shape)
+        static_shape, dynamic_shape = token_shape(static_shape), token_shape(dynamic_shape)
         for name, shape, dim in (
             ("static", static_shape, self.static_dim),
             ("dynamic", dynamic_shape, self.dynamic_dim),
         ):
             if shape[-1] is not None and shape[-1] != dim:
                 raise ValueError(f"expected {name} features of size {dim}, got shape {shape}")
-        _build(self.static_projection, static_shape)
-        _build(self.dynamic_projection, dynamic_shape)
+        build_once(self.static_projection, static_shape)
+        build_once(self.dynamic_projection, dynamic_shape)
         static_tokens = (*static_shape[:-1], self.fusion_dim)
         dynamic_tokens = (*dynamic_shape[:-1], self.fusion_dim)
-        _build(self.static_to_dynamic, static_tokens, dynamic_tokens)
-        _build(self.dynamic_to_static, dynamic_tokens, static_tokens)
+        build_once(self.static_to_dynamic, static_tokens, dynamic_tokens)
+        build_once(self.dynamic_to_static, dynamic_tokens, static_tokens)
 
     def project(self, static: Any, dynamic: Any) -> tuple[Any, Any]:
         """Projected tokens plus the positional code: what both attention blocks see."""
@@ -200,10 +201,11 @@ class CrossAttention(keras.layers.Layer):
         training: Any = False,
         return_attention_scores: bool = False,
     ):
-        static, static_mask = _as_tokens(static, static_mask)
-        dynamic, dynamic_mask = _as_tokens(dynamic, dynamic_mask)
+        static, static_mask = as_tokens(static, static_mask)
+        dynamic, dynamic_mask = as_tokens(dynamic, dynamic_mask)
         static_tokens, dynamic_tokens = self.project(static, dynamic)
-        s_valid, d_valid = _valid(static_tokens, static_mask), _valid(dynamic_tokens, dynamic_mask)
+        s_valid = valid_mask(static_tokens, static_mask)
+        d_valid = valid_mask(dynamic_tokens, dynamic_mask)
         s_to_d_mask = ops.logical_and(s_valid[:, None, :, None], d_valid[:, None, None, :])
         d_to_s_mask = ops.logical_and(d_valid[:, None, :, None], s_valid[:, None, None, :])
         static_ctx, s_to_d = self.static_to_dynamic(
@@ -217,10 +219,10 @@ class CrossAttention(keras.layers.Layer):
         return static_ctx, dynamic_ctx
 
     def get_config(self) -> dict[str, Any]:
-        return _config(super().get_config(), self, *_DIMS)
+        return layer_config(super().get_config(), self, *MODEL_DIMS)
 
 
-def _masked_mean(tokens: Any, mask: Any) -> Any:
+def masked_mean(tokens: Any, mask: Any) -> Any:
     """Mean over valid frames; an all-padded sequence pools to zeros, not NaN."""
     if mask is None:
         return ops.mean(tokens, axis=1)
@@ -229,7 +231,7 @@ def _masked_mean(tokens: Any, mask: Any) -> Any:
     return total / ops.maximum(ops.sum(weights, axis=1), 1.0)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class FeatureFusion(keras.layers.Layer):
     """Pools each stream's context over valid frames and joins them into one video vector."""
 
@@ -240,20 +242,20 @@ class FeatureFusion(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(dropout_rate)
 
     def build(self, static_shape: Any, dynamic_shape: Any) -> None:
-        _build(self.norm, (static_shape[0], 2 * self.fusion_dim))
+        build_once(self.norm, (static_shape[0], 2 * self.fusion_dim))
 
     def call(self, static_ctx, dynamic_ctx, static_mask=None, dynamic_mask=None, training=False):
         pooled = ops.concatenate(
-            [_masked_mean(static_ctx, static_mask), _masked_mean(dynamic_ctx, dynamic_mask)],
+            [masked_mean(static_ctx, static_mask), masked_mean(dynamic_ctx, dynamic_mask)],
             axis=-1,
         )
         return self.dropout(self.norm(pooled), training=training)
 
     def get_config(self) -> dict[str, Any]:
-        return _config(super().get_config(), self, "fusion_dim", "dropout_rate")
+        return layer_config(super().get_config(), self, "fusion_dim", "dropout_rate")
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class PersonalityPredictionHead(keras.layers.Layer):
     """Dense-ReLU-Dropout-Dense(5, sigmoid): five scores in [0, 1], in O, C, E, A, N order."""
 
@@ -265,11 +267,11 @@ class PersonalityPredictionHead(keras.layers.Layer):
         self.scores = keras.layers.Dense(NUM_TRAITS, activation="sigmoid", name="scores")
 
     def build(self, input_shape: Any) -> None:
-        _build(self.hidden, input_shape)
-        _build(self.scores, (input_shape[0], self.hidden_dim))
+        build_once(self.hidden, input_shape)
+        build_once(self.scores, (input_shape[0], self.hidden_dim))
 
     def call(self, features: Any, training: Any = False) -> Any:
         return self.scores(self.dropout(self.hidden(features), training=training))
 
     def get_config(self) -> dict[str, Any]:
-        return _config(super().get_config(), self, "hidden_dim", "dropout_rate")
+        return layer_config(super().get_config(), self, "hidden_dim", "dropout_rate")

@@ -6,7 +6,8 @@ Without it the model is exactly the two-stream one, the same variables in the sa
 bundle saved before the voice existed loads and scores as it did.
 
 The layers live in `core.model.layers` and the drawing of attention maps in `core.plots.attention`
-(no TensorFlow needed to draw); both are re-exported here, the model's agreed import path.
+(no TensorFlow needed to draw); both are re-exported here and by `core.model`, the model's agreed
+import path.
 """
 
 from __future__ import annotations
@@ -19,18 +20,18 @@ from keras import ops
 
 from core.model.audio_layers import AudioEncoder, VoiceAttention
 from core.model.layers import (
-    _DIMS,
-    _PACKAGE,
+    MODEL_DIMS,
+    SERIALIZABLE_PACKAGE,
     AttentionBlock,
     CrossAttention,
     FeatureFusion,
     PersonalityPredictionHead,
-    _as_tokens,
-    _build,
-    _config,
-    _token_shape,
+    as_tokens,
+    build_once,
+    layer_config,
     masked_attention,
     sinusoidal_positions,
+    token_shape,
 )
 from core.plots.attention import plot_attention_map
 
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class CompletePersonalityModel(keras.Model):
     """Cross-attention, pooling and the trait head: `model((static, dynamic[, masks]))` -> [B, 5].
 
@@ -107,29 +108,29 @@ class CompletePersonalityModel(keras.Model):
 
     def build(self, input_shape: Any) -> None:
         self._check_inputs(len(input_shape))
-        static_shape, dynamic_shape = _token_shape(input_shape[0]), _token_shape(input_shape[1])
-        _build(self.cross_attention, static_shape, dynamic_shape)
+        static_shape, dynamic_shape = token_shape(input_shape[0]), token_shape(input_shape[1])
+        build_once(self.cross_attention, static_shape, dynamic_shape)
         ctx_shape = (static_shape[0], static_shape[1], self.fusion_dim)
-        _build(self.fusion, ctx_shape, (dynamic_shape[0], dynamic_shape[1], self.fusion_dim))
-        _build(self.head, (static_shape[0], self.num_streams * self.fusion_dim))
+        build_once(self.fusion, ctx_shape, (dynamic_shape[0], dynamic_shape[1], self.fusion_dim))
+        build_once(self.head, (static_shape[0], self.num_streams * self.fusion_dim))
         if self.voice is not None:
-            audio_shape = _token_shape(input_shape[2])
+            audio_shape = token_shape(input_shape[2])
             tokens = (dynamic_shape[0], dynamic_shape[1], self.fusion_dim)
-            _build(self.voice, audio_shape, tokens)
+            build_once(self.voice, audio_shape, tokens)
 
     def call(self, inputs: Any, training: Any = None, return_attention_scores: bool = False):
         self._check_inputs(len(inputs))
         streams = self.num_streams
         masks_in = inputs[streams:] if len(inputs) == 2 * streams else (None,) * streams
-        static, static_mask = _as_tokens(inputs[0], masks_in[0])
-        dynamic, dynamic_mask = _as_tokens(inputs[1], masks_in[1])
+        static, static_mask = as_tokens(inputs[0], masks_in[0])
+        dynamic, dynamic_mask = as_tokens(inputs[1], masks_in[1])
         masks = {"static_mask": static_mask, "dynamic_mask": dynamic_mask}
         (static_ctx, dynamic_ctx), attention = self.cross_attention(
             static, dynamic, **masks, training=training, return_attention_scores=True
         )
         fused = self.fusion(static_ctx, dynamic_ctx, **masks, training=training)
         if self.voice is not None:
-            audio, audio_mask = _as_tokens(inputs[2], masks_in[2])
+            audio, audio_mask = as_tokens(inputs[2], masks_in[2])
             _, dynamic_tokens = self.cross_attention.project(static, dynamic)
             voice, voice_attention = self.voice(
                 audio,
@@ -146,7 +147,7 @@ class CompletePersonalityModel(keras.Model):
         return scores
 
     def get_config(self) -> dict[str, Any]:
-        return _config(super().get_config(), self, *_DIMS, "audio_dim")
+        return layer_config(super().get_config(), self, *MODEL_DIMS, "audio_dim")
 
 
 def get_attention_weights(

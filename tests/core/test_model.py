@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from core.model.personality import (
+from core.model import (
     CompletePersonalityModel,
     CrossAttention,
     FeatureFusion,
@@ -310,6 +310,27 @@ def test_attention_plot_imports_neither_tensorflow_nor_keras():
 
     code = (
         "import sys, core.plots.attention\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_agreed_import_path_names_the_model_and_batching_loads_no_keras():
+    import subprocess
+    import sys
+
+    import core.model
+    import core.model.personality
+
+    assert core.model.CompletePersonalityModel is core.model.personality.CompletePersonalityModel
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        _ = core.model.nothing_here  # type: ignore[attr-defined]
+    code = (
+        "import sys, core.model.batching\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
     )
     root = Path(__file__).resolve().parents[2]
