@@ -1,14 +1,13 @@
-"""The analysis stages and the in-process pipeline that chains them.
+"""The analysis stages' shared steps: their knobs, sampling, face and flow tokens, prediction.
 
-The distributed workers call the same stage functions (`sample_video`, `extract_static`,
-`extract_dynamic`, `predict_one`); only the transport between them differs.
+`core.video_analysis.VideoAnalyzer` (in process) and the distributed stages chain the same
+functions (`sample_video`, `extract_static`, `extract_dynamic`, `predict_one`); only the
+transport between them differs.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,9 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.errors import InputError, NoFaceError
-from core.status import VideoStatus
-from core.traits import traits_dict
-from core.video.probe import SampledFrames, VideoInfo, VideoLimits, probe_video, sample_frames
+from core.video.probe import SampledFrames, VideoLimits, probe_video, sample_frames
 
 if TYPE_CHECKING:
     from core.bundles.bundle import ModelBundle
@@ -60,27 +57,6 @@ class StaticFeatures:
     @property
     def faces_found(self) -> int:
         return int(self.mask.sum())
-
-
-@dataclass
-class VideoResult:
-    """What became of one input video."""
-
-    path: str
-    status: VideoStatus
-    model_version: str
-    model_trained: bool
-    scores: np.ndarray | None = None  # [5] in TRAITS order
-    attention: np.ndarray | None = None  # [2, heads, T, T]
-    faces_found: int = 0
-    frames: int = 0
-    info: VideoInfo | None = None
-    error: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def traits(self) -> dict[str, float] | None:
-        return None if self.scores is None else traits_dict(list(self.scores))
 
 
 class Timer:
@@ -203,116 +179,3 @@ def predict_one(
         static.tokens[None], dynamic[None], static.mask[None], dynamic_mask[None]
     )
     return np.asarray(scores[0]), np.asarray(attention[0])
-
-
-class Analyzer:
-    """Runs every stage of one video in this process: the `oceanstream analyze` path."""
-
-    def __init__(
-        self,
-        bundle: ModelBundle,
-        config: PipelineConfig | None = None,
-        detector: FaceDetector | None = None,
-    ) -> None:
-        from core.persons.faces import FaceDetector
-
-        self.bundle = bundle
-        self.config = config or PipelineConfig(num_frames=bundle.metadata.num_frames)
-        self.detector = detector or FaceDetector(
-            detect_width=self.config.detect_width,
-            min_confidence=self.config.min_face_confidence,
-            crop_size=bundle.metadata.crop_size,
-        )
-
-    def _result(self, path: str | Path, status: VideoStatus, **kwargs: object) -> VideoResult:
-        meta = self.bundle.metadata
-        return VideoResult(
-            path=str(path),
-            status=status,
-            model_version=meta.version,
-            model_trained=meta.trained,
-            **kwargs,  # type: ignore[arg-type]
-        )
-
-    def sample(self, path: str | Path) -> SampledFrames:
-        return sample_video(
-            path,
-            self.bundle.metadata.num_frames,
-            self.config.limits,
-            self.config.frame_max_side,
-            self.config.decode_threads,
-            name=str(path),
-        )
-
-    def analyze(self, path: str | Path) -> VideoResult:
-        """Analyze one file; input problems become a failed or no_face result, never raise."""
-        return self.analyze_sampled(path, self._sample_or_error(path))
-
-    def _sample_or_error(self, path: str | Path) -> tuple[SampledFrames | InputError, float]:
-        start = time.perf_counter()
-        try:
-            sampled: SampledFrames | InputError = self.sample(path)
-        except InputError as exc:
-            sampled = exc
-        return sampled, time.perf_counter() - start
-
-    def analyze_sampled(
-        self, path: str | Path, sampled_and_time: tuple[SampledFrames | InputError, float]
-    ) -> VideoResult:
-        sampled, sample_seconds = sampled_and_time
-        timings: dict[str, float] = {"sample": sample_seconds}
-        if isinstance(sampled, InputError):
-            return self._result(path, VideoStatus.FAILED, error=str(sampled), timings=timings)
-        frames = len(sampled.frames)
-        base = {"info": sampled.info, "frames": frames, "timings": timings}
-        try:
-            dynamic = extract_dynamic(
-                sampled.frames, sampled.successors, self.bundle, self.config.flow_method, timings
-            )
-            static = extract_static(sampled.frames, self.detector, self.bundle, timings)
-        except NoFaceError as exc:
-            return self._result(path, VideoStatus.NO_FACE, error=str(exc), **base)
-        except InputError as exc:
-            return self._result(path, VideoStatus.FAILED, error=str(exc), **base)
-        with Timer(timings)("inference"):
-            scores, attention = predict_one(self.bundle, static, dynamic)
-        timings["total"] = sum(timings.values())
-        problem = scores_problem(scores, self.bundle.metadata.version)
-        if problem is not None:
-            return self._result(path, VideoStatus.FAILED, error=problem, **base)
-        return self._result(
-            path,
-            VideoStatus.DONE,
-            scores=scores,
-            attention=attention,
-            faces_found=static.faces_found,
-            **base,
-        )
-
-    def analyze_many(
-        self,
-        paths: Iterable[str | Path],
-        on_result: Callable[[VideoResult], None] | None = None,
-    ) -> Iterator[VideoResult]:
-        """Analyze videos in order, decoding the next one while the current one is computed.
-
-        Decoding (OpenCV) and the models (TensorFlow) both release the GIL, so on a
-        multi-core machine the overlap hides most of the decode time of all but the first clip.
-        """
-        pending = list(paths)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-            upcoming: Future[tuple[SampledFrames | InputError, float]] | None = None
-            if pending:
-                upcoming = pool.submit(self._sample_or_error, pending[0])
-            for index, path in enumerate(pending):
-                assert upcoming is not None
-                sampled = upcoming.result()
-                upcoming = (
-                    pool.submit(self._sample_or_error, pending[index + 1])
-                    if index + 1 < len(pending)
-                    else None
-                )
-                result = self.analyze_sampled(path, sampled)
-                if on_result is not None:
-                    on_result(result)
-                yield result
