@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from core.errors import ModelBundleError
 from core.traits import TRAITS
-
-if TYPE_CHECKING:
-    from core.bundles.bundle import BundleMetadata
 
 FORMAT_VERSION = 1
 # Upper bounds on the shapes a bundle may declare. Metadata is input: a typo or a hostile file
@@ -38,7 +35,21 @@ MAX_DIMENSIONS = {
 FLOW_REGIONS = ("person", "frame")
 
 
-def check_metadata(metadata: BundleMetadata) -> None:
+class CheckedMetadata(Protocol):
+    """The fields `check_metadata` reads (`core.bundles.bundle.BundleMetadata` has them all);
+    the shapes in `MAX_DIMENSIONS` are read by name."""
+
+    format_version: int
+    traits: list[str]
+    dropout_rate: float
+    fusion_dim: int
+    num_heads: int
+    trained: bool
+    flow_region: str | None
+    card: dict[str, Any] | None
+
+
+def check_metadata(metadata: CheckedMetadata) -> None:
     """Reject metadata this code cannot serve, with what was expected and what was found."""
     if metadata.format_version != FORMAT_VERSION:
         raise ModelBundleError(
