@@ -33,8 +33,9 @@ from core.persons.segment_analysis import (
     faces_seen,
 )
 from core.persons.shots import cut_times
-from core.pipeline import PipelineConfig, Timer, predict_one, scores_problem
+from core.pipeline import PipelineConfig, predict_one, scores_problem
 from core.status import VideoStatus
+from core.timing import Timer
 from core.video.probe import SampledFrames, VideoInfo, probe_video
 from core.video.segment_sampling import plan_video, sample_video_segment
 from core.video.segments import Segment

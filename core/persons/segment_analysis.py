@@ -15,7 +15,7 @@ person's tracks across cuts, and give each person its identity embedding (the me
 faces' descriptors, `core.persons.identity`).
 
 For a segment with one person and a whole-frame bundle, the tokens are exactly those of
-`core.pipeline.extract_static` and `extract_dynamic`: the person's crops are the ones
+`extract_static` and `extract_dynamic` (below): the person's crops are the ones
 `FaceDetector.detect` cuts, and the flow is the same call.
 """
 
@@ -33,8 +33,8 @@ from core.persons.identity import best_frames, identity_crop, mean_direction
 from core.persons.regions import Region, crop_pair
 from core.persons.shots import detect_cuts
 from core.persons.tracks import Person, TrackingConfig, find_persons
-from core.pipeline import StaticFeatures, Timer
 from core.storage.artifacts import MAX_PERSONS as MAX_STORED_PERSONS
+from core.timing import Timer
 
 if TYPE_CHECKING:
     from core.bundles.bundle import ModelBundle
@@ -257,3 +257,51 @@ POSITION_ONLY = (
     "`oceanstream backbones install faceres` to link them by face): a person seen again "
     "after a shot change counts as a new person"
 )
+
+
+@dataclass(frozen=True)
+class StaticFeatures:
+    """Face tokens per sampled frame; `mask` is False where no face was found."""
+
+    tokens: np.ndarray  # [T, static_dim] float32
+    mask: np.ndarray  # [T] bool
+
+    @property
+    def faces_found(self) -> int:
+        return int(self.mask.sum())
+
+
+def extract_static(
+    frames: np.ndarray,
+    detector: FaceDetector,
+    bundle: ModelBundle,
+    timings: dict[str, float] | None = None,
+) -> StaticFeatures:
+    """Detect, align and encode faces; raises `NoFaceError` when no frame has one."""
+    timer = Timer(timings if timings is not None else {})
+    with timer("faces"):
+        faces = detector.detect(frames)
+    if faces.faces_found == 0:
+        raise NoFaceError(f"no face found in any of the {len(frames)} sampled frames")
+    with timer("face_cnn"):
+        tokens = np.zeros((len(frames), bundle.metadata.static_dim), dtype=np.float32)
+        # Only frames with a face are encoded: a zero crop would look like data.
+        tokens[faces.mask] = bundle.encode_faces(faces.crops[faces.mask])
+    return StaticFeatures(tokens=tokens, mask=faces.mask.copy())
+
+
+def extract_dynamic(
+    frames: np.ndarray,
+    successors: np.ndarray,
+    bundle: ModelBundle,
+    method: str = "dis",
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Optical flow from each frame to its successor, encoded to dynamic tokens [T, D]."""
+    from core.video.flow import compute_flow
+
+    timer = Timer(timings if timings is not None else {})
+    with timer("flow"):
+        flow = compute_flow(frames, successors, method=method, size=bundle.metadata.flow_size)
+    with timer("flow_cnn"):
+        return np.asarray(bundle.encode_flow(flow), dtype=np.float32)

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.errors import ArtifactError, NoFaceError
-from core.pipeline import PipelineConfig, sample_video
+from core.pipeline import PipelineConfig
 from core.storage.artifacts import ArtifactLayout
 from core.storage.store import ArtifactStore
 from core.training.labels import DatasetError
 from core.video.probe import VideoLimits
+from core.video.segment_sampling import sample_video
 
 if TYPE_CHECKING:
     from core.persons.faces import FaceDetector

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.video.probe import downscale
 from core.video.segments import first_frame_at, plan_segment_samples
 
 if TYPE_CHECKING:
@@ -164,8 +165,6 @@ class SegmentCutter:
     def _scaled(self, image: np.ndarray) -> np.ndarray:
         if self.max_side is None:
             return image
-        from core.pipeline import downscale
-
         return downscale(image[None], self.max_side)[0]
 
     def _close(self, window: _Window) -> LiveSegment | None:

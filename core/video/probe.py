@@ -334,3 +334,13 @@ def sample_frames(
         info=info,
         decoded_frames=read.decoded,
     )
+
+
+def downscale(frames: np.ndarray, max_side: int) -> np.ndarray:
+    """[N, H, W, C] frames scaled (area filter) so that max(H, W) <= max_side."""
+    height, width = frames.shape[1:3]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return frames
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])

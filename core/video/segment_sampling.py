@@ -9,14 +9,17 @@ gives, so a 15 s clip is analysed as it always was.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from core.errors import InputError
 from core.storage.store import StoredVideo
 from core.video.keyframes import keyframes_near
+from core.video.probe import probe_video, sample_frames
 from core.video.segments import Segment, align_to_keyframes, plan_segments, segment_frame_ranges
+from core.video.selective_decode import sample_segment
 
 if TYPE_CHECKING:
     from core.video.decode_limits import VideoLimits
@@ -63,9 +66,6 @@ def sample_video_segment(
     video whose header declares no frames is sampled whole, counting what decodes. Errors
     name the file as `name` (its user's name for it) instead of `path`, a storage copy.
     """
-    from core.pipeline import sample_video
-    from core.video.selective_decode import sample_segment
-
     if info.frame_count < 1 or not info.fps > 0:
         if len(segments) != 1:
             raise ValueError("a video without a frame count is planned as one segment")
@@ -73,7 +73,7 @@ def sample_video_segment(
             raise ValueError("a video without a frame count is sampled from a local path")
         return sample_video(path, num_frames, limits, max_side, decode_threads, name=name)
     frames = segment_frame_ranges(segments, info.fps, info.frame_count)[index]
-    try:
+    with _named(path, name):
         return sample_segment(
             path,
             frames,
@@ -83,6 +83,44 @@ def sample_video_segment(
             decode_threads=decode_threads,
             max_side=max_side,
         )
+
+
+def sample_video(
+    path: str | Path,
+    num_frames: int,
+    limits: VideoLimits | None = None,
+    max_side: int | None = None,
+    decode_threads: int = 0,
+    name: str | None = None,
+) -> SampledFrames:
+    """Probe a video against the limits, then sample T frames and their successors.
+
+    With `max_side`, frames larger than that on their long side are scaled down. `name` is
+    the file as its user knows it: errors name it instead of `path`, which may be a storage
+    copy the user never saw.
+    """
+    with _named(path, name):
+        info = probe_video(path, limits)
+        # Frames are scaled as they are decoded, so a segment never holds T full-size pairs.
+        return sample_frames(
+            path,
+            num_frames=num_frames,
+            limits=limits,
+            info=info,
+            decode_threads=decode_threads,
+            max_side=max_side,
+        )
+
+
+@contextmanager
+def _named(path: str | Path | StoredVideo, name: str | None) -> Iterator[None]:
+    """Input errors raised inside name the file as `name`, its user's name for it.
+
+    (`path` may be a storage copy the user never saw. Messages never quote a file's bytes:
+    `core.video.probe` describes what it received without them.)
+    """
+    try:
+        yield
     except InputError as exc:
         if name is None:
             raise

@@ -185,7 +185,7 @@ def _read_sequentially(
 
 
 def _rgb(frame: av.VideoFrame, max_side: int | None) -> np.ndarray:
-    """A frame as RGB, scaled to ``max_side`` at once (as `core.pipeline.downscale` does)."""
+    """A frame as RGB, scaled to ``max_side`` at once (as `core.video.probe.downscale` does)."""
     return fit_frame(frame.to_ndarray(format="rgb24"), max_side)
 
 

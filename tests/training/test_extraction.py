@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.pipeline import PipelineConfig, sample_video
+from core.pipeline import PipelineConfig
 from core.storage.store import ArtifactStore
 from core.training.data import ClipBatches, ClipRef, fill_missing_crops
 from core.training.datasets import load_labelled_set
@@ -29,6 +29,7 @@ from core.training.extraction_run import (
 )
 from core.training.labels import DatasetError
 from core.video.flow import compute_flow
+from core.video.segment_sampling import sample_video
 from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_database
 from tasks.context import StageContext
