@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.persons.aggregates import PersonAggregate, mark_main
 from core.persons.faces import FaceCrops
 from core.persons.person_links import ContinuityLinker, EmbeddingLinker, link_video
 from core.persons.regions import Region
@@ -31,7 +32,6 @@ from db.models import (
     SegmentPrediction,
     Video,
 )
-from db.repository.aggregates import PersonAggregate, mark_main
 from tests.db.helpers import add_model, attention_map, new_video, run_together
 
 Factory = sessionmaker[Session]
