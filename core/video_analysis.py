@@ -3,9 +3,9 @@
 The `oceanstream analyze` path. It runs the same functions as the distributed stages, in the
 same order, with the frames and features kept in memory instead of storage:
 
-    probe, plan segments                    (`core.segment_sampling.plan_video`)
+    probe, plan segments                    (`core.video.segment_sampling.plan_video`)
     per segment: sample its window          (`sample_video_segment`)
-                 persons, face tokens       (`core.segment_analysis.extract_persons`)
+                 persons, face tokens       (`core.persons.segment_analysis.extract_persons`)
                  flow per person or frame   (`extract_person_dynamic`)
                  the model, per person      (`core.pipeline.predict_one`)
 
@@ -26,23 +26,24 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.errors import InputError, NoFaceError
-from core.pipeline import PipelineConfig, Timer, predict_one, scores_problem
-from core.segment_analysis import (
+from core.persons.segment_analysis import (
     PersonFeatures,
     extract_person_dynamic,
     extract_persons,
     faces_seen,
 )
-from core.segment_sampling import plan_video, sample_video_segment
-from core.segments import Segment
-from core.shots import cut_times
+from core.persons.shots import cut_times
+from core.pipeline import PipelineConfig, predict_one, scores_problem
 from core.status import VideoStatus
-from core.video import SampledFrames, VideoInfo, probe_video
+from core.timing import Timer
+from core.video.probe import SampledFrames, VideoInfo, probe_video
+from core.video.segment_sampling import plan_video, sample_video_segment
+from core.video.segments import Segment
 
 if TYPE_CHECKING:
-    from core.bundle import ModelBundle
-    from core.faces import FaceDetector
-    from core.tracks import Person
+    from core.bundles.bundle import ModelBundle
+    from core.persons.faces import FaceDetector
+    from core.persons.tracks import Person
 
 
 @dataclass
@@ -67,7 +68,7 @@ class SegmentResult:
     persons: list[PersonResult] = field(default_factory=list)
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    # Video times at which a new shot is first seen (`core.shots.cut_times`).
+    # Video times at which a new shot is first seen (`core.persons.shots.cut_times`).
     shots: list[float] = field(default_factory=list)
 
 
@@ -121,7 +122,7 @@ class VideoAnalyzer:
         detector: FaceDetector | None = None,
         embed: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        from core.faces import FaceDetector
+        from core.persons.faces import FaceDetector
 
         self.bundle = bundle
         self.config = config or PipelineConfig(num_frames=bundle.metadata.num_frames)

@@ -183,7 +183,7 @@ class Video(Base):
     name: Mapped[str] = mapped_column(Text)
     source_path: Mapped[str] = mapped_column(Text)
     storage_uri: Mapped[str | None] = mapped_column(Text)
-    # The stored object's size and version when it was stored (`core.storage.StoredStamp`):
+    # The stored object's size and version when it was stored (`core.storage.store.StoredStamp`):
     # compared before each read, so a copy replaced later is never read as this content.
     storage_stamp: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Videos may be over 2 GiB, past a 32-bit integer.
@@ -304,7 +304,7 @@ class TraitScores:
 
 
 class Segment(Base):
-    """One analysis window of a video (`core.segments.Segment`) and where it is in the pipeline.
+    """One analysis window of a video (`core.video.segments.Segment`), where it is in the pipeline.
 
     Keyed by a random id like videos, since stage messages carry segment ids. Its status takes
     the video statuses; the video becomes final when all its segments are (`aggregate_video`).
@@ -326,9 +326,9 @@ class Segment(Base):
     error: Mapped[str | None] = mapped_column(Text)
     frames: Mapped[int | None] = mapped_column(Integer)
     faces_found: Mapped[int | None] = mapped_column(Integer)
-    # How many persons the segment holds (`core.tracks`), once its faces stage is done.
+    # How many persons the segment holds (`core.persons.tracks`), once its faces stage is done.
     persons: Mapped[int | None] = mapped_column(Integer)
-    # Video times (s) at which a new shot is first seen in the segment (`core.shots`), once
+    # Video times (s) at which a new shot is first seen in the segment (`core.persons.shots`), once
     # its faces stage is done; empty for one shot.
     shots: Mapped[list[float] | None] = mapped_column(JSON)
     faces_ready: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
@@ -345,11 +345,12 @@ class Segment(Base):
 
 
 class SegmentPerson(Base):
-    """One person found in one segment (`core.tracks.Person`).
+    """One person found in one segment (`core.persons.tracks.Person`).
 
-    `index` is its place in the segment, most face frames first, as `core.tracks` orders
+    `index` is its place in the segment, most face frames first, as `core.persons.tracks` orders
     them; `person` is the video-level person it was linked to, set when the video is
-    aggregated. Boxes are x, y, w, h in frame pixels, as in `core.person_links.PersonSummary`.
+    aggregated. Boxes are x, y, w, h in frame pixels, as in
+    `core.persons.person_links.PersonSummary`.
     """
 
     __tablename__ = "segment_persons"
@@ -363,10 +364,10 @@ class SegmentPerson(Base):
     first_box: Mapped[list[float] | None] = mapped_column(JSON)
     last_box: Mapped[list[float] | None] = mapped_column(JSON)
     region: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # The identity embedding (float32, L2-normalised; `core.identity`), when a face
+    # The identity embedding (float32, L2-normalised; `core.persons.identity`), when a face
     # backbone was installed: what links the person across cuts.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
-    # Seen in the segment's first shot, and in its last (`core.tracks.Person`): continuity
+    # Seen in the segment's first shot, and in its last (`core.persons.tracks.Person`): continuity
     # links it across a boundary only where no cut lies in between.
     opens_segment: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     closes_segment: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())

@@ -16,17 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from core.artifacts import LAYOUT, ArtifactLayout
 from core.pipeline import PipelineConfig
-from core.storage import ArtifactStore
+from core.storage.artifacts import LAYOUT, ArtifactLayout
+from core.storage.store import ArtifactStore
 
 if TYPE_CHECKING:
     import numpy as np
     from sqlalchemy.orm import Session, sessionmaker
 
-    from core.bundle import ModelBundle
-    from core.faces import FaceDetector
-    from core.person_links import PersonLinker
+    from core.bundles.bundle import ModelBundle
+    from core.persons.faces import FaceDetector
+    from core.persons.person_links import PersonLinker
 
 
 class VersionSource(Protocol):
@@ -37,7 +37,7 @@ class VersionSource(Protocol):
 
 
 def _continuity() -> PersonLinker:
-    from core.person_links import ContinuityLinker
+    from core.persons.person_links import ContinuityLinker
 
     return ContinuityLinker()
 
@@ -56,16 +56,16 @@ class StageContext:
     # past this the video is failed, not looped. A start that met an outage is not counted.
     max_deliveries: int = 6
     layout: ArtifactLayout = LAYOUT
-    # Links a video's persons across its segments (`core.person_links.linker_for`).
+    # Links a video's persons across its segments (`core.persons.person_links.linker_for`).
     linker: PersonLinker = field(default_factory=_continuity)
-    # A face-identity network (`core.identity.Embedder`), when a backbone is installed.
+    # A face-identity network (`core.persons.identity.Embedder`), when a backbone is installed.
     embed: Callable[[np.ndarray], np.ndarray] | None = None
     # Told the bytes a stage read from the store (stage name, bytes): a metrics counter.
     on_read: Callable[[str, int], None] = field(default=lambda stage, count: None)
     _detectors: dict[int, FaceDetector] = field(default_factory=dict)
 
     def detector(self, crop_size: int) -> FaceDetector:
-        from core.faces import FaceDetector
+        from core.persons.faces import FaceDetector
 
         if crop_size not in self._detectors:
             self._detectors[crop_size] = FaceDetector(

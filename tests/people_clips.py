@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.video import plan_sample_indices
+from core.video.probe import plan_sample_indices
 from tests import clips
 from tests.clips import Size
 
@@ -191,6 +191,6 @@ def read_frames(path: str | Path) -> np.ndarray:
 
 
 def segment_samples(start: int, end: int, num_frames: int) -> np.ndarray:
-    """The indices `core.video.plan_sample_indices` picks in frames ``start`` to ``end``
+    """The indices `core.video.probe.plan_sample_indices` picks in frames ``start`` to ``end``
     (exclusive), as a segment of those frames would sample them."""
     return start + plan_sample_indices(end - start, num_frames)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,3 +204,69 @@ def test_the_api_imports_no_cli() -> None:
 def test_the_broker_module_imports_no_service() -> None:
     offenders = _offenders(_import_graph(), "workers.broker", ("workers.services",))
     assert not offenders, f"workers/broker imports services: {offenders}"
+
+
+def _core_import_graph(unit: Callable[[str], str]) -> dict[str, set[str]]:
+    """Edges between `core` units from every import in `core`: top-level, function-local and
+    type-checking-only alike (a hidden cycle is still a cycle)."""
+    modules = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in (ROOT / "core").rglob("*.py")
+    }
+    edges: dict[str, set[str]] = {unit(m): set() for m in modules}
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for name in names:
+                if name in modules and unit(name) != unit(module):
+                    edges[unit(module)].add(unit(name))
+    return edges
+
+
+def _a_cycle(edges: dict[str, set[str]]) -> list[str]:
+    """One cycle of the graph (its nodes in order, the first repeated), or [] when acyclic."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(edges.get(node, ())):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state and (found := visit(target)):
+                return found
+        state[node] = 2
+        path.pop()
+        return []
+
+    for node in sorted(edges):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def _package_of(module: str) -> str:
+    """`core.video.probe` -> `core.video`; a top-level module (`core.errors`) is its own unit."""
+    parts = module.split(".")
+    if len(parts) > 1 and (ROOT / "core" / parts[1]).is_dir():
+        return ".".join(parts[:2])
+    return module
+
+
+def test_core_packages_import_only_downwards() -> None:
+    edges = _core_import_graph(_package_of)
+    assert not _a_cycle(edges), f"core packages import each other: {' -> '.join(_a_cycle(edges))}"
+    # The shared leaves import no other part of core.
+    for leaf in ("core.errors", "core.status", "core.traits", "core.timing"):
+        assert not edges[leaf], f"{leaf} imports {sorted(edges[leaf])}"
+
+
+def test_core_modules_form_no_import_cycle() -> None:
+    edges = _core_import_graph(lambda module: module)
+    assert not _a_cycle(edges), f"an import cycle in core: {' -> '.join(_a_cycle(edges))}"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from core.bundle import ModelBundle
+    from core.bundles.bundle import ModelBundle
     from tasks.context import StageContext
     from workers.settings import Settings
 
@@ -113,8 +113,8 @@ def get_context() -> StageContext:
 
 def _build_context() -> StageContext:
     from core.backbones.registry import backbones_dir
-    from core.segment_analysis import POSITION_ONLY, identity_for
-    from core.storage import ArtifactStore
+    from core.persons.segment_analysis import POSITION_ONLY, identity_for
+    from core.storage.store import ArtifactStore
     from db.engine import make_engine, make_session_factory
     from tasks.context import StageContext
     from workers.metrics import storage_metrics

@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.pipeline import PipelineConfig
-from core.video import VideoLimits
+from core.video.probe import VideoLimits
 from workers.services.errors import broker_url_problem, port_problem
 
 

@@ -191,7 +191,7 @@ def fail_videos_past_time_limits(
 
 
 def _fail_row(database_url: str, backbones: Path, row_id: str, stage: str, error: str) -> None:
-    from core.person_links import linker_for
+    from core.persons.person_links import linker_for
     from db.engine import make_engine, make_session_factory
     from db.repository.stages import StageUpdate, finish_stage
     from tasks.stages.segment_rows import finish_and_aggregate

@@ -21,7 +21,7 @@ from core.backbones.transfer import (
     build_backbone_features,
     embedding_model,
 )
-from core.runtime import compile_inference
+from core.model.runtime import compile_inference
 from core.training.data import ClipRef
 from core.training.extraction import DatasetLayout, ExtractionConfig
 from core.training.features import FeatureCache, FeatureCounts, cache_name

@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.files import VIDEO_EXTENSIONS
 from core.training.labels import (
     V1_HEADER,
     V2_FILES,
@@ -32,6 +31,7 @@ from core.training.labels import (
     read_generic_csv,
     split_from_file_name,
 )
+from core.video.files import VIDEO_EXTENSIONS
 
 FORMAT_V2 = "first-impressions-v2"
 FORMAT_V1 = "first-impressions-v1"

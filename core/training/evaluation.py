@@ -17,7 +17,7 @@ import numpy as np
 from core.traits import TRAITS
 
 if TYPE_CHECKING:
-    from core.bundle import ModelBundle
+    from core.bundles.bundle import ModelBundle
     from core.training.data import ClipBatches
 
 _ENCODE_CLIPS = 16  # clips per encoder call
@@ -73,10 +73,11 @@ def encode_clips(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Static tokens [N,T,Ds], dynamic tokens [N,T,Dd] and face masks [N,T], as served.
 
-    Frames without a face get zero static tokens, as in `core.pipeline.extract_static`. (The
-    face CNN scores each crop on its own at inference, so encoding every frame and zeroing
-    those gives the tokens serving computes.) Every call has the same shape, the last group
-    of clips padded, so the compiled encoders are traced once.
+    Frames without a face get zero static tokens, as in
+    `core.persons.segment_analysis.extract_static`. (The face CNN scores each crop on its own at
+    inference, so encoding every frame and zeroing those gives the tokens serving computes.) Every
+    call has the same shape, the last group of clips padded, so the compiled encoders are traced
+    once.
     """
     meta = bundle.metadata
     count, frames = len(clips.refs), meta.num_frames

@@ -1,7 +1,7 @@
 """Extracting training inputs with the serving stages: face crops, face mask and flow per clip.
 
 Training must see what serving sees, so every clip goes through the same functions as a
-video being analysed: `sample_video`, the persons of `core.tracks` (or, for a data set
+video being analysed: `sample_video`, the persons of `core.persons.tracks` (or, for a data set
 extracted with whole-frame flow, `FaceDetector.detect`) and `compute_flow`. What the
 encoders would consume (not their tokens: the encoders are trained) is stored per clip as one
 `.npz` in an `ArtifactStore`, under the data set's prefix:
@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.artifacts import ArtifactLayout
 from core.errors import ArtifactError, NoFaceError
-from core.pipeline import PipelineConfig, sample_video
-from core.storage import ArtifactStore
+from core.pipeline import PipelineConfig
+from core.storage.artifacts import ArtifactLayout
+from core.storage.store import ArtifactStore
 from core.training.labels import DatasetError
-from core.video import VideoLimits
+from core.video.probe import VideoLimits
+from core.video.segment_sampling import sample_video
 
 if TYPE_CHECKING:
-    from core.faces import FaceDetector
+    from core.persons.faces import FaceDetector
 
 MANIFEST_FORMAT = 1
 
@@ -141,9 +142,9 @@ def extract_clip_arrays(
     Raises the stages' `InputError`s (a clip that cannot be decoded, or `NoFaceError` when
     no sampled frame has a face: serving would give such a clip no score either).
     """
-    from core.flow import compute_flow
-    from core.regions import crop_pair
-    from core.tracks import find_persons
+    from core.persons.regions import crop_pair
+    from core.persons.tracks import find_persons
+    from core.video.flow import compute_flow
 
     sampled = sample_video(path, config.num_frames, limits, config.frame_max_side, decode_threads)
     frames, successors = sampled.frames, sampled.successors

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.errors import InputError, NoFaceError
-from core.storage import ArtifactStore
+from core.storage.store import ArtifactStore
 from core.training.datasets import GROUP_RULE, LabelledSet
 from core.training.extraction import (
     DatasetLayout,
@@ -28,10 +28,10 @@ from core.training.extraction import (
 )
 from core.training.labels import DatasetError
 from core.traits import TRAITS
-from core.video import VideoLimits
+from core.video.probe import VideoLimits
 
 if TYPE_CHECKING:
-    from core.faces import FaceDetector
+    from core.persons.faces import FaceDetector
 
 EXTRACTED = "extracted"
 SKIPPED = "skipped"  # already extracted earlier

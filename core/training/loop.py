@@ -37,9 +37,9 @@ from core.backbones.transfer import (
     backbone_embeddings,
     set_fine_tuning,
 )
-from core.bundle import BundleMetadata, build_models
+from core.bundles.bundle import BundleMetadata, build_models
 from core.event_log import ScalarEventLog
-from core.model import CompletePersonalityModel
+from core.model.personality import CompletePersonalityModel
 from core.training.checkpoints import TrainingCheckpoint
 from core.training.data import ClipBatches
 from core.training.extraction import ExtractionConfig

@@ -21,8 +21,8 @@ from typing import Any
 
 import keras
 
-from core.bundle import ModelBundle, load_bundle, save_bundle
-from core.model_card import training_card
+from core.bundles.bundle import ModelBundle, load_bundle, save_bundle
+from core.bundles.model_card import training_card
 from core.training.data import ClipBatches, ClipRef, FaceFeatures, clip_bytes
 from core.training.evaluation import evaluate_bundle
 from core.training.extraction import DatasetLayout, ExtractionConfig

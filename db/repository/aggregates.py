@@ -7,19 +7,29 @@ the video is not. Called in the same transaction as the `finish_segment` that ma
 final, of two last segments finishing at once the second to take the lock sees the first's
 commit and aggregates, the first sees a segment still running and does nothing; a redelivered
 call finds the video final and does nothing.
+
+The rules themselves (a person's aggregate, the main person, the final status) are pure and live
+in `core.persons.aggregates`; `PersonAggregate` is re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from core.person_links import PersonLinker, PersonSummary, link_video
+from core.persons.aggregates import (
+    PersonAggregate,
+    ScoredSegment,
+    aggregate_person,
+    decide_status,
+    mark_main,
+)
+from core.persons.person_links import PersonLinker, PersonSummary, link_video
 from core.status import FINAL_STATUSES, VideoStatus
 from core.traits import TRAITS
 from db.models import ModelVersion, Person, Segment, SegmentPerson, SegmentPrediction, Video
@@ -28,39 +38,7 @@ from db.repository.predictions import save_prediction
 from db.repository.segment_persons import load_segment_attention
 from db.types import utcnow
 
-
-@dataclass(frozen=True)
-class ScoredSegment:
-    """One person's result in one segment: what its aggregate is made of."""
-
-    segment: int
-    start_s: float
-    end_s: float
-    face_frames: int
-    scores: tuple[float, ...]
-    prediction_id: int
-
-
-@dataclass(frozen=True)
-class PersonAggregate:
-    """One video-level person over the segments it was scored in.
-
-    `scores` are the segment scores' means weighted by face frames, `spread` their
-    population standard deviations across those segments (0 for one), both in `TRAITS` order.
-    """
-
-    person: int
-    scores: tuple[float, ...]
-    spread: tuple[float, ...]
-    face_frames: int
-    segments: int
-    first_s: float
-    last_s: float
-    main: bool = False
-
-    @property
-    def traits(self) -> dict[str, float]:
-        return dict(zip(TRAITS, self.scores, strict=True))
+__all__ = ["AggregateOutcome", "PersonAggregate", "aggregate_video", "number_live_persons"]
 
 
 @dataclass(frozen=True)
@@ -168,50 +146,6 @@ def number_live_persons(
             [{"id": row_id, "person": person} for row_id, person in numbers.items()],
         )
     return done
-
-
-def aggregate_person(person: int, scored: Sequence[ScoredSegment]) -> PersonAggregate:
-    """The aggregate of one person's scored segments (at least one)."""
-    if not scored:
-        raise ValueError(f"person {person} has no scored segment to aggregate")
-    scores = np.array([s.scores for s in scored], dtype=np.float64)
-    weights = np.array([s.face_frames for s in scored], dtype=np.float64)
-    # Segments all without face frames (not expected) count equally rather than divide by 0.
-    mean = np.average(scores, axis=0, weights=weights if weights.sum() > 0 else None)
-    return PersonAggregate(
-        person=person,
-        scores=tuple(float(v) for v in mean),
-        spread=tuple(float(v) for v in scores.std(axis=0)),
-        face_frames=int(weights.sum()),
-        segments=len(scored),
-        first_s=min(s.start_s for s in scored),
-        last_s=max(s.end_s for s in scored),
-    )
-
-
-def mark_main(aggregates: Sequence[PersonAggregate]) -> list[PersonAggregate]:
-    """The same aggregates with `main` set on the one with most face frames (ties: the
-    lowest person number)."""
-    if not aggregates:
-        return []
-    main = min(aggregates, key=lambda a: (-a.face_frames, a.person)).person
-    return [replace(a, main=a.person == main) for a in aggregates]
-
-
-def decide_status(
-    segments: Sequence[Segment], *, scored: bool, model_version: str
-) -> tuple[VideoStatus, str | None]:
-    """The video's final status and error from its final segments (see `aggregate_video`)."""
-    failures = "; ".join(
-        f"segment {s.index} ({s.start_s:g}-{s.end_s:g} s): {s.error or 'failed'}"
-        for s in segments
-        if s.status == VideoStatus.FAILED
-    )
-    if scored:
-        return VideoStatus.DONE, failures or None
-    if all(s.status == VideoStatus.NO_FACE for s in segments):
-        return VideoStatus.NO_FACE, None
-    return VideoStatus.FAILED, failures or f"no segment has a result from {model_version!r}"
 
 
 def _segment_persons(session: Session, segment_ids: list[str], model_version: str) -> list[Any]:

@@ -1,8 +1,7 @@
 """Writing one video's outcome in one transaction.
 
 `store_segmented` records an in-process analysis (`oceanstream analyze`) segment by segment,
-as the distributed stages would have, and aggregates the video. `store_result` stores one
-whole-video prediction (a video analysed as one window, before segments).
+as the distributed stages would have, and aggregates the video.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from sqlalchemy import delete
 from core.status import VideoStatus
 from db.models import Segment as SegmentRow
 from db.repository.aggregates import AggregateOutcome, aggregate_video
-from db.repository.predictions import save_prediction
 from db.repository.segment_persons import (
     SegmentPersonRecord,
     save_segment_persons,
@@ -26,46 +24,9 @@ from db.repository.stages import StageUpdate, finish_stage, pin_model_version
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from core.person_links import PersonLinker
-    from core.pipeline import VideoResult
-    from core.segments import Segment
+    from core.persons.person_links import PersonLinker
+    from core.video.segments import Segment
     from core.video_analysis import SegmentedResult, SegmentResult
-
-
-def store_result(
-    *,
-    session: Session,
-    video_id: str,
-    result: VideoResult,
-    from_statuses: list[str] | None = None,
-) -> int | None:
-    """Record the prediction with its attention (when done), then status, probe data, counts
-    and timings in one guarded UPDATE.
-
-    The caller owns the transaction, so the prediction and the final status land together.
-    Returns the prediction id when one was stored.
-    """
-    prediction_id = None
-    if result.scores is not None:
-        prediction = save_prediction(
-            session=session,
-            video_id=video_id,
-            model_version=result.model_version,
-            scores=[float(x) for x in result.scores],
-            attention=result.attention,
-            model_trained=result.model_trained,
-        )
-        prediction_id = prediction.id
-    changes = StageUpdate(
-        status=VideoStatus(result.status),
-        error=result.error,
-        timings=result.timings,
-        probe=None if result.info is None else result.info.to_dict(),
-        frames=result.frames,
-        faces_found=result.faces_found,
-    )
-    finish_stage(session=session, video_id=video_id, changes=changes, from_statuses=from_statuses)
-    return prediction_id
 
 
 def store_segmented(

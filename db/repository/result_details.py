@@ -84,7 +84,7 @@ class SegmentResult:
     error: str | None
     persons: tuple[SegmentPersonResult, ...] = ()
     faces_found: int | None = None
-    # Video times at which a new shot is first seen in the segment (`core.shots`).
+    # Video times at which a new shot is first seen in the segment (`core.persons.shots`).
     shots: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:

@@ -95,7 +95,7 @@ class ResultRow:
 
     @property
     def shots(self) -> list[float]:
-        """Video times at which a new shot is first seen, over all segments (`core.shots`):
+        """Video times at which a new shot is first seen, over all segments (`core.persons.shots`):
         each within half a sampling interval of the cut. Cuts at a segment boundary are not
         seen (each segment compares its own samples)."""
         return [t for segment in self.segments for t in segment.shots]

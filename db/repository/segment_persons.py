@@ -1,6 +1,6 @@
 """The persons found in a segment, their predictions and attention, and the timeline read.
 
-A segment's persons (`core.tracks`) are inserted if absent, keyed by (segment, index), and
+A segment's persons (`core.persons.tracks`) are inserted if absent, keyed by (segment, index), and
 their predictions are upserts, so every write here is safe under redelivery. The segments
 themselves are `db.repository.segments`; the video-level aggregate is
 `db.repository.aggregates`.
@@ -17,8 +17,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import tracks
-from core.person_links import PersonSummary
+from core.persons import tracks
+from core.persons.person_links import PersonSummary
 from core.traits import TRAITS
 from db.attention import decode_attention, encode_attention
 from db.models import Person, Segment, SegmentPerson, SegmentPrediction
@@ -33,7 +33,7 @@ class SegmentPersonRecord:
     """One person of a segment as `save_segment_persons` stores it.
 
     Boxes are x, y, w, h in frame pixels (first and last sampled frame the face was seen
-    in, as `PersonSummary`); `region` is the flow region (`core.regions.Region.as_dict()`).
+    in, as `PersonSummary`); `region` is the flow region (`core.persons.regions.Region.as_dict()`).
     """
 
     index: int
@@ -41,9 +41,9 @@ class SegmentPersonRecord:
     first_box: Sequence[float]
     last_box: Sequence[float]
     region: Mapping[str, int] | None = None
-    # The identity embedding (`core.identity.identity_embedding`), when one was computed.
+    # The identity embedding (`core.persons.identity.identity_embedding`), when one was computed.
     embedding: np.ndarray | None = None
-    # Seen in the segment's first shot, and in its last (`core.tracks.Person`).
+    # Seen in the segment's first shot, and in its last (`core.persons.tracks.Person`).
     opens_segment: bool = True
     closes_segment: bool = True
 
@@ -51,7 +51,7 @@ class SegmentPersonRecord:
     def of(
         cls, index: int, person: tracks.Person, embedding: np.ndarray | None = None
     ) -> SegmentPersonRecord:
-        """The record of the segment's `index`-th person (`core.tracks` order)."""
+        """The record of the segment's `index`-th person (`core.persons.tracks` order)."""
         summary = PersonSummary.of(person)
         return cls(
             index=index,

@@ -1,6 +1,6 @@
 """Segments of a video: their plan, reads, the guarded finish and per-segment delivery counts.
 
-A video is analysed as windows (`core.segments`). Every write here is safe under redelivery:
+A video is analysed as windows (`core.video.segments`). Every write here is safe under redelivery:
 segments are inserted if absent, keyed by their index, and a segment's state moves with one
 guarded UPDATE, like a video's (`finish_stage`). The persons found in a segment, their
 predictions and the timeline read are `db.repository.segment_persons`; the video-level
@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core import segments as plan
 from core.status import FINAL_STATUSES, VideoStatus
+from core.video import segments as plan
 from db.models import Segment, Video, new_id
 from db.repository._common import FETCH, NotFoundError, dialect_insert
 from db.repository.stages import StageUpdate, guarded_finish
@@ -34,7 +34,7 @@ class SegmentUpdate(StageUpdate):
     """
 
     persons: int | None = None
-    # Video times at which a new shot is first seen in the segment (`core.shots.cut_times`).
+    # Video times at which a new shot is first seen in the segment (`core.persons.shots.cut_times`).
     shots: list[float] | None = None
 
 

@@ -21,7 +21,7 @@ from db.repository._common import FETCH, NotFoundError
 from db.repository.videos import check_status
 from db.types import utcnow
 
-#: The keys of `core.video.VideoInfo.to_dict()` that `record_probe` stores, with their types.
+#: The keys of `core.video.probe.VideoInfo.to_dict()` that `record_probe` stores, with their types.
 PROBE_FIELDS: dict[str, type] = {
     "fps": float,
     "frame_count": int,

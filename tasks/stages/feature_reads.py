@@ -6,7 +6,7 @@ use and shared by the inference pool's runner threads. From a local store the re
 work and run one after another in the caller's thread.
 
 Each archive's headers are checked against the pinned bundle's T and feature sizes before its
-data is read (`core.artifacts.segment_static_specs`, `segment_dynamic_specs`): a set of the
+data is read (`core.storage.artifacts.segment_static_specs`, `segment_dynamic_specs`): a set of the
 wrong shape fails its own segment with that message, instead of reaching (and growing) the
 batch's model call.
 """
@@ -19,14 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from core.artifacts import segment_dynamic_specs, segment_static_specs
-from core.batching import FeatureSet
 from core.errors import ArtifactError
-from core.segment_analysis import person_rows
+from core.model.batching import FeatureSet
+from core.persons.segment_analysis import person_rows
+from core.storage.artifacts import segment_dynamic_specs, segment_static_specs
 from tasks.context import StageContext
 
 if TYPE_CHECKING:
-    from core.bundle import BundleMetadata
+    from core.bundles.bundle import BundleMetadata
 
 REMOTE_READS = 16
 

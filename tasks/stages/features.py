@@ -22,17 +22,17 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.artifacts import frames_specs
 from core.errors import InputError, NoFaceError
-from core.regions import Region
-from core.segment_analysis import (
+from core.persons.regions import Region
+from core.persons.segment_analysis import (
     extract_person_dynamic,
     extract_persons,
     faces_seen,
     stack_static,
 )
-from core.shots import cut_times
+from core.persons.shots import cut_times
 from core.status import VideoStatus
+from core.storage.artifacts import frames_specs
 from db import repository as repo
 from db.models import SegmentPerson
 from db.repository.segment_persons import SegmentPersonRecord

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.batching import DEFAULT_BUCKETS, FeatureSet, ModelCall, run_batched
 from core.errors import InputError, ModelBundleError, ModelIntegrityError, RetryableError
+from core.model.batching import DEFAULT_BUCKETS, FeatureSet, ModelCall, run_batched
 from core.pipeline import scores_problem
 from core.status import VideoStatus
 from db import repository as repo
@@ -38,7 +38,7 @@ from tasks.stages.skeleton import gave_up
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from core.bundle import ModelBundle
+    from core.bundles.bundle import ModelBundle
 
 #: `InferenceBatchReport.statuses`: the segment's message should be delivered again later.
 RETRY = "retry"

@@ -12,7 +12,7 @@ are recorded with it. Ingest and each segment compare that stamp with what the s
 before reading (one metadata request, whatever the video's length): a copy replaced after
 upload would be analysed, and its results stored, under the original's identity. A copy that
 does not match, like a pinned model version whose bundle fails its check, fails the video
-(or the segment) at once. Both read the stored video by ranges (`core.storage.StoredVideo`):
+(or the segment) at once. Both read the stored video by ranges (`core.storage.store.StoredVideo`):
 ingest its header and index, a segment its index and window; the bytes read are stored in
 the stage's timings (`probe_bytes`, `sample_bytes`).
 """
@@ -29,11 +29,11 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from core.errors import ContentMismatchError, InputError
-from core.segment_sampling import plan_video, sample_video_segment
-from core.segments import Segment
 from core.status import VideoStatus
-from core.storage import StoredStamp, StoredVideo
-from core.video import VideoInfo, probe_video
+from core.storage.store import StoredStamp, StoredVideo
+from core.video.probe import VideoInfo, probe_video
+from core.video.segment_sampling import plan_video, sample_video_segment
+from core.video.segments import Segment
 from db import repository as repo
 from db.models import Video
 from db.repository.stages import StageUpdate

@@ -21,7 +21,7 @@ from tasks.context import StageContext
 from tasks.stages.skeleton import Rows, StageRow, VideoRef
 
 if TYPE_CHECKING:
-    from core.person_links import PersonLinker
+    from core.persons.person_links import PersonLinker
 
 
 def load_segment(session: Session, segment_id: str) -> tuple[StageRow, VideoRef] | None:

@@ -3,10 +3,10 @@
 Writes a 15 s 720p x264 clip (libx264 defaults, 25 fps) with espeak-ng speech as a 44.1 kHz
 AAC track, and prints the CPU time (process time, best of ``--repeat``) of:
 
-* sampling the segment's T=16 frames and successors (`core.selective_decode.sample_segment`):
+* sampling the segment's T=16 frames and successors (`core.video.selective_decode.sample_segment`):
   the baseline, measured in the same run;
-* decoding the segment's audio window to 16 kHz mono (`core.audio.decode_audio_window`);
-* the T log-mel tokens (`core.audio.audio_tokens`), computed in process with NumPy;
+* decoding the segment's audio window to 16 kHz mono (`core.audio.voice.decode_audio_window`);
+* the T log-mel tokens (`core.audio.voice.audio_tokens`), computed in process with NumPy;
 * openSMILE's eGeMAPS v02 low-level descriptors of the same window (the `opensmile` wheel),
   the alternative front end docs/audio.md weighs;
 
@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from core.audio import SAMPLE_RATE, audio_tokens, decode_audio_window
-from core.segments import plan_segments, segment_frame_ranges
-from core.selective_decode import sample_segment
-from core.video import probe_video
+from core.audio.voice import SAMPLE_RATE, audio_tokens, decode_audio_window
+from core.video.probe import probe_video
+from core.video.segments import plan_segments, segment_frame_ranges
+from core.video.selective_decode import sample_segment
 from tests.audio_clips import SENTENCES, mux_audio, speech, tone
 from tests.clips import write_h264
 
@@ -113,7 +113,7 @@ def long_clip_costs(root: Path, minutes: float, repeat: int) -> None:
 def learning_curves() -> None:
     import keras
 
-    from core.model import CompletePersonalityModel
+    from core.model.personality import CompletePersonalityModel
     from tests.support import voices as planted
 
     data = planted.planted_voice_data(Path(tempfile.mkdtemp(prefix="voices")))

@@ -33,7 +33,7 @@ import numpy as np
 
 from core.backbones.registry import backbones_dir, load_backbone
 from core.backbones.transfer import backbone_parts, build_backbone_features, embedding_model
-from core.runtime import compile_inference
+from core.model.runtime import compile_inference
 
 NUM_FRAMES = 8
 
@@ -57,7 +57,7 @@ def cli(home: Path, backbones: Path, *args: str) -> subprocess.CompletedProcess[
 
 def extraction_cost(videos: list[Path], backbones: Path, choices: list[str]) -> None:
     """Milliseconds per clip: the serving stages, then each backbone's features on the crops."""
-    from core.faces import FaceDetector
+    from core.persons.faces import FaceDetector
     from core.training.extraction import ExtractionConfig, extract_clip_arrays
 
     detector = FaceDetector()
@@ -136,7 +136,7 @@ def clips_curve(home: Path, backbones: Path, choices: list[str], persons: list[i
     The split of the runs above is kept (validation and test unchanged); training uses the
     clips of its first k persons only, for each k.
     """
-    from core.storage import ArtifactStore
+    from core.storage.store import ArtifactStore
     from core.training.extraction import DatasetLayout
     from core.training.loop import TrainingConfig
     from core.training.run import extracted_clips, run_training

@@ -89,9 +89,9 @@ def stream_copy(piece: Path, minutes: float, seconds: float) -> Path:
 def sampling_cpu(video: Path, picks: int | None, keyframes: bool = True) -> tuple[float, int, int]:
     """Mean sampling CPU per segment over ``picks`` segments spread over the video (None:
     all); with the segment count and the frames decoded per segment."""
-    from core.decode_limits import VideoLimits
-    from core.segment_sampling import plan_video, sample_video_segment
-    from core.video import probe_video
+    from core.video.decode_limits import VideoLimits
+    from core.video.probe import probe_video
+    from core.video.segment_sampling import plan_video, sample_video_segment
 
     # A long video at 8 Mbit/s is past the default size and duration limits.
     limits = VideoLimits(max_bytes=2**40, max_duration_s=4 * 3600)
@@ -149,7 +149,7 @@ def make_clips(work: Path, count: int) -> list[Path]:
 
 
 def analyze_per_clip(clips: list[Path]) -> None:
-    from core.bundle import build_default_bundle
+    from core.bundles.bundle import build_default_bundle
     from core.pipeline import PipelineConfig
     from core.video_analysis import VideoAnalyzer
 

@@ -68,7 +68,7 @@ def make_clips(folder: Path, count: int, seconds: float) -> list[Path]:
 
 
 def in_process(clips: list[Path], home: Path) -> float:
-    from core.person_links import ContinuityLinker
+    from core.persons.person_links import ContinuityLinker
     from core.pipeline import PipelineConfig
     from core.video_analysis import VideoAnalyzer
     from db.engine import make_engine, make_session_factory
@@ -91,7 +91,7 @@ def in_process(clips: list[Path], home: Path) -> float:
 
 
 def distributed(clips: list[Path], home: Path, admin_url: str, per_queue: int) -> float:
-    from core.storage import ArtifactStore
+    from core.storage.store import ArtifactStore
     from db.engine import make_engine, make_session_factory
     from tests.support.cluster import Cluster
     from tests.support.postgres import PostgresDatabases

@@ -7,8 +7,8 @@ Tracks are 2 s clips (10 fps, 320x240, mp4v, decoded by OpenCV) of the two real 
 animate (the astronaut, `tests.clips.talking_head_frames`, and the cameraman,
 `tests.people_clips.cameraman_frames`): each with its own pose, light and noise phases (seed),
 resting place, amount of motion, and one of the looks below; 8 frames are sampled as a segment
-samples them, MTCNN finds the person (`core.tracks.detect_persons`), and its identity embedding
-is its 5 best faces through FaceRes (`core.identity.identity_embedding`).
+samples them, MTCNN finds the person (`core.persons.tracks.detect_persons`), and its identity
+embedding is its 5 best faces through FaceRes (`core.persons.identity.identity_embedding`).
 
 Looks: as rendered; mirrored; tinted warm or cool; darker (x0.55); extra sensor noise; smaller
 (the frame shrunk to 0.6 and centred on black, so the face is 60 % of the size); blurred (the
@@ -37,16 +37,16 @@ from pathlib import Path
 
 import numpy as np
 
-from core.faces import FaceDetector
-from core.identity import FACE_MARGIN, FaceResEmbedder, identity_crops, mean_direction
-from core.person_links import (
+from core.persons.faces import FaceDetector
+from core.persons.identity import FACE_MARGIN, FaceResEmbedder, identity_crops, mean_direction
+from core.persons.person_links import (
     ContinuityLinker,
     EmbeddingLinker,
     PersonLinker,
     PersonSummary,
     link_video,
 )
-from core.tracks import Person, detect_persons
+from core.persons.tracks import Person, detect_persons
 from tests import clips, people_clips
 
 T = 8
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen[margin] = embeddings
         gaps[margin] = gap
     best = max(gaps, key=gaps.__getitem__)
-    print(f"  widest gap at margin {best}; core.identity.FACE_MARGIN is {FACE_MARGIN}")
+    print(f"  widest gap at margin {best}; core.persons.identity.FACE_MARGIN is {FACE_MARGIN}")
 
     embeddings = chosen[FACE_MARGIN]
     same, different = similarities(tracks, embeddings)

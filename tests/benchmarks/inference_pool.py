@@ -58,7 +58,7 @@ T = 16
 
 def model_only(bundle: Any, batch_size: int, seconds: float = 2.0) -> float:
     """Rows/s of compiled fusion-model calls at `batch_size`, on arrays already in memory."""
-    from core.batching import FeatureSet, pad_batch
+    from core.model.batching import FeatureSet, pad_batch
 
     rng = np.random.default_rng(1)
     item = FeatureSet(
@@ -79,9 +79,9 @@ def model_only(bundle: Any, batch_size: int, seconds: float = 2.0) -> float:
 
 def offline_stage(cluster: Cluster, bundle: Any, ids: list[str], batch_size: int) -> float:
     """Segments/s of `run_inference_batch` in this process, `batch_size` segments per call."""
-    from core.batching import bucket_sizes
+    from core.model.batching import bucket_sizes
     from core.pipeline import PipelineConfig
-    from core.storage import ArtifactStore
+    from core.storage.store import ArtifactStore
     from db.engine import make_engine, make_session_factory
     from tasks.context import StageContext
     from tasks.stages import run_inference_batch
@@ -179,8 +179,8 @@ def pool_phase(
 def run(args: argparse.Namespace, root: Path) -> None:
     import keras
 
-    from core.batching import bucket_sizes, choose_bucket
-    from core.bundle import build_default_bundle
+    from core.bundles.bundle import build_default_bundle
+    from core.model.batching import bucket_sizes, choose_bucket
     from workers.signals import limit_threads
 
     backend = keras.backend.backend()
@@ -289,7 +289,7 @@ def _celery_phase(
 
 
 def _accelerators(backend: str) -> tuple[str, ...]:
-    from workers.accelerators import _accelerators as listed
+    from workers.pool.accelerators import _accelerators as listed
 
     return listed(backend)
 

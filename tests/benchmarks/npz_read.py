@@ -47,7 +47,7 @@ def main() -> None:
     dynamic = archive(tokens=rng.standard_normal((16, 256)).astype(np.float32))
     readers: dict[str, Callable[[bytes], object]] = {"np.load": with_np_load}
     try:
-        from core.npz import read_npz
+        from core.storage.npz import read_npz
 
         readers["read_npz"] = read_npz
     except ImportError:

@@ -18,6 +18,10 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.video_analysis import SegmentedResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -35,6 +39,15 @@ def decode_all(path: Path) -> tuple[float, int]:
     return time.perf_counter() - start, count
 
 
+def stage_names(result: SegmentedResult) -> list[str]:
+    names = dict.fromkeys(n for s in result.segments for n in s.timings if n != "total")
+    return list(names)
+
+
+def stage_seconds(result: SegmentedResult, stage: str) -> float:
+    return sum(s.timings.get(stage, 0.0) for s in result.segments)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=4, help="clips in the batch run")
@@ -48,8 +61,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from core.bundle import build_default_bundle
-    from core.pipeline import Analyzer, PipelineConfig
+    from core.bundles.bundle import build_default_bundle
+    from core.pipeline import PipelineConfig
+    from core.video_analysis import VideoAnalyzer
     from tests.clips import write_h264
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,7 +79,7 @@ def main() -> None:
         if args.detect_width is not None:
             config = dataclasses.replace(config, detect_width=args.detect_width)
         print(f"faces detected at {config.detect_width} px wide")
-        analyzer = Analyzer(build_default_bundle(), config)
+        analyzer = VideoAnalyzer(build_default_bundle(), config)
         analyzer.analyze(clip)  # warm-up: builds the compiled functions
 
         decode = [decode_all(clip) for _ in range(args.repeats)]
@@ -79,12 +93,13 @@ def main() -> None:
             singles.append((time.perf_counter() - start, result))
         single_s = statistics.median(s for s, _ in singles)
         last = singles[-1][1]
-        print(f"status {last.status}, faces {last.faces_found}/{last.frames}")
-        print(f"stage costs (one clip, median of {args.repeats}):")
-        for stage in last.timings:
-            if stage != "total":
-                seconds = statistics.median(r.timings[stage] for _, r in singles)
-                print(f"  {stage:<10} {seconds:.3f} s")
+        faces = sum(s.faces_found for s in last.segments)
+        frames = sum(s.frames for s in last.segments)
+        print(f"status {last.status}, {len(last.segments)} segment(s), faces {faces}/{frames}")
+        print(f"stage costs (one clip, median of {args.repeats}, summed over its segments):")
+        for stage in stage_names(last):
+            seconds = statistics.median(stage_seconds(r, stage) for _, r in singles)
+            print(f"  {stage:<10} {seconds:.3f} s")
         print(
             f"whole pipeline, one clip at a time: {single_s:.3f} s/clip"
             f"  ratio to decode {single_s / decode_s:.2f}x"

@@ -9,7 +9,7 @@ keyframe) stream-copied end to end.
 Then prints, in one run:
 
 1. decode CPU time per 15 s segment, each segment sampling T=16 frames and their successors
-   from its own window (`core.selective_decode`), against a full single-thread decode of the
+   from its own window (`core.video.selective_decode`), against a full single-thread decode of the
    video shared out per segment (`tests.benchmarks.selective_decode.segmented`), and the ratio
    (the target: at most 0.75);
 2. the time to the result of the video, submitted once, with one and with two worker
@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.video import probe_video
+from core.video.probe import probe_video
 from db.engine import normalize_url
 from tests.benchmarks.distributed import group_cpu_seconds
 from tests.benchmarks.selective_decode import segmented
@@ -102,7 +102,7 @@ class Run:
 
 
 def distributed(video: Path, warmups: list[Path], home: Path, admin: str, per_queue: int) -> Run:
-    from core.storage import ArtifactStore
+    from core.storage.store import ArtifactStore
     from db.engine import make_engine, make_session_factory
     from tests.support.cluster import Cluster
     from tests.support.postgres import PostgresDatabases

@@ -4,7 +4,7 @@ Writes a 15 s 720p x264 clip with B-frames (libx264 defaults: medium, CRF 23, th
 samples T=16 frames and their successors from it, and prints, on one decoder thread:
 
 * frames decoded of the total, and how many of the 2T kept frames are bit-identical to a full
-  PyAV decode and to OpenCV's frames (today's path, `core.video.sample_frames`);
+  PyAV decode and to OpenCV's frames (today's path, `core.video.probe.sample_frames`);
 * CPU time (process time) of the selective read, of a full PyAV decode converting only the
   same frames, and of `sample_frames` (OpenCV), best of ``--repeat``; the ratio selective /
   full is the figure of merit (target at most 0.75).
@@ -27,9 +27,9 @@ from typing import TypeVar
 import av
 import numpy as np
 
-from core.segments import plan_segment_samples, plan_segments, segment_frame_ranges
-from core.selective_decode import sample_segment
-from core.video import VideoInfo, probe_video, sample_frames
+from core.video.probe import VideoInfo, probe_video, sample_frames
+from core.video.segments import plan_segment_samples, plan_segments, segment_frame_ranges
+from core.video.selective_decode import sample_segment
 from tests import clips
 
 T = 16

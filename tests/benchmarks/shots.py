@@ -16,7 +16,7 @@ decoded by OpenCV.
   moving side light), and pans over the photos.
 
 A detected cut at the edit's sample is found; any other detected cut is false; an edit's cut
-not detected is missed. The cost is the CPU time of `core.shots.detect_cuts` on a segment's
+not detected is missed. The cost is the CPU time of `core.persons.shots.detect_cuts` on a segment's
 16 frames against the CPU time of the segment's analysis in this process (faces, tracks,
 face CNN, flow, the model: `core.video_analysis.VideoAnalyzer`, built-in bundle) on the
 same frames, both measured in this run.
@@ -27,7 +27,7 @@ on them.
 
 With ``--backbones`` (FaceRes installed there) it also prints, for 2 s tracks of each face,
 the cosine similarity of single faces to their own track's mean (without that face) and to
-the other person's track means: what `core.tracks.SAME_FACE_THRESHOLD` separates.
+the other person's track means: what `core.persons.tracks.SAME_FACE_THRESHOLD` separates.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.shots import CUT_THRESHOLD, cut_scores, frame_signature
+from core.persons.shots import CUT_THRESHOLD, cut_scores, frame_signature
 from tests import clips, people_clips
 
 T = 16
@@ -219,7 +219,7 @@ def _thumbnail(frames: np.ndarray) -> np.ndarray:
 
 
 MEASURES = {
-    "colour or grey levels (core.shots)": cut_scores,
+    "colour or grey levels (core.persons.shots)": cut_scores,
     "colour histogram only": _colour_only,
     "grey-level histogram only": _grey_only,
     "edge change ratio": _edge_change,
@@ -253,14 +253,14 @@ def compare(segments: list[tuple[str, np.ndarray, int | None]]) -> None:
 
 def cost(frames: np.ndarray, repeats: int = 3) -> tuple[float, float]:
     """CPU seconds of `detect_cuts` on one segment, and of the segment's analysis."""
-    from core.bundle import build_default_bundle
+    from core.bundles.bundle import build_default_bundle
+    from core.persons.segment_analysis import extract_person_dynamic, extract_persons
+    from core.persons.shots import detect_cuts
     from core.pipeline import PipelineConfig
-    from core.segment_analysis import extract_person_dynamic, extract_persons
-    from core.shots import detect_cuts
 
     bundle = build_default_bundle(num_frames=T)
     config = PipelineConfig(num_frames=T)
-    from core.faces import FaceDetector
+    from core.persons.faces import FaceDetector
 
     detector = FaceDetector()
     successors = frames.copy()
@@ -283,9 +283,9 @@ def cost(frames: np.ndarray, repeats: int = 3) -> tuple[float, float]:
 
 
 def face_similarities(backbones: Path, folder: Path) -> None:
-    from core.faces import FaceDetector
-    from core.identity import FaceResEmbedder, identity_crop
-    from core.tracks import detect_persons
+    from core.persons.faces import FaceDetector
+    from core.persons.identity import FaceResEmbedder, identity_crop
+    from core.persons.tracks import detect_persons
 
     embedder = FaceResEmbedder.load(backbones)
     detector = FaceDetector()

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
-from core.decode_limits import VideoLimits
-from core.files import file_sha256
-from core.segment_sampling import plan_video, sample_video_segment
-from core.storage import ArtifactStore
-from core.video import probe_video
+from core.storage.store import ArtifactStore
+from core.video.decode_limits import VideoLimits
+from core.video.files import file_sha256
+from core.video.probe import probe_video
+from core.video.segment_sampling import plan_video, sample_video_segment
 from tests.support.long_videos import write_long_video
 from tests.support.s3 import running_s3_server
 

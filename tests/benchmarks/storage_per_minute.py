@@ -51,10 +51,10 @@ def main() -> None:
     args = parser.parse_args()
     width, height = (int(part) for part in args.size.split("x"))
 
-    from core.bundle import build_default_bundle
-    from core.faces import FaceDetector
+    from core.bundles.bundle import build_default_bundle
+    from core.persons.faces import FaceDetector
     from core.pipeline import PipelineConfig
-    from core.storage import ArtifactStore
+    from core.storage.store import ArtifactStore
     from db import repository as repo
     from db.engine import make_engine, make_session_factory
     from db.migrate import upgrade_database

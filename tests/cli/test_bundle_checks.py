@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import METADATA_FILE, WEIGHT_FILES, build_default_bundle, save_bundle
+from core.bundles.bundle import METADATA_FILE, WEIGHT_FILES, build_default_bundle, save_bundle
 from tests.cli.helpers import assert_one_line_error, oceanstream
 from tests.clips import write_faceless
 

@@ -103,7 +103,7 @@ def test_missing_markup_path_is_a_one_line_usage_error(tmp_path: Path) -> None:
 def test_models_list_shows_markup_dataset(analyzed: dict, tmp_path: Path) -> None:
     import keras
 
-    from core.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
+    from core.bundles.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
 
     keras.utils.set_random_seed(5)
     meta = BundleMetadata(version="", trained=True, num_frames=8, seed=5, dataset="evil[/]data")

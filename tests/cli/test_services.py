@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.storage import ArtifactStore
+from core.storage.store import ArtifactStore
 from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_database
 from db.models import Video

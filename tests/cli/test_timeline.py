@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.segments import plan_segments
-from core.timeline_plot import (
+from core.plots.timeline import (
     DPI,
     HEIGHT_IN,
     UNTRAINED_WARNING,
@@ -23,6 +22,7 @@ from core.timeline_plot import (
     figure_texts,
 )
 from core.traits import TRAITS
+from core.video.segments import plan_segments
 from tests.cli.helpers import assert_one_line_error, oceanstream
 from tests.support.timeline_data import StoredVideos, attention_map, populate, session_factory_for
 from workers.cli.distributed import progress_line

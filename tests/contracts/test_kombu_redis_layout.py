@@ -30,7 +30,7 @@ from workers.broker.kombu_redis import (
     layout_of,
     restore_visible,
 )
-from workers.redis_inbox import RedisInbox
+from workers.pool.inbox import RedisInbox
 
 pytestmark = pytest.mark.integration
 

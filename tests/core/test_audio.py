@@ -1,4 +1,4 @@
-"""core.audio on real files: H.264 clips muxed with speech, tones and silence by ffmpeg."""
+"""core.audio.voice on real files: H.264 clips muxed with speech, tones and silence by ffmpeg."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from core.audio import (
+from core.audio.voice import (
     AUDIO_TOKEN_DIM,
     NUM_MELS,
     SAMPLE_RATE,
@@ -20,7 +20,7 @@ from core.audio import (
     segment_audio_tokens,
 )
 from core.errors import VideoDecodeError
-from core.segments import plan_segment_samples
+from core.video.segments import plan_segment_samples
 from tests.audio_clips import mux_audio, speech, tone
 from tests.clips import write_h264, write_text
 

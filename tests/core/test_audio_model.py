@@ -14,15 +14,15 @@ import keras
 import numpy as np
 import pytest
 
-from core.audio import AUDIO_TOKEN_DIM
-from core.model import (
+from core.audio.voice import AUDIO_TOKEN_DIM
+from core.model.personality import (
     AudioEncoder,
     CompletePersonalityModel,
     VoiceAttention,
     get_attention_weights,
     plot_attention_map,
 )
-from core.runtime import compile_inference
+from core.model.runtime import compile_inference
 from tests.support.voices import CLIPS, EPOCHS, FRAMES, HELD_OUT, SMALL, planted_voice_data
 
 AUDIO = 10

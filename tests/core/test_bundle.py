@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.bundle import (
+from core.bundles.bundle import (
     METADATA_FILE,
     WEIGHT_FILES,
     BundleMetadata,
@@ -21,7 +21,7 @@ from core.bundle import (
     load_bundle,
     save_bundle,
 )
-from core.bundle_checks import MAX_DIMENSIONS
+from core.bundles.checks import MAX_DIMENSIONS
 from core.errors import ModelBundleError
 from core.traits import TRAITS
 
@@ -121,7 +121,7 @@ def test_default_bundle_is_untrained_and_versioned_by_its_weights(bundle: ModelB
 
 _VERSION_SCRIPT = """
 import hashlib, keras
-from core.bundle import build_default_bundle
+from core.bundles.bundle import build_default_bundle
 bundle = build_default_bundle(num_frames=4, seed=1234)
 digest = hashlib.sha256()
 for model in (bundle.face_encoder, bundle.flow_encoder, bundle.fusion_model):

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from core.encoders import build_face_encoder, build_flow_encoder
-from core.runtime import compile_inference
+from core.model.encoders import build_face_encoder, build_flow_encoder
+from core.model.runtime import compile_inference
 
 
 @pytest.fixture(scope="module")

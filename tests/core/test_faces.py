@@ -1,4 +1,5 @@
-"""core.faces with the real MTCNN on generated clips: detection, picking, alignment, crops."""
+"""core.persons.faces with the real MTCNN on generated clips: detection, picking, alignment,
+crops."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core.faces import FaceCrops, FaceDetector, alignment_matrix
-from core.video import sample_frames
+from core.persons.faces import FaceCrops, FaceDetector, alignment_matrix
+from core.video.probe import sample_frames
 from tests import clips, people_clips
 
 
@@ -138,7 +139,7 @@ def test_rejects_frames_of_the_wrong_layout(
         face_detector.detect(frames)
 
 
-# Every face per frame (`detect_all`) and crops of given faces (`crop`), for core.tracks.
+# Every face per frame (`detect_all`) and crops of given faces (`crop`), for core.persons.tracks.
 
 
 def two_faces(size: tuple[int, int] = (320, 240)) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""core.flow: shape, range and direction of the flow field, for both methods."""
+"""core.video.flow: shape, range and direction of the flow field, for both methods."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core.flow import FLOW_METHODS, FLOW_SCALE, compute_flow
-from core.video import sample_frames
+from core.video.flow import FLOW_METHODS, FLOW_SCALE, compute_flow
+from core.video.probe import sample_frames
 from tests import clips
 
 

@@ -1,4 +1,4 @@
-"""core.identity and EmbeddingLinker: persons linked across cuts by who they are.
+"""core.persons.identity and EmbeddingLinker: persons linked across cuts by who they are.
 
 On synthetic vectors: the one-to-one assignment, the threshold, persons found again after a
 faceless segment, the fallback to continuity without FaceRes. With the real MTCNN and FaceRes
@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.faces import FaceDetection, FaceDetector
-from core.identity import (
+from core.persons.faces import FaceDetection, FaceDetector
+from core.persons.identity import (
     FaceResEmbedder,
     best_frames,
     identity_crop,
     identity_embedding,
 )
-from core.person_links import (
+from core.persons.person_links import (
     IDENTITY_THRESHOLD,
     ContinuityLinker,
     EmbeddingLinker,
@@ -32,7 +32,7 @@ from core.person_links import (
     link_video,
     linker_for,
 )
-from core.tracks import detect_persons
+from core.persons.tracks import detect_persons
 from tests import clips, people_clips
 from tests.backbone_graph import installed_backbones
 

@@ -14,11 +14,11 @@ import av
 import numpy as np
 import pytest
 
-from core.keyframes import keyframes_near
-from core.segment_sampling import plan_video, sample_video_segment
-from core.segments import Segment, align_to_keyframes, plan_segments, segment_frame_ranges
-from core.selective_decode import sample_segment
-from core.video import probe_video
+from core.video.keyframes import keyframes_near
+from core.video.probe import probe_video
+from core.video.segment_sampling import plan_video, sample_video_segment
+from core.video.segments import Segment, align_to_keyframes, plan_segments, segment_frame_ranges
+from core.video.selective_decode import sample_segment
 
 FPS = 10
 SECONDS = 50  # marks at 15 and 30 s; the 5 s past 45 s are absorbed by the last segment

@@ -19,7 +19,7 @@ from core.model import (
     plot_attention_map,
     sinusoidal_positions,
 )
-from core.runtime import compile_inference
+from core.model.runtime import compile_inference
 
 # Small dimensions keep the tests fast; one test uses the production defaults.
 SMALL = {"static_dim": 12, "dynamic_dim": 8, "fusion_dim": 16, "num_heads": 2}
@@ -309,7 +309,28 @@ def test_attention_plot_imports_neither_tensorflow_nor_keras():
     import sys
 
     code = (
-        "import sys, core.attention_plot\n"
+        "import sys, core.plots.attention\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_agreed_import_path_names_the_model_and_batching_loads_no_keras():
+    import subprocess
+    import sys
+
+    import core.model
+    import core.model.personality
+
+    assert core.model.CompletePersonalityModel is core.model.personality.CompletePersonalityModel
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        _ = core.model.nothing_here  # type: ignore[attr-defined]
+    code = (
+        "import sys, core.model.batching\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
     )
     root = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""core.person_links: a segment's persons linked to the previous segment's by continuity; on
+"""core.persons.person_links: a segment's persons linked to the previous segment's by continuity; on
 synthetic boxes, and with the real MTCNN on segments cut from decoded clips."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.faces import FaceDetector
-from core.person_links import ContinuityLinker, PersonLinker, PersonSummary, number_persons
-from core.tracks import Person, detect_persons
+from core.persons.faces import FaceDetector
+from core.persons.person_links import ContinuityLinker, PersonLinker, PersonSummary, number_persons
+from core.persons.tracks import Person, detect_persons
 from tests import people_clips
 
 T = 8

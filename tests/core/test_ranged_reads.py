@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from core.errors import ContentMismatchError, StorageError
-from core.segment_sampling import plan_video, sample_video_segment
-from core.storage import ArtifactStore
-from core.video import probe_video
+from core.storage.store import ArtifactStore
+from core.video.probe import probe_video
+from core.video.segment_sampling import plan_video, sample_video_segment
 from tests.support.long_videos import write_long_video
 from tests.support.s3 import running_s3_server
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from core.segment_sampling import plan_video, sample_video_segment
-from core.selective_decode import decode_frames
-from core.video import probe_video
+from core.video.probe import probe_video
+from core.video.segment_sampling import plan_video, sample_video_segment
+from core.video.selective_decode import decode_frames
 from tests import clips
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,8 +31,8 @@ PEAK_LIMIT_MB = 500
 SAMPLE_IN_A_PROCESS = """
 import json, sys
 from pathlib import Path
-from core.segment_sampling import plan_video, sample_video_segment
-from core.video import probe_video
+from core.video.segment_sampling import plan_video, sample_video_segment
+from core.video.probe import probe_video
 path = sys.argv[1]
 info = probe_video(path)
 try:

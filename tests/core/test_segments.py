@@ -1,4 +1,4 @@
-"""core.segments: cutting a video into windows and the frames each window samples."""
+"""core.video.segments: cutting a video into windows and the frames each window samples."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import itertools
 import numpy as np
 import pytest
 
-from core.segments import (
+from core.video.probe import plan_sample_indices, successor_indices
+from core.video.segments import (
     Segment,
     first_frame_at,
     plan_segment_samples,
     plan_segments,
     segment_frame_ranges,
 )
-from core.video import plan_sample_indices, successor_indices
 
 # --- plan_segments ---------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""core.selective_decode on real H.264 clips: the kept frames are exactly a full decode's.
+"""core.video.selective_decode on real H.264 clips: the kept frames are exactly a full decode's.
 
 The reference is a plain PyAV decode of every frame (one thread, nothing skipped). Clips with
 several keyframes and B-frames are made by re-encoding a generated talking head with the
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from core.errors import EmptyVideoError, VideoDecodeError, VideoLimitError, VideoNotFoundError
-from core.segments import plan_segment_samples, plan_segments, segment_frame_ranges
-from core.selective_decode import decode_frames, sample_segment
-from core.video import VideoLimits, probe_video, sample_frames
+from core.video.probe import VideoLimits, probe_video, sample_frames
+from core.video.segments import plan_segment_samples, plan_segments, segment_frame_ranges
+from core.video.selective_decode import decode_frames, sample_segment
 from tests import clips
 
 

@@ -1,4 +1,4 @@
-"""core.shots and shot-aware tracking on generated edits of two real faces.
+"""core.persons.shots and shot-aware tracking on generated edits of two real faces.
 
 The edit cuts between the astronaut and the cameraman in the same framing and the same place,
 inside each of three segments at a different offset: position alone would take one for the
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.faces import FaceDetector
-from core.identity import FaceResEmbedder
-from core.person_links import ContinuityLinker, EmbeddingLinker, PersonSummary, link_video
-from core.segment_analysis import describe_faces, person_embedding
-from core.shots import cut_scores, cut_times, detect_cuts, shot_of_frames
-from core.tracks import Person, detect_persons, find_persons
+from core.persons.faces import FaceDetector
+from core.persons.identity import FaceResEmbedder
+from core.persons.person_links import ContinuityLinker, EmbeddingLinker, PersonSummary, link_video
+from core.persons.segment_analysis import describe_faces, person_embedding
+from core.persons.shots import cut_scores, cut_times, detect_cuts, shot_of_frames
+from core.persons.tracks import Person, detect_persons, find_persons
 from tests import clips, people_clips
 from tests.backbone_graph import installed_backbones
 

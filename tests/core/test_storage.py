@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.artifacts import dynamic_specs, frames_specs, static_specs
 from core.errors import ArtifactError, ContentMismatchError
-from core.npz import read_npz
-from core.storage import ArtifactStore
+from core.storage.artifacts import dynamic_specs, frames_specs, static_specs
+from core.storage.npz import read_npz
+from core.storage.store import ArtifactStore
 
 
 @pytest.fixture

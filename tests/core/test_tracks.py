@@ -1,5 +1,5 @@
-"""core.tracks: detections linked into tracks, tracks into persons, each person's crops and flow
-region; with the real MTCNN on decoded clips, and on synthetic boxes for the geometry."""
+"""core.persons.tracks: detections linked into tracks, tracks into persons, each person's crops and
+flow region; with the real MTCNN on decoded clips, and on synthetic boxes for the geometry."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.faces import FaceDetection, FaceDetector
-from core.flow import compute_flow
-from core.regions import Region, RegionGrowth, crop_pair, crop_region, flow_region
-from core.shots import detect_cuts
-from core.tracks import (
+from core.persons.faces import FaceDetection, FaceDetector
+from core.persons.regions import Region, RegionGrowth, crop_pair, crop_region, flow_region
+from core.persons.shots import detect_cuts
+from core.persons.tracks import (
     Track,
     TrackingConfig,
     assign,
@@ -23,7 +22,8 @@ from core.tracks import (
     match_scores,
     select_persons,
 )
-from core.video import sample_frames
+from core.video.flow import compute_flow
+from core.video.probe import sample_frames
 from tests import clips, people_clips
 
 T = 16

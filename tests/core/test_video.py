@@ -1,4 +1,4 @@
-"""core.video on real clips: probing, limits, bad inputs and single-pass sampling."""
+"""core.video.probe on real clips: probing, limits, bad inputs and single-pass sampling."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from core.errors import EmptyVideoError, VideoDecodeError, VideoLimitError, VideoNotFoundError
-from core.video import VideoInfo, VideoLimits, plan_sample_indices, probe_video, sample_frames
+from core.video.probe import VideoInfo, VideoLimits, plan_sample_indices, probe_video, sample_frames
 from tests import clips
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.bundle import build_default_bundle
+from core.bundles.bundle import build_default_bundle
 from core.pipeline import PipelineConfig
 from core.video_analysis import VideoAnalyzer
 from tests.clips import write_talking_head, write_text

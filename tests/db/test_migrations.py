@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import URL, Column, Engine, Integer, MetaData, Table, inspect, select, text
 from sqlalchemy.pool import NullPool
 
-from core.person_links import ContinuityLinker
+from core.persons.person_links import ContinuityLinker
 from core.traits import TRAITS
 from db import repository as repo
 from db.attention import encode_attention

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.segments import plan_segments
 from core.traits import TRAITS
+from core.video.segments import plan_segments
 from db import repository as repo
 from db.repository.results import job_segment_counts
 from tests.support.rows import add_video

@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 from sqlalchemy import delete, func, select
 
-from core.faces import FaceCrops
-from core.person_links import EmbeddingLinker, link_video
-from core.regions import Region
-from core.segments import Segment as PlannedSegment
-from core.segments import plan_segments
+from core.persons.aggregates import PersonAggregate, mark_main
+from core.persons.faces import FaceCrops
+from core.persons.person_links import EmbeddingLinker, link_video
+from core.persons.regions import Region
+from core.persons.tracks import Person as TrackedPerson
+from core.persons.tracks import Track
 from core.status import VideoStatus
-from core.tracks import Person as TrackedPerson
-from core.tracks import Track
 from core.traits import TRAITS
+from core.video.segments import Segment as PlannedSegment
+from core.video.segments import plan_segments
 from db import repository as repo
 from db.models import (
     AttentionMap,
@@ -30,7 +31,6 @@ from db.models import (
     SegmentPrediction,
     Video,
 )
-from db.repository.aggregates import PersonAggregate, mark_main
 from tests.support.rows import add_model, attention_map, new_video, run_together
 from tests.support.segments import (
     LEFT,
@@ -494,7 +494,7 @@ def test_stored_embeddings_find_a_person_again_after_a_faceless_segment(
 
 
 def test_link_video_numbers_in_order_of_appearance() -> None:
-    from core.person_links import PersonSummary
+    from core.persons.person_links import PersonSummary
 
     def at(box: Sequence[float]) -> PersonSummary:
         return PersonSummary(np.array(box, float), np.array(box, float), 8)

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from core import segments as plan
-from core.artifacts import LAYOUT
-from core.bundle import ModelBundle
+from core.bundles.bundle import ModelBundle
 from core.errors import ModelBundleError, StorageError
 from core.pipeline import PipelineConfig
 from core.status import VideoStatus
-from core.storage import ArtifactStore
+from core.storage.artifacts import LAYOUT
+from core.storage.store import ArtifactStore
+from core.video import segments as plan
 from db import repository as repo
 from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_database

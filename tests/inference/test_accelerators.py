@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.support.services import ROOT
-from workers.accelerators import pool_environments
+from workers.pool.accelerators import pool_environments
 
 
 def test_one_pinned_process_per_device_each_with_its_metrics_port() -> None:
@@ -25,8 +25,8 @@ def test_one_pinned_process_per_device_each_with_its_metrics_port() -> None:
 
 PROBE = """
 import json, numpy as np, keras
-from workers.accelerators import prepare_accelerator
-from core.bundle import build_default_bundle
+from workers.pool.accelerators import prepare_accelerator
+from core.bundles.bundle import build_default_bundle
 reference = build_default_bundle(num_frames=8)
 rng = np.random.default_rng(0)
 inputs = (rng.standard_normal((4, 8, 512)).astype("float32"),

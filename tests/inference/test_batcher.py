@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 import redis
 
-from core.bundle import build_default_bundle
+from core.bundles.bundle import build_default_bundle
 from db import repository as repo
 from tasks.context import StageContext
 from tests.inference.helpers import FlakyStore, add_segment, feature_keys, make_context
 from tests.support.pool import scrape
 from tests.support.redis import RedisServer
 from tests.support.services import free_port, wait_for
-from workers.batcher import InferenceBatcher
 from workers.celery_app import create_app
-from workers.inference_messages import SENT_AT_HEADER, segment_id_of
 from workers.metrics import InferenceMetrics, QueueLengthCollector, start_exporter
+from workers.pool.batcher import InferenceBatcher
+from workers.pool.messages import SENT_AT_HEADER, segment_id_of
 from workers.services.dead_letters import dead_letter_key, parse_record
 from workers.settings import Settings
 

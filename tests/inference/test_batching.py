@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.batching import (
+from core.errors import ArtifactError
+from core.model.batching import (
     FeatureSet,
     bucket_sizes,
     choose_bucket,
@@ -14,7 +15,6 @@ from core.batching import (
     run_batched,
     split_rows,
 )
-from core.errors import ArtifactError
 
 T = 8
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.bundle import build_default_bundle
-from core.storage import ArtifactStore
+from core.bundles.bundle import build_default_bundle
+from core.storage.store import ArtifactStore
 from core.traits import TRAITS
 from db import repository as repo
 from tasks import stages

@@ -16,8 +16,8 @@ from celery import Celery
 
 from workers.broker.kombu_redis import DEFAULT_SEP, redis_url, restore_visible
 from workers.celery_app import create_app
-from workers.inference_messages import video_id_of
-from workers.redis_inbox import RedisInbox
+from workers.pool.inbox import RedisInbox
+from workers.pool.messages import video_id_of
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration

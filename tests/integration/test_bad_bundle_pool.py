@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import build_default_bundle
+from core.bundles.bundle import build_default_bundle
 from tests.support.bundles import write_trained_bundle
 from tests.support.cluster import Cluster
 from tests.support.pool import (

@@ -114,7 +114,7 @@ def test_flower_lists_workers_and_queue_lengths(cluster: Cluster, tmp_path: Path
 
 
 def test_flower_shows_the_inference_pool_and_its_tasks(cluster: Cluster) -> None:
-    from core.bundle import build_default_bundle
+    from core.bundles.bundle import build_default_bundle
 
     bundle = build_default_bundle(num_frames=8)
     register_version(cluster.database_url, bundle.metadata)

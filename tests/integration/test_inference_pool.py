@@ -17,8 +17,8 @@ import pytest
 import redis
 from kombu import Connection
 
-from core.artifacts import LAYOUT
-from core.bundle import build_default_bundle
+from core.bundles.bundle import build_default_bundle
+from core.storage.artifacts import LAYOUT
 from tests.support.cluster import Cluster
 from tests.support.pool import (
     log_text,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.live import SegmentCutter
-from core.segments import plan_segment_samples, plan_segments, segment_frame_ranges
+from core.video.live import SegmentCutter
+from core.video.segments import plan_segment_samples, plan_segments, segment_frame_ranges
 
 FPS = 15.0
 SECONDS = 2.0

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from core.bundle import ModelBundle
+    from core.bundles.bundle import ModelBundle
 
 #: Frames per window of the default bundle, and of the clusters' settings.
 T = 8
@@ -23,7 +23,7 @@ def write_trained_bundle(
     import keras
 
     # Keras and the bundle code load on first use, not when the plugin is imported.
-    from core.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
+    from core.bundles.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
 
     keras.utils.set_random_seed(seed)
     meta = BundleMetadata(version="", trained=True, num_frames=T, seed=seed, dataset=dataset)
@@ -37,6 +37,6 @@ def write_trained_bundle(
 @pytest.fixture(scope="session")
 def default_bundle() -> ModelBundle:
     """The default bundle for T=8 frames, built once per session (no test changes it)."""
-    from core.bundle import build_default_bundle
+    from core.bundles.bundle import build_default_bundle
 
     return build_default_bundle(num_frames=T)

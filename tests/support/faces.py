@@ -8,6 +8,6 @@ import pytest
 @pytest.fixture(scope="session")
 def face_detector():
     """One MTCNN-backed detector for the session (building one takes seconds)."""
-    from core.faces import FaceDetector
+    from core.persons.faces import FaceDetector
 
     return FaceDetector()

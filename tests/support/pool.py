@@ -63,8 +63,8 @@ def make_feature_segments(
     Some frames have no face (mask False), as in real videos. The flow tokens are one
     whole-frame set shared by the persons, as the built-in bundle computes them.
     """
-    from core.artifacts import LAYOUT
-    from core.storage import ArtifactStore
+    from core.storage.artifacts import LAYOUT
+    from core.storage.store import ArtifactStore
     from db.models import Segment, SegmentPerson, Video
 
     rng = np.random.default_rng(seed)
@@ -203,7 +203,7 @@ def _produce_when_told(
     broker_url: str, segment_ids: list[str], rate: float | None, shared: Any, ready: Any
 ) -> None:
     from workers.celery_app import create_app
-    from workers.inference_messages import SENT_AT_HEADER
+    from workers.pool.messages import SENT_AT_HEADER
     from workers.settings import Settings
 
     app = create_app(Settings(broker_url=broker_url))

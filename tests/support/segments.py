@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.person_links import ContinuityLinker
+from core.persons.person_links import ContinuityLinker
 from core.status import VideoStatus
 from db import repository as repo
 from db.models import Video

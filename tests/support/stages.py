@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.artifacts import LAYOUT
-from core.files import file_sha256
+from core.storage.artifacts import LAYOUT
+from core.video.files import file_sha256
 from db import repository as repo
 from tasks.context import StageContext
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.person_links import ContinuityLinker, PersonLinker
-from core.segments import plan_segments
+from core.persons.person_links import ContinuityLinker, PersonLinker
 from core.status import VideoStatus
+from core.video.segments import plan_segments
 from db import repository as repo
 from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_database
@@ -205,7 +205,7 @@ def populate(
 
 def write_example(path: Path) -> Path:
     """The docs' example plot: the interview, persons linked by identity embeddings."""
-    from core.person_links import EmbeddingLinker
+    from core.persons.person_links import EmbeddingLinker
     from workers.services.timeline import plot_video
 
     with tempfile.TemporaryDirectory() as folder:

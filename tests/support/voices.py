@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.audio import AUDIO_TOKEN_DIM, audio_tokens, decode_audio_window
+from core.audio.voice import AUDIO_TOKEN_DIM, audio_tokens, decode_audio_window
 from tests.audio_clips import write_voices
 
 #: A small model's dimensions.

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.artifacts import LAYOUT
-from core.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
+from core.bundles.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
+from core.storage.artifacts import LAYOUT
 from db import repository as repo
 from db.migrate import upgrade_database
 from tasks import stages

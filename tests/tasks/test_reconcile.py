@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import segments as plan
 from core.pipeline import PipelineConfig
 from core.status import VideoStatus
-from core.storage import ArtifactStore
+from core.storage.store import ArtifactStore
+from core.video import segments as plan
 from db import repository as repo
 from db.repository.segments import SegmentUpdate
 from tasks.context import StageContext

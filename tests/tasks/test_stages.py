@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.artifacts import LAYOUT
-from core.bundle import build_default_bundle
+from core.bundles.bundle import build_default_bundle
 from core.errors import StorageError
-from core.pipeline import Analyzer, PipelineConfig
-from core.storage import ArtifactStore
+from core.pipeline import PipelineConfig
+from core.storage.artifacts import LAYOUT
+from core.storage.store import ArtifactStore
 from core.video_analysis import VideoAnalyzer
 from db import repository as repo
 from db.engine import make_engine, make_session_factory
@@ -127,21 +127,23 @@ def expected_traits() -> tuple[str, ...]:
 def test_a_first_impressions_clip_scores_as_the_whole_video_analysis_did(
     default_bundle, face_detector, tmp_path: Path
 ) -> None:
-    """15 s, one person: one segment, and exactly the scores of the whole-video analysis
-    that came before segments (`core.pipeline.Analyzer`: one window, the first face)."""
+    """15 s, one person: one segment, one person, and exactly the scores, faces and frames of
+    the in-process analysis of the whole video (`core.video_analysis.VideoAnalyzer`)."""
     ctx = make_context(tmp_path, default_bundle, face_detector)
     clip = write_talking_head(tmp_path / "fi.mp4", seconds=15, fps=8, seed=3)
     video_id = submit(ctx, clip)
     assert len(analyze_with_stages(ctx, video_id)) == 1
-    before = Analyzer(default_bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
+    before = VideoAnalyzer(default_bundle, ctx.config, detector=ctx.detector(112)).analyze(clip)
+    [segment] = before.segments
+    [person] = segment.persons
     with ctx.session_factory() as session:
         prediction = repo.get_prediction(
             session=session, video_id=video_id, model_version=default_bundle.metadata.version
         )
     stored = [getattr(prediction, trait) for trait in expected_traits()]
-    np.testing.assert_allclose(stored, before.scores, atol=1e-6)
+    np.testing.assert_allclose(stored, person.scores, atol=1e-6)
     row = video_row(ctx, video_id)
-    assert (row.status, row.faces_found, row.frames) == ("done", before.faces_found, T)
+    assert (row.status, row.faces_found, row.frames) == ("done", segment.faces_found, T)
 
 
 def test_segments_of_a_longer_video_match_the_in_process_analysis(

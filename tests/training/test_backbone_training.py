@@ -25,9 +25,9 @@ from core.backbones.transfer import (
     embedding_model,
     fine_tunable_layers,
 )
-from core.bundle import load_bundle
+from core.bundles.bundle import load_bundle
 from core.errors import ModelBundleError
-from core.storage import ArtifactStore
+from core.storage.store import ArtifactStore
 from core.training.backbone import prepare_backbone
 from core.training.data import ClipRef
 from core.training.extraction import DatasetLayout, ExtractionConfig

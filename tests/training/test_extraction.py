@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.flow import compute_flow
-from core.pipeline import PipelineConfig, sample_video
-from core.storage import ArtifactStore
+from core.pipeline import PipelineConfig
+from core.storage.store import ArtifactStore
 from core.training.data import ClipBatches, ClipRef, fill_missing_crops
 from core.training.datasets import load_labelled_set
 from core.training.extraction import (
@@ -29,6 +28,8 @@ from core.training.extraction_run import (
     read_failure,
 )
 from core.training.labels import DatasetError
+from core.video.flow import compute_flow
+from core.video.segment_sampling import sample_video
 from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_database
 from tasks.context import StageContext
@@ -196,8 +197,8 @@ def test_person_flow_covers_the_main_persons_region_not_the_frame(
 ) -> None:
     """A person-region extraction keeps serving's first person's crops and computes the flow
     on that person's region; a whole-frame one differs only in the flow."""
-    from core.regions import crop_pair
-    from core.tracks import detect_persons
+    from core.persons.regions import crop_pair
+    from core.persons.tracks import detect_persons
 
     clip = labelled_folder / "anna.seg0.mp4"
     person = extract_clip_arrays(

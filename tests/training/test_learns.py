@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import load_bundle
+from core.bundles.bundle import load_bundle
 from tests.synthetic import DYNAMIC_TRAIT, STATIC_TRAIT, write_synthetic_set
 from tests.training.cli import oceanstream
 

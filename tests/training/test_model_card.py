@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import (
+from core.bundles.bundle import (
     METADATA_FILE,
     BundleMetadata,
     ModelBundle,
@@ -16,7 +16,7 @@ from core.bundle import (
     load_bundle,
     save_bundle,
 )
-from core.model_card import INTENDED_USE, LIMITS, UNTRAINED_LIMIT, limits_markdown
+from core.bundles.model_card import INTENDED_USE, LIMITS, UNTRAINED_LIMIT, limits_markdown
 from core.traits import TRAITS
 from tests.synthetic import write_synthetic_set
 from tests.training.cli import oceanstream, said

@@ -39,7 +39,7 @@ def analyze(
     ),
 ) -> None:
     """Analyze videos in this process (no broker) and store the results."""
-    from core.segment_analysis import POSITION_ONLY
+    from core.persons.segment_analysis import POSITION_ONLY
     from workers.services.analysis import analyze_inputs, prepare
     from workers.services.models import UNTRAINED_WARNING
 

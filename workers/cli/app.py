@@ -88,7 +88,7 @@ def collect_inputs(paths: list[Path]) -> list[Path]:
     no model is loaded. A file that exists but cannot be read is an input failure, reported
     on its video.
     """
-    from core.files import expand_inputs
+    from core.video.files import expand_inputs
 
     missing = [str(path) for path in paths if not path.expanduser().exists()]
     if missing:

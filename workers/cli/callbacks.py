@@ -17,7 +17,7 @@ def callback_worker(
 ) -> None:
     """Deliver job completion callbacks (signed POSTs, retried with backoff); no model loaded."""
     from workers.celery_app import create_app
-    from workers.inference_pool import configure_logging
+    from workers.pool.process import configure_logging
     from workers.services.callbacks import QUEUE, register_callback_task
 
     configure_logging(loglevel)

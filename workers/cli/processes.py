@@ -50,7 +50,7 @@ def worker(
     """
     from workers import bootstrap
     from workers.celery_app import QUEUES, create_app
-    from workers.inference_pool import configure_logging
+    from workers.pool.process import configure_logging
     from workers.signals import connect_worker_signals
 
     # The CLI shows warnings only; a worker's log is its operators' view (`--loglevel`).
@@ -100,10 +100,10 @@ def _inference_pool(
     settings: Settings, processes: int, threads: int, loglevel: str, devices: str | None
 ) -> int:
     """One batcher process here, or one child per device (or per `--concurrency` on CPU)."""
-    from workers.accelerators import pool_environments, set_memory_environment
     from workers.broker.kombu_redis import UnsupportedBrokerSetting, layout_of
     from workers.celery_app import create_app
-    from workers.inference_pool import child_argv, run_device_processes, run_pool_process
+    from workers.pool.accelerators import pool_environments, set_memory_environment
+    from workers.pool.process import child_argv, run_device_processes, run_pool_process
 
     try:  # before any model is loaded: a broker the pool cannot use is a usage error
         layout_of(create_app(settings))

@@ -90,7 +90,7 @@ def attention(
     segment's and person's map; --segment alone takes the segment's person with most face
     frames, --person alone that person's segment with most face frames.
     """
-    from core.attention_plot import plot_attention_map
+    from core.plots.attention import plot_attention_map
     from workers.services.results import stored_attention, stored_segment_attention
 
     session_factory = open_database(load_settings())

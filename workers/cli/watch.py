@@ -42,8 +42,8 @@ def watch(
     """
     from dataclasses import replace
 
-    from core.live import SourceOptions
-    from core.segment_analysis import POSITION_ONLY
+    from core.persons.segment_analysis import POSITION_ONLY
+    from core.video.live import SourceOptions
     from workers import bootstrap
     from workers.services.watch import NeverOpened, Watcher
     from workers.services.watch_metrics import WatchMetrics

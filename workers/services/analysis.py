@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.attention_plot import plot_attention_map
 from core.backbones.registry import backbones_dir
-from core.segment_analysis import identity_for
+from core.persons.segment_analysis import identity_for
+from core.plots.attention import plot_attention_map
 from db import repository as repo
 from db.repository.outcomes import store_segmented
 from workers.services.jobs import Registration, register_inputs
@@ -19,8 +19,8 @@ from workers.services.results import ResultRow, job_results
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
-    from core.bundle import ModelBundle
-    from core.person_links import PersonLinker
+    from core.bundles.bundle import ModelBundle
+    from core.persons.person_links import PersonLinker
     from core.video_analysis import SegmentedResult, VideoAnalyzer
 
 
@@ -44,7 +44,7 @@ def prepare(
     """The analyzer for the bundle to serve with (recorded in the database).
 
     Persons are linked across segments by identity when FaceRes is installed, else by
-    continuity (`core.segment_analysis.identity_for`).
+    continuity (`core.persons.segment_analysis.identity_for`).
     """
     from core.video_analysis import VideoAnalyzer
 

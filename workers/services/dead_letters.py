@@ -4,7 +4,7 @@ A payload that is not UTF-8, not JSON, not a kombu envelope, or not a task messa
 queue's consumer accepts (unknown task, arguments that do not fit) can never succeed: left
 on the queue it would crash or loop a worker. Every consumer (the Celery workers through
 `workers.broker.kombu_redis` and `workers.broker.celery_consumer`, the inference pool through
-`workers.batcher`) calls `dead_letter` (`workers.broker.dead_letter_lists`, the write side)
+`workers.pool.batcher`) calls `dead_letter` (`workers.broker.dead_letter_lists`, the write side)
 instead, which logs one line with the queue and the reason and pushes a record onto that
 queue's dead-letter list.
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from core.artifacts import LAYOUT
-from core.storage import ArtifactStore
+from core.storage.artifacts import LAYOUT
+from core.storage.store import ArtifactStore
 from db.engine import scrub_deleted
 from db.models import DEFAULT_TENANT_ID
 from db.repository import jobs as job_repo

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from core.faces import FaceDetector
+from core.persons.faces import FaceDetector
 from core.training.extraction import clip_config, failure_key
 from core.training.extraction_run import (
     EXTRACTED,

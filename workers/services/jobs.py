@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.artifacts import LAYOUT
-from core.files import file_sha256, missing_file_key, refusal
 from core.status import VideoStatus
-from core.storage import ArtifactStore
+from core.storage.artifacts import LAYOUT
+from core.storage.store import ArtifactStore
+from core.video.files import file_sha256, missing_file_key, refusal
 from db import repository as repo
 from db.models import DEFAULT_TENANT_ID
 from db.repository.videos import get_tenant_video

@@ -24,7 +24,7 @@ from db.repository.stages import StageUpdate
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from core.person_links import PersonLinker
+    from core.persons.person_links import PersonLinker
 
 NO_SEGMENT = "the live source gave no window of at least half a segment to analyse"
 

@@ -12,8 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.bundles.model_card import card_of
 from core.errors import ModelBundleError
-from core.model_card import card_of
 from db import repository as repo
 from db.repository.model_catalog import list_model_versions
 from workers.services.errors import UsageError
@@ -21,7 +21,7 @@ from workers.services.errors import UsageError
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from core.bundle import ModelBundle
+    from core.bundles.bundle import ModelBundle
     from db.models import ModelVersion
     from workers.settings import Settings
 
@@ -33,7 +33,7 @@ UNTRAINED_WARNING = (
 
 @lru_cache(maxsize=4)
 def _load(path: str | None, num_frames: int) -> ModelBundle:
-    from core.bundle import build_default_bundle, load_bundle
+    from core.bundles.bundle import build_default_bundle, load_bundle
 
     if path is None:
         return build_default_bundle(num_frames=num_frames)
@@ -100,7 +100,7 @@ def active_or_default_version(*, session: Session, settings: Settings) -> str:
 
 def load_registered_bundle(session_factory: object, version: str) -> ModelBundle:
     """Load the bundle a `model_versions` row points at, checking it is that version."""
-    from core.bundle import build_default_bundle, load_bundle
+    from core.bundles.bundle import build_default_bundle, load_bundle
 
     with session_factory() as session:  # type: ignore[operator]
         row = repo.get_model_version(session=session, version=version)
@@ -134,7 +134,7 @@ def register_bundle_dir(
     folder that is not a bundle, `ValueError` for a version already stored with the other
     trained flag.
     """
-    from core.bundle import load_bundle
+    from core.bundles.bundle import load_bundle
 
     directory = str(path.expanduser().absolute())
     bundle = load_bundle(path.expanduser())  # its errors name the folder as the user gave it

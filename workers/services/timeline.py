@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.timeline_plot import (
+from core.plots.timeline import (
     PersonPoint,
     PersonSeries,
     SegmentSpan,
@@ -82,7 +82,7 @@ def timeline_rows(rows: Iterable[ResultRow]) -> list[dict[str, Any]]:
 
 
 def plot_data(row: ResultRow) -> TimelinePlotData:
-    """What `core.timeline_plot` draws for one stored result."""
+    """What `core.plots.timeline` draws for one stored result."""
     points: dict[int, list[PersonPoint]] = {}
     trained: set[bool] = set()
     for segment in row.segments:

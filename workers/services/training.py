@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.storage import ArtifactStore
+from core.storage.store import ArtifactStore
 from core.training.datasets import dataset_name
 from core.training.extraction import DatasetLayout
 from workers.services.models import activate_version, register_bundle_dir

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.artifacts import LAYOUT, ArtifactLayout
-from core.storage import ArtifactStore
+from core.storage.artifacts import LAYOUT, ArtifactLayout
+from core.storage.store import ArtifactStore
 from db import repository as repo
 from db.models import DEFAULT_TENANT_ID
 from db.repository.jobs import create_job, job_by_idempotency_key

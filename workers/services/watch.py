@@ -1,7 +1,7 @@
 """`watch`: a live source analysed segment by segment as it arrives.
 
 The source is one video record (`live` while it is watched). Each window the source
-completes (`core.live.SegmentCutter`) is handed off at once: its sampled frames are stored
+completes (`core.video.live.SegmentCutter`) is handed off at once: its sampled frames are stored
 where the sampling stage would store them, a segment row is appended and moved to
 `extracting` in one transaction, and then faces and flow are sent to the queues (the
 default) or run in this process by one analysis thread (`in_process`). The frames are then
@@ -31,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.live import (
+from core.status import FINAL_STATUSES, VideoStatus
+from core.video.live import (
     LiveSegment,
     LiveSource,
     SegmentCutter,
@@ -40,7 +41,6 @@ from core.live import (
     backoff_delays,
     open_source,
 )
-from core.status import FINAL_STATUSES, VideoStatus
 from db import repository as repo
 from db.models import Segment, Video
 from db.repository.aggregates import number_live_persons

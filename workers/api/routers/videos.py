@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from core.attention_plot import plot_attention_map
-from core.timeline_plot import UNTRAINED_WARNING
+from core.plots.attention import plot_attention_map
+from core.plots.timeline import UNTRAINED_WARNING
 from workers.api.context import ApiContext
 from workers.api.deps import get_caller, get_context, request_context
 from workers.api.problems import not_found
