@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from core.storage.artifacts import LAYOUT
 from core.video.files import file_sha256
 from db import repository as repo
+from db.migrate import upgrade_database
 from tasks.context import StageContext
+from workers import bootstrap
+from workers.settings import Settings
 
 
 def submit(ctx: StageContext, path: Path, *, stamp: bool = True) -> str:
@@ -59,3 +64,19 @@ def analyze_with_stages(ctx: StageContext, video_id: str) -> list[str]:
     for segment_id in ids:
         stages.run_inference(ctx, segment_id)
     return ids
+
+
+@contextmanager
+def worker_context(home: Path, face_detector, num_frames: int = 8) -> Iterator[StageContext]:
+    """What a worker builds with OCEANSTREAM_DATABASE_URL unset (a SQLite file in `home`),
+    with the session's face detector; the process's settings are reset afterwards."""
+    settings = Settings(home=home, num_frames=num_frames, _env_file=None)  # type: ignore[call-arg]
+    upgrade_database(settings.effective_database_url)
+    bootstrap.configure(settings)
+    context = bootstrap.get_context()
+    context._detectors[112] = face_detector
+    try:
+        yield context
+    finally:
+        bootstrap.configure(Settings(_env_file=None))  # type: ignore[call-arg]
+        bootstrap.reset_after_fork()

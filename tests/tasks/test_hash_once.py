@@ -9,30 +9,19 @@ from pathlib import Path
 import pytest
 
 from db import repository as repo
-from db.migrate import upgrade_database
 from tasks import stages
 from tasks.context import StageContext
 from tasks.stages.ingest import CHANGED_AFTER_UPLOAD
 from tests.clips import write_talking_head
 from tests.support.long_videos import write_long_video
-from tests.support.stages import submit
-from workers import bootstrap
+from tests.support.stages import submit, worker_context
 from workers.metrics import StorageMetrics
-from workers.settings import Settings
 
 
 @pytest.fixture
 def ctx(tmp_path: Path, face_detector) -> Iterator[StageContext]:
-    settings = Settings(home=tmp_path / "home", num_frames=8, _env_file=None)  # type: ignore[call-arg]
-    upgrade_database(settings.effective_database_url)
-    bootstrap.configure(settings)
-    context = bootstrap.get_context()
-    context._detectors[112] = face_detector
-    try:
+    with worker_context(tmp_path / "home", face_detector, 8) as context:
         yield context
-    finally:
-        bootstrap.configure(Settings(_env_file=None))  # type: ignore[call-arg]
-        bootstrap.reset_after_fork()
 
 
 def video_row(ctx: StageContext, video_id: str):

@@ -23,31 +23,20 @@ import pytest
 from core.bundles.bundle import BundleMetadata, ModelBundle, build_models, save_bundle
 from core.storage.artifacts import LAYOUT
 from db import repository as repo
-from db.migrate import upgrade_database
 from tasks import stages
 from tasks.context import StageContext
 from tasks.stages.ingest import CHANGED_AFTER_UPLOAD
 from tests.clips import write_talking_head
-from tests.support.stages import submit
-from workers import bootstrap
+from tests.support.stages import submit, worker_context
 from workers.services.models import activate_version, register_bundle_dir
-from workers.settings import Settings
 
 T = 8
 
 
 @pytest.fixture
 def ctx(tmp_path: Path, face_detector) -> Iterator[StageContext]:
-    settings = Settings(home=tmp_path / "home", num_frames=T, _env_file=None)  # type: ignore[call-arg]
-    upgrade_database(settings.effective_database_url)
-    bootstrap.configure(settings)
-    context = bootstrap.get_context()
-    context._detectors[112] = face_detector
-    try:
+    with worker_context(tmp_path / "home", face_detector, T) as context:
         yield context
-    finally:
-        bootstrap.configure(Settings(_env_file=None))  # type: ignore[call-arg]
-        bootstrap.reset_after_fork()
 
 
 def row(ctx: StageContext, video_id: str):

@@ -13,28 +13,17 @@ from pathlib import Path
 import pytest
 
 from db import repository as repo
-from db.migrate import upgrade_database
 from tasks import stages
 from tasks.context import StageContext
 from tests.clips import write_talking_head
-from tests.support.stages import submit
-from workers import bootstrap
-from workers.settings import Settings
+from tests.support.stages import submit, worker_context
 
 
 @pytest.fixture
 def worker_ctx(tmp_path: Path, face_detector) -> Iterator[StageContext]:
     """What a worker builds with OCEANSTREAM_DATABASE_URL unset: a SQLite file in its home."""
-    settings = Settings(home=tmp_path / "home", num_frames=8, _env_file=None)  # type: ignore[call-arg]
-    upgrade_database(settings.effective_database_url)
-    bootstrap.configure(settings)
-    context = bootstrap.get_context()
-    context._detectors[112] = face_detector
-    try:
+    with worker_context(tmp_path / "home", face_detector, 8) as context:
         yield context
-    finally:
-        bootstrap.configure(Settings(_env_file=None))  # type: ignore[call-arg]
-        bootstrap.reset_after_fork()
 
 
 def test_every_stage_runs_on_sqlite_without_waiting_on_itself(

@@ -39,14 +39,7 @@ def results_csv(rows: Sequence[dict[str, Any]]) -> str:
         "model_trained",
         "error",
     ]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        flat = {k: v for k, v in row.items() if k in fields}
-        flat.update(row.get("traits") or {})
-        writer.writerow({key: neutralise_cell(value) for key, value in flat.items()})
-    return buffer.getvalue()
+    return _csv(rows, fields)
 
 
 def timeline_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -63,6 +56,11 @@ def timeline_csv(rows: Sequence[dict[str, Any]]) -> str:
         "faces_found",
         "error",
     ]
+    return _csv(rows, fields)
+
+
+def _csv(rows: Sequence[dict[str, Any]], fields: list[str]) -> str:
+    """`rows` as CSV with the columns `fields`, the traits flattened, text cells neutralised."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
